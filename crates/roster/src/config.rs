@@ -1,0 +1,546 @@
+//! One typed configuration: defaults < TOML file (`--config`) < `ROSTER_*`
+//! environment variables < command-line flags (SPEC §12).
+//!
+//! The layers are merged as TOML tables and deserialised once into [`Config`], so a
+//! bad value anywhere fails at start-up with the dotted key, the value and what was
+//! expected. Nothing else in the server reads the environment.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::core::room_type::Visibility;
+
+/// A duration written with a unit (`"250ms"`, `"2s"`, `"5m"`, `"1h"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Dur;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a duration string with a unit, like \"250ms\", \"2s\", \"5m\", \"1h\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Dur, E> {
+                parse_duration(s).map(Dur).map_err(E::custom)
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    if t == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(t).map_err(|e| {
+        format!("invalid duration {s:?} ({e}); expected a number with a unit, like \"250ms\", \"2s\", \"5m\", \"1h\"")
+    })
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub listen: String,
+    pub auth: AuthConfig,
+    pub timing: TimingConfig,
+    pub limits: LimitsConfig,
+    pub database: DatabaseConfig,
+    pub engine: EngineConfig,
+    pub kafka: KafkaConfig,
+    pub log: LogConfig,
+    pub rooms: RoomsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    pub jwt_secret: Option<String>,
+    pub jwt_public_key: Option<PathBuf>,
+    pub admin_key: Option<String>,
+    pub leeway: Option<Dur>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TimingConfig {
+    pub heartbeat_interval: Dur,
+    pub session_timeout: Dur,
+    pub away_after: Dur,
+    pub lock_ttl: Dur,
+    pub stale_ttl: Dur,
+    pub diff_window: Dur,
+    pub leave_grace: Dur,
+    pub hello_timeout: Dur,
+    pub sweep_interval: Dur,
+}
+
+impl Default for TimingConfig {
+    fn default() -> Self {
+        let s = |n| Dur(Duration::from_secs(n));
+        Self {
+            heartbeat_interval: s(15),
+            session_timeout: s(45),
+            away_after: s(120),
+            lock_ttl: s(120),
+            stale_ttl: s(300),
+            diff_window: Dur(Duration::from_millis(50)),
+            leave_grace: s(5),
+            hello_timeout: s(10),
+            sweep_interval: s(1),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub max_body_bytes: usize,
+    pub max_frame_bytes: usize,
+    pub max_state_bytes: usize,
+    pub max_rooms_per_session: usize,
+    pub max_watch: usize,
+    pub send_queue: usize,
+    pub messages_per_second: u32,
+    pub messages_burst: u32,
+    pub errors_per_minute: u32,
+    pub presence_list_limit: usize,
+    pub rest_requests_per_second: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1_048_576,
+            max_frame_bytes: 65_536,
+            max_state_bytes: 2048,
+            max_rooms_per_session: 100,
+            max_watch: 1000,
+            send_queue: 1024,
+            messages_per_second: 50,
+            messages_burst: 100,
+            errors_per_minute: 30,
+            presence_list_limit: 5000,
+            rest_requests_per_second: 200,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    pub url: String,
+}
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self { url: "sqlite://roster.db".into() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineConfig {
+    pub url: String,
+    pub prefix: String,
+}
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self { url: "memory".into(), prefix: "roster".into() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaConfig {
+    pub brokers: Option<String>,
+    pub group_id: Option<String>,
+    pub mutating_topic: Option<String>,
+    pub mutated_topic: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// `tracing` filter, e.g. `info` or `roster=debug`.
+    pub level: String,
+}
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { format: LogFormat::Text, level: "info".into() }
+    }
+}
+
+/// Room creation rules: a room created ad hoc whose key starts with `prefix` gets
+/// room type `type` (first match wins); otherwise `GENERIC`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoomsConfig {
+    pub rules: Vec<PrefixRule>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrefixRule {
+    pub prefix: String,
+    #[serde(rename = "type")]
+    pub room_type: String,
+    pub visibility: Option<Visibility>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:7400".into(),
+            auth: AuthConfig::default(),
+            timing: TimingConfig::default(),
+            limits: LimitsConfig::default(),
+            database: DatabaseConfig::default(),
+            engine: EngineConfig::default(),
+            kafka: KafkaConfig::default(),
+            log: LogConfig::default(),
+            rooms: RoomsConfig::default(),
+        }
+    }
+}
+
+/// How an environment value is turned into a TOML value.
+#[derive(Clone, Copy)]
+enum Kind {
+    Str,
+    Int,
+}
+
+/// Every scalar key, for the `ROSTER_*` mapping. A unit test proves each one is a
+/// real key of [`Config`].
+const KEYS: &[(&str, Kind)] = &[
+    ("listen", Kind::Str),
+    ("auth.jwt_secret", Kind::Str),
+    ("auth.jwt_public_key", Kind::Str),
+    ("auth.admin_key", Kind::Str),
+    ("auth.leeway", Kind::Str),
+    ("timing.heartbeat_interval", Kind::Str),
+    ("timing.session_timeout", Kind::Str),
+    ("timing.away_after", Kind::Str),
+    ("timing.lock_ttl", Kind::Str),
+    ("timing.stale_ttl", Kind::Str),
+    ("timing.diff_window", Kind::Str),
+    ("timing.leave_grace", Kind::Str),
+    ("timing.hello_timeout", Kind::Str),
+    ("timing.sweep_interval", Kind::Str),
+    ("limits.max_body_bytes", Kind::Int),
+    ("limits.max_frame_bytes", Kind::Int),
+    ("limits.max_state_bytes", Kind::Int),
+    ("limits.max_rooms_per_session", Kind::Int),
+    ("limits.max_watch", Kind::Int),
+    ("limits.send_queue", Kind::Int),
+    ("limits.messages_per_second", Kind::Int),
+    ("limits.messages_burst", Kind::Int),
+    ("limits.errors_per_minute", Kind::Int),
+    ("limits.presence_list_limit", Kind::Int),
+    ("limits.rest_requests_per_second", Kind::Int),
+    ("database.url", Kind::Str),
+    ("engine.url", Kind::Str),
+    ("engine.prefix", Kind::Str),
+    ("kafka.brokers", Kind::Str),
+    ("kafka.group_id", Kind::Str),
+    ("kafka.mutating_topic", Kind::Str),
+    ("kafka.mutated_topic", Kind::Str),
+    ("log.format", Kind::Str),
+    ("log.level", Kind::Str),
+];
+
+/// `timing.session_timeout` → `ROSTER_TIMING_SESSION_TIMEOUT`.
+pub fn env_name(key: &str) -> String {
+    format!("ROSTER_{}", key.replace('.', "_").to_ascii_uppercase())
+}
+
+/// Values given on the command line, as dotted keys (highest precedence).
+pub type Overrides = Vec<(String, String)>;
+
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Loads and validates. `env` is passed in (not read here) so tests can supply it.
+    pub fn load(
+        file: Option<&Path>,
+        env: &BTreeMap<String, String>,
+        flags: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        let mut table = toml::Table::new();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                ConfigError(format!("cannot read config file {}: {e}", path.display()))
+            })?;
+            table = text.parse::<toml::Table>().map_err(|e| {
+                ConfigError(format!("config file {} is not valid TOML: {e}", path.display()))
+            })?;
+        }
+        for (name, value) in env {
+            if !name.starts_with("ROSTER_") {
+                continue;
+            }
+            let Some((key, kind)) = KEYS.iter().find(|(k, _)| env_name(k) == *name) else {
+                return Err(ConfigError(format!(
+                    "unknown environment variable {name}: no such setting (see `roster --help`)"
+                )));
+            };
+            set_key(&mut table, key, typed(key, *kind, value, name)?);
+        }
+        for (key, value) in flags {
+            let kind = KEYS.iter().find(|(k, _)| k == key).map(|(_, k)| *k).unwrap_or(Kind::Str);
+            set_key(&mut table, key, typed(key, kind, value, key)?);
+        }
+        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| {
+                let path = e.path().to_string();
+                ConfigError(format!("`{path}`: {}", e.into_inner().message()))
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, value: &dyn std::fmt::Debug, expected: &str| {
+            Err(ConfigError(format!("`{key}` = {value:?}: expected {expected}")))
+        };
+        if self.listen_addr().is_err() {
+            return bad("listen", &self.listen, "an address like 127.0.0.1:7400 (port 0 = any free port)");
+        }
+        let t = &self.timing;
+        for (key, d) in [
+            ("timing.heartbeat_interval", t.heartbeat_interval),
+            ("timing.session_timeout", t.session_timeout),
+            ("timing.away_after", t.away_after),
+            ("timing.lock_ttl", t.lock_ttl),
+            ("timing.stale_ttl", t.stale_ttl),
+            ("timing.hello_timeout", t.hello_timeout),
+            ("timing.sweep_interval", t.sweep_interval),
+        ] {
+            if d.0.is_zero() {
+                return bad(key, &d.0, "a duration above zero");
+            }
+        }
+        if t.session_timeout.0 <= t.heartbeat_interval.0 {
+            return bad(
+                "timing.session_timeout",
+                &t.session_timeout.0,
+                "a duration longer than timing.heartbeat_interval",
+            );
+        }
+        let l = &self.limits;
+        for (key, v) in [
+            ("limits.max_body_bytes", l.max_body_bytes),
+            ("limits.max_frame_bytes", l.max_frame_bytes),
+            ("limits.max_state_bytes", l.max_state_bytes),
+            ("limits.max_rooms_per_session", l.max_rooms_per_session),
+            ("limits.max_watch", l.max_watch),
+            ("limits.send_queue", l.send_queue),
+            ("limits.messages_per_second", l.messages_per_second as usize),
+            ("limits.messages_burst", l.messages_burst as usize),
+            ("limits.errors_per_minute", l.errors_per_minute as usize),
+            ("limits.presence_list_limit", l.presence_list_limit),
+            ("limits.rest_requests_per_second", l.rest_requests_per_second as usize),
+        ] {
+            if v == 0 {
+                return bad(key, &v, "a number above zero");
+            }
+        }
+        if l.max_frame_bytes < 1024 {
+            return bad("limits.max_frame_bytes", &l.max_frame_bytes, "at least 1024");
+        }
+        if self.engine.url != "memory" {
+            return bad(
+                "engine.url",
+                &self.engine.url,
+                "\"memory\" (the Redis engine is not part of this build yet)",
+            );
+        }
+        let db = &self.database.url;
+        if !(db.starts_with("sqlite:") || db.starts_with("postgres://") || db.starts_with("postgresql://")) {
+            return bad("database.url", db, "sqlite://FILE or postgres://…");
+        }
+        if let Some(secret) = &self.auth.jwt_secret {
+            if secret.is_empty() {
+                return bad("auth.jwt_secret", secret, "a non-empty secret");
+            }
+        }
+        if let Some(key) = &self.auth.admin_key {
+            if key.len() < 16 {
+                return bad("auth.admin_key", &"<hidden>", "at least 16 characters");
+            }
+        }
+        if let Some(path) = &self.auth.jwt_public_key {
+            if let Err(e) = std::fs::read(path) {
+                return bad("auth.jwt_public_key", path, &format!("a readable PEM file ({e})"));
+            }
+        }
+        for (i, rule) in self.rooms.rules.iter().enumerate() {
+            if crate::core::room_type::RoomTypeCode::parse(&rule.room_type).is_err() {
+                return bad(&format!("rooms.rules[{i}].type"), &rule.room_type, "a room type code like CHAT");
+            }
+        }
+        tracing_filter_ok(&self.log.level).map_err(|e| {
+            ConfigError(format!("`log.level` = {:?}: expected a tracing filter like \"info\" ({e})", self.log.level))
+        })?;
+        Ok(())
+    }
+
+    pub fn listen_addr(&self) -> Result<SocketAddr, std::net::AddrParseError> {
+        let s = self.listen.strip_prefix(':').map(|p| format!("0.0.0.0:{p}"));
+        s.as_deref().unwrap_or(&self.listen).parse()
+    }
+}
+
+fn tracing_filter_ok(s: &str) -> Result<(), String> {
+    tracing_subscriber::EnvFilter::try_new(s).map(|_| ()).map_err(|e| e.to_string())
+}
+
+fn typed(key: &str, kind: Kind, value: &str, source: &str) -> Result<toml::Value, ConfigError> {
+    match kind {
+        Kind::Str => Ok(toml::Value::String(value.to_string())),
+        Kind::Int => value.trim().parse::<i64>().map(toml::Value::Integer).map_err(|_| {
+            ConfigError(format!("`{key}` = {value:?} (from {source}): expected a whole number"))
+        }),
+    }
+}
+
+fn set_key(table: &mut toml::Table, dotted: &str, value: toml::Value) {
+    let mut parts: Vec<&str> = dotted.split('.').collect();
+    let last = parts.pop().unwrap_or(dotted);
+    let mut cur = table;
+    for p in parts {
+        let entry = cur
+            .entry(p.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        // Just made sure it is a table.
+        cur = entry.as_table_mut().expect("table");
+    }
+    cur.insert(last.to_string(), value);
+}
+
+/// The `--help` text on configuration.
+pub fn help_text() -> String {
+    let mut s = String::from(
+        "Configuration: defaults < TOML file (--config) < ROSTER_* environment < flags.\n\
+         Durations take a unit: \"250ms\", \"2s\", \"5m\", \"1h\". Keys and their variables:\n",
+    );
+    for (k, _) in KEYS {
+        s.push_str(&format!("  {k:<34} {}\n", env_name(k)));
+    }
+    s.push_str("  [[rooms.rules]] prefix=\"Chat:\" type=\"CHAT\"   (file only)\n");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_load() {
+        let c = Config::load(None, &BTreeMap::new(), &vec![]).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:7400");
+        assert_eq!(c.timing.session_timeout.0, Duration::from_secs(45));
+        assert_eq!(c.limits.send_queue, 1024);
+    }
+
+    #[test]
+    fn every_env_key_is_a_real_key() {
+        for (k, kind) in KEYS {
+            let v = match kind {
+                Kind::Int => "4096",
+                Kind::Str if k.starts_with("timing") || *k == "auth.leeway" => "3s",
+                Kind::Str if *k == "listen" => "127.0.0.1:0",
+                Kind::Str if *k == "engine.url" => "memory",
+                Kind::Str if *k == "database.url" => "sqlite://x.db",
+                Kind::Str if *k == "log.format" => "json",
+                Kind::Str if *k == "log.level" => "debug",
+                Kind::Str if *k == "auth.jwt_public_key" => "Cargo.toml",
+                Kind::Str if *k == "auth.admin_key" => "0123456789abcdef",
+                Kind::Str => "x",
+            };
+            let mut e = env(&[(&env_name(k), v)]);
+            if k.starts_with("timing.") {
+                e.insert("ROSTER_TIMING_SESSION_TIMEOUT".into(), "10s".into());
+                e.insert("ROSTER_TIMING_HEARTBEAT_INTERVAL".into(), "2s".into());
+            }
+            if let Err(err) = Config::load(None, &e, &vec![]) {
+                panic!("{k}: {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn env_overrides_and_names_the_key_on_error() {
+        let c = Config::load(
+            None,
+            &env(&[("ROSTER_TIMING_SESSION_TIMEOUT", "2s"), ("ROSTER_TIMING_HEARTBEAT_INTERVAL", "500ms")]),
+            &vec![],
+        )
+        .unwrap();
+        assert_eq!(c.timing.session_timeout.0, Duration::from_secs(2));
+        assert_eq!(c.timing.heartbeat_interval.0, Duration::from_millis(500));
+        let e = Config::load(None, &env(&[("ROSTER_TIMING_LOCK_TTL", "soon")]), &vec![]).unwrap_err();
+        assert!(e.0.contains("timing.lock_ttl") && e.0.contains("soon"), "{e}");
+        let e = Config::load(None, &env(&[("ROSTER_LIMITS_SEND_QUEUE", "lots")]), &vec![]).unwrap_err();
+        assert!(e.0.contains("limits.send_queue"), "{e}");
+        let e = Config::load(None, &env(&[("ROSTER_NOPE", "1")]), &vec![]).unwrap_err();
+        assert!(e.0.contains("ROSTER_NOPE"), "{e}");
+    }
+
+    #[test]
+    fn file_unknown_key_and_bad_values_are_refused() {
+        let dir = std::env::temp_dir().join(format!("roster-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("a.toml");
+        std::fs::write(&p, "[timing]\nsesion_timeout = \"2s\"\n").unwrap();
+        let e = Config::load(Some(&p), &BTreeMap::new(), &vec![]).unwrap_err();
+        assert!(e.0.contains("sesion_timeout"), "{e}");
+        std::fs::write(&p, "[timing]\nsession_timeout = 5\n").unwrap();
+        let e = Config::load(Some(&p), &BTreeMap::new(), &vec![]).unwrap_err();
+        assert!(e.0.contains("timing.session_timeout"), "{e}");
+        std::fs::write(&p, "[timing]\nsession_timeout = \"1s\"\nheartbeat_interval = \"2s\"\n").unwrap();
+        let e = Config::load(Some(&p), &BTreeMap::new(), &vec![]).unwrap_err();
+        assert!(e.0.contains("longer than"), "{e}");
+        std::fs::write(&p, "listen = \"nowhere\"\n").unwrap();
+        let e = Config::load(Some(&p), &BTreeMap::new(), &vec![]).unwrap_err();
+        assert!(e.0.contains("listen"), "{e}");
+        std::fs::write(&p, "[[rooms.rules]]\nprefix = \"Chat:\"\ntype = \"CHAT\"\n").unwrap();
+        let c = Config::load(Some(&p), &BTreeMap::new(), &vec![]).unwrap();
+        assert_eq!(c.rooms.rules[0].room_type, "CHAT");
+    }
+
+    #[test]
+    fn flags_beat_env() {
+        let c = Config::load(
+            None,
+            &env(&[("ROSTER_LISTEN", "127.0.0.1:1")]),
+            &vec![("listen".into(), "127.0.0.1:0".into())],
+        )
+        .unwrap();
+        assert_eq!(c.listen, "127.0.0.1:0");
+    }
+}

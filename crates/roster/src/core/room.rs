@@ -1,0 +1,754 @@
+//! One room's ephemeral state and every transition on it: join (capacity, status,
+//! roles), leave, member state, field locks, entity lifecycle, and the coalescing of
+//! changes into numbered diffs. Pure: takes `now`, returns what happened; never
+//! sleeps, sends or stores. Engines hold rooms and call these under their own lock
+//! (memory) or mirror them in scripts (Redis), so the rules live here once.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::error::{CoreError, ErrorCode};
+use super::room_type::{RoomType, Visibility};
+use super::session::SessionMeta;
+use super::types::{LeaveReason, Role, Status};
+use crate::clock::{iso, Clock};
+use crate::ids::{RoomId, SessionId, UserId};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, Default, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RoomStatus {
+    #[default]
+    Active,
+    Maintenance,
+    Closed,
+}
+
+/// What a room is (as opposed to who is in it): set at creation, changed by REST.
+#[derive(Debug, Clone)]
+pub struct RoomSettings {
+    pub room_type: String,
+    pub capacity: u32,
+    pub idle_ttl: Duration,
+    pub visibility: Visibility,
+    pub status: RoomStatus,
+    pub participants: BTreeMap<UserId, Role>,
+    pub tags: Vec<String>,
+    pub attributes: serde_json::Map<String, Value>,
+    /// Declared through REST: kept when empty (until deleted), not just ad hoc.
+    pub declared: bool,
+    pub created_at: SystemTime,
+}
+
+impl RoomSettings {
+    pub fn from_type(t: &RoomType, visibility: Option<Visibility>, declared: bool, now: SystemTime) -> Self {
+        Self {
+            room_type: t.code.0.clone(),
+            capacity: t.capacity,
+            idle_ttl: t.idle_ttl,
+            visibility: visibility.unwrap_or(t.visibility),
+            status: RoomStatus::Active,
+            participants: BTreeMap::new(),
+            tags: vec![],
+            attributes: Default::default(),
+            declared,
+            created_at: now,
+        }
+    }
+}
+
+/// Who asks to act in a room, as far as roles go.
+#[derive(Debug, Clone, Copy)]
+pub struct Actor<'a> {
+    pub user: &'a UserId,
+    /// Role the token grants in open rooms.
+    pub open_role: Role,
+    pub is_admin: bool,
+}
+
+#[derive(Debug)]
+pub struct Member {
+    pub meta: Arc<SessionMeta>,
+    pub joined_at: SystemTime,
+    pub state: Value,
+    pub count_mode: bool,
+    pub role: Role,
+}
+
+#[derive(Debug, Clone)]
+pub struct FieldLock {
+    pub session: SessionId,
+    pub user: UserId,
+    pub expires_at: Instant,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct EntityState {
+    pub stale: bool,
+    pub busy_by: Option<UserId>,
+    pub version: u64,
+    pub stale_until: Option<Instant>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PendingOp {
+    Join(SessionId),
+    Update(SessionId),
+    Leave { user: UserId, session: SessionId, reason: LeaveReason },
+}
+
+#[derive(Debug)]
+pub struct Room {
+    pub id: RoomId,
+    pub settings: RoomSettings,
+    members: BTreeMap<SessionId, Member>,
+    locks: BTreeMap<String, FieldLock>,
+    entity: EntityState,
+    seq: u64,
+    pending: Vec<PendingOp>,
+    /// Whether the last flush served count mode to everyone (above the list limit).
+    over_limit: bool,
+    last_count: usize,
+    pub empty_since: Option<Instant>,
+}
+
+/// `true` when this change made the pending diff non-empty: the caller schedules a
+/// flush after `diff_window`.
+pub type NeedsFlush = bool;
+
+#[derive(Debug)]
+pub struct Joined {
+    pub already_member: bool,
+    pub needs_flush: NeedsFlush,
+}
+
+#[derive(Debug)]
+pub struct Left {
+    pub released_locks: Vec<String>,
+    pub needs_flush: NeedsFlush,
+    pub now_empty: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum LockOutcome {
+    Acquired(FieldLock),
+    /// Held by someone else.
+    Held(FieldLock),
+}
+
+impl Room {
+    pub fn new(id: RoomId, settings: RoomSettings) -> Self {
+        Self {
+            id,
+            settings,
+            members: BTreeMap::new(),
+            locks: BTreeMap::new(),
+            entity: EntityState::default(),
+            seq: 0,
+            pending: Vec::new(),
+            over_limit: false,
+            last_count: 0,
+            empty_since: None,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+    pub fn entity(&self) -> &EntityState {
+        &self.entity
+    }
+    pub fn is_member(&self, s: &SessionId) -> bool {
+        self.members.contains_key(s)
+    }
+    pub fn member_ids(&self) -> impl Iterator<Item = &SessionId> {
+        self.members.keys()
+    }
+    pub fn members(&self) -> impl Iterator<Item = &Member> {
+        self.members.values()
+    }
+    pub fn locks(&self) -> &BTreeMap<String, FieldLock> {
+        &self.locks
+    }
+
+    /// The role an actor has here, or `forbidden` for a private room it is no
+    /// participant of. Admins are owners everywhere in their tenant.
+    pub fn role_of(&self, actor: Actor<'_>) -> Result<Role, CoreError> {
+        if actor.is_admin {
+            return Ok(Role::Owner);
+        }
+        match self.settings.visibility {
+            Visibility::Open => Ok(self.settings.participants.get(actor.user).copied().unwrap_or(actor.open_role)),
+            Visibility::Private => self.settings.participants.get(actor.user).copied().ok_or_else(|| {
+                CoreError::new(ErrorCode::Forbidden, format!("room {} is private and you are no participant", self.id.key))
+            }),
+        }
+    }
+
+    pub fn require_role(&self, session: &SessionId, needed: Role, action: &str) -> Result<(), CoreError> {
+        let m = self.member(session)?;
+        if m.role >= needed {
+            Ok(())
+        } else {
+            Err(CoreError::new(
+                ErrorCode::Forbidden,
+                format!("{action} needs role {needed:?} or higher in {}; you are {:?}", self.id.key, m.role).to_lowercase(),
+            ))
+        }
+    }
+
+    fn member(&self, session: &SessionId) -> Result<&Member, CoreError> {
+        self.members.get(session).ok_or_else(|| {
+            CoreError::new(ErrorCode::NotSubscribed, format!("not subscribed to {}", self.id.key))
+        })
+    }
+
+    pub fn join(&mut self, member: Member, actor: Actor<'_>) -> Result<Joined, CoreError> {
+        if self.members.contains_key(&member.meta.id) {
+            return Ok(Joined { already_member: true, needs_flush: false });
+        }
+        match self.settings.status {
+            RoomStatus::Active => {}
+            s => {
+                return Err(CoreError::new(
+                    ErrorCode::RoomClosed,
+                    format!("room {} is {}", self.id.key, if s == RoomStatus::Closed { "closed" } else { "in maintenance" }),
+                ))
+            }
+        }
+        let role = self.role_of(actor)?;
+        if self.members.len() >= self.settings.capacity as usize {
+            return Err(CoreError::new(
+                ErrorCode::RoomFull,
+                format!("room {} is full ({} sessions)", self.id.key, self.settings.capacity),
+            ));
+        }
+        let id = member.meta.id.clone();
+        self.members.insert(id.clone(), Member { role, ..member });
+        self.empty_since = None;
+        Ok(Joined { already_member: false, needs_flush: self.push(PendingOp::Join(id)) })
+    }
+
+    pub fn leave(&mut self, session: &SessionId, reason: LeaveReason, now: Instant) -> Option<Left> {
+        let m = self.members.remove(session)?;
+        let released_locks: Vec<String> = self
+            .locks
+            .iter()
+            .filter(|(_, l)| &l.session == session)
+            .map(|(f, _)| f.clone())
+            .collect();
+        for f in &released_locks {
+            self.locks.remove(f);
+        }
+        let needs_flush = self.push(PendingOp::Leave { user: m.meta.user.clone(), session: session.clone(), reason });
+        if self.members.is_empty() {
+            self.empty_since = Some(now);
+        }
+        Some(Left { released_locks, needs_flush, now_empty: self.members.is_empty() })
+    }
+
+    pub fn set_state(&mut self, session: &SessionId, state: Value) -> Result<NeedsFlush, CoreError> {
+        self.require_role(session, Role::Commenter, "publishing member state")?;
+        // Just checked membership.
+        let m = self.members.get_mut(session).expect("member");
+        if m.state == state {
+            return Ok(false);
+        }
+        m.state = state;
+        Ok(self.push(PendingOp::Update(session.clone())))
+    }
+
+    /// Something shown in the member's entry changed (status): an update.
+    pub fn touch(&mut self, session: &SessionId) -> NeedsFlush {
+        if self.members.contains_key(session) {
+            self.push(PendingOp::Update(session.clone()))
+        } else {
+            false
+        }
+    }
+
+    /// Atomic acquisition: the first session to ask holds the field until it
+    /// unlocks, leaves, or the TTL passes without a refresh. Re-locking one's own
+    /// field refreshes it.
+    pub fn lock(&mut self, field: &str, session: &SessionId, now: Instant, ttl: Duration) -> Result<LockOutcome, CoreError> {
+        self.require_role(session, Role::Operator, "locking a field")?;
+        let user = self.members[session].meta.user.clone();
+        if let Some(l) = self.locks.get_mut(field) {
+            if l.expires_at > now && &l.session != session {
+                return Ok(LockOutcome::Held(l.clone()));
+            }
+        }
+        let lock = FieldLock { session: session.clone(), user, expires_at: now + ttl };
+        self.locks.insert(field.to_string(), lock.clone());
+        Ok(LockOutcome::Acquired(lock))
+    }
+
+    /// `Ok(Some)` released, `Ok(None)` nothing was locked, `not_lock_owner` when
+    /// another session holds it.
+    pub fn unlock(&mut self, field: &str, session: &SessionId) -> Result<Option<FieldLock>, CoreError> {
+        self.member(session)?;
+        match self.locks.get(field) {
+            None => Ok(None),
+            Some(l) if &l.session != session => Err(CoreError::new(
+                ErrorCode::NotLockOwner,
+                format!("{field} in {} is locked by another session", self.id.key),
+            )),
+            Some(_) => Ok(self.locks.remove(field)),
+        }
+    }
+
+    pub fn refresh_locks(&mut self, session: &SessionId, until: Instant) -> Vec<String> {
+        let mut refreshed = vec![];
+        for (f, l) in self.locks.iter_mut() {
+            if &l.session == session {
+                l.expires_at = until;
+                refreshed.push(f.clone());
+            }
+        }
+        refreshed
+    }
+
+    /// Removes the lock if its TTL has passed (it may have been refreshed since the
+    /// deadline was scheduled).
+    pub fn expire_lock(&mut self, field: &str, now: Instant) -> Option<FieldLock> {
+        match self.locks.get(field) {
+            Some(l) if l.expires_at <= now => self.locks.remove(field),
+            _ => None,
+        }
+    }
+
+    pub fn force_unlock(&mut self, field: &str) -> Option<FieldLock> {
+        self.locks.remove(field)
+    }
+
+    pub fn mutating(&mut self, by: UserId, now: Instant, stale_ttl: Duration) -> &EntityState {
+        self.entity.stale = true;
+        self.entity.busy_by = Some(by);
+        self.entity.stale_until = Some(now + stale_ttl);
+        &self.entity
+    }
+
+    pub fn mutated(&mut self) -> &EntityState {
+        self.entity.stale = false;
+        self.entity.busy_by = None;
+        self.entity.stale_until = None;
+        self.entity.version += 1;
+        &self.entity
+    }
+
+    /// Clears `stale` if `MUTATED` never came within `stale_ttl`.
+    pub fn expire_stale(&mut self, now: Instant) -> Option<&EntityState> {
+        match self.entity.stale_until {
+            Some(t) if t <= now => {
+                self.entity.stale = false;
+                self.entity.busy_by = None;
+                self.entity.stale_until = None;
+                Some(&self.entity)
+            }
+            _ => None,
+        }
+    }
+
+    /// Records a change, coalescing with what is pending: an update after a join
+    /// or update of the same session is already covered; a leave drops the
+    /// session's pending join and updates but is itself always sent, because a
+    /// snapshot served inside the window may already have shown the join.
+    fn push(&mut self, op: PendingOp) -> NeedsFlush {
+        let was_empty = self.pending.is_empty();
+        match &op {
+            PendingOp::Update(s) => {
+                if self.pending.iter().any(|p| matches!(p, PendingOp::Join(x) | PendingOp::Update(x) if x == s)) {
+                    return false;
+                }
+            }
+            PendingOp::Join(_) => {}
+            PendingOp::Leave { session, .. } => {
+                self.pending.retain(|p| !matches!(p, PendingOp::Join(x) | PendingOp::Update(x) if x == session));
+            }
+        }
+        self.pending.push(op);
+        was_empty
+    }
+
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    fn member_view(&self, m: &Member, clock: &Clock) -> MemberView {
+        let _ = clock;
+        MemberView {
+            user_id: m.meta.user.clone(),
+            name: m.meta.name.clone(),
+            info: m.meta.info.clone(),
+            status: m.meta.user_status(),
+            session: session_view(m),
+        }
+    }
+
+    /// Turns what is pending into one numbered diff (and bumps `seq`), or `None`.
+    /// Also says who gets the list and who gets only a count.
+    pub fn take_diff(&mut self, clock: &Clock, list_limit: usize) -> Option<Flush> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        let ops = std::mem::take(&mut self.pending);
+        self.seq += 1;
+        let mut diff = PresenceDiff { room: self.id.key.as_str().to_string(), seq: self.seq, joins: vec![], leaves: vec![], updates: vec![] };
+        for op in ops {
+            match op {
+                PendingOp::Join(s) => {
+                    if let Some(m) = self.members.get(&s) {
+                        diff.joins.push(self.member_view(m, clock));
+                    }
+                }
+                PendingOp::Update(s) => {
+                    if let Some(m) = self.members.get(&s) {
+                        diff.updates.push(self.member_view(m, clock));
+                    }
+                }
+                PendingOp::Leave { user, session, reason } => diff.leaves.push(LeaveView { user_id: user, session_id: session, reason }),
+            }
+        }
+        let count = self.members.len();
+        let over = count > list_limit;
+        let back_under = self.over_limit && !over;
+        self.over_limit = over;
+        let count_changed = count != self.last_count;
+        self.last_count = count;
+        let (mut list, mut counted) = (vec![], vec![]);
+        for (id, m) in &self.members {
+            if m.count_mode || over {
+                counted.push(id.clone());
+            } else {
+                list.push(id.clone());
+            }
+        }
+        Some(Flush {
+            diff,
+            count,
+            list_recipients: list,
+            count_recipients: counted,
+            count_changed,
+            snapshot_for_list: back_under,
+        })
+    }
+
+    pub fn snapshot(&self, clock: &Clock) -> PresenceSnapshot {
+        let mut users: BTreeMap<&UserId, UserEntry> = BTreeMap::new();
+        for m in self.members.values() {
+            let e = users.entry(&m.meta.user).or_insert_with(|| UserEntry {
+                user_id: m.meta.user.clone(),
+                name: m.meta.name.clone(),
+                info: m.meta.info.clone(),
+                status: m.meta.user_status(),
+                sessions: vec![],
+            });
+            e.sessions.push(session_view(m));
+        }
+        PresenceSnapshot {
+            room: self.id.key.as_str().to_string(),
+            seq: self.seq,
+            count: self.members.len(),
+            users: users.into_values().collect(),
+            stale: self.entity.stale,
+            busy_by: self.entity.busy_by.clone(),
+            version: self.entity.version,
+            locks: self.locks.iter().map(|(f, l)| (f.clone(), LockOwnerView::new(l, clock))).collect(),
+        }
+    }
+
+    pub fn entity_view(&self) -> EntityView {
+        EntityView {
+            room: self.id.key.as_str().to_string(),
+            stale: self.entity.stale,
+            busy_by: self.entity.busy_by.clone(),
+            version: self.entity.version,
+        }
+    }
+
+    pub fn over_limit(&self, list_limit: usize) -> bool {
+        self.members.len() > list_limit
+    }
+}
+
+fn session_view(m: &Member) -> SessionView {
+    SessionView {
+        session_id: m.meta.id.clone(),
+        device: m.meta.device.device.clone(),
+        os: m.meta.device.os.clone(),
+        app_version: m.meta.device.app_version.clone(),
+        latency_ms: m.meta.latency_ms(),
+        joined_at: iso(m.joined_at),
+        state: m.state.clone(),
+    }
+}
+
+/// The result of a flush: one diff, encoded once by the caller, and its audience.
+#[derive(Debug)]
+pub struct Flush {
+    pub diff: PresenceDiff,
+    pub count: usize,
+    pub list_recipients: Vec<SessionId>,
+    pub count_recipients: Vec<SessionId>,
+    pub count_changed: bool,
+    /// The room fell back under `presence_list_limit`: list members need a full
+    /// snapshot instead of this diff.
+    pub snapshot_for_list: bool,
+}
+
+// ---- wire views (SPEC §3 shapes, camelCase) ----
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionView {
+    pub session_id: SessionId,
+    pub device: String,
+    pub os: Option<String>,
+    pub app_version: Option<String>,
+    pub latency_ms: Option<u32>,
+    pub joined_at: String,
+    pub state: Value,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberView {
+    pub user_id: UserId,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub info: Option<Value>,
+    pub status: Status,
+    pub session: SessionView,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaveView {
+    pub user_id: UserId,
+    pub session_id: SessionId,
+    pub reason: LeaveReason,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PresenceDiff {
+    pub room: String,
+    pub seq: u64,
+    pub joins: Vec<MemberView>,
+    pub leaves: Vec<LeaveView>,
+    pub updates: Vec<MemberView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserEntry {
+    pub user_id: UserId,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub info: Option<Value>,
+    pub status: Status,
+    pub sessions: Vec<SessionView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LockOwnerView {
+    pub user_id: UserId,
+    pub session_id: SessionId,
+    pub expires_at: String,
+}
+
+impl LockOwnerView {
+    pub fn new(l: &FieldLock, clock: &Clock) -> Self {
+        Self { user_id: l.user.clone(), session_id: l.session.clone(), expires_at: iso(clock.wall(l.expires_at)) }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PresenceSnapshot {
+    pub room: String,
+    pub seq: u64,
+    pub count: usize,
+    pub users: Vec<UserEntry>,
+    pub stale: bool,
+    pub busy_by: Option<UserId>,
+    pub version: u64,
+    pub locks: BTreeMap<String, LockOwnerView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EntityView {
+    pub room: String,
+    pub stale: bool,
+    pub busy_by: Option<UserId>,
+    pub version: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::room_type::seeded;
+    use crate::core::types::DeviceInfo;
+    use crate::ids::{RoomKey, TenantId};
+    use std::sync::atomic::AtomicU8;
+
+    fn room(code: &str) -> Room {
+        let t = seeded().into_iter().find(|t| t.code.0 == code).unwrap();
+        Room::new(
+            RoomId { tenant: TenantId::default_tenant(), key: RoomKey::parse("Order:1").unwrap() },
+            RoomSettings::from_type(&t, None, false, SystemTime::now()),
+        )
+    }
+
+    fn member(user: &str) -> Member {
+        Member {
+            meta: Arc::new(SessionMeta::new(
+                SessionId::new_random(),
+                TenantId::default_tenant(),
+                UserId::parse(user).unwrap(),
+                None,
+                None,
+                DeviceInfo { device: "web".into(), ..Default::default() },
+                None,
+                None,
+                None,
+                SystemTime::now(),
+                Arc::new(AtomicU8::new(Status::Online.as_u8())),
+            )),
+            joined_at: SystemTime::now(),
+            state: Value::Null,
+            count_mode: false,
+            role: Role::Viewer,
+        }
+    }
+
+    fn actor(u: &UserId) -> Actor<'_> {
+        Actor { user: u, open_role: Role::Operator, is_admin: false }
+    }
+
+    #[test]
+    fn join_coalesces_with_update_and_leave_cancels_join() {
+        let clock = Clock::new();
+        let mut r = room("GENERIC");
+        let a = member("alice");
+        let (aid, au) = (a.meta.id.clone(), a.meta.user.clone());
+        assert!(r.join(a, actor(&au)).unwrap().needs_flush);
+        assert!(!r.set_state(&aid, serde_json::json!({"x":1})).unwrap());
+        let f = r.take_diff(&clock, 10).unwrap();
+        assert_eq!((f.diff.seq, f.diff.joins.len(), f.diff.updates.len()), (1, 1, 0));
+        assert_eq!(f.diff.joins[0].session.state, serde_json::json!({"x":1}));
+        let b = member("bob");
+        let (bid, bu) = (b.meta.id.clone(), b.meta.user.clone());
+        r.join(b, actor(&bu)).unwrap();
+        let snapshot = r.snapshot(&clock);
+        assert_eq!(snapshot.count, 2, "a snapshot shows the pending join");
+        r.leave(&bid, LeaveReason::Left, Instant::now()).unwrap();
+        let f = r.take_diff(&clock, 10).unwrap();
+        assert!(f.diff.joins.is_empty(), "the join is dropped");
+        assert_eq!(f.diff.leaves.len(), 1, "but the leave is sent: the snapshot showed the join");
+        assert_eq!(r.seq(), 2);
+    }
+
+    #[test]
+    fn capacity_and_closed_rooms() {
+        let mut r = room("GAMING");
+        for _ in 0..16 {
+            let m = member("p");
+            let u = m.meta.user.clone();
+            r.join(m, actor(&u)).unwrap();
+        }
+        let m = member("late");
+        let u = m.meta.user.clone();
+        assert_eq!(r.join(m, actor(&u)).unwrap_err().code, ErrorCode::RoomFull);
+        let mut r = room("GENERIC");
+        r.settings.status = RoomStatus::Maintenance;
+        let m = member("x");
+        let u = m.meta.user.clone();
+        assert_eq!(r.join(m, actor(&u)).unwrap_err().code, ErrorCode::RoomClosed);
+    }
+
+    #[test]
+    fn private_rooms_need_a_participant_role() {
+        let mut r = room("GENERIC");
+        r.settings.visibility = Visibility::Private;
+        let v = member("viewer");
+        let (vid, vu) = (v.meta.id.clone(), v.meta.user.clone());
+        let o = member("stranger");
+        let ou = o.meta.user.clone();
+        assert_eq!(r.join(o, actor(&ou)).unwrap_err().code, ErrorCode::Forbidden);
+        r.settings.participants.insert(vu.clone(), Role::Viewer);
+        r.join(v, actor(&vu)).unwrap();
+        assert_eq!(r.set_state(&vid, serde_json::json!({})).unwrap_err().code, ErrorCode::Forbidden);
+        assert_eq!(r.lock("f", &vid, Instant::now(), Duration::from_secs(1)).unwrap_err().code, ErrorCode::Forbidden);
+    }
+
+    #[test]
+    fn locks_have_one_owner_and_expire() {
+        let mut r = room("GENERIC");
+        let a = member("a");
+        let b = member("b");
+        let (aid, bid) = (a.meta.id.clone(), b.meta.id.clone());
+        let (au, bu) = (a.meta.user.clone(), b.meta.user.clone());
+        r.join(a, actor(&au)).unwrap();
+        r.join(b, actor(&bu)).unwrap();
+        let now = Instant::now();
+        let ttl = Duration::from_secs(10);
+        assert!(matches!(r.lock("f", &aid, now, ttl).unwrap(), LockOutcome::Acquired(_)));
+        assert!(matches!(r.lock("f", &bid, now, ttl).unwrap(), LockOutcome::Held(_)));
+        assert_eq!(r.unlock("f", &bid).unwrap_err().code, ErrorCode::NotLockOwner);
+        assert!(r.expire_lock("f", now).is_none());
+        r.refresh_locks(&aid, now + Duration::from_secs(20));
+        assert!(r.expire_lock("f", now + ttl).is_none(), "refreshed");
+        assert!(r.expire_lock("f", now + Duration::from_secs(20)).is_some());
+        r.lock("g", &aid, now, ttl).unwrap();
+        let left = r.leave(&aid, LeaveReason::Timeout, now).unwrap();
+        assert_eq!(left.released_locks, vec!["g".to_string()]);
+    }
+
+    #[test]
+    fn entity_lifecycle() {
+        let mut r = room("GENERIC");
+        let now = Instant::now();
+        r.mutating(UserId::parse("etl").unwrap(), now, Duration::from_secs(5));
+        assert!(r.entity().stale);
+        assert!(r.expire_stale(now).is_none());
+        assert!(r.expire_stale(now + Duration::from_secs(5)).is_some());
+        assert!(!r.entity().stale);
+        r.mutating(UserId::parse("etl").unwrap(), now, Duration::from_secs(5));
+        let e = r.mutated();
+        assert_eq!((e.stale, e.version), (false, 1));
+    }
+
+    #[test]
+    fn count_mode_and_list_limit() {
+        let clock = Clock::new();
+        let mut r = room("GENERIC");
+        for i in 0..3 {
+            let mut m = member(&format!("u{i}"));
+            m.count_mode = i == 0;
+            let u = m.meta.user.clone();
+            r.join(m, actor(&u)).unwrap();
+        }
+        let f = r.take_diff(&clock, 10).unwrap();
+        assert_eq!((f.list_recipients.len(), f.count_recipients.len()), (2, 1));
+        let m = member("u9");
+        let u = m.meta.user.clone();
+        r.join(m, actor(&u)).unwrap();
+        let f = r.take_diff(&clock, 2).unwrap();
+        assert_eq!(f.count_recipients.len(), 4, "above the limit everyone gets counts");
+    }
+}

@@ -1,0 +1,99 @@
+//! Room types: templates for capacity, idle TTL, timing overrides and visibility.
+//! The ten seeded types come from the Spidi design (SPEC §1).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Visibility {
+    #[default]
+    Open,
+    Private,
+}
+
+/// `[A-Z0-9_]{1,32}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct RoomTypeCode(pub String);
+
+impl RoomTypeCode {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if (1..=32).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_') {
+            Ok(Self(s.to_string()))
+        } else {
+            Err(format!("room type {s:?} must match [A-Z0-9_]{{1,32}}"))
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomType {
+    pub code: RoomTypeCode,
+    pub capacity: u32,
+    #[serde(serialize_with = "ser_secs")]
+    pub idle_ttl: Duration,
+    pub visibility: Visibility,
+    /// Overrides of the global timing model, when set.
+    #[serde(serialize_with = "ser_opt_secs", skip_serializing_if = "Option::is_none")]
+    pub heartbeat_interval: Option<Duration>,
+    #[serde(serialize_with = "ser_opt_secs", skip_serializing_if = "Option::is_none")]
+    pub session_timeout: Option<Duration>,
+}
+
+fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&humantime::format_duration(*d).to_string())
+}
+fn ser_opt_secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => ser_secs(d, s),
+        None => s.serialize_none(),
+    }
+}
+
+pub const GENERIC: &str = "GENERIC";
+
+/// The ten seeded types: code, capacity, idle TTL.
+pub fn seeded() -> Vec<RoomType> {
+    const H: u64 = 3600;
+    const M: u64 = 60;
+    [
+        ("WEBRTC", 50, 2 * H),
+        ("CHAT", 500, H),
+        ("NOTIFICATION", 10_000, 30 * M),
+        ("BROADCAST", 1000, 4 * H),
+        ("COLLABORATION", 25, H),
+        ("SUPPORT", 100, 30 * M),
+        ("GAMING", 16, 2 * H),
+        ("MONITORING", 10, 24 * H),
+        ("EVENT", 200, 3 * H),
+        (GENERIC, 100, H),
+    ]
+    .into_iter()
+    .map(|(code, capacity, ttl)| RoomType {
+        code: RoomTypeCode(code.into()),
+        capacity,
+        idle_ttl: Duration::from_secs(ttl),
+        visibility: Visibility::Open,
+        heartbeat_interval: None,
+        session_timeout: None,
+    })
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ten_seeded_types() {
+        let t = seeded();
+        assert_eq!(t.len(), 10);
+        let gaming = t.iter().find(|t| t.code.0 == "GAMING").unwrap();
+        assert_eq!(gaming.capacity, 16);
+        assert_eq!(gaming.idle_ttl, Duration::from_secs(7200));
+        assert!(RoomTypeCode::parse("chat").is_err());
+    }
+}

@@ -1,0 +1,112 @@
+//! What the core knows of a live session: its immutable metadata plus the few
+//! values that change often (latency, the owning user's merged status), kept in
+//! atomics so readers never take a lock.
+
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde_json::Value;
+
+use super::types::{DeviceInfo, Status};
+use crate::ids::{SessionId, TenantId, UserId};
+
+const NO_LATENCY: u32 = u32::MAX;
+
+#[derive(Debug)]
+pub struct SessionMeta {
+    pub id: SessionId,
+    pub tenant: TenantId,
+    pub user: UserId,
+    pub name: Option<String>,
+    pub info: Option<Value>,
+    pub device: DeviceInfo,
+    pub client_id: Option<String>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub connected_at: SystemTime,
+    latency_ms: AtomicU32,
+    /// The user's merged status, shared by all sessions of that user on this node.
+    pub user_status: Arc<AtomicU8>,
+}
+
+impl SessionMeta {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: SessionId,
+        tenant: TenantId,
+        user: UserId,
+        name: Option<String>,
+        info: Option<Value>,
+        device: DeviceInfo,
+        client_id: Option<String>,
+        ip: Option<String>,
+        user_agent: Option<String>,
+        connected_at: SystemTime,
+        user_status: Arc<AtomicU8>,
+    ) -> Self {
+        Self {
+            id,
+            tenant,
+            user,
+            name,
+            info,
+            device,
+            client_id,
+            ip,
+            user_agent,
+            connected_at,
+            latency_ms: AtomicU32::new(NO_LATENCY),
+            user_status,
+        }
+    }
+
+    pub fn latency_ms(&self) -> Option<u32> {
+        match self.latency_ms.load(Ordering::Relaxed) {
+            NO_LATENCY => None,
+            v => Some(v),
+        }
+    }
+
+    /// Rolling average (EWMA, weight 1/4 for the newest sample) of round-trip time,
+    /// fed by client reports (`HB.latencyMs`) and server ping/pong.
+    pub fn record_latency(&self, sample_ms: u32) {
+        let sample = sample_ms.min(600_000);
+        let next = match self.latency_ms() {
+            None => sample,
+            Some(avg) => ((avg as u64 * 3 + sample as u64) / 4) as u32,
+        };
+        self.latency_ms.store(next, Ordering::Relaxed);
+    }
+
+    pub fn user_status(&self) -> Status {
+        Status::from_u8(self.user_status.load(Ordering::Relaxed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_is_a_rolling_average() {
+        let m = SessionMeta::new(
+            SessionId::new_random(),
+            TenantId::default_tenant(),
+            UserId::parse("u").unwrap(),
+            None,
+            None,
+            DeviceInfo::default(),
+            None,
+            None,
+            None,
+            SystemTime::now(),
+            Arc::new(AtomicU8::new(0)),
+        );
+        assert_eq!(m.latency_ms(), None);
+        m.record_latency(100);
+        assert_eq!(m.latency_ms(), Some(100));
+        m.record_latency(20);
+        assert_eq!(m.latency_ms(), Some(80));
+    }
+}

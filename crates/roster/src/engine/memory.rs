@@ -1,0 +1,346 @@
+//! The single-node engine: rooms and users in sharded maps (`DashMap`), each room
+//! behind its own mutex so no lock serialises unrelated rooms. No lock is held
+//! across an `.await`: every method is synchronous inside.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use dashmap::DashMap;
+use parking_lot::Mutex;
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::{Engine, Outbox, Outgoing, RoomPatch, RoomSummary, SubMode, UserChange, UserRecord};
+use crate::clock::Clock;
+use crate::core::error::{CoreError, ErrorCode};
+use crate::core::room::{
+    Actor, EntityView, FieldLock, Joined, Left, LockOutcome, LockOwnerView, Member, NeedsFlush, PresenceSnapshot, Room,
+    RoomSettings,
+};
+use crate::core::types::{LeaveReason, Role, Status};
+use crate::frame::Frame;
+use crate::ids::{RoomId, SessionId, TenantId, UserId, UserRef};
+
+struct UserEntry {
+    sessions: BTreeMap<SessionId, Status>,
+    last_seen: Option<SystemTime>,
+    cell: Arc<AtomicU8>,
+}
+
+impl UserEntry {
+    fn merged(&self) -> Status {
+        Status::merge(self.sessions.values().copied())
+    }
+}
+
+pub struct MemoryEngine {
+    rooms: DashMap<RoomId, Arc<Mutex<Room>>>,
+    users: DashMap<UserRef, UserEntry>,
+    outbox: Arc<dyn Outbox>,
+    clock: Clock,
+}
+
+impl MemoryEngine {
+    pub fn new(outbox: Arc<dyn Outbox>, clock: Clock) -> Self {
+        Self { rooms: DashMap::new(), users: DashMap::new(), outbox, clock }
+    }
+
+    fn get(&self, id: &RoomId) -> Option<Arc<Mutex<Room>>> {
+        self.rooms.get(id).map(|r| r.value().clone())
+    }
+
+    fn with<R>(&self, id: &RoomId, f: impl FnOnce(&mut Room) -> R) -> Option<R> {
+        let room = self.get(id)?;
+        let mut g = room.lock();
+        Some(f(&mut g))
+    }
+
+    fn get_or_create(&self, id: &RoomId, create: RoomSettings) -> Arc<Mutex<Room>> {
+        if let Some(r) = self.get(id) {
+            return r;
+        }
+        self.rooms
+            .entry(id.clone())
+            .or_insert_with(|| Arc::new(Mutex::new(Room::new(id.clone(), create))))
+            .value()
+            .clone()
+    }
+
+    fn summary(room: &Room) -> RoomSummary {
+        RoomSummary {
+            id: room.id.clone(),
+            settings: room.settings.clone(),
+            sessions: room.len(),
+            seq: room.seq(),
+            entity: room.entity_view(),
+        }
+    }
+
+    fn not_found(id: &RoomId) -> CoreError {
+        CoreError::new(ErrorCode::NotFound, format!("no room {}", id.key))
+    }
+
+    fn user_change(&self, user: &UserRef, f: impl FnOnce(&mut UserEntry)) -> UserChange {
+        let mut e = self.users.entry(user.clone()).or_insert_with(|| UserEntry {
+            sessions: BTreeMap::new(),
+            last_seen: None,
+            cell: Arc::new(AtomicU8::new(Status::Offline.as_u8())),
+        });
+        let before = e.merged();
+        f(&mut e);
+        let after = e.merged();
+        e.cell.store(after.as_u8(), Ordering::Relaxed);
+        UserChange { before, after }
+    }
+}
+
+#[async_trait]
+impl Engine for MemoryEngine {
+    async fn create_room(&self, id: RoomId, settings: RoomSettings) -> Result<(), CoreError> {
+        use dashmap::mapref::entry::Entry;
+        match self.rooms.entry(id.clone()) {
+            Entry::Occupied(_) => Err(CoreError::new(ErrorCode::Conflict, format!("room {} already exists", id.key))),
+            Entry::Vacant(v) => {
+                v.insert(Arc::new(Mutex::new(Room::new(id, settings))));
+                Ok(())
+            }
+        }
+    }
+
+    async fn room(&self, id: &RoomId) -> Option<RoomSummary> {
+        self.with(id, |r| Self::summary(r))
+    }
+
+    async fn update_room(&self, id: &RoomId, p: RoomPatch) -> Result<RoomSummary, CoreError> {
+        self.with(id, |r| {
+            let s = &mut r.settings;
+            if let Some(v) = p.room_type {
+                s.room_type = v;
+            }
+            if let Some(v) = p.capacity {
+                s.capacity = v;
+            }
+            if let Some(v) = p.idle_ttl {
+                s.idle_ttl = v;
+            }
+            if let Some(v) = p.visibility {
+                s.visibility = v;
+            }
+            if let Some(v) = p.status {
+                s.status = v;
+            }
+            if let Some(v) = p.tags {
+                s.tags = v;
+            }
+            if let Some(v) = p.attributes {
+                s.attributes = v;
+            }
+            s.declared = true;
+            Self::summary(r)
+        })
+        .ok_or_else(|| Self::not_found(id))
+    }
+
+    async fn delete_room(&self, id: &RoomId) -> Option<Vec<SessionId>> {
+        let (_, room) = self.rooms.remove(id)?;
+        let r = room.lock();
+        Some(r.member_ids().cloned().collect())
+    }
+
+    async fn set_participant(&self, id: &RoomId, user: UserId, role: Option<Role>) -> Result<(), CoreError> {
+        self.with(id, |r| {
+            match role {
+                Some(role) => r.settings.participants.insert(user, role),
+                None => r.settings.participants.remove(&user),
+            };
+        })
+        .ok_or_else(|| Self::not_found(id))
+    }
+
+    async fn list_rooms(&self, tenant: &TenantId) -> Vec<RoomSummary> {
+        let rooms: Vec<Arc<Mutex<Room>>> =
+            self.rooms.iter().filter(|e| &e.key().tenant == tenant).map(|e| e.value().clone()).collect();
+        let mut out: Vec<RoomSummary> = rooms.iter().map(|r| Self::summary(&r.lock())).collect();
+        out.sort_by(|a, b| a.id.key.cmp(&b.id.key));
+        out
+    }
+
+    async fn room_count(&self) -> usize {
+        self.rooms.len()
+    }
+
+    async fn join(
+        &self,
+        id: &RoomId,
+        create: RoomSettings,
+        member: Member,
+        actor: Actor<'_>,
+        mode: SubMode,
+        list_limit: usize,
+        reply_ref: Option<&Value>,
+    ) -> Result<Joined, CoreError> {
+        let room = self.get_or_create(id, create);
+        let mut r = room.lock();
+        let session = member.meta.id.clone();
+        let joined = r.join(member, actor)?;
+        let to = [session];
+        if mode == SubMode::Count || r.over_limit(list_limit) {
+            let key = r.id.key.as_str().to_string();
+            self.outbox.deliver(
+                &mut to.iter(),
+                Outgoing::PresenceCount { room: &key, count: r.len(), seq: r.seq(), reply_ref },
+            );
+        } else {
+            let snapshot = r.snapshot(&self.clock);
+            self.outbox.deliver(&mut to.iter(), Outgoing::Presence { snapshot: &snapshot, reply_ref });
+        }
+        Ok(joined)
+    }
+
+    async fn leave(&self, id: &RoomId, session: &SessionId, reason: LeaveReason, now: Instant) -> Option<Left> {
+        self.with(id, |r| r.leave(session, reason, now)).flatten()
+    }
+
+    async fn set_state(&self, id: &RoomId, session: &SessionId, state: Value) -> Result<NeedsFlush, CoreError> {
+        self.with(id, |r| r.set_state(session, state))
+            .unwrap_or_else(|| Err(CoreError::new(ErrorCode::NotSubscribed, format!("not subscribed to {}", id.key))))
+    }
+
+    async fn touch(&self, id: &RoomId, session: &SessionId) -> NeedsFlush {
+        self.with(id, |r| r.touch(session)).unwrap_or(false)
+    }
+
+    async fn flush(&self, id: &RoomId, list_limit: usize) -> usize {
+        self.with(id, |r| {
+            let Some(f) = r.take_diff(&self.clock, list_limit) else { return 0 };
+            let mut n = 0;
+            if f.snapshot_for_list {
+                let snap = r.snapshot(&self.clock);
+                self.outbox.deliver(&mut f.list_recipients.iter(), Outgoing::Presence { snapshot: &snap, reply_ref: None });
+            } else if !f.list_recipients.is_empty() {
+                self.outbox.deliver(&mut f.list_recipients.iter(), Outgoing::Diff(&f.diff));
+            }
+            n += f.list_recipients.len();
+            if f.count_changed && !f.count_recipients.is_empty() {
+                self.outbox.deliver(
+                    &mut f.count_recipients.iter(),
+                    Outgoing::PresenceCount { room: &f.diff.room, count: f.count, seq: f.diff.seq, reply_ref: None },
+                );
+                n += f.count_recipients.len();
+            }
+            n
+        })
+        .unwrap_or(0)
+    }
+
+    async fn snapshot(&self, id: &RoomId) -> Option<PresenceSnapshot> {
+        self.with(id, |r| r.snapshot(&self.clock))
+    }
+
+    async fn members(&self, id: &RoomId) -> Vec<SessionId> {
+        self.with(id, |r| r.member_ids().cloned().collect()).unwrap_or_default()
+    }
+
+    async fn broadcast(&self, id: &RoomId, frame: &Frame) -> usize {
+        self.with(id, |r| {
+            self.outbox.deliver(&mut r.member_ids(), Outgoing::Encoded(frame));
+            r.len()
+        })
+        .unwrap_or(0)
+    }
+
+    async fn remove_if_idle(&self, id: &RoomId, now: Instant) -> bool {
+        self.rooms
+            .remove_if(id, |_, room| {
+                let r = room.lock();
+                !r.settings.declared
+                    && r.is_empty()
+                    && !r.has_pending()
+                    && r.empty_since.is_some_and(|t| now.saturating_duration_since(t) >= r.settings.idle_ttl)
+            })
+            .is_some()
+    }
+
+    async fn lock(&self, id: &RoomId, field: &str, session: &SessionId, now: Instant, ttl: Duration) -> Result<LockOutcome, CoreError> {
+        self.with(id, |r| r.lock(field, session, now, ttl))
+            .unwrap_or_else(|| Err(CoreError::new(ErrorCode::NotSubscribed, format!("not subscribed to {}", id.key))))
+    }
+
+    async fn unlock(&self, id: &RoomId, field: &str, session: &SessionId) -> Result<Option<FieldLock>, CoreError> {
+        self.with(id, |r| r.unlock(field, session))
+            .unwrap_or_else(|| Err(CoreError::new(ErrorCode::NotSubscribed, format!("not subscribed to {}", id.key))))
+    }
+
+    async fn refresh_locks(&self, id: &RoomId, session: &SessionId, until: Instant) -> Vec<String> {
+        self.with(id, |r| r.refresh_locks(session, until)).unwrap_or_default()
+    }
+
+    async fn expire_lock(&self, id: &RoomId, field: &str, now: Instant) -> Option<FieldLock> {
+        self.with(id, |r| r.expire_lock(field, now)).flatten()
+    }
+
+    async fn force_unlock(&self, id: &RoomId, field: &str) -> Option<FieldLock> {
+        self.with(id, |r| r.force_unlock(field)).flatten()
+    }
+
+    async fn locks(&self, id: &RoomId) -> Option<BTreeMap<String, LockOwnerView>> {
+        self.with(id, |r| r.locks().iter().map(|(f, l)| (f.clone(), LockOwnerView::new(l, &self.clock))).collect())
+    }
+
+    async fn require_role(&self, id: &RoomId, session: &SessionId, role: Role, action: &str) -> Result<(), CoreError> {
+        self.with(id, |r| r.require_role(session, role, action))
+            .unwrap_or_else(|| Err(CoreError::new(ErrorCode::NotSubscribed, format!("not subscribed to {}", id.key))))
+    }
+
+    async fn mutating(&self, id: &RoomId, create: RoomSettings, by: UserId, now: Instant, stale_ttl: Duration) -> EntityView {
+        let room = self.get_or_create(id, create);
+        let mut r = room.lock();
+        r.mutating(by, now, stale_ttl);
+        r.entity_view()
+    }
+
+    async fn mutated(&self, id: &RoomId, create: RoomSettings) -> EntityView {
+        let room = self.get_or_create(id, create);
+        let mut r = room.lock();
+        r.mutated();
+        r.entity_view()
+    }
+
+    async fn expire_stale(&self, id: &RoomId, now: Instant) -> Option<EntityView> {
+        self.with(id, |r| r.expire_stale(now).is_some().then(|| r.entity_view())).flatten()
+    }
+
+    async fn user_attach(&self, user: &UserRef, session: &SessionId, status: Status) -> (UserChange, Arc<AtomicU8>) {
+        let change = self.user_change(user, |e| {
+            e.sessions.insert(session.clone(), status);
+        });
+        let cell = self.users.get(user).map(|e| e.cell.clone()).unwrap_or_default();
+        (change, cell)
+    }
+
+    async fn user_detach(&self, user: &UserRef, session: &SessionId, now: SystemTime) -> UserChange {
+        self.user_change(user, |e| {
+            if e.sessions.remove(session).is_some() {
+                e.last_seen = Some(now);
+            }
+        })
+    }
+
+    async fn user_set_status(&self, user: &UserRef, session: &SessionId, status: Status) -> UserChange {
+        self.user_change(user, |e| {
+            if let Some(s) = e.sessions.get_mut(session) {
+                *s = status;
+            }
+        })
+    }
+
+    async fn user(&self, user: &UserRef) -> UserRecord {
+        match self.users.get(user) {
+            Some(e) => UserRecord { status: e.merged(), last_seen: e.last_seen, sessions: e.sessions.keys().cloned().collect() },
+            None => UserRecord { status: Status::Offline, last_seen: None, sessions: vec![] },
+        }
+    }
+}

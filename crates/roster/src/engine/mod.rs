@@ -1,0 +1,143 @@
+//! Where shared presence state lives. The node talks to it only through
+//! [`Engine`]; every method is one atomic transition (in memory: under the room's
+//! lock; in Redis, later: one Lua script), so racing sessions on any node see one
+//! order. Changes that members must see are handed to an [`Outbox`] *inside* that
+//! transition, which is what keeps a joiner's `PRESENCE` ahead of the first diff
+//! that follows it.
+
+pub mod memory;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU8;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use serde_json::Value;
+use tokio::time::Instant;
+
+use crate::core::error::CoreError;
+use crate::core::room::{
+    Actor, EntityView, FieldLock, Joined, Left, LockOutcome, LockOwnerView, Member, NeedsFlush, PresenceDiff,
+    PresenceSnapshot, RoomSettings, RoomStatus,
+};
+use crate::core::room_type::Visibility;
+use crate::core::types::{Role, Status};
+use crate::ids::{RoomId, SessionId, TenantId, UserId, UserRef};
+
+/// What the engine asks the node to deliver to local sessions. The node encodes
+/// each message once, whatever the number of recipients.
+pub enum Outgoing<'a> {
+    Presence { snapshot: &'a PresenceSnapshot, reply_ref: Option<&'a Value> },
+    PresenceCount { room: &'a str, count: usize, seq: u64, reply_ref: Option<&'a Value> },
+    Diff(&'a PresenceDiff),
+    /// An already encoded frame (LOCK, ENTITY events).
+    Encoded(&'a crate::frame::Frame),
+}
+
+pub trait Outbox: Send + Sync {
+    fn deliver(&self, to: &mut dyn Iterator<Item = &SessionId>, msg: Outgoing<'_>);
+}
+
+/// How a joiner wants its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubMode {
+    List,
+    Count,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct RoomPatch {
+    pub room_type: Option<String>,
+    pub capacity: Option<u32>,
+    pub idle_ttl: Option<Duration>,
+    pub visibility: Option<Visibility>,
+    pub status: Option<RoomStatus>,
+    pub tags: Option<Vec<String>>,
+    pub attributes: Option<serde_json::Map<String, Value>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RoomSummary {
+    pub id: RoomId,
+    pub settings: RoomSettings,
+    pub sessions: usize,
+    pub seq: u64,
+    pub entity: EntityView,
+}
+
+/// A user's status went from `before` to `after` (possibly equal).
+#[derive(Debug, Clone, Copy)]
+pub struct UserChange {
+    pub before: Status,
+    pub after: Status,
+}
+
+#[derive(Debug, Clone)]
+pub struct UserRecord {
+    pub status: Status,
+    pub last_seen: Option<SystemTime>,
+    pub sessions: Vec<SessionId>,
+}
+
+#[async_trait]
+pub trait Engine: Send + Sync + 'static {
+    // ---- rooms as things (REST) ----
+    async fn create_room(&self, id: RoomId, settings: RoomSettings) -> Result<(), CoreError>;
+    async fn room(&self, id: &RoomId) -> Option<RoomSummary>;
+    async fn update_room(&self, id: &RoomId, patch: RoomPatch) -> Result<RoomSummary, CoreError>;
+    /// Removes the room; returns the sessions that were in it (to be kicked).
+    async fn delete_room(&self, id: &RoomId) -> Option<Vec<SessionId>>;
+    async fn set_participant(&self, id: &RoomId, user: UserId, role: Option<Role>) -> Result<(), CoreError>;
+    async fn list_rooms(&self, tenant: &TenantId) -> Vec<RoomSummary>;
+    async fn room_count(&self) -> usize;
+
+    // ---- membership ----
+    /// Joins (creating the room with `create` if absent) and delivers the joiner's
+    /// `PRESENCE`/`PRESENCE_COUNT` in the same transition.
+    #[allow(clippy::too_many_arguments)]
+    async fn join(
+        &self,
+        id: &RoomId,
+        create: RoomSettings,
+        member: Member,
+        actor: Actor<'_>,
+        mode: SubMode,
+        list_limit: usize,
+        reply_ref: Option<&Value>,
+    ) -> Result<Joined, CoreError>;
+    async fn leave(&self, id: &RoomId, session: &SessionId, reason: crate::core::types::LeaveReason, now: Instant) -> Option<Left>;
+    async fn set_state(&self, id: &RoomId, session: &SessionId, state: Value) -> Result<NeedsFlush, CoreError>;
+    async fn touch(&self, id: &RoomId, session: &SessionId) -> NeedsFlush;
+    /// Flushes the pending diff to members (one `seq`). Returns the number of
+    /// deliveries made.
+    async fn flush(&self, id: &RoomId, list_limit: usize) -> usize;
+    async fn snapshot(&self, id: &RoomId) -> Option<PresenceSnapshot>;
+    async fn members(&self, id: &RoomId) -> Vec<SessionId>;
+    /// Delivers an encoded event to every member.
+    async fn broadcast(&self, id: &RoomId, frame: &crate::frame::Frame) -> usize;
+    /// Drops an ad-hoc room that has stayed empty for its idle TTL.
+    async fn remove_if_idle(&self, id: &RoomId, now: Instant) -> bool;
+
+    // ---- locks ----
+    async fn lock(&self, id: &RoomId, field: &str, session: &SessionId, now: Instant, ttl: Duration) -> Result<LockOutcome, CoreError>;
+    async fn unlock(&self, id: &RoomId, field: &str, session: &SessionId) -> Result<Option<FieldLock>, CoreError>;
+    async fn refresh_locks(&self, id: &RoomId, session: &SessionId, until: Instant) -> Vec<String>;
+    async fn expire_lock(&self, id: &RoomId, field: &str, now: Instant) -> Option<FieldLock>;
+    async fn force_unlock(&self, id: &RoomId, field: &str) -> Option<FieldLock>;
+    async fn locks(&self, id: &RoomId) -> Option<BTreeMap<String, LockOwnerView>>;
+    async fn require_role(&self, id: &RoomId, session: &SessionId, role: Role, action: &str) -> Result<(), CoreError>;
+
+    // ---- entity lifecycle ----
+    async fn mutating(&self, id: &RoomId, create: RoomSettings, by: UserId, now: Instant, stale_ttl: Duration) -> EntityView;
+    async fn mutated(&self, id: &RoomId, create: RoomSettings) -> EntityView;
+    async fn expire_stale(&self, id: &RoomId, now: Instant) -> Option<EntityView>;
+
+    // ---- users ----
+    /// A session of the user went live; returns the status change and the shared
+    /// cell that mirrors the user's merged status.
+    async fn user_attach(&self, user: &UserRef, session: &SessionId, status: Status) -> (UserChange, Arc<AtomicU8>);
+    async fn user_detach(&self, user: &UserRef, session: &SessionId, now: SystemTime) -> UserChange;
+    async fn user_set_status(&self, user: &UserRef, session: &SessionId, status: Status) -> UserChange;
+    async fn user(&self, user: &UserRef) -> UserRecord;
+}

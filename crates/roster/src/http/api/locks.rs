@@ -1,0 +1,51 @@
+//! Field locks of a room: list, and admin force-release.
+
+use axum::extract::{Path, State};
+use axum::response::Response;
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use serde::Serialize;
+
+use super::{no_content, ApiError, ApiResult, Caller, Page};
+use crate::core::error::ErrorCode;
+use crate::http::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/rooms/{room}/locks", get(list)).route("/rooms/{room}/locks/{field}", delete(force_release))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LockItem {
+    pub field: String,
+    pub user_id: String,
+    pub session_id: String,
+    pub expires_at: String,
+}
+
+#[utoipa::path(get, path = "/api/v1/rooms/{room}/locks", tag = "locks", params(("room" = String, Path)),
+    responses((status = 200, body = Page<LockItem>), (status = 404, body = super::ErrorBody)))]
+pub async fn list(State(app): State<AppState>, caller: Caller, Path(room): Path<String>) -> ApiResult<Json<Page<LockItem>>> {
+    let id = caller.room(&room)?;
+    let locks = app.node.engine.locks(&id).await.ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no room {room}")))?;
+    let items = locks
+        .into_iter()
+        .map(|(field, o)| LockItem { field, user_id: o.user_id.to_string(), session_id: o.session_id.to_string(), expires_at: o.expires_at })
+        .collect();
+    Ok(Json(Page { items, next_cursor: None }))
+}
+
+/// Releases a lock whoever holds it; members get a `LOCK` event with
+/// `owner: null, reason: "force_released"`.
+#[utoipa::path(delete, path = "/api/v1/rooms/{room}/locks/{field}", tag = "locks",
+    params(("room" = String, Path), ("field" = String, Path)),
+    responses((status = 204, description = "released"), (status = 404, body = super::ErrorBody), (status = 403, body = super::ErrorBody)))]
+pub async fn force_release(State(app): State<AppState>, caller: Caller, Path((room, field)): Path<(String, String)>) -> ApiResult<Response> {
+    caller.require_admin()?;
+    let id = caller.room(&room)?;
+    if app.node.force_unlock(&id, &field).await {
+        Ok(no_content())
+    } else {
+        Err(ApiError::new(ErrorCode::NotFound, format!("no lock on {field} in {room}")))
+    }
+}

@@ -1,0 +1,247 @@
+//! REST API `/api/v1` (SPEC §4): one error type, one caller extractor, one JSON
+//! body extractor, and a router per area.
+
+mod lifecycle;
+mod locks;
+pub mod openapi;
+mod presence;
+mod rooms;
+mod sessions;
+
+use std::time::Duration;
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use base64::Engine as _;
+use dashmap::DashMap;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use super::AppState;
+use crate::core::error::{CoreError, ErrorCode};
+use crate::ids::{RoomId, RoomKey, TenantId};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/openapi.json", get(openapi::serve))
+        .merge(presence::router())
+        .merge(rooms::router())
+        .merge(sessions::router())
+        .merge(locks::router())
+        .merge(lifecycle::router())
+}
+
+/// `{"error": {"code", "message"}}` with the status of the code.
+#[derive(Debug)]
+pub struct ApiError(pub CoreError);
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self(CoreError::new(code, message))
+    }
+}
+
+impl From<CoreError> for ApiError {
+    fn from(e: CoreError) -> Self {
+        Self(e)
+    }
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.0.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = ErrorBody { error: ErrorDetail { code: self.0.code.as_str().into(), message: self.0.message } };
+        (status, Json(body)).into_response()
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+pub async fn not_found() -> ApiError {
+    ApiError::new(ErrorCode::NotFound, "no such path")
+}
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(ErrorCode::MethodNotAllowed, "method not allowed on this path")
+}
+
+/// Who calls: a tenant's JWT, or the operator admin key with `X-Tenant`.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub tenant: TenantId,
+    pub user: Option<crate::ids::UserId>,
+    pub roles: Vec<String>,
+    pub operator: bool,
+}
+
+impl Caller {
+    pub fn is_admin(&self) -> bool {
+        self.operator || self.roles.iter().any(|r| r == "admin")
+    }
+    fn has(&self, role: &str) -> bool {
+        self.is_admin() || self.roles.iter().any(|r| r == role)
+    }
+    pub fn require_admin(&self) -> ApiResult<()> {
+        if self.is_admin() { Ok(()) } else { Err(ApiError::new(ErrorCode::Forbidden, "needs role admin")) }
+    }
+    pub fn require_monitor(&self) -> ApiResult<()> {
+        if self.has("monitor") { Ok(()) } else { Err(ApiError::new(ErrorCode::Forbidden, "needs role monitor or admin")) }
+    }
+    pub fn require_service(&self) -> ApiResult<()> {
+        if self.has("service") { Ok(()) } else { Err(ApiError::new(ErrorCode::Forbidden, "needs role service or admin")) }
+    }
+    pub fn room(&self, key: &str) -> ApiResult<RoomId> {
+        let key = RoomKey::parse(key).map_err(|e| ApiError::new(ErrorCode::Invalid, format!("path `room`: {}", e.0)))?;
+        Ok(RoomId { tenant: self.tenant.clone(), key })
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, Self::Rejection> {
+        let bearer = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "missing Authorization: Bearer <token>"))?;
+        let caller = if app.auth.is_admin_key(bearer) {
+            let tenant = parts
+                .headers
+                .get("x-tenant")
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| ApiError::new(ErrorCode::BadRequest, "the admin key needs an X-Tenant header"))?;
+            let tenant = TenantId::parse(tenant).map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("X-Tenant: {}", e.0)))?;
+            Caller { tenant, user: None, roles: vec!["admin".into()], operator: true }
+        } else {
+            let id = app.auth.verify(bearer).map_err(|e| ApiError::new(ErrorCode::Unauthorized, e.0))?;
+            Caller { tenant: id.tenant, user: Some(id.user), roles: id.roles, operator: false }
+        };
+        if !app.rest_limiter.take(&caller.tenant) {
+            return Err(ApiError::new(ErrorCode::RateLimited, "too many requests for this tenant"));
+        }
+        Ok(caller)
+    }
+}
+
+/// Per-tenant token bucket for REST (`limits.rest_requests_per_second`, burst 2×).
+pub struct RateLimiter {
+    rate: f64,
+    buckets: DashMap<TenantId, (f64, Instant)>,
+}
+
+impl RateLimiter {
+    pub fn new(rate: u32) -> Self {
+        Self { rate: rate as f64, buckets: DashMap::new() }
+    }
+    pub fn take(&self, tenant: &TenantId) -> bool {
+        let now = Instant::now();
+        let burst = self.rate * 2.0;
+        let mut b = self.buckets.entry(tenant.clone()).or_insert((burst, now));
+        let (tokens, last) = *b;
+        let tokens = (tokens + (now - last).as_secs_f64() * self.rate).min(burst);
+        if tokens >= 1.0 {
+            *b = (tokens - 1.0, now);
+            true
+        } else {
+            *b = (tokens, now);
+            false
+        }
+    }
+}
+
+/// A JSON body: 413 above `limits.max_body_bytes`, 400 when not JSON, 422 naming
+/// the field when the shape is wrong.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(ErrorCode::PayloadTooLarge, format!("body above {} bytes", state.node.config.limits.max_body_bytes))
+            } else {
+                ApiError::new(ErrorCode::BadRequest, e.body_text())
+            }
+        })?;
+        let value: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("body is not valid JSON: {e}")))?;
+        serde_path_to_error::deserialize(value).map(ApiJson).map_err(|e| {
+            let path = e.path().to_string();
+            ApiError::new(ErrorCode::Invalid, format!("field `{path}`: {}", e.into_inner()))
+        })
+    }
+}
+
+/// `limit` (default 100, max 1000) and an opaque `cursor`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct PageQuery {
+    pub limit: Option<usize>,
+    pub cursor: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Page<T: Serialize> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+impl PageQuery {
+    /// Pages a list sorted by `key`: items strictly after the cursor's key.
+    pub fn apply<T: Serialize>(&self, items: Vec<T>, key: impl Fn(&T) -> String) -> ApiResult<Page<T>> {
+        let limit = self.limit.unwrap_or(100);
+        if limit == 0 || limit > 1000 {
+            return Err(ApiError::new(ErrorCode::Invalid, "field `limit`: between 1 and 1000"));
+        }
+        let after = match &self.cursor {
+            None => None,
+            Some(c) => Some(
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(c)
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .ok_or_else(|| ApiError::new(ErrorCode::Invalid, "field `cursor`: not a cursor from this API"))?,
+            ),
+        };
+        let mut rest: Vec<T> = items.into_iter().filter(|i| after.as_ref().is_none_or(|a| key(i) > *a)).collect();
+        let next_cursor = if rest.len() > limit {
+            rest.truncate(limit);
+            rest.last().map(|i| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key(i)))
+        } else {
+            None
+        };
+        Ok(Page { items: rest, next_cursor })
+    }
+}
+
+pub fn parse_duration_field(field: &str, s: &str) -> ApiResult<Duration> {
+    crate::config::parse_duration(s).map_err(|e| ApiError::new(ErrorCode::Invalid, format!("field `{field}`: {e}")))
+}
+
+pub fn created<T: Serialize>(body: T) -> Response {
+    (StatusCode::CREATED, Json(body)).into_response()
+}
+
+pub fn no_content() -> Response {
+    StatusCode::NO_CONTENT.into_response()
+}
+

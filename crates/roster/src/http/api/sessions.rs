@@ -1,0 +1,68 @@
+//! Sessions: list (monitor) and kick (admin).
+
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use serde::Deserialize;
+
+use super::{no_content, ApiError, ApiResult, Caller, Page, PageQuery};
+use crate::core::error::ErrorCode;
+use crate::core::types::LeaveReason;
+use crate::http::AppState;
+use crate::ids::SessionId;
+use crate::node::hub::close;
+use crate::node::SessionInfoView;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/sessions", get(list)).route("/sessions/{id}", delete(kick))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct SessionFilter {
+    pub room: Option<String>,
+    pub user: Option<String>,
+    /// `online` | `away`
+    pub status: Option<String>,
+    pub limit: Option<usize>,
+    pub cursor: Option<String>,
+}
+
+/// Live sessions of the tenant (connected or inside their leave grace).
+#[utoipa::path(get, path = "/api/v1/sessions", tag = "sessions", params(SessionFilter),
+    responses((status = 200, description = "{items: [session], nextCursor}"), (status = 403, body = super::ErrorBody)))]
+pub async fn list(State(app): State<AppState>, caller: Caller, Query(f): Query<SessionFilter>) -> ApiResult<Json<Page<SessionInfoView>>> {
+    caller.require_monitor()?;
+    let status = match f.status.as_deref() {
+        None => None,
+        Some("online") => Some(crate::core::types::Status::Online),
+        Some("away") => Some(crate::core::types::Status::Away),
+        Some(other) => return Err(ApiError::new(ErrorCode::Invalid, format!("field `status`: {other:?} is not online or away"))),
+    };
+    let items: Vec<SessionInfoView> = app
+        .node
+        .sessions(&caller.tenant)
+        .await
+        .into_iter()
+        .filter(|s| f.room.as_ref().is_none_or(|r| s.rooms.contains(r)))
+        .filter(|s| f.user.as_ref().is_none_or(|u| s.user_id.as_str() == u))
+        .filter(|s| status.is_none_or(|st| s.status == st))
+        .collect();
+    Ok(Json(PageQuery { limit: f.limit, cursor: f.cursor }.apply(items, |s| s.session_id.to_string())?))
+}
+
+/// Kicks a session: its connection is closed with 4011 and it leaves every room
+/// with reason `kicked`.
+#[utoipa::path(delete, path = "/api/v1/sessions/{id}", tag = "sessions", params(("id" = String, Path)),
+    responses((status = 204, description = "kicked"), (status = 404, body = super::ErrorBody), (status = 403, body = super::ErrorBody)))]
+pub async fn kick(State(app): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
+    caller.require_admin()?;
+    let not_found = || ApiError::new(ErrorCode::NotFound, format!("no session {id}"));
+    let sid = SessionId::parse(&id).map_err(|_| not_found())?;
+    let s = app.node.hub.get(&sid).ok_or_else(not_found)?;
+    if s.user_ref.tenant != caller.tenant {
+        return Err(not_found());
+    }
+    app.node.close_and_end(&sid, close::KICKED, LeaveReason::Kicked).await;
+    Ok(no_content())
+}

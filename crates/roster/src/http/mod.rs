@@ -1,0 +1,96 @@
+//! HTTP surface: the WebSocket upgrade, REST under `/api/v1`, and ops endpoints.
+//! Handlers are thin: they extract, call the node, and shape the answer.
+
+pub mod api;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Deserialize;
+
+use crate::auth::Authenticator;
+use crate::node::Node;
+use crate::protocol::native::{self, ConnContext};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub node: Arc<Node>,
+    pub auth: Arc<Authenticator>,
+    pub metrics: PrometheusHandle,
+    pub rest_limiter: Arc<api::RateLimiter>,
+}
+
+pub fn router(state: AppState) -> Router {
+    let max_body = state.node.config.limits.max_body_bytes;
+    Router::new()
+        .route("/ws", get(ws_upgrade))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .nest("/api/v1", api::router())
+        .fallback(api::not_found)
+        .method_not_allowed_fallback(api::method_not_allowed)
+        .layer(axum::extract::DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+#[derive(Deserialize)]
+struct WsQuery {
+    token: Option<String>,
+}
+
+async fn ws_upgrade(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(q): Query<WsQuery>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let limits = app.node.config.limits;
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|s| s.trim().to_string());
+    let ctx = ConnContext {
+        pre_token: q.token.or(bearer),
+        ip: Some(forwarded_ip(&headers).unwrap_or_else(|| peer.ip().to_string())),
+        user_agent: headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(|s| s.chars().take(512).collect()),
+    };
+    let node = app.node.clone();
+    let auth = app.auth.clone();
+    upgrade
+        // Small buffers: an idle connection should cost a few KiB, not 128 KiB.
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+        .max_write_buffer_size(limits.max_frame_bytes.max(1 << 20) * 4)
+        .max_message_size(limits.max_frame_bytes)
+        .max_frame_size(limits.max_frame_bytes)
+        .on_upgrade(move |socket| native::serve(socket, ctx, node, auth))
+}
+
+fn forwarded_ip(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get("x-forwarded-for")?.to_str().ok()?;
+    let first = v.split(',').next()?.trim();
+    first.parse::<std::net::IpAddr>().ok().map(|ip| ip.to_string())
+}
+
+async fn readyz(State(app): State<AppState>) -> Response {
+    if app.node.shutting_down.load(std::sync::atomic::Ordering::Relaxed) {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response()
+    } else {
+        "ready".into_response()
+    }
+}
+
+async fn metrics(State(app): State<AppState>) -> Response {
+    metrics::gauge!(crate::metrics::ROOMS).set(app.node.engine_room_count().await as f64);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.metrics.render()).into_response()
+}

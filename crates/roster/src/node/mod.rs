@@ -1,0 +1,786 @@
+//! The node: where a presence change is decided. Protocol adapters and REST call
+//! its methods; it checks limits and roles, runs the transition on the [`Engine`],
+//! schedules the deadlines that follow, and tells watchers. One sweeper task
+//! ([`Node::run_sweeper`]) drains every deadline of the node.
+
+pub mod hub;
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use parking_lot::Mutex;
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::auth::Identity;
+use crate::clock::{iso, Clock};
+use crate::config::Config;
+use crate::core::error::{CoreError, ErrorCode};
+use crate::core::expiry::{Deadline, DeadlineQueue};
+use crate::core::room::{Actor, LockOutcome, LockOwnerView, Member, RoomSettings};
+use crate::core::room_type::{self, RoomType, Visibility};
+use crate::core::session::SessionMeta;
+use crate::core::types::{DeviceInfo, LeaveReason, Role, Status};
+use crate::engine::{Engine, SubMode};
+use crate::frame::Frame;
+use crate::ids::{RoomId, RoomKey, SessionId, TenantId, UserId, UserRef};
+use crate::metrics as m;
+use hub::{close, ConnLink, Hub, SessionHandle};
+
+/// What the client told us in `HELLO`, plus what the transport knows.
+#[derive(Debug, Clone, Default)]
+pub struct HelloInfo {
+    pub device: Option<String>,
+    pub os: Option<String>,
+    pub app_version: Option<String>,
+    pub client_id: Option<String>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Welcome {
+    pub session_id: SessionId,
+    pub user_id: UserId,
+    pub tenant_id: TenantId,
+    pub heartbeat_interval_ms: u64,
+    pub session_timeout_ms: u64,
+    pub server_time: String,
+    pub resumed: bool,
+    pub rooms: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserStatusView {
+    pub status: Status,
+    pub last_seen: Option<String>,
+    pub devices: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionInfoView {
+    pub session_id: SessionId,
+    pub user_id: UserId,
+    pub tenant_id: TenantId,
+    pub device: String,
+    pub os: Option<String>,
+    pub app_version: Option<String>,
+    pub client_id: Option<String>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub connected_at: String,
+    pub last_heartbeat_at: String,
+    pub latency_ms: Option<u32>,
+    pub status: Status,
+    pub connected: bool,
+    pub rooms: Vec<String>,
+}
+
+pub struct Node {
+    pub config: Arc<Config>,
+    pub clock: Clock,
+    pub engine: Arc<dyn Engine>,
+    pub hub: Arc<Hub>,
+    room_types: Vec<RoomType>,
+    deadlines: Mutex<DeadlineQueue>,
+    wake: Notify,
+    /// (tenant, user, clientId) → session, for resume.
+    client_ids: DashMap<(UserRef, String), SessionId>,
+    watchers: DashMap<UserRef, HashSet<SessionId>>,
+    next_conn: AtomicU64,
+    pub shutting_down: AtomicBool,
+}
+
+impl Node {
+    pub fn new(config: Arc<Config>, clock: Clock, engine: Arc<dyn Engine>, hub: Arc<Hub>) -> Arc<Self> {
+        let node = Arc::new(Self {
+            config,
+            clock,
+            engine,
+            hub,
+            room_types: room_type::seeded(),
+            deadlines: Mutex::new(DeadlineQueue::default()),
+            wake: Notify::new(),
+            client_ids: DashMap::new(),
+            watchers: DashMap::new(),
+            next_conn: AtomicU64::new(1),
+            shutting_down: AtomicBool::new(false),
+        });
+        node.schedule(clock.now() + node.timing().heartbeat_interval.0, Deadline::PingAll);
+        node
+    }
+
+    pub fn timing(&self) -> &crate::config::TimingConfig {
+        &self.config.timing
+    }
+
+    pub async fn engine_room_count(&self) -> usize {
+        self.engine.room_count().await
+    }
+
+    pub fn room_types(&self) -> &[RoomType] {
+        &self.room_types
+    }
+
+    pub fn next_conn_id(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn schedule(&self, at: Instant, d: Deadline) {
+        let mut q = self.deadlines.lock();
+        let earliest = q.insert(at, d);
+        metrics::gauge!(m::EXPIRY_QUEUE).set(q.len() as f64);
+        drop(q);
+        if earliest {
+            self.wake.notify_one();
+        }
+    }
+
+    /// The settings a room gets when it is created ad hoc: the type of the first
+    /// matching prefix rule, else `GENERIC`.
+    pub fn ad_hoc_settings(&self, key: &RoomKey) -> RoomSettings {
+        let rule = self.config.rooms.rules.iter().find(|r| key.as_str().starts_with(&r.prefix));
+        let code = rule.map(|r| r.room_type.as_str()).unwrap_or(room_type::GENERIC);
+        let t = self.room_type(code).unwrap_or_else(|| self.generic());
+        RoomSettings::from_type(t, rule.and_then(|r| r.visibility), false, self.clock.wall_now())
+    }
+
+    pub fn room_type(&self, code: &str) -> Option<&RoomType> {
+        self.room_types.iter().find(|t| t.code.0 == code)
+    }
+
+    fn generic(&self) -> &RoomType {
+        // The seeded list always contains GENERIC (checked by a unit test there).
+        self.room_type(room_type::GENERIC).expect("GENERIC room type")
+    }
+
+    // ------------------------------------------------------------------ sessions
+
+    /// `HELLO` accepted: a new session, or the resume of one inside its grace.
+    pub async fn open_session(&self, identity: Identity, hello: HelloInfo, link: ConnLink) -> Welcome {
+        let now = self.clock.now();
+        let user_ref = UserRef { tenant: identity.tenant.clone(), user: identity.user.clone() };
+        if let Some(cid) = &hello.client_id {
+            if let Some(w) = self.try_resume(&user_ref, cid, &link, now) {
+                return w;
+            }
+        }
+        let id = SessionId::new_random();
+        let (device, os) = match (&hello.device, &hello.os) {
+            (Some(d), os) => (d.clone(), os.clone().or_else(|| crate::core::types::device_from_user_agent(hello.user_agent.as_deref()).1)),
+            (None, os) => {
+                let (d, o) = crate::core::types::device_from_user_agent(hello.user_agent.as_deref());
+                (d, os.clone().or(o))
+            }
+        };
+        let (change, cell) = self.engine.user_attach(&user_ref, &id, Status::Online).await;
+        let meta = Arc::new(SessionMeta::new(
+            id.clone(),
+            identity.tenant.clone(),
+            identity.user.clone(),
+            identity.name.clone(),
+            identity.info.clone(),
+            DeviceInfo { device, os, app_version: hello.app_version.clone() },
+            hello.client_id.clone(),
+            hello.ip.clone(),
+            hello.user_agent.clone(),
+            self.clock.wall(now),
+            cell,
+        ));
+        let ms = self.clock.millis(now);
+        let handle = Arc::new(SessionHandle {
+            meta,
+            user_ref: user_ref.clone(),
+            identity,
+            conn: Mutex::new(Some(link)),
+            rooms: Mutex::new(BTreeSet::new()),
+            watching: Mutex::new(BTreeSet::new()),
+            last_frame: AtomicU64::new(ms),
+            last_active: AtomicU64::new(ms),
+            inactive: AtomicBool::new(false),
+            explicit_status: AtomicU8::new(0),
+            status: AtomicU8::new(Status::Online.as_u8()),
+            grace_gen: AtomicU64::new(0),
+            detached_at: AtomicU64::new(0),
+            ended: AtomicBool::new(false),
+        });
+        self.hub.sessions.insert(id.clone(), handle);
+        if let Some(cid) = hello.client_id {
+            self.client_ids.insert((user_ref.clone(), cid), id.clone());
+        }
+        metrics::gauge!(m::SESSIONS).set(self.hub.sessions.len() as f64);
+        self.schedule(now + self.timing().session_timeout.0, Deadline::SessionTimeout(id.clone()));
+        let _ = change;
+        self.notify_watchers(&user_ref).await;
+        self.welcome(&id, &user_ref, false, vec![])
+    }
+
+    fn welcome(&self, id: &SessionId, user: &UserRef, resumed: bool, rooms: Vec<String>) -> Welcome {
+        Welcome {
+            session_id: id.clone(),
+            user_id: user.user.clone(),
+            tenant_id: user.tenant.clone(),
+            heartbeat_interval_ms: self.timing().heartbeat_interval.0.as_millis() as u64,
+            session_timeout_ms: self.timing().session_timeout.0.as_millis() as u64,
+            server_time: iso(self.clock.wall_now()),
+            resumed,
+            rooms,
+        }
+    }
+
+    fn try_resume(&self, user: &UserRef, client_id: &str, link: &ConnLink, now: Instant) -> Option<Welcome> {
+        let sid = self.client_ids.get(&(user.clone(), client_id.to_string()))?.clone();
+        let s = self.hub.get(&sid)?;
+        if s.ended.load(Ordering::SeqCst) || s.user_ref != *user {
+            return None;
+        }
+        let old = s.conn.lock().replace(link.clone());
+        if let Some(old) = old {
+            old.close(close::REPLACED);
+        }
+        s.grace_gen.fetch_add(1, Ordering::SeqCst);
+        s.detached_at.store(0, Ordering::SeqCst);
+        s.last_frame.store(self.clock.millis(now), Ordering::Relaxed);
+        self.schedule(now + self.timing().session_timeout.0, Deadline::SessionTimeout(sid.clone()));
+        metrics::counter!(m::SESSIONS_RESUMED).increment(1);
+        let rooms = s.rooms.lock().iter().map(|r| r.key.as_str().to_string()).collect();
+        Some(self.welcome(&sid, user, true, rooms))
+    }
+
+    /// Any frame from the client: a sign of life.
+    pub fn touch(&self, s: &SessionHandle) {
+        s.last_frame.store(self.clock.millis(self.clock.now()), Ordering::Relaxed);
+    }
+
+    /// The connection of `link_id` ended without `BYE`: hold the session for the
+    /// leave grace (unless it was already replaced or ended).
+    pub fn connection_lost(&self, s: &Arc<SessionHandle>, link_id: u64) {
+        let mut conn = s.conn.lock();
+        if conn.as_ref().map(|l| l.id) != Some(link_id) || s.ended.load(Ordering::SeqCst) {
+            return;
+        }
+        *conn = None;
+        drop(conn);
+        let now = self.clock.now();
+        s.detached_at.store(self.clock.millis(now).max(1), Ordering::SeqCst);
+        let gen = s.grace_gen.fetch_add(1, Ordering::SeqCst) + 1;
+        self.schedule(now + self.timing().leave_grace.0, Deadline::LeaveGrace(s.meta.id.clone(), gen));
+    }
+
+    /// Ends a session for good: leaves every room (releasing its locks), stops its
+    /// watches, and updates the user's status.
+    pub async fn end_session(&self, sid: &SessionId, reason: LeaveReason) {
+        let Some(s) = self.hub.get(sid) else { return };
+        if s.ended.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let now = self.clock.now();
+        if matches!(reason, LeaveReason::Timeout | LeaveReason::Disconnected) {
+            let last = match reason {
+                LeaveReason::Disconnected => s.detached_at.load(Ordering::SeqCst),
+                _ => s.last_frame.load(Ordering::Relaxed),
+            };
+            let ghost = now.saturating_duration_since(self.clock.from_millis(last));
+            metrics::histogram!(m::GHOST_TIME).record(ghost.as_secs_f64());
+        }
+        let rooms: Vec<RoomId> = std::mem::take(&mut *s.rooms.lock()).into_iter().collect();
+        for room in rooms {
+            self.leave_room(&s, &room, reason, now).await;
+        }
+        let watching: Vec<UserId> = std::mem::take(&mut *s.watching.lock()).into_iter().collect();
+        for u in watching {
+            let key = UserRef { tenant: s.user_ref.tenant.clone(), user: u };
+            if let Some(mut w) = self.watchers.get_mut(&key) {
+                w.remove(sid);
+            }
+            self.watchers.remove_if(&key, |_, w| w.is_empty());
+        }
+        self.hub.sessions.remove(sid);
+        if let Some(cid) = &s.meta.client_id {
+            self.client_ids.remove_if(&(s.user_ref.clone(), cid.clone()), |_, v| v == sid);
+        }
+        metrics::gauge!(m::SESSIONS).set(self.hub.sessions.len() as f64);
+        self.engine.user_detach(&s.user_ref, sid, self.clock.wall(now)).await;
+        self.notify_watchers(&s.user_ref).await;
+    }
+
+    async fn leave_room(&self, s: &SessionHandle, room: &RoomId, reason: LeaveReason, now: Instant) {
+        if let Some(left) = self.engine.leave(room, &s.meta.id, reason, now).await {
+            for field in left.released_locks {
+                self.send_lock_event(room, &field, None, Some("released")).await;
+            }
+            if left.needs_flush {
+                self.schedule_flush(room).await;
+            }
+            if left.now_empty {
+                let idle = self.engine.room(room).await.map(|r| r.settings.idle_ttl).unwrap_or_default();
+                self.schedule(now + idle, Deadline::RoomIdle(room.clone()));
+            }
+        }
+    }
+
+    async fn schedule_flush(&self, room: &RoomId) {
+        let w = self.timing().diff_window.0;
+        if w.is_zero() || self.shutting_down.load(Ordering::Relaxed) {
+            self.engine.flush(room, self.config.limits.presence_list_limit).await;
+        } else {
+            self.schedule(self.clock.now() + w, Deadline::DiffFlush(room.clone()));
+        }
+    }
+
+    /// Closes the connection with `code` and ends the session now.
+    pub async fn close_and_end(&self, sid: &SessionId, code: u16, reason: LeaveReason) -> bool {
+        let Some(s) = self.hub.get(sid) else { return false };
+        if let Some(link) = s.conn.lock().take() {
+            link.close(code);
+        }
+        self.end_session(sid, reason).await;
+        true
+    }
+
+    // ------------------------------------------------------------------ rooms
+
+    fn actor<'a>(s: &'a SessionHandle) -> Actor<'a> {
+        Actor { user: &s.identity.user, open_role: s.identity.open_room_role(), is_admin: s.identity.is_admin() }
+    }
+
+    pub async fn sub(
+        &self,
+        s: &Arc<SessionHandle>,
+        key: RoomKey,
+        state: Option<Value>,
+        mode: SubMode,
+        reply_ref: Option<&Value>,
+    ) -> Result<(), CoreError> {
+        let id = RoomId { tenant: s.user_ref.tenant.clone(), key };
+        let already = s.rooms.lock().contains(&id);
+        if !already && s.rooms.lock().len() >= self.config.limits.max_rooms_per_session {
+            return Err(CoreError::new(
+                ErrorCode::TooManyRooms,
+                format!("at most {} rooms per session", self.config.limits.max_rooms_per_session),
+            ));
+        }
+        if let Some(st) = &state {
+            self.check_state(st)?;
+        }
+        let member = Member {
+            meta: s.meta.clone(),
+            joined_at: self.clock.wall_now(),
+            state: state.unwrap_or_else(|| Value::Object(Default::default())),
+            count_mode: mode == SubMode::Count,
+            role: Role::Viewer,
+        };
+        let joined = self
+            .engine
+            .join(&id, self.ad_hoc_settings(&id.key), member, Self::actor(s), mode, self.config.limits.presence_list_limit, reply_ref)
+            .await?;
+        s.rooms.lock().insert(id.clone());
+        if joined.needs_flush {
+            self.schedule_flush(&id).await;
+        }
+        Ok(())
+    }
+
+    pub fn check_state(&self, state: &Value) -> Result<(), CoreError> {
+        if !state.is_object() {
+            return Err(CoreError::new(ErrorCode::BadRequest, "field `state`: expected a JSON object"));
+        }
+        let size = serde_json::to_string(state).map(|s| s.len()).unwrap_or(usize::MAX);
+        if size > self.config.limits.max_state_bytes {
+            return Err(CoreError::new(
+                ErrorCode::StateTooLarge,
+                format!("state is {size} bytes; at most {} allowed", self.config.limits.max_state_bytes),
+            ));
+        }
+        Ok(())
+    }
+
+    fn joined_room(&self, s: &SessionHandle, key: RoomKey) -> Result<RoomId, CoreError> {
+        let id = RoomId { tenant: s.user_ref.tenant.clone(), key };
+        if s.rooms.lock().contains(&id) {
+            Ok(id)
+        } else {
+            Err(CoreError::new(ErrorCode::NotSubscribed, format!("not subscribed to {}", id.key)))
+        }
+    }
+
+    pub async fn unsub(&self, s: &Arc<SessionHandle>, key: RoomKey) -> Result<(), CoreError> {
+        let id = self.joined_room(s, key)?;
+        s.rooms.lock().remove(&id);
+        self.leave_room(s, &id, LeaveReason::Left, self.clock.now()).await;
+        Ok(())
+    }
+
+    pub async fn set_state(&self, s: &Arc<SessionHandle>, key: RoomKey, state: Value) -> Result<(), CoreError> {
+        let id = self.joined_room(s, key)?;
+        self.check_state(&state)?;
+        if self.engine.set_state(&id, &s.meta.id, state).await? {
+            self.schedule_flush(&id).await;
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------ liveness & status
+
+    pub async fn heartbeat(&self, s: &Arc<SessionHandle>, active: bool, latency_ms: Option<u32>) {
+        let now = self.clock.now();
+        if let Some(l) = latency_ms {
+            s.meta.record_latency(l);
+        }
+        let until = now + self.timing().lock_ttl.0;
+        let rooms: Vec<RoomId> = s.rooms.lock().iter().cloned().collect();
+        for room in &rooms {
+            for field in self.engine.refresh_locks(room, &s.meta.id, until).await {
+                self.schedule(until, Deadline::LockExpiry(room.clone(), field));
+            }
+        }
+        if active {
+            s.last_active.store(self.clock.millis(now), Ordering::Relaxed);
+            s.inactive.store(false, Ordering::Relaxed);
+            self.recompute_status(s).await;
+        } else if !s.inactive.swap(true, Ordering::Relaxed) {
+            let since = self.clock.from_millis(s.last_active.load(Ordering::Relaxed));
+            self.schedule(since + self.timing().away_after.0, Deadline::Away(s.meta.id.clone()));
+        }
+    }
+
+    pub async fn set_status(&self, s: &Arc<SessionHandle>, status: Status) {
+        s.explicit_status.store(status.as_u8() + 1, Ordering::Relaxed);
+        self.recompute_status(s).await;
+    }
+
+    /// Session status: an explicit `STATUS` wins; else away after `away_after` of
+    /// reported inactivity.
+    async fn recompute_status(&self, s: &Arc<SessionHandle>) {
+        let explicit = s.explicit_status.load(Ordering::Relaxed);
+        let status = if explicit > 0 {
+            Status::from_u8(explicit - 1)
+        } else {
+            let now_ms = self.clock.millis(self.clock.now());
+            let idle = Duration::from_millis(now_ms.saturating_sub(s.last_active.load(Ordering::Relaxed)));
+            if s.inactive.load(Ordering::Relaxed) && idle >= self.timing().away_after.0 {
+                Status::Away
+            } else {
+                Status::Online
+            }
+        };
+        if s.status.swap(status.as_u8(), Ordering::Relaxed) == status.as_u8() {
+            return;
+        }
+        let change = self.engine.user_set_status(&s.user_ref, &s.meta.id, status).await;
+        if change.before != change.after {
+            // Every live entry of this user shows the merged status: update them all.
+            let record = self.engine.user(&s.user_ref).await;
+            for sid in record.sessions {
+                if let Some(other) = self.hub.get(&sid) {
+                    let rooms: Vec<RoomId> = other.rooms.lock().iter().cloned().collect();
+                    for room in rooms {
+                        if self.engine.touch(&room, &sid).await {
+                            self.schedule_flush(&room).await;
+                        }
+                    }
+                }
+            }
+            self.notify_watchers(&s.user_ref).await;
+        }
+    }
+
+    // ------------------------------------------------------------------ watch
+
+    pub async fn user_status(&self, user: &UserRef) -> UserStatusView {
+        let record = self.engine.user(user).await;
+        let mut devices: Vec<String> = record
+            .sessions
+            .iter()
+            .filter_map(|sid| self.hub.get(sid).map(|s| s.meta.device.device.clone()))
+            .collect();
+        devices.sort();
+        devices.dedup();
+        let last_seen = if record.status == Status::Offline {
+            record.last_seen.map(iso)
+        } else {
+            Some(iso(self.clock.wall_now()))
+        };
+        UserStatusView { status: record.status, last_seen, devices }
+    }
+
+    pub async fn watch(&self, s: &Arc<SessionHandle>, users: Vec<UserId>, reply_ref: Option<&Value>) -> Result<(), CoreError> {
+        {
+            let watching = s.watching.lock();
+            let new = users.iter().filter(|u| !watching.contains(*u)).collect::<HashSet<_>>().len();
+            if watching.len() + new > self.config.limits.max_watch {
+                return Err(CoreError::new(
+                    ErrorCode::TooManyWatched,
+                    format!("at most {} watched users per session", self.config.limits.max_watch),
+                ));
+            }
+        }
+        let mut snapshot = BTreeMap::new();
+        for u in users {
+            let key = UserRef { tenant: s.user_ref.tenant.clone(), user: u.clone() };
+            self.watchers.entry(key.clone()).or_default().insert(s.meta.id.clone());
+            s.watching.lock().insert(u.clone());
+            snapshot.insert(u, self.user_status(&key).await);
+        }
+        let frame = Frame::encode("STATUS_SNAPSHOT", &serde_json::json!({ "users": snapshot }), reply_ref);
+        hub::send_to(s, &frame);
+        Ok(())
+    }
+
+    pub fn unwatch(&self, s: &Arc<SessionHandle>, users: Vec<UserId>) {
+        for u in users {
+            s.watching.lock().remove(&u);
+            let key = UserRef { tenant: s.user_ref.tenant.clone(), user: u };
+            if let Some(mut w) = self.watchers.get_mut(&key) {
+                w.remove(&s.meta.id);
+            }
+            self.watchers.remove_if(&key, |_, w| w.is_empty());
+        }
+    }
+
+    async fn notify_watchers(&self, user: &UserRef) {
+        let Some(ws) = self.watchers.get(user).map(|w| w.iter().cloned().collect::<Vec<_>>()) else { return };
+        let v = self.user_status(user).await;
+        let frame = Frame::encode(
+            "STATUS",
+            &serde_json::json!({"userId": user.user, "status": v.status, "lastSeen": v.last_seen, "devices": v.devices}),
+            None,
+        );
+        for sid in ws {
+            self.hub.send(&sid, &frame);
+        }
+        metrics::counter!(m::MESSAGES_OUT, "type" => "STATUS").increment(1);
+    }
+
+    // ------------------------------------------------------------------ locks
+
+    pub async fn lock(&self, s: &Arc<SessionHandle>, key: RoomKey, field: &str) -> Result<(bool, LockOwnerView), CoreError> {
+        let id = self.joined_room(s, key)?;
+        let now = self.clock.now();
+        match self.engine.lock(&id, field, &s.meta.id, now, self.timing().lock_ttl.0).await? {
+            LockOutcome::Acquired(l) => {
+                metrics::counter!(m::LOCK_ACQUISITIONS).increment(1);
+                self.schedule(l.expires_at, Deadline::LockExpiry(id.clone(), field.to_string()));
+                let owner = LockOwnerView::new(&l, &self.clock);
+                self.send_lock_event(&id, field, Some(&owner), None).await;
+                Ok((true, owner))
+            }
+            LockOutcome::Held(l) => {
+                metrics::counter!(m::LOCK_CONTENTION).increment(1);
+                Ok((false, LockOwnerView::new(&l, &self.clock)))
+            }
+        }
+    }
+
+    pub async fn unlock(&self, s: &Arc<SessionHandle>, key: RoomKey, field: &str) -> Result<bool, CoreError> {
+        let id = self.joined_room(s, key)?;
+        let released = self.engine.unlock(&id, field, &s.meta.id).await?;
+        if released.is_some() {
+            self.send_lock_event(&id, field, None, Some("released")).await;
+        }
+        Ok(released.is_some())
+    }
+
+    pub async fn force_unlock(&self, room: &RoomId, field: &str) -> bool {
+        let released = self.engine.force_unlock(room, field).await.is_some();
+        if released {
+            self.send_lock_event(room, field, None, Some("force_released")).await;
+        }
+        released
+    }
+
+    async fn send_lock_event(&self, room: &RoomId, field: &str, owner: Option<&LockOwnerView>, reason: Option<&str>) {
+        let mut body = serde_json::json!({"room": room.key, "field": field, "owner": owner});
+        if let Some(r) = reason {
+            body["reason"] = Value::String(r.into());
+        }
+        let n = self.engine.broadcast(room, &Frame::encode("LOCK", &body, None)).await;
+        metrics::counter!(m::MESSAGES_OUT, "type" => "LOCK").increment(n as u64);
+    }
+
+    // ------------------------------------------------------------------ lifecycle
+
+    /// `MUTATING`/`MUTATED` (REST or Kafka): updates entity state and tells members.
+    pub async fn lifecycle(&self, room: &RoomId, mutating: bool, by: UserId) {
+        let now = self.clock.now();
+        let settings = self.ad_hoc_settings(&room.key);
+        let view = if mutating {
+            let ttl = self.timing().stale_ttl.0;
+            let v = self.engine.mutating(room, settings, by, now, ttl).await;
+            self.schedule(now + ttl, Deadline::StaleExpiry(room.clone()));
+            v
+        } else {
+            self.engine.mutated(room, settings).await
+        };
+        self.send_entity(room, &view).await;
+        if self.engine.members(room).await.is_empty() {
+            let idle = self.engine.room(room).await.map(|r| r.settings.idle_ttl).unwrap_or_default();
+            self.schedule(now + idle.max(self.timing().stale_ttl.0), Deadline::RoomIdle(room.clone()));
+        }
+    }
+
+    async fn send_entity(&self, room: &RoomId, view: &crate::core::room::EntityView) {
+        let n = self.engine.broadcast(room, &Frame::encode("ENTITY", view, None)).await;
+        metrics::counter!(m::MESSAGES_OUT, "type" => "ENTITY").increment(n as u64);
+    }
+
+    // ------------------------------------------------------------------ queries (REST)
+
+    pub async fn sessions(&self, tenant: &TenantId) -> Vec<SessionInfoView> {
+        let handles: Vec<Arc<SessionHandle>> = self
+            .hub
+            .sessions
+            .iter()
+            .filter(|e| &e.value().user_ref.tenant == tenant)
+            .map(|e| e.value().clone())
+            .collect();
+        let mut out: Vec<SessionInfoView> = handles.iter().map(|s| self.session_info(s)).collect();
+        out.sort_by(|a, b| a.session_id.cmp(&b.session_id));
+        out
+    }
+
+    pub fn session_info(&self, s: &SessionHandle) -> SessionInfoView {
+        SessionInfoView {
+            session_id: s.meta.id.clone(),
+            user_id: s.meta.user.clone(),
+            tenant_id: s.meta.tenant.clone(),
+            device: s.meta.device.device.clone(),
+            os: s.meta.device.os.clone(),
+            app_version: s.meta.device.app_version.clone(),
+            client_id: s.meta.client_id.clone(),
+            ip: s.meta.ip.clone(),
+            user_agent: s.meta.user_agent.clone(),
+            connected_at: iso(s.meta.connected_at),
+            last_heartbeat_at: iso(self.clock.wall(self.clock.from_millis(s.last_frame.load(Ordering::Relaxed)))),
+            latency_ms: s.meta.latency_ms(),
+            status: s.status(),
+            connected: s.is_connected(),
+            rooms: s.rooms.lock().iter().map(|r| r.key.as_str().to_string()).collect(),
+        }
+    }
+
+    /// Closes the room's connections' memberships as `kicked` (room closed/deleted).
+    pub async fn kick_from_room(&self, room: &RoomId, sessions: Vec<SessionId>) {
+        let now = self.clock.now();
+        for sid in sessions {
+            if let Some(s) = self.hub.get(&sid) {
+                if s.rooms.lock().remove(room) {
+                    self.leave_room(&s, room, LeaveReason::Kicked, now).await;
+                }
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ the sweeper
+
+    /// Drains due deadlines forever (until `shutdown` fires). One per node.
+    pub async fn run_sweeper(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        loop {
+            let now = self.clock.now();
+            let due = self.deadlines.lock().pop_due(now, 4096);
+            let had = !due.is_empty();
+            for d in due {
+                self.fire(d, now).await;
+            }
+            if had {
+                continue;
+            }
+            let next = self.deadlines.lock().next_at();
+            metrics::gauge!(m::EXPIRY_QUEUE).set(self.deadlines.lock().len() as f64);
+            metrics::gauge!(m::CONNECTIONS).set(self.hub.sessions.iter().filter(|s| s.is_connected()).count() as f64);
+            let sleep = async {
+                match next {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = sleep => {}
+                _ = self.wake.notified() => {}
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    async fn fire(&self, d: Deadline, now: Instant) {
+        match d {
+            Deadline::SessionTimeout(sid) => {
+                let Some(s) = self.hub.get(&sid) else { return };
+                if s.ended.load(Ordering::SeqCst) || !s.is_connected() {
+                    return; // ended, or detached: the leave grace decides
+                }
+                let last = self.clock.from_millis(s.last_frame.load(Ordering::Relaxed));
+                let deadline = last + self.timing().session_timeout.0;
+                if deadline > now {
+                    self.schedule(deadline, Deadline::SessionTimeout(sid));
+                } else {
+                    metrics::counter!(m::SESSION_TIMEOUTS).increment(1);
+                    tracing::info!(session = %sid, user = %s.meta.user, tenant = %s.meta.tenant, "session timed out");
+                    self.close_and_end(&sid, close::TIMEOUT, LeaveReason::Timeout).await;
+                }
+            }
+            Deadline::LeaveGrace(sid, gen) => {
+                let Some(s) = self.hub.get(&sid) else { return };
+                if s.grace_gen.load(Ordering::SeqCst) == gen && !s.is_connected() {
+                    self.end_session(&sid, LeaveReason::Disconnected).await;
+                }
+            }
+            Deadline::Away(sid) => {
+                if let Some(s) = self.hub.get(&sid) {
+                    self.recompute_status(&s).await;
+                }
+            }
+            Deadline::LockExpiry(room, field) => {
+                if self.engine.expire_lock(&room, &field, now).await.is_some() {
+                    self.send_lock_event(&room, &field, None, Some("expired")).await;
+                }
+            }
+            Deadline::StaleExpiry(room) => {
+                if let Some(view) = self.engine.expire_stale(&room, now).await {
+                    self.send_entity(&room, &view).await;
+                }
+            }
+            Deadline::DiffFlush(room) => {
+                self.engine.flush(&room, self.config.limits.presence_list_limit).await;
+            }
+            Deadline::RoomIdle(room) => {
+                self.engine.remove_if_idle(&room, now).await;
+            }
+            Deadline::PingAll => {
+                let stamp = self.clock.millis(now);
+                for s in self.hub.sessions.iter() {
+                    if let Some(link) = s.link() {
+                        let _ = link.tx.try_send(hub::Outbound::Ping(stamp));
+                    }
+                }
+                self.schedule(now + self.timing().heartbeat_interval.0, Deadline::PingAll);
+            }
+        }
+    }
+
+    /// SIGTERM: every session leaves now (diffs flushed at once), then every
+    /// connection is closed with 1001.
+    pub async fn shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        let ids: Vec<SessionId> = self.hub.sessions.iter().map(|e| e.key().clone()).collect();
+        let links: Vec<ConnLink> = ids.iter().filter_map(|id| self.hub.get(id).and_then(|s| s.link())).collect();
+        for id in &ids {
+            self.end_session(id, LeaveReason::Disconnected).await;
+        }
+        for l in links {
+            l.close(close::GOING_AWAY);
+        }
+    }
+
+    pub fn visibility_of(v: Option<Visibility>) -> Visibility {
+        v.unwrap_or_default()
+    }
+}

@@ -1,0 +1,5 @@
+//! Wire adapters over the node. Each protocol translates frames to node calls and
+//! node output to frames; none decides anything about presence.
+
+pub mod messages;
+pub mod native;

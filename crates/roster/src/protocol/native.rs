@@ -1,0 +1,374 @@
+//! The native WebSocket protocol (`GET /ws`, SPEC §3) over one connection: the
+//! opening (`HELLO` within `hello_timeout`), then one loop that reads client frames,
+//! writes queued server frames, and obeys a kill from the node. All decisions are
+//! the node's; this file only translates.
+
+use std::sync::atomic::AtomicU16;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::messages::{self, ClientMessage, Mode, StatusValue};
+use crate::auth::{Authenticator, Identity};
+use crate::core::error::{CoreError, ErrorCode};
+use crate::core::types::Status;
+use crate::engine::SubMode;
+use crate::frame::Frame;
+use crate::metrics as m;
+use crate::node::hub::{self, close, ConnLink, Outbound, SessionHandle};
+use crate::node::{HelloInfo, Node};
+
+/// What the HTTP upgrade knew about the connection.
+pub struct ConnContext {
+    pub pre_token: Option<String>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// Per-connection input limits: a token bucket for messages and a per-minute
+/// error budget. Plain fields: only the connection's own task touches them.
+struct Limits {
+    tokens: f64,
+    rate: f64,
+    burst: f64,
+    last: Instant,
+    errors: u32,
+    errors_since: Instant,
+    max_errors: u32,
+}
+
+impl Limits {
+    fn new(rate: u32, burst: u32, max_errors: u32) -> Self {
+        let now = Instant::now();
+        Self { tokens: burst as f64, rate: rate as f64, burst: burst as f64, last: now, errors: 0, errors_since: now, max_errors }
+    }
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens = (self.tokens + (now - self.last).as_secs_f64() * self.rate).min(self.burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+    /// Counts an error; true when the budget is exceeded.
+    fn error(&mut self) -> bool {
+        let now = Instant::now();
+        if now - self.errors_since >= Duration::from_secs(60) {
+            self.errors = 0;
+            self.errors_since = now;
+        }
+        self.errors += 1;
+        self.errors > self.max_errors
+    }
+}
+
+enum Flow {
+    Continue,
+    Close(u16),
+}
+
+fn error_frame(e: &CoreError, reply_ref: Option<&Value>) -> Frame {
+    metrics::counter!(m::ERRORS, "code" => e.code.as_str()).increment(1);
+    Frame::encode("ERROR", &json!({"code": e.code.as_str(), "message": e.message}), reply_ref)
+}
+
+async fn send_frame(ws: &mut WebSocket, f: Frame) -> bool {
+    ws.send(Message::Text(f.0)).await.is_ok()
+}
+
+async fn send_close(ws: &mut WebSocket, code: u16) {
+    let frame = CloseFrame { code, reason: close::reason(code).into() };
+    let _ = tokio::time::timeout(Duration::from_secs(1), ws.send(Message::Close(Some(frame)))).await;
+}
+
+/// Classifies a read error: too large → 1009, bad UTF-8 → 1007, else gone.
+fn read_error_code(e: &axum::Error) -> Option<u16> {
+    let s = e.to_string();
+    if s.contains("too long") || s.contains("Space limit") || s.contains("too big") {
+        Some(close::TOO_BIG)
+    } else if s.contains("UTF-8") || s.contains("utf-8") || s.contains("utf8") {
+        Some(close::BAD_DATA)
+    } else {
+        None
+    }
+}
+
+pub async fn serve(mut ws: WebSocket, ctx: ConnContext, node: Arc<Node>, auth: Arc<Authenticator>) {
+    let cfg = node.config.clone();
+    let mut limits = Limits::new(cfg.limits.messages_per_second, cfg.limits.messages_burst, cfg.limits.errors_per_minute);
+    let Some((identity, hello, hello_ref)) = opening(&mut ws, &ctx, &node, &auth, &mut limits).await else { return };
+
+    let (tx, mut rx) = mpsc::channel(cfg.limits.send_queue);
+    let kill = CancellationToken::new();
+    let link = ConnLink { id: node.next_conn_id(), tx, kill: kill.clone(), close_code: Arc::new(AtomicU16::new(0)) };
+    let info = HelloInfo {
+        device: hello.device,
+        os: hello.os,
+        app_version: hello.app_version,
+        client_id: hello.client_id,
+        ip: ctx.ip,
+        user_agent: ctx.user_agent,
+    };
+    let welcome = node.open_session(identity, info, link.clone()).await;
+    let Some(session) = node.hub.get(&welcome.session_id) else { return };
+    metrics::counter!(m::MESSAGES_OUT, "type" => "WELCOME").increment(1);
+    if !send_frame(&mut ws, Frame::encode("WELCOME", &welcome, hello_ref.as_ref())).await {
+        node.connection_lost(&session, link.id);
+        return;
+    }
+    tracing::debug!(session = %welcome.session_id, user = %welcome.user_id, tenant = %welcome.tenant_id, resumed = welcome.resumed, "session open");
+
+    let mut said_bye = false;
+    loop {
+        tokio::select! {
+            biased;
+            _ = kill.cancelled() => {
+                let code = link.close_code.load(std::sync::atomic::Ordering::SeqCst);
+                send_close(&mut ws, if code == 0 { close::GOING_AWAY } else { code }).await;
+                break;
+            }
+            out = rx.recv() => {
+                let msg = match out {
+                    Some(Outbound::Frame(f)) => Message::Text(f.0),
+                    Some(Outbound::Ping(stamp)) => Message::Ping(stamp.to_be_bytes().to_vec().into()),
+                    None => break,
+                };
+                tokio::select! {
+                    r = ws.send(msg) => if r.is_err() { break },
+                    _ = kill.cancelled() => continue,
+                }
+            }
+            incoming = ws.recv() => {
+                let msg = match incoming {
+                    Some(Ok(msg)) => msg,
+                    Some(Err(e)) => {
+                        if let Some(code) = read_error_code(&e) {
+                            send_close(&mut ws, code).await;
+                        }
+                        break;
+                    }
+                    None => break,
+                };
+                node.touch(&session);
+                match msg {
+                    Message::Text(text) => {
+                        match on_text(&mut ws, &node, &session, &mut limits, text.as_str()).await {
+                            Flow::Continue => {}
+                            Flow::Close(code) => {
+                                said_bye = code == close::NORMAL;
+                                send_close(&mut ws, code).await;
+                                break;
+                            }
+                        }
+                    }
+                    Message::Binary(_) => {
+                        send_close(&mut ws, close::UNSUPPORTED).await;
+                        break;
+                    }
+                    Message::Pong(payload) => {
+                        if let Ok(b) = <[u8; 8]>::try_from(payload.as_ref()) {
+                            let sent = node.clock.from_millis(u64::from_be_bytes(b));
+                            let rtt = node.clock.now().saturating_duration_since(sent);
+                            session.meta.record_latency(rtt.as_millis() as u32);
+                        }
+                    }
+                    Message::Ping(_) => {}
+                    Message::Close(_) => break,
+                }
+            }
+        }
+    }
+    if !said_bye {
+        node.connection_lost(&session, link.id);
+    }
+}
+
+/// Until `WELCOME` only `HELLO` is accepted; the whole opening is bounded by
+/// `hello_timeout`.
+async fn opening(
+    ws: &mut WebSocket,
+    ctx: &ConnContext,
+    node: &Node,
+    auth: &Authenticator,
+    limits: &mut Limits,
+) -> Option<(Identity, messages::Hello, Option<Value>)> {
+    let deadline = Instant::now() + node.timing().hello_timeout.0;
+    loop {
+        let next = match tokio::time::timeout_at(deadline, ws.recv()).await {
+            Err(_) => {
+                send_close(ws, close::AUTH).await;
+                return None;
+            }
+            Ok(None) => return None,
+            Ok(Some(Err(e))) => {
+                if let Some(code) = read_error_code(&e) {
+                    send_close(ws, code).await;
+                }
+                return None;
+            }
+            Ok(Some(Ok(m))) => m,
+        };
+        let text = match next {
+            Message::Text(t) => t,
+            Message::Binary(_) => {
+                send_close(ws, close::UNSUPPORTED).await;
+                return None;
+            }
+            Message::Close(_) => return None,
+            _ => continue,
+        };
+        let parsed = messages::parse(text.as_str());
+        let err = match parsed.message {
+            Ok(ClientMessage::Hello(hello)) => {
+                metrics::counter!(m::MESSAGES_IN, "type" => "HELLO").increment(1);
+                let token = hello.token.clone().or_else(|| ctx.pre_token.clone());
+                let result = match token {
+                    None => Err("no token: send one in ?token=, Authorization: Bearer, or HELLO.token".to_string()),
+                    Some(t) => auth.verify(&t).map_err(|e| e.0),
+                };
+                match result {
+                    Ok(id) => return Some((id, hello, parsed.reply_ref)),
+                    Err(msg) => {
+                        let e = CoreError::new(ErrorCode::AuthFailed, msg);
+                        send_frame(ws, error_frame(&e, parsed.reply_ref.as_ref())).await;
+                        send_close(ws, close::AUTH).await;
+                        return None;
+                    }
+                }
+            }
+            Ok(other) => CoreError::new(
+                ErrorCode::NotAuthenticated,
+                format!("{} before WELCOME: send HELLO first", other.type_name()),
+            ),
+            Err(e) => e,
+        };
+        send_frame(ws, error_frame(&err, parsed.reply_ref.as_ref())).await;
+        if limits.error() {
+            let e = CoreError::new(ErrorCode::TooManyErrors, "too many errors");
+            send_frame(ws, error_frame(&e, None)).await;
+            send_close(ws, close::TOO_MANY_ERRORS).await;
+            return None;
+        }
+    }
+}
+
+async fn on_text(ws: &mut WebSocket, node: &Arc<Node>, s: &Arc<SessionHandle>, limits: &mut Limits, text: &str) -> Flow {
+    let parsed = messages::parse(text);
+    let r = parsed.reply_ref.as_ref();
+    let result: Result<(), CoreError> = if !limits.take() {
+        Err(CoreError::new(ErrorCode::RateLimited, "too many messages; this one was dropped"))
+    } else {
+        match parsed.message {
+            Ok(msg) => {
+                metrics::counter!(m::MESSAGES_IN, "type" => msg.type_name()).increment(1);
+                match handle(node, s, msg, r).await {
+                    Ok(flow) => return flow,
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    };
+    let Err(e) = result else { return Flow::Continue };
+    hub::send_to(s, &error_frame(&e, r));
+    if limits.error() {
+        // Written directly: the close follows at once and must come after it.
+        let e = CoreError::new(ErrorCode::TooManyErrors, "too many errors: closing");
+        send_frame(ws, error_frame(&e, None)).await;
+        return Flow::Close(close::TOO_MANY_ERRORS);
+    }
+    Flow::Continue
+}
+
+/// Replies and errors go through the session's send queue like every other
+/// message, so they stay in order with the `PRESENCE`, diffs and events before them.
+fn reply(s: &SessionHandle, ty: &'static str, body: Value, r: Option<&Value>) {
+    metrics::counter!(m::MESSAGES_OUT, "type" => ty).increment(1);
+    hub::send_to(s, &Frame::encode(ty, &body, r));
+}
+
+async fn handle(
+    node: &Arc<Node>,
+    s: &Arc<SessionHandle>,
+    msg: ClientMessage,
+    r: Option<&Value>,
+) -> Result<Flow, CoreError> {
+    match msg {
+        ClientMessage::Hello(_) => {
+            return Err(CoreError::new(ErrorCode::BadRequest, "HELLO was already accepted on this connection"));
+        }
+        ClientMessage::Sub(sub) => {
+            let key = sub.addr.key()?;
+            let mode = if sub.mode == Mode::Count { SubMode::Count } else { SubMode::List };
+            node.sub(s, key, sub.state, mode, r).await?;
+        }
+        ClientMessage::Unsub(addr) => {
+            let key = addr.key()?;
+            node.unsub(s, key.clone()).await?;
+            reply(s, "UNSUB_ACK", json!({"room": key}), r);
+        }
+        ClientMessage::Hb(hb) => {
+            let latency = hb.latency_ms.filter(|l| l.is_finite() && *l >= 0.0).map(|l| l as u32);
+            node.heartbeat(s, hb.active.unwrap_or(true), latency).await;
+            let server_time = crate::clock::iso(node.clock.wall_now());
+            reply(s, "HB_ACK", json!({"t": hb.t, "serverTime": server_time}), r);
+        }
+        ClientMessage::State(st) => {
+            let key = st.addr.key()?;
+            node.set_state(s, key, st.state).await?;
+        }
+        ClientMessage::Status(st) => {
+            let status = match st.status {
+                StatusValue::Online => Status::Online,
+                StatusValue::Away => Status::Away,
+            };
+            node.set_status(s, status).await;
+        }
+        ClientMessage::Lock(l) => {
+            let key = l.addr.key()?;
+            check_field(&l.field)?;
+            let (success, owner) = node.lock(s, key.clone(), &l.field).await?;
+            let expires_at = owner.expires_at.clone();
+            reply(
+                s,
+                "LOCK_ACK",
+                json!({"room": key, "field": l.field, "success": success, "owner": owner, "expiresAt": expires_at}),
+                r,
+            );
+        }
+        ClientMessage::Unlock(l) => {
+            let key = l.addr.key()?;
+            check_field(&l.field)?;
+            let success = node.unlock(s, key.clone(), &l.field).await?;
+            reply(s, "UNLOCK_ACK", json!({"room": key, "field": l.field, "success": success}), r);
+        }
+        ClientMessage::Watch(w) => {
+            let users = w.user_ids(node.config.limits.max_watch)?;
+            node.watch(s, users, r).await?;
+        }
+        ClientMessage::Unwatch(w) => {
+            let users = w.user_ids(usize::MAX)?;
+            node.unwatch(s, users);
+        }
+        ClientMessage::Bye => {
+            node.end_session(&s.meta.id, crate::core::types::LeaveReason::Left).await;
+            return Ok(Flow::Close(close::NORMAL));
+        }
+    }
+    Ok(Flow::Continue)
+}
+
+fn check_field(field: &str) -> Result<(), CoreError> {
+    if field.is_empty() || field.len() > 200 || field.chars().any(char::is_control) {
+        return Err(CoreError::new(ErrorCode::BadRequest, "field `field`: 1-200 characters, no control characters"));
+    }
+    Ok(())
+}
