@@ -392,8 +392,12 @@ impl Config {
             }
         }
         for (i, rule) in self.rooms.rules.iter().enumerate() {
-            if crate::core::room_type::RoomTypeCode::parse(&rule.room_type).is_err() {
-                return bad(&format!("rooms.rules[{i}].type"), &rule.room_type, "a room type code like CHAT");
+            let known: Vec<String> = crate::core::room_type::seeded().into_iter().map(|t| t.code.0).collect();
+            if !known.contains(&rule.room_type) {
+                return bad(&format!("rooms.rules[{i}].type"), &rule.room_type, &format!("one of {}", known.join(", ")));
+            }
+            if rule.prefix.is_empty() {
+                return bad(&format!("rooms.rules[{i}].prefix"), &rule.prefix, "a non-empty room key prefix");
             }
         }
         tracing_filter_ok(&self.log.level).map_err(|e| {

@@ -141,7 +141,8 @@ pub enum LockOutcome {
 }
 
 impl Room {
-    pub fn new(id: RoomId, settings: RoomSettings) -> Self {
+    /// A new room is empty since `now` (idle rooms expire from then on).
+    pub fn new(id: RoomId, settings: RoomSettings, now: Instant) -> Self {
         Self {
             id,
             settings,
@@ -152,8 +153,31 @@ impl Room {
             pending: Vec::new(),
             over_limit: false,
             last_count: 0,
-            empty_since: None,
+            empty_since: Some(now),
         }
+    }
+
+    /// Sets (or removes) a participant role and applies it to the user's members
+    /// here. Returns the user's sessions that lost access (removed from a private
+    /// room): the caller kicks them.
+    pub fn set_participant(&mut self, user: UserId, role: Option<Role>) -> Vec<SessionId> {
+        match role {
+            Some(r) => {
+                self.settings.participants.insert(user.clone(), r);
+            }
+            None => {
+                self.settings.participants.remove(&user);
+            }
+        }
+        let mut evicted = vec![];
+        for (sid, m) in self.members.iter_mut().filter(|(_, m)| m.meta.user == user) {
+            match role {
+                Some(r) => m.role = r,
+                None if self.settings.visibility == Visibility::Private => evicted.push(sid.clone()),
+                None => {}
+            }
+        }
+        evicted
     }
 
     pub fn len(&self) -> usize {
@@ -611,6 +635,7 @@ mod tests {
         Room::new(
             RoomId { tenant: TenantId::default_tenant(), key: RoomKey::parse("Order:1").unwrap() },
             RoomSettings::from_type(&t, None, false, SystemTime::now()),
+            Instant::now(),
         )
     }
 

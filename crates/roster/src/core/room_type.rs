@@ -36,21 +36,10 @@ pub struct RoomType {
     #[serde(serialize_with = "ser_secs")]
     pub idle_ttl: Duration,
     pub visibility: Visibility,
-    /// Overrides of the global timing model, when set.
-    #[serde(serialize_with = "ser_opt_secs", skip_serializing_if = "Option::is_none")]
-    pub heartbeat_interval: Option<Duration>,
-    #[serde(serialize_with = "ser_opt_secs", skip_serializing_if = "Option::is_none")]
-    pub session_timeout: Option<Duration>,
 }
 
 fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&humantime::format_duration(*d).to_string())
-}
-fn ser_opt_secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-    match d {
-        Some(d) => ser_secs(d, s),
-        None => s.serialize_none(),
-    }
 }
 
 pub const GENERIC: &str = "GENERIC";
@@ -77,8 +66,6 @@ pub fn seeded() -> Vec<RoomType> {
         capacity,
         idle_ttl: Duration::from_secs(ttl),
         visibility: Visibility::Open,
-        heartbeat_interval: None,
-        session_timeout: None,
     })
     .collect()
 }

@@ -64,7 +64,7 @@ impl MemoryEngine {
         }
         self.rooms
             .entry(id.clone())
-            .or_insert_with(|| Arc::new(Mutex::new(Room::new(id.clone(), create))))
+            .or_insert_with(|| Arc::new(Mutex::new(Room::new(id.clone(), create, self.clock.now()))))
             .value()
             .clone()
     }
@@ -104,7 +104,7 @@ impl Engine for MemoryEngine {
         match self.rooms.entry(id.clone()) {
             Entry::Occupied(_) => Err(CoreError::new(ErrorCode::Conflict, format!("room {} already exists", id.key))),
             Entry::Vacant(v) => {
-                v.insert(Arc::new(Mutex::new(Room::new(id, settings))));
+                v.insert(Arc::new(Mutex::new(Room::new(id, settings, self.clock.now()))));
                 Ok(())
             }
         }
@@ -150,14 +150,8 @@ impl Engine for MemoryEngine {
         Some(r.member_ids().cloned().collect())
     }
 
-    async fn set_participant(&self, id: &RoomId, user: UserId, role: Option<Role>) -> Result<(), CoreError> {
-        self.with(id, |r| {
-            match role {
-                Some(role) => r.settings.participants.insert(user, role),
-                None => r.settings.participants.remove(&user),
-            };
-        })
-        .ok_or_else(|| Self::not_found(id))
+    async fn set_participant(&self, id: &RoomId, user: UserId, role: Option<Role>) -> Result<Vec<SessionId>, CoreError> {
+        self.with(id, |r| r.set_participant(user, role)).ok_or_else(|| Self::not_found(id))
     }
 
     async fn list_rooms(&self, tenant: &TenantId) -> Vec<RoomSummary> {
@@ -185,7 +179,18 @@ impl Engine for MemoryEngine {
         let room = self.get_or_create(id, create);
         let mut r = room.lock();
         let session = member.meta.id.clone();
-        let joined = r.join(member, actor)?;
+        let joined = match r.join(member, actor) {
+            Ok(j) => j,
+            Err(e) => {
+                // Don't keep an ad-hoc room that a refused SUB just created.
+                let drop_it = r.is_empty() && !r.settings.declared && !r.has_pending() && r.seq() == 0;
+                drop(r);
+                if drop_it {
+                    self.rooms.remove_if(id, |_, v| Arc::ptr_eq(v, &room));
+                }
+                return Err(e);
+            }
+        };
         let to = [session];
         if mode == SubMode::Count || r.over_limit(list_limit) {
             let key = r.id.key.as_str().to_string();

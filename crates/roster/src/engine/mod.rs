@@ -88,7 +88,10 @@ pub trait Engine: Send + Sync + 'static {
     async fn update_room(&self, id: &RoomId, patch: RoomPatch) -> Result<RoomSummary, CoreError>;
     /// Removes the room; returns the sessions that were in it (to be kicked).
     async fn delete_room(&self, id: &RoomId) -> Option<Vec<SessionId>>;
-    async fn set_participant(&self, id: &RoomId, user: UserId, role: Option<Role>) -> Result<(), CoreError>;
+    /// Sets or removes a participant role, applying it to the user's sessions
+    /// already in the room; returns the sessions that may no longer be there
+    /// (removed from a private room).
+    async fn set_participant(&self, id: &RoomId, user: UserId, role: Option<Role>) -> Result<Vec<SessionId>, CoreError>;
     async fn list_rooms(&self, tenant: &TenantId) -> Vec<RoomSummary>;
     async fn room_count(&self) -> usize;
 

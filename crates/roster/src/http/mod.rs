@@ -61,7 +61,10 @@ async fn ws_upgrade(
         .map(|s| s.trim().to_string());
     let ctx = ConnContext {
         pre_token: q.token.or(bearer),
-        ip: Some(forwarded_ip(&headers).unwrap_or_else(|| peer.ip().to_string())),
+        // X-Forwarded-For is believed only from a proxy on this machine.
+        ip: Some(
+            peer.ip().is_loopback().then(|| forwarded_ip(&headers)).flatten().unwrap_or_else(|| peer.ip().to_string()),
+        ),
         user_agent: headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(|s| s.chars().take(512).collect()),
     };
     let node = app.node.clone();

@@ -23,7 +23,7 @@ use crate::config::Config;
 use crate::core::error::{CoreError, ErrorCode};
 use crate::core::expiry::{Deadline, DeadlineQueue};
 use crate::core::room::{Actor, LockOutcome, LockOwnerView, Member, RoomSettings};
-use crate::core::room_type::{self, RoomType, Visibility};
+use crate::core::room_type::{self, RoomType};
 use crate::core::session::SessionMeta;
 use crate::core::types::{DeviceInfo, LeaveReason, Role, Status};
 use crate::engine::{Engine, SubMode};
@@ -218,8 +218,7 @@ impl Node {
         }
         metrics::gauge!(m::SESSIONS).set(self.hub.sessions.len() as f64);
         self.schedule(now + self.timing().session_timeout.0, Deadline::SessionTimeout(id.clone()));
-        let _ = change;
-        self.notify_watchers(&user_ref).await;
+        self.user_changed(&user_ref, change).await;
         self.welcome(&id, &user_ref, false, vec![])
     }
 
@@ -283,11 +282,14 @@ impl Node {
             return;
         }
         let now = self.clock.now();
-        if matches!(reason, LeaveReason::Timeout | LeaveReason::Disconnected) {
-            let last = match reason {
-                LeaveReason::Disconnected => s.detached_at.load(Ordering::SeqCst),
-                _ => s.last_frame.load(Ordering::Relaxed),
-            };
+        // Ghost time: from the last sign of life to this leave. Only for deaths
+        // noticed by the server (timeout, or a drop that outlived its grace).
+        let last_alive = match reason {
+            LeaveReason::Timeout => Some(s.last_frame.load(Ordering::Relaxed)),
+            LeaveReason::Disconnected => Some(s.detached_at.load(Ordering::SeqCst)).filter(|t| *t > 0),
+            _ => None,
+        };
+        if let Some(last) = last_alive {
             let ghost = now.saturating_duration_since(self.clock.from_millis(last));
             metrics::histogram!(m::GHOST_TIME).record(ghost.as_secs_f64());
         }
@@ -308,8 +310,27 @@ impl Node {
             self.client_ids.remove_if(&(s.user_ref.clone(), cid.clone()), |_, v| v == sid);
         }
         metrics::gauge!(m::SESSIONS).set(self.hub.sessions.len() as f64);
-        self.engine.user_detach(&s.user_ref, sid, self.clock.wall(now)).await;
-        self.notify_watchers(&s.user_ref).await;
+        let change = self.engine.user_detach(&s.user_ref, sid, self.clock.wall(now)).await;
+        self.user_changed(&s.user_ref, change).await;
+    }
+
+    /// After a user's sessions or statuses changed: if the merged status moved,
+    /// every live entry of the user shows it, so each is an update in its rooms.
+    /// Watchers hear of every change (devices may differ even when status doesn't).
+    async fn user_changed(&self, user: &UserRef, change: crate::engine::UserChange) {
+        if change.before != change.after {
+            let record = self.engine.user(user).await;
+            for sid in record.sessions {
+                let Some(other) = self.hub.get(&sid) else { continue };
+                let rooms: Vec<RoomId> = other.rooms.lock().iter().cloned().collect();
+                for room in rooms {
+                    if self.engine.touch(&room, &sid).await {
+                        self.schedule_flush(&room).await;
+                    }
+                }
+            }
+        }
+        self.notify_watchers(user).await;
     }
 
     async fn leave_room(&self, s: &SessionHandle, room: &RoomId, reason: LeaveReason, now: Instant) {
@@ -356,12 +377,21 @@ impl Node {
         &self,
         s: &Arc<SessionHandle>,
         key: RoomKey,
-        state: Option<Value>,
+        mut state: Option<Value>,
         mode: SubMode,
         reply_ref: Option<&Value>,
     ) -> Result<(), CoreError> {
         let id = RoomId { tenant: s.user_ref.tenant.clone(), key };
         let already = s.rooms.lock().contains(&id);
+        if already {
+            // Already in: a fresh snapshot, no diff; a new `state` is an update.
+            if let Some(st) = state.take() {
+                self.check_state(&st)?;
+                if self.engine.set_state(&id, &s.meta.id, st).await? {
+                    self.schedule_flush(&id).await;
+                }
+            }
+        }
         if !already && s.rooms.lock().len() >= self.config.limits.max_rooms_per_session {
             return Err(CoreError::new(
                 ErrorCode::TooManyRooms,
@@ -385,6 +415,11 @@ impl Node {
         s.rooms.lock().insert(id.clone());
         if joined.needs_flush {
             self.schedule_flush(&id).await;
+        }
+        if s.ended.load(Ordering::SeqCst) {
+            // Ended (kicked, timed out) while this SUB was in flight: don't leave a ghost.
+            s.rooms.lock().remove(&id);
+            self.leave_room(s, &id, LeaveReason::Left, self.clock.now()).await;
         }
         Ok(())
     }
@@ -452,8 +487,15 @@ impl Node {
         }
     }
 
+    /// `STATUS away` holds the session away until `STATUS online`, which returns
+    /// it to automatic status (away only after `away_after` of reported inactivity).
     pub async fn set_status(&self, s: &Arc<SessionHandle>, status: Status) {
-        s.explicit_status.store(status.as_u8() + 1, Ordering::Relaxed);
+        let explicit = if status == Status::Away { Status::Away.as_u8() + 1 } else { 0 };
+        s.explicit_status.store(explicit, Ordering::Relaxed);
+        if status == Status::Online {
+            s.last_active.store(self.clock.millis(self.clock.now()), Ordering::Relaxed);
+            s.inactive.store(false, Ordering::Relaxed);
+        }
         self.recompute_status(s).await;
     }
 
@@ -477,19 +519,7 @@ impl Node {
         }
         let change = self.engine.user_set_status(&s.user_ref, &s.meta.id, status).await;
         if change.before != change.after {
-            // Every live entry of this user shows the merged status: update them all.
-            let record = self.engine.user(&s.user_ref).await;
-            for sid in record.sessions {
-                if let Some(other) = self.hub.get(&sid) {
-                    let rooms: Vec<RoomId> = other.rooms.lock().iter().cloned().collect();
-                    for room in rooms {
-                        if self.engine.touch(&room, &sid).await {
-                            self.schedule_flush(&room).await;
-                        }
-                    }
-                }
-            }
-            self.notify_watchers(&s.user_ref).await;
+            self.user_changed(&s.user_ref, change).await;
         }
     }
 
@@ -554,39 +584,49 @@ impl Node {
             &serde_json::json!({"userId": user.user, "status": v.status, "lastSeen": v.last_seen, "devices": v.devices}),
             None,
         );
+        let mut n = 0;
         for sid in ws {
-            self.hub.send(&sid, &frame);
+            n += self.hub.send(&sid, &frame) as u64;
         }
-        metrics::counter!(m::MESSAGES_OUT, "type" => "STATUS").increment(1);
+        metrics::counter!(m::MESSAGES_OUT, "type" => "STATUS").increment(n);
     }
 
     // ------------------------------------------------------------------ locks
 
-    pub async fn lock(&self, s: &Arc<SessionHandle>, key: RoomKey, field: &str) -> Result<(bool, LockOwnerView), CoreError> {
+    /// Answers `LOCK_ACK` to the asker, then (on success) tells every member with
+    /// a `LOCK` event, in that order.
+    pub async fn lock(&self, s: &Arc<SessionHandle>, key: RoomKey, field: &str, reply_ref: Option<&Value>) -> Result<(), CoreError> {
         let id = self.joined_room(s, key)?;
         let now = self.clock.now();
-        match self.engine.lock(&id, field, &s.meta.id, now, self.timing().lock_ttl.0).await? {
-            LockOutcome::Acquired(l) => {
-                metrics::counter!(m::LOCK_ACQUISITIONS).increment(1);
-                self.schedule(l.expires_at, Deadline::LockExpiry(id.clone(), field.to_string()));
-                let owner = LockOwnerView::new(&l, &self.clock);
-                self.send_lock_event(&id, field, Some(&owner), None).await;
-                Ok((true, owner))
-            }
-            LockOutcome::Held(l) => {
-                metrics::counter!(m::LOCK_CONTENTION).increment(1);
-                Ok((false, LockOwnerView::new(&l, &self.clock)))
-            }
+        let outcome = self.engine.lock(&id, field, &s.meta.id, now, self.timing().lock_ttl.0).await?;
+        let (success, lock) = match outcome {
+            LockOutcome::Acquired(l) => (true, l),
+            LockOutcome::Held(l) => (false, l),
+        };
+        let owner = LockOwnerView::new(&lock, &self.clock);
+        let ack = serde_json::json!({"room": id.key, "field": field, "success": success, "owner": owner, "expiresAt": owner.expires_at});
+        hub::send_to(s, &Frame::encode("LOCK_ACK", &ack, reply_ref));
+        metrics::counter!(m::MESSAGES_OUT, "type" => "LOCK_ACK").increment(1);
+        if success {
+            metrics::counter!(m::LOCK_ACQUISITIONS).increment(1);
+            self.schedule(lock.expires_at, Deadline::LockExpiry(id.clone(), field.to_string()));
+            self.send_lock_event(&id, field, Some(&owner), None).await;
+        } else {
+            metrics::counter!(m::LOCK_CONTENTION).increment(1);
         }
+        Ok(())
     }
 
-    pub async fn unlock(&self, s: &Arc<SessionHandle>, key: RoomKey, field: &str) -> Result<bool, CoreError> {
+    pub async fn unlock(&self, s: &Arc<SessionHandle>, key: RoomKey, field: &str, reply_ref: Option<&Value>) -> Result<(), CoreError> {
         let id = self.joined_room(s, key)?;
-        let released = self.engine.unlock(&id, field, &s.meta.id).await?;
-        if released.is_some() {
+        let released = self.engine.unlock(&id, field, &s.meta.id).await?.is_some();
+        let ack = serde_json::json!({"room": id.key, "field": field, "success": released});
+        hub::send_to(s, &Frame::encode("UNLOCK_ACK", &ack, reply_ref));
+        metrics::counter!(m::MESSAGES_OUT, "type" => "UNLOCK_ACK").increment(1);
+        if released {
             self.send_lock_event(&id, field, None, Some("released")).await;
         }
-        Ok(released.is_some())
+        Ok(())
     }
 
     pub async fn force_unlock(&self, room: &RoomId, field: &str) -> bool {
@@ -667,16 +707,21 @@ impl Node {
         }
     }
 
-    /// Closes the room's connections' memberships as `kicked` (room closed/deleted).
-    pub async fn kick_from_room(&self, room: &RoomId, sessions: Vec<SessionId>) {
-        let now = self.clock.now();
+    /// A room was closed or deleted: its members are kicked (SPEC §3 close code
+    /// 4011 covers "room closed"): connection closed 4011, session ended with
+    /// reason `kicked` in every room it was in.
+    pub async fn kick_sessions(&self, sessions: Vec<SessionId>) {
         for sid in sessions {
-            if let Some(s) = self.hub.get(&sid) {
-                if s.rooms.lock().remove(room) {
-                    self.leave_room(&s, room, LeaveReason::Kicked, now).await;
-                }
-            }
+            self.close_and_end(&sid, close::KICKED, LeaveReason::Kicked).await;
         }
+    }
+
+    /// After a participant change: members whose role no longer lets them in (a
+    /// private room they are no participant of) are kicked.
+    pub async fn participant_changed(&self, room: &RoomId, user: UserId, role: Option<Role>) -> Result<(), CoreError> {
+        let evicted = self.engine.set_participant(room, user, role).await?;
+        self.kick_sessions(evicted).await;
+        Ok(())
     }
 
     // ------------------------------------------------------------------ the sweeper
@@ -695,7 +740,6 @@ impl Node {
             }
             let next = self.deadlines.lock().next_at();
             metrics::gauge!(m::EXPIRY_QUEUE).set(self.deadlines.lock().len() as f64);
-            metrics::gauge!(m::CONNECTIONS).set(self.hub.sessions.iter().filter(|s| s.is_connected()).count() as f64);
             let sleep = async {
                 match next {
                     Some(t) => tokio::time::sleep_until(t).await,
@@ -771,6 +815,7 @@ impl Node {
     pub async fn shutdown(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
         let ids: Vec<SessionId> = self.hub.sessions.iter().map(|e| e.key().clone()).collect();
+        // No ghost time here: these sessions are alive, the server is leaving.
         let links: Vec<ConnLink> = ids.iter().filter_map(|id| self.hub.get(id).and_then(|s| s.link())).collect();
         for id in &ids {
             self.end_session(id, LeaveReason::Disconnected).await;
@@ -780,7 +825,4 @@ impl Node {
         }
     }
 
-    pub fn visibility_of(v: Option<Visibility>) -> Visibility {
-        v.unwrap_or_default()
-    }
 }

@@ -70,6 +70,14 @@ impl Limits {
     }
 }
 
+/// Decrements the connections gauge however the connection task ends.
+struct ConnectionGauge;
+impl Drop for ConnectionGauge {
+    fn drop(&mut self) {
+        metrics::gauge!(m::CONNECTIONS).decrement(1.0);
+    }
+}
+
 enum Flow {
     Continue,
     Close(u16),
@@ -90,14 +98,13 @@ async fn send_close(ws: &mut WebSocket, code: u16) {
 }
 
 /// Classifies a read error: too large → 1009, bad UTF-8 → 1007, else gone.
-fn read_error_code(e: &axum::Error) -> Option<u16> {
-    let s = e.to_string();
-    if s.contains("too long") || s.contains("Space limit") || s.contains("too big") {
-        Some(close::TOO_BIG)
-    } else if s.contains("UTF-8") || s.contains("utf-8") || s.contains("utf8") {
-        Some(close::BAD_DATA)
-    } else {
-        None
+fn read_error_code(e: axum::Error) -> Option<u16> {
+    use tungstenite::Error as WsError;
+    let inner = e.into_inner();
+    match inner.downcast_ref::<WsError>()? {
+        WsError::Capacity(_) => Some(close::TOO_BIG),
+        WsError::Utf8(_) => Some(close::BAD_DATA),
+        _ => None,
     }
 }
 
@@ -118,6 +125,8 @@ pub async fn serve(mut ws: WebSocket, ctx: ConnContext, node: Arc<Node>, auth: A
         user_agent: ctx.user_agent,
     };
     let welcome = node.open_session(identity, info, link.clone()).await;
+    metrics::gauge!(m::CONNECTIONS).increment(1.0);
+    let _connected = ConnectionGauge;
     let Some(session) = node.hub.get(&welcome.session_id) else { return };
     metrics::counter!(m::MESSAGES_OUT, "type" => "WELCOME").increment(1);
     if !send_frame(&mut ws, Frame::encode("WELCOME", &welcome, hello_ref.as_ref())).await {
@@ -150,7 +159,7 @@ pub async fn serve(mut ws: WebSocket, ctx: ConnContext, node: Arc<Node>, auth: A
                 let msg = match incoming {
                     Some(Ok(msg)) => msg,
                     Some(Err(e)) => {
-                        if let Some(code) = read_error_code(&e) {
+                        if let Some(code) = read_error_code(e) {
                             send_close(&mut ws, code).await;
                         }
                         break;
@@ -160,10 +169,16 @@ pub async fn serve(mut ws: WebSocket, ctx: ConnContext, node: Arc<Node>, auth: A
                 node.touch(&session);
                 match msg {
                     Message::Text(text) => {
-                        match on_text(&mut ws, &node, &session, &mut limits, text.as_str()).await {
+                        match on_text(&node, &session, &mut limits, text.as_str()).await {
                             Flow::Continue => {}
                             Flow::Close(code) => {
                                 said_bye = code == close::NORMAL;
+                                // What was queued before the decision goes out first.
+                                while let Ok(Outbound::Frame(f)) = rx.try_recv() {
+                                    if !send_frame(&mut ws, f).await {
+                                        break;
+                                    }
+                                }
                                 send_close(&mut ws, code).await;
                                 break;
                             }
@@ -209,7 +224,7 @@ async fn opening(
             }
             Ok(None) => return None,
             Ok(Some(Err(e))) => {
-                if let Some(code) = read_error_code(&e) {
+                if let Some(code) = read_error_code(e) {
                     send_close(ws, code).await;
                 }
                 return None;
@@ -260,7 +275,7 @@ async fn opening(
     }
 }
 
-async fn on_text(ws: &mut WebSocket, node: &Arc<Node>, s: &Arc<SessionHandle>, limits: &mut Limits, text: &str) -> Flow {
+async fn on_text(node: &Arc<Node>, s: &Arc<SessionHandle>, limits: &mut Limits, text: &str) -> Flow {
     let parsed = messages::parse(text);
     let r = parsed.reply_ref.as_ref();
     let result: Result<(), CoreError> = if !limits.take() {
@@ -279,10 +294,10 @@ async fn on_text(ws: &mut WebSocket, node: &Arc<Node>, s: &Arc<SessionHandle>, l
     };
     let Err(e) = result else { return Flow::Continue };
     hub::send_to(s, &error_frame(&e, r));
-    if limits.error() {
-        // Written directly: the close follows at once and must come after it.
+    // A dropped message (rate_limited) is the limit working, not a client error.
+    if e.code != ErrorCode::RateLimited && limits.error() {
         let e = CoreError::new(ErrorCode::TooManyErrors, "too many errors: closing");
-        send_frame(ws, error_frame(&e, None)).await;
+        hub::send_to(s, &error_frame(&e, None));
         return Flow::Close(close::TOO_MANY_ERRORS);
     }
     Flow::Continue
@@ -335,20 +350,12 @@ async fn handle(
         ClientMessage::Lock(l) => {
             let key = l.addr.key()?;
             check_field(&l.field)?;
-            let (success, owner) = node.lock(s, key.clone(), &l.field).await?;
-            let expires_at = owner.expires_at.clone();
-            reply(
-                s,
-                "LOCK_ACK",
-                json!({"room": key, "field": l.field, "success": success, "owner": owner, "expiresAt": expires_at}),
-                r,
-            );
+            node.lock(s, key, &l.field, r).await?;
         }
         ClientMessage::Unlock(l) => {
             let key = l.addr.key()?;
             check_field(&l.field)?;
-            let success = node.unlock(s, key.clone(), &l.field).await?;
-            reply(s, "UNLOCK_ACK", json!({"room": key, "field": l.field, "success": success}), r);
+            node.unlock(s, key, &l.field, r).await?;
         }
         ClientMessage::Watch(w) => {
             let users = w.user_ids(node.config.limits.max_watch)?;

@@ -27,6 +27,8 @@ pub struct LockItem {
     responses((status = 200, body = Page<LockItem>), (status = 404, body = super::ErrorBody)))]
 pub async fn list(State(app): State<AppState>, caller: Caller, Path(room): Path<String>) -> ApiResult<Json<Page<LockItem>>> {
     let id = caller.room(&room)?;
+    let summary = app.node.engine.room(&id).await.ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no room {room}")))?;
+    caller.may_see(&summary.settings)?;
     let locks = app.node.engine.locks(&id).await.ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no room {room}")))?;
     let items = locks
         .into_iter()

@@ -105,6 +105,20 @@ impl Caller {
     pub fn require_service(&self) -> ApiResult<()> {
         if self.has("service") { Ok(()) } else { Err(ApiError::new(ErrorCode::Forbidden, "needs role service or admin")) }
     }
+    /// Private rooms are visible to admins, monitors and their participants.
+    pub fn may_see(&self, settings: &crate::core::room::RoomSettings) -> ApiResult<()> {
+        use crate::core::room_type::Visibility;
+        if settings.visibility == Visibility::Open
+            || self.is_admin()
+            || self.roles.iter().any(|r| r == "monitor")
+            || self.user.as_ref().is_some_and(|u| settings.participants.contains_key(u))
+        {
+            Ok(())
+        } else {
+            Err(ApiError::new(ErrorCode::Forbidden, "this room is private"))
+        }
+    }
+
     pub fn room(&self, key: &str) -> ApiResult<RoomId> {
         let key = RoomKey::parse(key).map_err(|e| ApiError::new(ErrorCode::Invalid, format!("path `room`: {}", e.0)))?;
         Ok(RoomId { tenant: self.tenant.clone(), key })

@@ -10,7 +10,6 @@ use serde_json::{json, Value};
 
 use super::{ApiError, ApiJson, ApiResult, Caller};
 use crate::core::error::ErrorCode;
-use crate::core::room_type::Visibility;
 use crate::core::types::Status;
 use crate::http::AppState;
 use crate::ids::{UserId, UserRef};
@@ -32,13 +31,7 @@ pub fn router() -> Router<AppState> {
 pub async fn room_presence(State(app): State<AppState>, caller: Caller, Path(room): Path<String>) -> ApiResult<Json<Value>> {
     let id = caller.room(&room)?;
     let summary = app.node.engine.room(&id).await.ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no room {room}")))?;
-    if summary.settings.visibility == Visibility::Private
-        && !caller.is_admin()
-        && !caller.roles.iter().any(|r| r == "monitor")
-        && !caller.user.as_ref().is_some_and(|u| summary.settings.participants.contains_key(u))
-    {
-        return Err(ApiError::new(ErrorCode::Forbidden, format!("room {room} is private")));
-    }
+    caller.may_see(&summary.settings)?;
     let snap = app.node.engine.snapshot(&id).await.ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no room {room}")))?;
     Ok(Json(serde_json::to_value(snap).unwrap_or_default()))
 }

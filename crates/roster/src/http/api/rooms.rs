@@ -17,7 +17,6 @@ use crate::core::types::Role;
 use crate::engine::{RoomPatch, RoomSummary};
 use crate::http::AppState;
 use crate::ids::UserId;
-use crate::node::hub::close;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -158,18 +157,13 @@ pub struct RoomFilter {
 /// only to admins, monitors and their participants.
 #[utoipa::path(get, path = "/api/v1/rooms", tag = "rooms", params(RoomFilter), responses((status = 200, body = Page<RoomView>)))]
 pub async fn list(State(app): State<AppState>, caller: Caller, Query(f): Query<RoomFilter>) -> ApiResult<Json<Page<RoomView>>> {
-    let privileged = caller.is_admin() || caller.roles.iter().any(|r| r == "monitor");
     let items: Vec<RoomView> = app
         .node
         .engine
         .list_rooms(&caller.tenant)
         .await
         .into_iter()
-        .filter(|r| {
-            privileged
-                || r.settings.visibility == Visibility::Open
-                || caller.user.as_ref().is_some_and(|u| r.settings.participants.contains_key(u))
-        })
+        .filter(|r| caller.may_see(&r.settings).is_ok())
         .filter(|r| f.room_type.as_ref().is_none_or(|t| &r.settings.room_type == t))
         .filter(|r| f.tag.as_ref().is_none_or(|t| r.settings.tags.contains(t)))
         .map(RoomView::from)
@@ -182,13 +176,7 @@ pub async fn list(State(app): State<AppState>, caller: Caller, Query(f): Query<R
 pub async fn read(State(app): State<AppState>, caller: Caller, Path(room): Path<String>) -> ApiResult<Json<RoomView>> {
     let id = caller.room(&room)?;
     let r = app.node.engine.room(&id).await.ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no room {room}")))?;
-    if r.settings.visibility == Visibility::Private
-        && !caller.is_admin()
-        && !caller.roles.iter().any(|x| x == "monitor")
-        && !caller.user.as_ref().is_some_and(|u| r.settings.participants.contains_key(u))
-    {
-        return Err(ApiError::new(ErrorCode::Forbidden, format!("room {room} is private")));
-    }
+    caller.may_see(&r.settings)?;
     Ok(Json(r.into()))
 }
 
@@ -217,7 +205,7 @@ pub async fn patch(State(app): State<AppState>, caller: Caller, Path(room): Path
     let summary = app.node.engine.update_room(&id, patch).await?;
     if closing {
         let members = app.node.engine.members(&id).await;
-        app.node.kick_from_room(&id, members).await;
+        app.node.kick_sessions(members).await;
     }
     Ok(Json(app.node.engine.room(&id).await.unwrap_or(summary).into()))
 }
@@ -228,10 +216,8 @@ pub async fn patch(State(app): State<AppState>, caller: Caller, Path(room): Path
 pub async fn remove(State(app): State<AppState>, caller: Caller, Path(room): Path<String>) -> ApiResult<Response> {
     caller.require_admin()?;
     let id = caller.room(&room)?;
-    let members = app.node.engine.members(&id).await;
-    app.node.kick_from_room(&id, members).await;
-    app.node.engine.delete_room(&id).await.ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no room {room}")))?;
-    let _ = close::KICKED;
+    let members = app.node.engine.delete_room(&id).await.ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no room {room}")))?;
+    app.node.kick_sessions(members).await;
     Ok(no_content())
 }
 
@@ -253,7 +239,7 @@ pub async fn put_participant(
     caller.require_admin()?;
     let id = caller.room(&room)?;
     let user = UserId::parse(&user).map_err(|e| ApiError::new(ErrorCode::Invalid, format!("path `user`: {}", e.0)))?;
-    app.node.engine.set_participant(&id, user, Some(body.role)).await?;
+    app.node.participant_changed(&id, user, Some(body.role)).await?;
     Ok(no_content())
 }
 
@@ -264,7 +250,7 @@ pub async fn delete_participant(State(app): State<AppState>, caller: Caller, Pat
     caller.require_admin()?;
     let id = caller.room(&room)?;
     let user = UserId::parse(&user).map_err(|e| ApiError::new(ErrorCode::Invalid, format!("path `user`: {}", e.0)))?;
-    app.node.engine.set_participant(&id, user, None).await?;
+    app.node.participant_changed(&id, user, None).await?;
     Ok(no_content())
 }
 
