@@ -42,8 +42,9 @@ pub struct ConnectArgs {
     /// Most sessions one bench process holds (the open-files limit is ~20,000).
     #[arg(long, default_value_t = 18_000)]
     pub max_per_proc: usize,
-    /// Openings in flight per process.
-    #[arg(long, default_value_t = 200)]
+    /// Openings in flight, all processes together (split evenly between workers).
+    /// Above the server's listen backlog, SYNs are dropped and retried after 1 s.
+    #[arg(long, default_value_t = 100)]
     pub concurrency: usize,
     /// Idle time after the last opening before memory is read.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
@@ -257,6 +258,7 @@ pub async fn run(a: ConnectArgs) -> Result<(), String> {
     } else {
         let exe = std::env::current_exe().map_err(|e| format!("cannot find my own binary: {e}"))?;
         let per = a.sessions.div_ceil(procs);
+        let per_worker_concurrency = (a.concurrency / procs).max(1);
         for w in 0..procs {
             let start = w * per;
             let count = per.min(a.sessions.saturating_sub(start));
@@ -268,7 +270,7 @@ pub async fn run(a: ConnectArgs) -> Result<(), String> {
                 .args(["--url", &server.ws_url, "--token-secret", &a.target.token_secret])
                 .args(["--tenant", &a.target.tenant, "--start", &start.to_string()])
                 .args(["--count", &count.to_string(), "--rooms", &a.rooms.to_string()])
-                .args(["--concurrency", &a.concurrency.to_string()])
+                .args(["--concurrency", &per_worker_concurrency.to_string()])
                 .args(["--open-timeout", &format!("{}ms", a.open_timeout.as_millis())])
                 .stdin(std::process::Stdio::piped())
                 .stdout(std::process::Stdio::piped())
@@ -338,6 +340,7 @@ pub async fn run(a: ConnectArgs) -> Result<(), String> {
         "first_errors": errors,
         "rooms": a.rooms,
         "procs": procs,
+        "concurrency": a.concurrency,
         "connect": {
             "elapsed_s": measure::round3(connect_elapsed),
             "sessions_per_s": (opened as f64 / connect_elapsed.max(1e-9)).round(),

@@ -251,6 +251,12 @@ impl Room {
             }
         }
         let role = self.role_of(actor)?;
+        if role < Role::Commenter && member.state.as_object().is_some_and(|o| !o.is_empty()) {
+            return Err(CoreError::new(
+                ErrorCode::Forbidden,
+                format!("publishing member state needs role commenter or higher in {}; you are viewer", self.id.key),
+            ));
+        }
         if self.members.len() >= self.settings.capacity as usize {
             return Err(CoreError::new(
                 ErrorCode::RoomFull,
@@ -428,11 +434,13 @@ impl Room {
         let ops = std::mem::take(&mut self.pending);
         self.seq += 1;
         let mut diff = PresenceDiff { room: self.id.key.as_str().to_string(), seq: self.seq, joins: vec![], leaves: vec![], updates: vec![] };
+        let mut own_joins = vec![];
         for op in ops {
             match op {
                 PendingOp::Join(s) => {
                     if let Some(m) = self.members.get(&s) {
                         diff.joins.push(self.member_view(m, clock));
+                        own_joins.push(s);
                     }
                 }
                 PendingOp::Update(s) => {
@@ -453,13 +461,15 @@ impl Room {
         for (id, m) in &self.members {
             if m.count_mode || over {
                 counted.push(id.clone());
-            } else {
+            } else if !own_joins.contains(id) {
                 list.push(id.clone());
             }
         }
+        own_joins.retain(|id| self.members.get(id).is_some_and(|m| !m.count_mode && !over));
         Some(Flush {
             diff,
             count,
+            own_joins,
             list_recipients: list,
             count_recipients: counted,
             count_changed,
@@ -522,12 +532,24 @@ fn session_view(m: &Member) -> SessionView {
 pub struct Flush {
     pub diff: PresenceDiff,
     pub count: usize,
+    /// List-mode members whose own join is in this diff. Their snapshot already
+    /// showed them, so each gets the diff without its own join (same `seq`).
+    pub own_joins: Vec<SessionId>,
     pub list_recipients: Vec<SessionId>,
     pub count_recipients: Vec<SessionId>,
     pub count_changed: bool,
     /// The room fell back under `presence_list_limit`: list members need a full
     /// snapshot instead of this diff.
     pub snapshot_for_list: bool,
+}
+
+impl Flush {
+    /// The diff as `session` (one of `own_joins`) gets it.
+    pub fn diff_for_joiner(&self, session: &SessionId) -> PresenceDiff {
+        let mut d = self.diff.clone();
+        d.joins.retain(|m| &m.session.session_id != session);
+        d
+    }
 }
 
 // ---- wire views (SPEC §3 shapes, camelCase) ----
@@ -676,6 +698,9 @@ mod tests {
         let f = r.take_diff(&clock, 10).unwrap();
         assert_eq!((f.diff.seq, f.diff.joins.len(), f.diff.updates.len()), (1, 1, 0));
         assert_eq!(f.diff.joins[0].session.state, serde_json::json!({"x":1}));
+        assert!(f.list_recipients.is_empty(), "the joiner is not sent the shared diff");
+        assert_eq!(f.own_joins, vec![aid.clone()]);
+        assert!(f.diff_for_joiner(&aid).joins.is_empty(), "its copy leaves out its own join");
         let b = member("bob");
         let (bid, bu) = (b.meta.id.clone(), b.meta.user.clone());
         r.join(b, actor(&bu)).unwrap();
@@ -716,6 +741,9 @@ mod tests {
         let ou = o.meta.user.clone();
         assert_eq!(r.join(o, actor(&ou)).unwrap_err().code, ErrorCode::Forbidden);
         r.settings.participants.insert(vu.clone(), Role::Viewer);
+        let mut with_state = member("viewer");
+        with_state.state = serde_json::json!({"typing": true});
+        assert_eq!(r.join(with_state, actor(&vu)).unwrap_err().code, ErrorCode::Forbidden, "viewers join without state");
         r.join(v, actor(&vu)).unwrap();
         assert_eq!(r.set_state(&vid, serde_json::json!({})).unwrap_err().code, ErrorCode::Forbidden);
         assert_eq!(r.lock("f", &vid, Instant::now(), Duration::from_secs(1)).unwrap_err().code, ErrorCode::Forbidden);
@@ -769,7 +797,7 @@ mod tests {
             r.join(m, actor(&u)).unwrap();
         }
         let f = r.take_diff(&clock, 10).unwrap();
-        assert_eq!((f.list_recipients.len(), f.count_recipients.len()), (2, 1));
+        assert_eq!((f.own_joins.len(), f.count_recipients.len()), (2, 1));
         let m = member("u9");
         let u = m.meta.user.clone();
         r.join(m, actor(&u)).unwrap();

@@ -224,11 +224,18 @@ impl Engine for MemoryEngine {
             let mut n = 0;
             if f.snapshot_for_list {
                 let snap = r.snapshot(&self.clock);
-                self.outbox.deliver(&mut f.list_recipients.iter(), Outgoing::Presence { snapshot: &snap, reply_ref: None });
-            } else if !f.list_recipients.is_empty() {
-                self.outbox.deliver(&mut f.list_recipients.iter(), Outgoing::Diff(&f.diff));
+                let mut to = f.list_recipients.iter().chain(f.own_joins.iter());
+                self.outbox.deliver(&mut to, Outgoing::Presence { snapshot: &snap, reply_ref: None });
+            } else {
+                if !f.list_recipients.is_empty() {
+                    self.outbox.deliver(&mut f.list_recipients.iter(), Outgoing::Diff(&f.diff));
+                }
+                for joiner in &f.own_joins {
+                    let own = f.diff_for_joiner(joiner);
+                    self.outbox.deliver(&mut std::iter::once(joiner), Outgoing::Diff(&own));
+                }
             }
-            n += f.list_recipients.len();
+            n += f.list_recipients.len() + f.own_joins.len();
             if f.count_changed && !f.count_recipients.is_empty() {
                 self.outbox.deliver(
                     &mut f.count_recipients.iter(),

@@ -43,8 +43,14 @@ impl Server {
 
     /// Starts the binary with FAST timings overridden by `env`.
     pub async fn start_with(env: &[(&str, &str)]) -> Server {
+        Self::start_args(&[], env).await
+    }
+
+    /// Starts the binary with command-line `args` and FAST timings overridden by `env`.
+    pub async fn start_args(args: &[&str], env: &[(&str, &str)]) -> Server {
         let secret = format!("secret-{}", std::process::id());
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_roster"));
+        cmd.args(args);
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("ROSTER_LISTEN", "127.0.0.1:0")
