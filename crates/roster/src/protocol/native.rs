@@ -97,6 +97,17 @@ async fn send_close(ws: &mut WebSocket, code: u16) {
     let _ = tokio::time::timeout(Duration::from_secs(1), ws.send(Message::Close(Some(frame)))).await;
 }
 
+/// Writes every frame already queued (not waiting for more).
+async fn drain(ws: &mut WebSocket, rx: &mut mpsc::Receiver<Outbound>) {
+    while let Ok(out) = rx.try_recv() {
+        if let Outbound::Frame(f) = out {
+            if !send_frame(ws, f).await {
+                return;
+            }
+        }
+    }
+}
+
 /// Classifies a read error: too large → 1009, bad UTF-8 → 1007, else gone.
 fn read_error_code(e: axum::Error) -> Option<u16> {
     use tungstenite::Error as WsError;
@@ -141,7 +152,13 @@ pub async fn serve(mut ws: WebSocket, ctx: ConnContext, node: Arc<Node>, auth: A
             biased;
             _ = kill.cancelled() => {
                 let code = link.close_code.load(std::sync::atomic::Ordering::SeqCst);
-                send_close(&mut ws, if code == 0 { close::GOING_AWAY } else { code }).await;
+                let code = if code == 0 { close::GOING_AWAY } else { code };
+                // What was queued before the kill (the leaves of a shutdown, say) goes
+                // out first, within a bound; a slow consumer's queue is dropped.
+                if code != close::SLOW_CONSUMER {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), drain(&mut ws, &mut rx)).await;
+                }
+                send_close(&mut ws, code).await;
                 break;
             }
             out = rx.recv() => {
@@ -174,11 +191,7 @@ pub async fn serve(mut ws: WebSocket, ctx: ConnContext, node: Arc<Node>, auth: A
                             Flow::Close(code) => {
                                 said_bye = code == close::NORMAL;
                                 // What was queued before the decision goes out first.
-                                while let Ok(Outbound::Frame(f)) = rx.try_recv() {
-                                    if !send_frame(&mut ws, f).await {
-                                        break;
-                                    }
-                                }
+                                let _ = tokio::time::timeout(Duration::from_secs(1), drain(&mut ws, &mut rx)).await;
                                 send_close(&mut ws, code).await;
                                 break;
                             }
