@@ -46,12 +46,23 @@ impl Room {
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let listen = args.iter().position(|a| a == "--listen").and_then(|i| args.get(i + 1)).cloned();
-    let listener = TcpListener::bind(listen.as_deref().unwrap_or("127.0.0.1:0")).await.expect("bind");
-    eprintln!("INFO fake roster listening on http://{}", listener.local_addr().expect("addr"));
+    let listen = args
+        .iter()
+        .position(|a| a == "--listen")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    let listener = TcpListener::bind(listen.as_deref().unwrap_or("127.0.0.1:0"))
+        .await
+        .expect("bind");
+    eprintln!(
+        "INFO fake roster listening on http://{}",
+        listener.local_addr().expect("addr")
+    );
     let world = Arc::new(Mutex::new(World::default()));
     loop {
-        let Ok((tcp, _)) = listener.accept().await else { continue };
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let world = world.clone();
         tokio::spawn(async move {
@@ -62,7 +73,10 @@ async fn main() {
     }
 }
 
-async fn connection(ws: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>, world: Arc<Mutex<World>>) {
+async fn connection(
+    ws: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+    world: Arc<Mutex<World>>,
+) {
     let (mut sink, mut stream) = ws.split();
     let (tx, mut rx) = mpsc::unbounded_channel::<String>();
     let writer = tokio::spawn(async move {
@@ -76,21 +90,32 @@ async fn connection(ws: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream
     let mut joined: Vec<String> = Vec::new();
     while let Some(Ok(frame)) = stream.next().await {
         let Message::Text(text) = frame else { continue };
-        let Ok(msg) = serde_json::from_str::<Value>(text.as_str()) else { continue };
+        let Ok(msg) = serde_json::from_str::<Value>(text.as_str()) else {
+            continue;
+        };
         let r = msg.get("ref").cloned().unwrap_or(Value::Null);
-        let room_key = msg.get("room").and_then(Value::as_str).unwrap_or("").to_owned();
+        let room_key = msg
+            .get("room")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
         let mut w = world.lock().expect("fake world lock");
         let reply = match (msg.get("type").and_then(Value::as_str), &me) {
             (Some("HELLO"), _) => {
                 w.next_session += 1;
                 let sid = format!("s{}", w.next_session);
-                let user = msg.get("clientId").and_then(Value::as_str).unwrap_or("anon").to_owned();
+                let user = msg
+                    .get("clientId")
+                    .and_then(Value::as_str)
+                    .unwrap_or("anon")
+                    .to_owned();
                 me = Some((sid.clone(), user.clone()));
                 json!({"type": "WELCOME", "ref": r, "sessionId": sid, "userId": user})
             }
             (Some("SUB"), Some((sid, user))) => {
                 let room = w.rooms.entry(room_key.clone()).or_default();
-                room.members.insert(sid.clone(), (user.clone(), json!({}), tx.clone()));
+                room.members
+                    .insert(sid.clone(), (user.clone(), json!({}), tx.clone()));
                 let joined_member = room.member(sid);
                 // Others get the join; the subscriber gets the snapshot at the new seq.
                 room.seq += 1;
@@ -121,14 +146,26 @@ async fn connection(ws: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream
                 continue;
             }
             (Some("LOCK"), Some((sid, user))) => {
-                let field = msg.get("field").and_then(Value::as_str).unwrap_or("").to_owned();
+                let field = msg
+                    .get("field")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned();
                 let room = w.rooms.entry(room_key.clone()).or_default();
-                let holder = room.locks.entry(field.clone()).or_insert_with(|| sid.clone()).clone();
+                let holder = room
+                    .locks
+                    .entry(field.clone())
+                    .or_insert_with(|| sid.clone())
+                    .clone();
                 let owner = json!({"userId": user, "sessionId": holder});
                 json!({"type": "LOCK_ACK", "ref": r, "room": room_key, "field": field, "success": holder == *sid, "owner": owner})
             }
             (Some("UNLOCK"), Some((sid, _))) => {
-                let field = msg.get("field").and_then(Value::as_str).unwrap_or("").to_owned();
+                let field = msg
+                    .get("field")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned();
                 let room = w.rooms.entry(room_key.clone()).or_default();
                 let ok = room.locks.get(&field) == Some(sid);
                 if ok {
@@ -146,8 +183,10 @@ async fn connection(ws: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream
             if let Some(room) = w.rooms.get_mut(&key) {
                 if room.members.remove(&sid).is_some() {
                     room.locks.retain(|_, holder| *holder != sid);
-                    room.broadcast(json!({"type": "PRESENCE_DIFF", "room": key, "joins": [], "updates": [],
-                        "leaves": [{"userId": user, "sessionId": sid, "reason": "disconnected"}]}));
+                    room.broadcast(
+                        json!({"type": "PRESENCE_DIFF", "room": key, "joins": [], "updates": [],
+                        "leaves": [{"userId": user, "sessionId": sid, "reason": "disconnected"}]}),
+                    );
                 }
             }
         }

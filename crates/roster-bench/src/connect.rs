@@ -114,11 +114,21 @@ async fn open_many(
     for i in start..start + count {
         let user = format!("bench-c{i}");
         let token = minter.mint(&user, &[])?;
-        let (url, room, client_id) = (url.to_owned(), format!("bench:conn:{}", i % rooms), format!("cid-{i}"));
-        let (permits, results, dropped, mut stop_rx) =
-            (permits.clone(), results.clone(), dropped.clone(), stop_rx.clone());
+        let (url, room, client_id) = (
+            url.to_owned(),
+            format!("bench:conn:{}", i % rooms),
+            format!("cid-{i}"),
+        );
+        let (permits, results, dropped, mut stop_rx) = (
+            permits.clone(),
+            results.clone(),
+            dropped.clone(),
+            stop_rx.clone(),
+        );
         tasks.spawn(async move {
-            let Ok(permit) = permits.acquire_owned().await else { return };
+            let Ok(permit) = permits.acquire_owned().await else {
+                return;
+            };
             let t0 = Instant::now();
             let opened = open_session(&url, &token, &client_id, &room, timeout).await;
             drop(permit);
@@ -175,7 +185,14 @@ async fn open_many(
         "elapsed_s": measure::round3(began.elapsed().as_secs_f64()),
         "latency": histogram_to_json(&latency),
     });
-    Ok((report, Holding { stop, tasks, dropped }))
+    Ok((
+        report,
+        Holding {
+            stop,
+            tasks,
+            dropped,
+        },
+    ))
 }
 
 /// The hidden `connect-worker` subcommand.
@@ -183,11 +200,22 @@ pub async fn run_worker(a: WorkerArgs) -> Result<(), String> {
     let minter = TokenMinter::new(&a.token_secret, &a.tenant);
     if let Some(limit) = measure::open_files_limit() {
         if a.count as u64 + 50 > limit {
-            return Err(format!("worker asked for {} sessions but may open only {limit} files", a.count));
+            return Err(format!(
+                "worker asked for {} sessions but may open only {limit} files",
+                a.count
+            ));
         }
     }
-    let (mut ready, holding) =
-        open_many(&a.url, &minter, a.start, a.count, a.rooms, a.concurrency, a.open_timeout).await?;
+    let (mut ready, holding) = open_many(
+        &a.url,
+        &minter,
+        a.start,
+        a.count,
+        a.rooms,
+        a.concurrency,
+        a.open_timeout,
+    )
+    .await?;
     ready["event"] = json!("ready");
     println!("{ready}");
     // Hold until the parent says stop (or goes away).
@@ -198,7 +226,10 @@ pub async fn run_worker(a: WorkerArgs) -> Result<(), String> {
         }
     }
     let dropped = holding.close_all().await;
-    println!("{}", json!({"event": "done", "dropped_while_idle": dropped, "cpu": measure::own_cpu()}));
+    println!(
+        "{}",
+        json!({"event": "done", "dropped_while_idle": dropped, "cpu": measure::own_cpu()})
+    );
     Ok(())
 }
 
@@ -210,21 +241,31 @@ struct Worker {
 
 impl Worker {
     async fn next_event(&mut self, want: &str) -> Result<Value, String> {
-        while let Some(line) = self.lines.next_line().await.map_err(|e| format!("worker output: {e}"))? {
+        while let Some(line) = self
+            .lines
+            .next_line()
+            .await
+            .map_err(|e| format!("worker output: {e}"))?
+        {
             if let Ok(v) = serde_json::from_str::<Value>(&line) {
                 if v.get("event").and_then(Value::as_str) == Some(want) {
                     return Ok(v);
                 }
             }
         }
-        Err(format!("a worker exited before reporting {want:?} (see its stderr above)"))
+        Err(format!(
+            "a worker exited before reporting {want:?} (see its stderr above)"
+        ))
     }
 }
 
 pub async fn run(a: ConnectArgs) -> Result<(), String> {
     let server = Server::attach_or_start(&a.target)?;
     let minter = TokenMinter::new(&a.target.token_secret, &a.target.tenant);
-    let procs = a.procs.unwrap_or_else(|| a.sessions.div_ceil(a.max_per_proc.max(1))).max(1);
+    let procs = a
+        .procs
+        .unwrap_or_else(|| a.sessions.div_ceil(a.max_per_proc.max(1)))
+        .max(1);
     let rss_before = server.pid.and_then(measure::rss_bytes);
     let sock_before = measure::tcp_sockstat();
     let slab_before = measure::slab_bytes();
@@ -237,7 +278,14 @@ pub async fn run(a: ConnectArgs) -> Result<(), String> {
         opened += r["opened"].as_u64().unwrap_or(0);
         failed += r["failed"].as_u64().unwrap_or(0);
         let room_left = 5usize.saturating_sub(errors.len());
-        errors.extend(r["errors"].as_array().into_iter().flatten().take(room_left).cloned());
+        errors.extend(
+            r["errors"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .take(room_left)
+                .cloned(),
+        );
         merge_histogram_json(&mut latency, &r["latency"]);
     };
     let mut inline_holding = None;
@@ -267,11 +315,24 @@ pub async fn run(a: ConnectArgs) -> Result<(), String> {
             }
             let mut child = Command::new(&exe)
                 .arg("connect-worker")
-                .args(["--url", &server.ws_url, "--token-secret", &a.target.token_secret])
+                .args([
+                    "--url",
+                    &server.ws_url,
+                    "--token-secret",
+                    &a.target.token_secret,
+                ])
                 .args(["--tenant", &a.target.tenant, "--start", &start.to_string()])
-                .args(["--count", &count.to_string(), "--rooms", &a.rooms.to_string()])
+                .args([
+                    "--count",
+                    &count.to_string(),
+                    "--rooms",
+                    &a.rooms.to_string(),
+                ])
                 .args(["--concurrency", &per_worker_concurrency.to_string()])
-                .args(["--open-timeout", &format!("{}ms", a.open_timeout.as_millis())])
+                .args([
+                    "--open-timeout",
+                    &format!("{}ms", a.open_timeout.as_millis()),
+                ])
                 .stdin(std::process::Stdio::piped())
                 .stdout(std::process::Stdio::piped())
                 .kill_on_drop(true)
@@ -279,7 +340,11 @@ pub async fn run(a: ConnectArgs) -> Result<(), String> {
                 .map_err(|e| format!("cannot start worker {w}: {e}"))?;
             let stdin = child.stdin.take().ok_or("worker stdin not captured")?;
             let stdout = child.stdout.take().ok_or("worker stdout not captured")?;
-            workers.push(Worker { child, stdin, lines: BufReader::new(stdout).lines() });
+            workers.push(Worker {
+                child,
+                stdin,
+                lines: BufReader::new(stdout).lines(),
+            });
         }
         for w in &mut workers {
             let r = w.next_event("ready").await?;
@@ -359,7 +424,10 @@ pub async fn run(a: ConnectArgs) -> Result<(), String> {
         "bench_cpu": measure::own_cpu(),
         "worker_cpu": worker_cpu,
     });
-    println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&report).unwrap_or_default()
+    );
     if opened == 0 {
         return Err("no session could be opened".into());
     }

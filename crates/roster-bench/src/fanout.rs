@@ -110,7 +110,11 @@ pub async fn run(a: FanoutArgs) -> Result<(), String> {
     }
     let server = Server::attach_or_start(&a.target)?;
     let minter = TokenMinter::new(&a.target.token_secret, &a.target.tenant);
-    let room_setup = if a.create_room { declare_room(&server, &minter, &a).await } else { json!("skipped") };
+    let room_setup = if a.create_room {
+        declare_room(&server, &minter, &a).await
+    } else {
+        json!("skipped")
+    };
 
     // Join phase.
     let join_began = Instant::now();
@@ -121,7 +125,14 @@ pub async fn run(a: FanoutArgs) -> Result<(), String> {
         let (url, room, permits) = (server.ws_url.clone(), a.room.clone(), permits.clone());
         joins.spawn(async move {
             let _permit = permits.acquire_owned().await.map_err(|e| e.to_string())?;
-            let o = open_session(&url, &token, &format!("fan-{i}"), &room, Duration::from_secs(30)).await;
+            let o = open_session(
+                &url,
+                &token,
+                &format!("fan-{i}"),
+                &room,
+                Duration::from_secs(30),
+            )
+            .await;
             o.map(|o| (i, o)).map_err(|e| format!("member {i}: {e}"))
         });
     }
@@ -136,7 +147,9 @@ pub async fn run(a: FanoutArgs) -> Result<(), String> {
                 } else {
                     ""
                 };
-                return Err(format!("join phase failed: {e}{hint}; room_setup: {room_setup}"));
+                return Err(format!(
+                    "join phase failed: {e}{hint}; room_setup: {room_setup}"
+                ));
             }
             Err(e) => return Err(format!("join task failed: {e}")),
         }
@@ -158,7 +171,14 @@ pub async fn run(a: FanoutArgs) -> Result<(), String> {
     let mut idle_sinks = Vec::new();
     for (i, o) in opened {
         let (sink, stream) = o.ws.split();
-        readers.spawn(read_member(stream, a.room.clone(), o.seq, measure_from, measure_to, stop_rx.clone()));
+        readers.spawn(read_member(
+            stream,
+            a.room.clone(),
+            o.seq,
+            measure_from,
+            measure_to,
+            stop_rx.clone(),
+        ));
         if i < a.senders {
             let plan = SendPlan {
                 first: i as u64,
@@ -238,7 +258,10 @@ pub async fn run(a: FanoutArgs) -> Result<(), String> {
         "bench_cpu_during_run": measure::cpu_delta(bench_cpu_before, measure::self_cpu()),
         "bench_cpu": measure::own_cpu(),
     });
-    println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&report).unwrap_or_default()
+    );
     if !send_errors.is_empty() {
         return Err(format!("{} sender(s) failed", send_errors.len()));
     }
@@ -252,9 +275,12 @@ async fn declare_room(server: &Server, minter: &TokenMinter, a: &FanoutArgs) -> 
         Ok(t) => t,
         Err(e) => return json!({"error": e}),
     };
-    let body = json!({"key": a.room, "type": "BROADCAST", "capacity": a.members.max(1000)}).to_string();
+    let body =
+        json!({"key": a.room, "type": "BROADCAST", "capacity": a.members.max(1000)}).to_string();
     match http::request_json(&server.http_base, "POST", "/api/v1/rooms", &token, &body).await {
-        Ok((status, body)) => json!({"status": status, "body": body.chars().take(300).collect::<String>()}),
+        Ok((status, body)) => {
+            json!({"status": status, "body": body.chars().take(300).collect::<String>()})
+        }
         Err(e) => json!({"error": e}),
     }
 }
@@ -280,13 +306,19 @@ struct SendStats {
 impl SendStats {
     fn sent_in_window(&self, from: u64, to: u64, base_unix: u64, interval: Duration) -> u64 {
         let due = |k: u64| base_unix + (interval.as_nanos() as u64) * k;
-        self.ks.iter().filter(|&&k| (from..to).contains(&due(k))).count() as u64
+        self.ks
+            .iter()
+            .filter(|&&k| (from..to).contains(&due(k)))
+            .count() as u64
     }
 }
 
 /// Sends updates `first, first+step, …` at their due times; never skips one that is late.
 async fn send_updates(mut sink: SplitSink<Ws, Message>, p: SendPlan) -> Result<SendStats, String> {
-    let mut stats = SendStats { lateness: micros_histogram(), ks: Vec::new() };
+    let mut stats = SendStats {
+        lateness: micros_histogram(),
+        ks: Vec::new(),
+    };
     let mut k = p.first;
     while k < p.total {
         let offset = p.interval.mul_f64(k as f64);
@@ -304,7 +336,9 @@ async fn send_updates(mut sink: SplitSink<Ws, Message>, p: SendPlan) -> Result<S
             measure::record(&mut stats.lateness, late.as_micros() as u64);
         }
         let msg = json!({"type": "STATE", "room": p.room, "state": {"t": t, "k": k}});
-        sink.send(Message::text(msg.to_string())).await.map_err(|e| format!("STATE {k}: {e}"))?;
+        sink.send(Message::text(msg.to_string()))
+            .await
+            .map_err(|e| format!("STATE {k}: {e}"))?;
         stats.ks.push(k);
         k += p.step;
     }
@@ -320,7 +354,13 @@ async fn read_member(
     to: u64,
     mut stop: watch::Receiver<bool>,
 ) -> MemberStats {
-    let mut s = MemberStats { latency: micros_histogram(), deliveries: 0, frames: 0, gaps: 0, disconnected: false };
+    let mut s = MemberStats {
+        latency: micros_histogram(),
+        deliveries: 0,
+        frames: 0,
+        gaps: 0,
+        disconnected: false,
+    };
     loop {
         let frame = tokio::select! {
             _ = stop.changed() => return s,
@@ -337,7 +377,9 @@ async fn read_member(
         let now = unix_nanos();
         // Typed, borrowing parse of only the fields needed: keeps the reader cheap so
         // the bench's own CPU adds as little as possible to the latency it measures.
-        let Ok(msg) = serde_json::from_str::<DiffView>(text.as_str()) else { continue };
+        let Ok(msg) = serde_json::from_str::<DiffView>(text.as_str()) else {
+            continue;
+        };
         if msg.ty != "PRESENCE_DIFF" || msg.room != Some(room.as_str()) {
             continue;
         }
@@ -353,7 +395,9 @@ async fn read_member(
             seq = Some(got);
         }
         for u in msg.updates.into_iter().flatten() {
-            let Some(t) = u.session.and_then(|s| s.state).and_then(|st| st.t) else { continue };
+            let Some(t) = u.session.and_then(|s| s.state).and_then(|st| st.t) else {
+                continue;
+            };
             if (from..to).contains(&t) {
                 s.deliveries += 1;
                 measure::record(&mut s.latency, now.saturating_sub(t) / 1000);

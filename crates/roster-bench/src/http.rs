@@ -20,15 +20,21 @@ pub async fn request_json(
         .ok_or_else(|| format!("only http:// bases are supported, got {base:?}"))?
         .trim_end_matches('/');
     let fut = async {
-        let mut tcp = TcpStream::connect(host).await.map_err(|e| format!("connect {host}: {e}"))?;
+        let mut tcp = TcpStream::connect(host)
+            .await
+            .map_err(|e| format!("connect {host}: {e}"))?;
         let req = format!(
             "{method} {path} HTTP/1.1\r\nhost: {host}\r\nauthorization: Bearer {bearer}\r\n\
              content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
             body.len()
         );
-        tcp.write_all(req.as_bytes()).await.map_err(|e| format!("send to {host}: {e}"))?;
+        tcp.write_all(req.as_bytes())
+            .await
+            .map_err(|e| format!("send to {host}: {e}"))?;
         let mut raw = Vec::new();
-        tcp.read_to_end(&mut raw).await.map_err(|e| format!("read from {host}: {e}"))?;
+        tcp.read_to_end(&mut raw)
+            .await
+            .map_err(|e| format!("read from {host}: {e}"))?;
         parse_response(&raw)
     };
     tokio::time::timeout(Duration::from_secs(10), fut)
@@ -43,8 +49,16 @@ fn parse_response(raw: &[u8]) -> Result<(u16, String), String> {
         .next()
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("not an HTTP response: {:?}", text.chars().take(80).collect::<String>()))?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+        .ok_or_else(|| {
+            format!(
+                "not an HTTP response: {:?}",
+                text.chars().take(80).collect::<String>()
+            )
+        })?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     Ok((status, body))
 }
 
@@ -54,7 +68,8 @@ mod tests {
 
     #[test]
     fn responses_parse() {
-        let (s, b) = parse_response(b"HTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\n{}").unwrap();
+        let (s, b) =
+            parse_response(b"HTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\n{}").unwrap();
         assert_eq!((s, b.as_str()), (201, "{}"));
         assert!(parse_response(b"garbage").is_err());
     }

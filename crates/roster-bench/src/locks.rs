@@ -47,14 +47,24 @@ pub async fn run(a: LocksArgs) -> Result<(), String> {
     let mut clients = Vec::with_capacity(a.sessions);
     for i in 0..a.sessions {
         let token = minter.mint(&format!("bench-l{i}"), &[])?;
-        let mut c = Client::connect_url(&server.ws_url).await.map_err(|e| format!("session {i}: {e}"))?;
-        c.hello(Hello { client_id: Some(format!("lock-{i}")), ..Hello::with_token(token) })
+        let mut c = Client::connect_url(&server.ws_url)
             .await
-            .map_err(|e| format!("session {i} HELLO: {e}"))?;
-        c.sub(&a.room, None).await.map_err(|e| format!("session {i} SUB: {e}"))?;
+            .map_err(|e| format!("session {i}: {e}"))?;
+        c.hello(Hello {
+            client_id: Some(format!("lock-{i}")),
+            ..Hello::with_token(token)
+        })
+        .await
+        .map_err(|e| format!("session {i} HELLO: {e}"))?;
+        c.sub(&a.room, None)
+            .await
+            .map_err(|e| format!("session {i} SUB: {e}"))?;
         clients.push(c);
     }
-    let session_ids: Vec<String> = clients.iter().map(|c| c.session_id().unwrap_or("").to_owned()).collect();
+    let session_ids: Vec<String> = clients
+        .iter()
+        .map(|c| c.session_id().unwrap_or("").to_owned())
+        .collect();
     // Drop the join diffs.
     tokio::time::sleep(Duration::from_millis(200)).await;
     for c in &mut clients {
@@ -65,7 +75,8 @@ pub async fn run(a: LocksArgs) -> Result<(), String> {
     let bench_cpu_before = measure::self_cpu();
     let mut lock_latency = micros_histogram();
     let mut unlock_latency = micros_histogram();
-    let (mut clean_rounds, mut violations, mut errors) = (0usize, Vec::<String>::new(), Vec::<String>::new());
+    let (mut clean_rounds, mut violations, mut errors) =
+        (0usize, Vec::<String>::new(), Vec::<String>::new());
     let base = Instant::now();
     for round in 0..a.rounds {
         tokio::time::sleep_until(base + a.round_interval * round as u32).await;
@@ -88,7 +99,11 @@ pub async fn run(a: LocksArgs) -> Result<(), String> {
                     if ack.get("success").and_then(Value::as_bool) == Some(true) {
                         winners.push(i);
                     } else {
-                        owners_named.push(ack.pointer("/owner/sessionId").and_then(Value::as_str).map(str::to_owned));
+                        owners_named.push(
+                            ack.pointer("/owner/sessionId")
+                                .and_then(Value::as_str)
+                                .map(str::to_owned),
+                        );
                     }
                 }
                 Err(e) => note(&mut errors, format!("round {round} session {i} LOCK: {e}")),
@@ -96,9 +111,14 @@ pub async fn run(a: LocksArgs) -> Result<(), String> {
         }
         let ok = match winners.as_slice() {
             [w] => {
-                let wrong = owners_named.iter().filter(|o| o.as_deref() != Some(session_ids[*w].as_str())).count();
+                let wrong = owners_named
+                    .iter()
+                    .filter(|o| o.as_deref() != Some(session_ids[*w].as_str()))
+                    .count();
                 if wrong > 0 {
-                    violations.push(format!("round {round}: {wrong} loser(s) were told another owner"));
+                    violations.push(format!(
+                        "round {round}: {wrong} loser(s) were told another owner"
+                    ));
                 }
                 wrong == 0
             }
@@ -148,9 +168,16 @@ pub async fn run(a: LocksArgs) -> Result<(), String> {
         "bench_cpu_during_run": measure::cpu_delta(bench_cpu_before, measure::self_cpu()),
         "bench_cpu": measure::own_cpu(),
     });
-    println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&report).unwrap_or_default()
+    );
     if !violations.is_empty() || clean_rounds != a.rounds {
-        return Err(format!("{} of {} rounds were not clean", a.rounds - clean_rounds, a.rounds));
+        return Err(format!(
+            "{} of {} rounds were not clean",
+            a.rounds - clean_rounds,
+            a.rounds
+        ));
     }
     Ok(())
 }
@@ -161,4 +188,3 @@ fn note(errors: &mut Vec<String>, e: String) {
         errors.push(e);
     }
 }
-

@@ -23,7 +23,11 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "roster-bench", version, about = "Load generator for the Roster presence server")]
+#[command(
+    name = "roster-bench",
+    version,
+    about = "Load generator for the Roster presence server"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -46,7 +50,11 @@ enum Command {
 #[derive(Args, Clone, Debug)]
 pub struct Target {
     /// WebSocket URL of a running server, e.g. ws://127.0.0.1:7400/ws.
-    #[arg(long, conflicts_with = "server_bin", required_unless_present = "server_bin")]
+    #[arg(
+        long,
+        conflicts_with = "server_bin",
+        required_unless_present = "server_bin"
+    )]
     pub url: Option<String>,
     /// Start this `roster` binary (`serve --listen <LISTEN>`) and stop it afterwards.
     #[arg(long)]
@@ -58,7 +66,11 @@ pub struct Target {
     #[arg(long)]
     pub server_pid: Option<u32>,
     /// HS256 secret the server checks tokens with (`ROSTER_AUTH_JWT_SECRET`).
-    #[arg(long, env = "ROSTER_BENCH_TOKEN_SECRET", default_value = "roster-bench-secret")]
+    #[arg(
+        long,
+        env = "ROSTER_BENCH_TOKEN_SECRET",
+        default_value = "roster-bench-secret"
+    )]
     pub token_secret: String,
     /// Tenant claim of the minted tokens.
     #[arg(long, default_value = "bench")]
@@ -84,9 +96,13 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
 /// Parses `250ms`, `3s`, `2m`, `1h` (or a bare number of seconds).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}: expected e.g. 500ms, 20s, 2m"))?;
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 500ms, 20s, 2m"))?;
     let secs = match unit {
         "ms" => n / 1000.0,
         "" | "s" => n,
@@ -102,7 +118,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("roster-bench: cannot start the async runtime: {e}");

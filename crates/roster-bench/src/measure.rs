@@ -37,20 +37,30 @@ pub fn summary_ms(h: &Histogram<u64>) -> Value {
 
 /// A histogram as `[[value, count], …]`, to pass between processes.
 pub fn histogram_to_json(h: &Histogram<u64>) -> Value {
-    Value::Array(h.iter_recorded().map(|v| json!([v.value_iterated_to(), v.count_at_value()])).collect())
+    Value::Array(
+        h.iter_recorded()
+            .map(|v| json!([v.value_iterated_to(), v.count_at_value()]))
+            .collect(),
+    )
 }
 
 /// Adds a histogram serialised by [`histogram_to_json`] into `into`.
 pub fn merge_histogram_json(into: &mut Histogram<u64>, v: &Value) {
     for pair in v.as_array().into_iter().flatten() {
-        if let (Some(value), Some(count)) = (pair.get(0).and_then(Value::as_u64), pair.get(1).and_then(Value::as_u64)) {
+        if let (Some(value), Some(count)) = (
+            pair.get(0).and_then(Value::as_u64),
+            pair.get(1).and_then(Value::as_u64),
+        ) {
             let _ = into.record_n(value.max(1), count);
         }
     }
 }
 
 pub fn unix_nanos() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }
 
 fn usage(who: libc::c_int) -> Option<(f64, f64)> {
@@ -106,7 +116,12 @@ pub fn tcp_sockstat() -> Option<(u64, u64)> {
     let text = std::fs::read_to_string("/proc/net/sockstat").ok()?;
     let line = text.lines().find(|l| l.starts_with("TCP:"))?;
     let words: Vec<&str> = line.split_whitespace().collect();
-    let after = |k: &str| words.iter().position(|w| *w == k).and_then(|i| words.get(i + 1)?.parse().ok());
+    let after = |k: &str| {
+        words
+            .iter()
+            .position(|w| *w == k)
+            .and_then(|i| words.get(i + 1)?.parse().ok())
+    };
     Some((after("inuse")?, after("mem")?))
 }
 
@@ -144,12 +159,16 @@ pub fn open_files_limit() -> Option<u64> {
 
 /// This process's command line, shell-quoted so it can be pasted back.
 pub fn command_line() -> String {
-    std::env::args().map(|a| shell_quote(&a)).collect::<Vec<_>>().join(" ")
+    std::env::args()
+        .map(|a| shell_quote(&a))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn shell_quote(s: &str) -> String {
     let safe = !s.is_empty()
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=,@%+".contains(c));
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=,@%+".contains(c));
     if safe {
         s.to_owned()
     } else {

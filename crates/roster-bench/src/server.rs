@@ -43,7 +43,9 @@ impl Server {
         match (&t.url, &t.server_bin) {
             (Some(url), _) => Ok(Self::attach(url, t)),
             (None, Some(bin)) => Self::start(bin, t),
-            (None, None) => Err("give --url of a running server or --server-bin to start one".into()),
+            (None, None) => {
+                Err("give --url of a running server or --server-bin to start one".into())
+            }
         }
     }
 
@@ -65,8 +67,10 @@ impl Server {
 
     fn start(bin: &PathBuf, t: &Target) -> Result<Server, String> {
         let scratch = std::env::temp_dir().join(format!("roster-bench-{}", std::process::id()));
-        std::fs::create_dir_all(&scratch).map_err(|e| format!("cannot create {}: {e}", scratch.display()))?;
-        let bin = std::fs::canonicalize(bin).map_err(|e| format!("server binary {}: {e}", bin.display()))?;
+        std::fs::create_dir_all(&scratch)
+            .map_err(|e| format!("cannot create {}: {e}", scratch.display()))?;
+        let bin = std::fs::canonicalize(bin)
+            .map_err(|e| format!("server binary {}: {e}", bin.display()))?;
         let mut cmd = Command::new(&bin);
         cmd.arg("serve")
             .arg("--listen")
@@ -86,12 +90,18 @@ impl Server {
             cmd.env(k, v);
             env.insert(k.clone(), json!(v));
         }
-        let mut child = cmd.spawn().map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
         let pid = child.id();
-        let stderr = child.stderr.take().ok_or("the server's stderr was not captured")?;
+        let stderr = child
+            .stderr
+            .take()
+            .ok_or("the server's stderr was not captured")?;
         let mut log: Box<dyn Write + Send> = match &t.server_log {
             Some(path) => Box::new(
-                std::fs::File::create(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?,
+                std::fs::File::create(path)
+                    .map_err(|e| format!("cannot create {}: {e}", path.display()))?,
             ),
             None => Box::new(std::io::sink()),
         };
@@ -115,10 +125,16 @@ impl Server {
                 }
             }
             if let Some(sender) = tx {
-                let _ = sender.send(Err(format!("server log ended before it said where it listens:\n{}", tail.join("\n"))));
+                let _ = sender.send(Err(format!(
+                    "server log ended before it said where it listens:\n{}",
+                    tail.join("\n")
+                )));
             }
         });
-        let diff_window = t.diff_window.clone().unwrap_or_else(|| "default (50ms per SPEC §2)".into());
+        let diff_window = t
+            .diff_window
+            .clone()
+            .unwrap_or_else(|| "default (50ms per SPEC §2)".into());
         let mut server = Server {
             ws_url: String::new(),
             http_base: String::new(),
@@ -162,7 +178,9 @@ fn listening_address(line: &str) -> Option<String> {
         .chars()
         .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '[' | ']'))
         .collect();
-    let port_ok = addr.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok_and(|p| p != 0));
+    let port_ok = addr
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok_and(|p| p != 0));
     port_ok.then_some(addr)
 }
 
@@ -195,11 +213,17 @@ mod tests {
             Some("127.0.0.1:41234")
         );
         assert_eq!(
-            listening_address("\u{1b}[2m2026\u{1b}[0m INFO roster: listening on 127.0.0.1:5000 tenants=1").as_deref(),
+            listening_address(
+                "\u{1b}[2m2026\u{1b}[0m INFO roster: listening on 127.0.0.1:5000 tenants=1"
+            )
+            .as_deref(),
             Some("127.0.0.1:5000")
         );
         assert_eq!(
-            listening_address(r#"{"fields":{"message":"roster listening on http://127.0.0.1:7400"}}"#).as_deref(),
+            listening_address(
+                r#"{"fields":{"message":"roster listening on http://127.0.0.1:7400"}}"#
+            )
+            .as_deref(),
             Some("127.0.0.1:7400")
         );
         assert_eq!(listening_address("listening on 127.0.0.1:0"), None);
@@ -208,7 +232,13 @@ mod tests {
 
     #[test]
     fn http_base_comes_from_the_ws_url() {
-        assert_eq!(http_base_of("ws://127.0.0.1:7400/ws"), "http://127.0.0.1:7400");
-        assert_eq!(http_base_of("ws://127.0.0.1:7400/ws?x=1"), "http://127.0.0.1:7400");
+        assert_eq!(
+            http_base_of("ws://127.0.0.1:7400/ws"),
+            "http://127.0.0.1:7400"
+        );
+        assert_eq!(
+            http_base_of("ws://127.0.0.1:7400/ws?x=1"),
+            "http://127.0.0.1:7400"
+        );
     }
 }

@@ -23,13 +23,24 @@ pub struct TokenMinter {
 
 impl TokenMinter {
     pub fn new(secret: &str, tenant: &str) -> Self {
-        Self { key: EncodingKey::from_secret(secret.as_bytes()), tenant: tenant.to_owned() }
+        Self {
+            key: EncodingKey::from_secret(secret.as_bytes()),
+            tenant: tenant.to_owned(),
+        }
     }
 
     pub fn mint(&self, user: &str, roles: &[&str]) -> Result<String, String> {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_err(|e| e.to_string())?;
-        let claims = Claims { sub: user, tenant: &self.tenant, roles, exp: now.as_secs() + 24 * 3600 };
-        encode(&Header::default(), &claims, &self.key).map_err(|e| format!("cannot sign a token: {e}"))
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_err(|e| e.to_string())?;
+        let claims = Claims {
+            sub: user,
+            tenant: &self.tenant,
+            roles,
+            exp: now.as_secs() + 24 * 3600,
+        };
+        encode(&Header::default(), &claims, &self.key)
+            .map_err(|e| format!("cannot sign a token: {e}"))
     }
 }
 
@@ -39,7 +50,9 @@ mod tests {
 
     #[test]
     fn tokens_are_hs256_with_the_claims_the_server_reads() {
-        let t = TokenMinter::new("s3cret", "acme").mint("alice", &["admin"]).unwrap();
+        let t = TokenMinter::new("s3cret", "acme")
+            .mint("alice", &["admin"])
+            .unwrap();
         let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
         v.set_required_spec_claims(&["exp", "sub"]);
         let data = jsonwebtoken::decode::<serde_json::Value>(

@@ -16,7 +16,9 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 fn lean_config() -> WebSocketConfig {
-    WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0)
+    WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
 }
 
 /// A session after its opening handshake.
@@ -37,23 +39,36 @@ pub async fn open_session(
     timeout: Duration,
 ) -> Result<Opened, String> {
     let fut = async {
-        let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(lean_config()), true)
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
+        let (mut ws, _) =
+            tokio_tungstenite::connect_async_with_config(url, Some(lean_config()), true)
+                .await
+                .map_err(|e| format!("connect: {e}"))?;
         let hello = json!({"type": "HELLO", "ref": "h", "token": token, "clientId": client_id, "device": "desktop"});
-        send_json(&mut ws, &hello).await.map_err(|e| format!("HELLO: {e}"))?;
-        await_type(&mut ws, "WELCOME", None).await.map_err(|e| format!("HELLO: {e}"))?;
+        send_json(&mut ws, &hello)
+            .await
+            .map_err(|e| format!("HELLO: {e}"))?;
+        await_type(&mut ws, "WELCOME", None)
+            .await
+            .map_err(|e| format!("HELLO: {e}"))?;
         let sub = json!({"type": "SUB", "ref": "s", "room": room});
-        send_json(&mut ws, &sub).await.map_err(|e| format!("SUB: {e}"))?;
-        let presence = await_type(&mut ws, "PRESENCE", Some(room)).await.map_err(|e| format!("SUB {room}: {e}"))?;
+        send_json(&mut ws, &sub)
+            .await
+            .map_err(|e| format!("SUB: {e}"))?;
+        let presence = await_type(&mut ws, "PRESENCE", Some(room))
+            .await
+            .map_err(|e| format!("SUB {room}: {e}"))?;
         let seq = presence.get("seq").and_then(Value::as_u64);
         Ok(Opened { ws, seq })
     };
-    tokio::time::timeout(timeout, fut).await.map_err(|_| format!("no WELCOME/PRESENCE within {timeout:?}"))?
+    tokio::time::timeout(timeout, fut)
+        .await
+        .map_err(|_| format!("no WELCOME/PRESENCE within {timeout:?}"))?
 }
 
 pub async fn send_json(ws: &mut Ws, v: &Value) -> Result<(), String> {
-    ws.send(Message::text(v.to_string())).await.map_err(|e| e.to_string())
+    ws.send(Message::text(v.to_string()))
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// Reads until a message of type `ty` (for `room`, if given); an `ERROR` or a close
@@ -67,7 +82,8 @@ async fn await_type(ws: &mut Ws, ty: &str, room: Option<&str>) -> Result<Value, 
         };
         match frame {
             Message::Text(t) => {
-                let v: Value = serde_json::from_str(t.as_str()).map_err(|e| format!("server sent non-JSON: {e}"))?;
+                let v: Value = serde_json::from_str(t.as_str())
+                    .map_err(|e| format!("server sent non-JSON: {e}"))?;
                 let got = v.get("type").and_then(Value::as_str);
                 if got == Some("ERROR") {
                     return Err(format!(
@@ -76,14 +92,18 @@ async fn await_type(ws: &mut Ws, ty: &str, room: Option<&str>) -> Result<Value, 
                         v.get("message").and_then(Value::as_str).unwrap_or("")
                     ));
                 }
-                if got == Some(ty) && room.is_none_or(|r| v.get("room").and_then(Value::as_str) == Some(r)) {
+                if got == Some(ty)
+                    && room.is_none_or(|r| v.get("room").and_then(Value::as_str) == Some(r))
+                {
                     return Ok(v);
                 }
             }
             Message::Close(frame) => {
                 let code = frame.as_ref().map(|f| u16::from(f.code));
                 let reason = frame.map(|f| f.reason.to_string()).unwrap_or_default();
-                return Err(format!("closed by the server (code {code:?}, reason {reason:?})"));
+                return Err(format!(
+                    "closed by the server (code {code:?}, reason {reason:?})"
+                ));
             }
             _ => {}
         }

@@ -74,8 +74,14 @@ impl Client {
     /// Opens the socket (TCP_NODELAY on) and starts the reader task.
     pub async fn connect(opts: ConnectOptions) -> Result<Client, ClientError> {
         let url = with_token(&opts.url, opts.token.as_deref());
-        let invalid = |reason: String| ClientError::InvalidUrl { url: url.clone(), reason };
-        let mut request = url.as_str().into_client_request().map_err(|e| invalid(e.to_string()))?;
+        let invalid = |reason: String| ClientError::InvalidUrl {
+            url: url.clone(),
+            reason,
+        };
+        let mut request = url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| invalid(e.to_string()))?;
         let headers = request.headers_mut();
         if let Some(bearer) = &opts.bearer {
             let v = HeaderValue::from_str(&format!("Bearer {bearer}"))
@@ -185,7 +191,9 @@ impl Client {
             match self.recv_until(deadline).await? {
                 Incoming::Message(m) if type_of(&m) == Some(ty) => return Ok(m),
                 Incoming::Message(_) => {}
-                Incoming::Closed { code, reason } => return Err(ClientError::Closed { code, reason }),
+                Incoming::Closed { code, reason } => {
+                    return Err(ClientError::Closed { code, reason })
+                }
             }
         }
     }
@@ -203,8 +211,13 @@ impl Client {
 
     /// Sends `HELLO` and waits for `WELCOME` (remembering its `sessionId`).
     pub async fn hello(&mut self, h: Hello) -> Result<Value, ClientError> {
-        let welcome = self.request(h.to_message(), "WELCOME", self.reply_timeout).await?;
-        self.session_id = welcome.get("sessionId").and_then(Value::as_str).map(str::to_owned);
+        let welcome = self
+            .request(h.to_message(), "WELCOME", self.reply_timeout)
+            .await?;
+        self.session_id = welcome
+            .get("sessionId")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
         Ok(welcome)
     }
 
@@ -237,8 +250,10 @@ impl Client {
         let r = self.stamp_ref(&mut msg)?;
         self.send(msg).await?;
         let deadline = Instant::now() + timeout;
-        self.await_reply(&r, deadline, |m| type_of(m) == Some(reply_type) && m.get("ref") == Some(&r))
-            .await
+        self.await_reply(&r, deadline, |m| {
+            type_of(m) == Some(reply_type) && m.get("ref") == Some(&r)
+        })
+        .await
     }
 
     /// Sends `BYE` and waits for the server to close; returns the close code
@@ -250,7 +265,10 @@ impl Client {
 
     /// Closes with code 1000 and waits (up to 2 s) for the server's close reply.
     pub async fn close(mut self) {
-        let frame = CloseFrame { code: CloseCode::Normal, reason: "".into() };
+        let frame = CloseFrame {
+            code: CloseCode::Normal,
+            reason: "".into(),
+        };
         if self.send_message(Message::Close(Some(frame))).await.is_ok() {
             let _ = self.expect_close(Duration::from_secs(2)).await;
         }
@@ -279,10 +297,15 @@ impl Client {
                 Incoming::Message(m) if is_reply(&m) => return Ok(m),
                 Incoming::Message(m) if type_of(&m) == Some("ERROR") && m.get("ref") == Some(r) => {
                     let field = |k: &str| m.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
-                    return Err(ClientError::Server { code: field("code"), message: field("message") });
+                    return Err(ClientError::Server {
+                        code: field("code"),
+                        message: field("message"),
+                    });
                 }
                 Incoming::Message(m) => self.buffered.push_back(m),
-                Incoming::Closed { code, reason } => return Err(ClientError::Closed { code, reason }),
+                Incoming::Closed { code, reason } => {
+                    return Err(ClientError::Closed { code, reason })
+                }
             }
         }
     }
@@ -297,12 +320,18 @@ impl Client {
     /// The next event from the reader task, skipping the buffer.
     async fn next_event(&mut self, deadline: Instant) -> Result<Incoming, ClientError> {
         if let Some((code, reason)) = &self.closed {
-            return Ok(Incoming::Closed { code: *code, reason: reason.clone() });
+            return Ok(Incoming::Closed {
+                code: *code,
+                reason: reason.clone(),
+            });
         }
         let event = match tokio::time::timeout_at(deadline, self.events.recv()).await {
             Err(_elapsed) => return Err(ClientError::Timeout),
             Ok(Some(event)) => event,
-            Ok(None) => Event::Closed { code: None, reason: "reader stopped".into() },
+            Ok(None) => Event::Closed {
+                code: None,
+                reason: "reader stopped".into(),
+            },
         };
         match event {
             Event::Message(m) => Ok(Incoming::Message(m)),
@@ -369,16 +398,26 @@ async fn read_frames(
         let event = match frame {
             Some(Ok(Message::Text(text))) => match serde_json::from_str::<Value>(text.as_str()) {
                 Ok(v) => Event::Message(v),
-                Err(e) => Event::Violation(format!("text frame is not JSON ({e}): {}", text.as_str())),
+                Err(e) => {
+                    Event::Violation(format!("text frame is not JSON ({e}): {}", text.as_str()))
+                }
             },
-            Some(Ok(Message::Binary(b))) => Event::Violation(format!("binary frame of {} bytes", b.len())),
+            Some(Ok(Message::Binary(b))) => {
+                Event::Violation(format!("binary frame of {} bytes", b.len()))
+            }
             Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
             Some(Ok(Message::Close(frame))) => Event::Closed {
                 code: frame.as_ref().map(|f| u16::from(f.code)),
                 reason: frame.map(|f| f.reason.to_string()).unwrap_or_default(),
             },
-            Some(Err(e)) => Event::Closed { code: None, reason: e.to_string() },
-            None => Event::Closed { code: None, reason: "connection ended".into() },
+            Some(Err(e)) => Event::Closed {
+                code: None,
+                reason: e.to_string(),
+            },
+            None => Event::Closed {
+                code: None,
+                reason: "connection ended".into(),
+            },
         };
         let end = matches!(event, Event::Closed { .. });
         if tx.send(event).is_err() || end {
@@ -393,14 +432,24 @@ mod tests {
 
     #[test]
     fn token_is_appended_to_the_query() {
-        assert_eq!(with_token("ws://h/ws", Some("a.b_c")), "ws://h/ws?token=a.b_c");
-        assert_eq!(with_token("ws://h/ws?x=1", Some("a b")), "ws://h/ws?x=1&token=a%20b");
+        assert_eq!(
+            with_token("ws://h/ws", Some("a.b_c")),
+            "ws://h/ws?token=a.b_c"
+        );
+        assert_eq!(
+            with_token("ws://h/ws?x=1", Some("a b")),
+            "ws://h/ws?x=1&token=a%20b"
+        );
         assert_eq!(with_token("ws://h/ws", None), "ws://h/ws");
     }
 
     #[test]
     fn hello_leaves_out_absent_fields() {
-        let h = Hello { token: Some("t".into()), client_id: Some("c1".into()), ..Hello::default() };
+        let h = Hello {
+            token: Some("t".into()),
+            client_id: Some("c1".into()),
+            ..Hello::default()
+        };
         assert_eq!(
             h.to_message(),
             serde_json::json!({"type": "HELLO", "token": "t", "clientId": "c1"})

@@ -18,7 +18,10 @@ pub struct ConnectOptions {
 impl ConnectOptions {
     /// Options for `url` with no authentication on the upgrade request.
     pub fn new(url: impl Into<String>) -> Self {
-        Self { url: url.into(), ..Self::default() }
+        Self {
+            url: url.into(),
+            ..Self::default()
+        }
     }
 }
 
@@ -35,7 +38,10 @@ pub struct Hello {
 impl Hello {
     /// A `HELLO` that authenticates with `token`.
     pub fn with_token(token: impl Into<String>) -> Self {
-        Self { token: Some(token.into()), ..Self::default() }
+        Self {
+            token: Some(token.into()),
+            ..Self::default()
+        }
     }
 
     /// The wire message (camelCase names).

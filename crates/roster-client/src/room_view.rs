@@ -16,7 +16,11 @@ use serde_json::Value;
 pub enum ViewError {
     /// A diff's `seq` skipped ahead: the client must re-`SUB` for a fresh snapshot.
     #[error("seq gap in room {room}: expected {expected}, got {got}")]
-    Gap { room: String, expected: u64, got: u64 },
+    Gap {
+        room: String,
+        expected: u64,
+        got: u64,
+    },
     /// A diff arrived before any snapshot.
     #[error("PRESENCE_DIFF for room {room} before any PRESENCE snapshot")]
     NoSnapshot { room: String },
@@ -60,7 +64,10 @@ pub struct RoomView {
 impl RoomView {
     /// An empty view of `room`; messages for other rooms are ignored.
     pub fn new(room: impl Into<String>) -> Self {
-        Self { room: room.into(), ..Self::default() }
+        Self {
+            room: room.into(),
+            ..Self::default()
+        }
     }
 
     pub fn room(&self) -> &str {
@@ -129,8 +136,14 @@ impl RoomView {
     }
 
     fn apply_snapshot(&mut self, msg: &Value) -> Result<(), ViewError> {
-        let bad = |what: &str| ViewError::Malformed { ty: "PRESENCE".into(), what: what.into() };
-        let users = msg.get("users").and_then(Value::as_array).ok_or_else(|| bad("users is not an array"))?;
+        let bad = |what: &str| ViewError::Malformed {
+            ty: "PRESENCE".into(),
+            what: what.into(),
+        };
+        let users = msg
+            .get("users")
+            .and_then(Value::as_array)
+            .ok_or_else(|| bad("users is not an array"))?;
         let mut members = BTreeMap::new();
         let mut statuses = BTreeMap::new();
         for user in users {
@@ -140,8 +153,15 @@ impl RoomView {
                 .and_then(Value::as_array)
                 .ok_or_else(|| bad("users[].sessions is not an array"))?;
             for session in sessions {
-                let sid = str_field(session, "sessionId").ok_or_else(|| bad("sessions[].sessionId missing"))?;
-                members.insert(sid.to_owned(), Member { user_id: user_id.to_owned(), session: session.clone() });
+                let sid = str_field(session, "sessionId")
+                    .ok_or_else(|| bad("sessions[].sessionId missing"))?;
+                members.insert(
+                    sid.to_owned(),
+                    Member {
+                        user_id: user_id.to_owned(),
+                        session: session.clone(),
+                    },
+                );
             }
             if let Some(status) = str_field(user, "status") {
                 statuses.insert(user_id.to_owned(), status.to_owned());
@@ -149,8 +169,10 @@ impl RoomView {
         }
         if let Some(count) = msg.get("count").and_then(Value::as_u64) {
             if count != members.len() as u64 {
-                self.anomalies
-                    .push(format!("PRESENCE count {count} but {} sessions listed", members.len()));
+                self.anomalies.push(format!(
+                    "PRESENCE count {count} but {} sessions listed",
+                    members.len()
+                ));
             }
         }
         self.members = members;
@@ -161,15 +183,27 @@ impl RoomView {
     }
 
     fn apply_diff(&mut self, msg: &Value) -> Result<(), ViewError> {
-        let bad = |what: &str| ViewError::Malformed { ty: "PRESENCE_DIFF".into(), what: what.into() };
+        let bad = |what: &str| ViewError::Malformed {
+            ty: "PRESENCE_DIFF".into(),
+            what: what.into(),
+        };
         if !self.has_snapshot {
-            return Err(ViewError::NoSnapshot { room: self.room.clone() });
+            return Err(ViewError::NoSnapshot {
+                room: self.room.clone(),
+            });
         }
-        let seq = msg.get("seq").and_then(Value::as_u64).ok_or_else(|| bad("seq missing"))?;
+        let seq = msg
+            .get("seq")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| bad("seq missing"))?;
         match self.seq {
             Some(cur) if seq <= cur => return Ok(()),
             Some(cur) if seq != cur + 1 => {
-                return Err(ViewError::Gap { room: self.room.clone(), expected: cur + 1, got: seq })
+                return Err(ViewError::Gap {
+                    room: self.room.clone(),
+                    expected: cur + 1,
+                    got: seq,
+                })
             }
             _ => {}
         }
@@ -182,19 +216,30 @@ impl RoomView {
             }
         };
         let (joins, leaves, updates) = (list("joins")?, list("leaves")?, list("updates")?);
-        let parse_member = |m: &Value| -> Result<(String, String, Option<String>, Value), ViewError> {
-            let user_id = str_field(m, "userId").ok_or_else(|| bad("member userId missing"))?;
-            let session = m.get("session").ok_or_else(|| bad("member session missing"))?;
-            let sid = str_field(session, "sessionId").ok_or_else(|| bad("session.sessionId missing"))?;
-            let status = str_field(m, "status").map(str::to_owned);
-            Ok((sid.to_owned(), user_id.to_owned(), status, session.clone()))
-        };
-        let joins = joins.iter().map(parse_member).collect::<Result<Vec<_>, _>>()?;
-        let updates = updates.iter().map(parse_member).collect::<Result<Vec<_>, _>>()?;
+        let parse_member =
+            |m: &Value| -> Result<(String, String, Option<String>, Value), ViewError> {
+                let user_id = str_field(m, "userId").ok_or_else(|| bad("member userId missing"))?;
+                let session = m
+                    .get("session")
+                    .ok_or_else(|| bad("member session missing"))?;
+                let sid = str_field(session, "sessionId")
+                    .ok_or_else(|| bad("session.sessionId missing"))?;
+                let status = str_field(m, "status").map(str::to_owned);
+                Ok((sid.to_owned(), user_id.to_owned(), status, session.clone()))
+            };
+        let joins = joins
+            .iter()
+            .map(parse_member)
+            .collect::<Result<Vec<_>, _>>()?;
+        let updates = updates
+            .iter()
+            .map(parse_member)
+            .collect::<Result<Vec<_>, _>>()?;
         let leaves = leaves
             .iter()
             .map(|l| {
-                let sid = str_field(l, "sessionId").ok_or_else(|| bad("leaves[].sessionId missing"))?;
+                let sid =
+                    str_field(l, "sessionId").ok_or_else(|| bad("leaves[].sessionId missing"))?;
                 Ok(sid.to_owned())
             })
             .collect::<Result<Vec<_>, ViewError>>()?;
@@ -203,19 +248,23 @@ impl RoomView {
         // appear twice, joins apply before updates before leaves.
         for (sid, user_id, status, session) in joins {
             if self.members.contains_key(&sid) {
-                self.anomalies.push(format!("seq {seq}: join of present session {sid}"));
+                self.anomalies
+                    .push(format!("seq {seq}: join of present session {sid}"));
             }
             self.upsert(sid, user_id, status, session);
         }
         for (sid, user_id, status, session) in updates {
             if !self.members.contains_key(&sid) {
-                self.anomalies.push(format!("seq {seq}: update of absent session {sid}"));
+                self.anomalies
+                    .push(format!("seq {seq}: update of absent session {sid}"));
             }
             self.upsert(sid, user_id, status, session);
         }
         for sid in leaves {
             match self.members.remove(&sid) {
-                None => self.anomalies.push(format!("seq {seq}: leave of absent session {sid}")),
+                None => self
+                    .anomalies
+                    .push(format!("seq {seq}: leave of absent session {sid}")),
                 Some(gone) => {
                     if !self.members.values().any(|m| m.user_id == gone.user_id) {
                         self.statuses.remove(&gone.user_id);
@@ -285,7 +334,13 @@ mod tests {
     fn diffs_apply_joins_updates_and_leaves_in_seq_order() {
         let mut v = RoomView::new("Order:1");
         v.apply(&snapshot(7)).unwrap();
-        v.apply(&diff(8, vec![member("carol", "online", "s4", json!({}))], vec![], vec![])).unwrap();
+        v.apply(&diff(
+            8,
+            vec![member("carol", "online", "s4", json!({}))],
+            vec![],
+            vec![],
+        ))
+        .unwrap();
         v.apply(&diff(
             9,
             vec![],
@@ -306,8 +361,13 @@ mod tests {
     fn a_user_stays_while_any_session_remains() {
         let mut v = RoomView::new("Order:1");
         v.apply(&snapshot(1)).unwrap();
-        v.apply(&diff(2, vec![], vec![json!({"userId": "alice", "sessionId": "s1", "reason": "left"})], vec![]))
-            .unwrap();
+        v.apply(&diff(
+            2,
+            vec![],
+            vec![json!({"userId": "alice", "sessionId": "s1", "reason": "left"})],
+            vec![],
+        ))
+        .unwrap();
         assert_eq!(v.users(), set(&["alice", "bob"]));
         assert_eq!(v.user_status("alice"), Some("online"));
     }
@@ -316,8 +376,20 @@ mod tests {
     fn a_seq_gap_is_an_error_and_changes_nothing() {
         let mut v = RoomView::new("Order:1");
         v.apply(&snapshot(7)).unwrap();
-        let err = v.apply(&diff(9, vec![member("carol", "online", "s4", json!({}))], vec![], vec![]));
-        assert_eq!(err, Err(ViewError::Gap { room: "Order:1".into(), expected: 8, got: 9 }));
+        let err = v.apply(&diff(
+            9,
+            vec![member("carol", "online", "s4", json!({}))],
+            vec![],
+            vec![],
+        ));
+        assert_eq!(
+            err,
+            Err(ViewError::Gap {
+                room: "Order:1".into(),
+                expected: 8,
+                got: 9
+            })
+        );
         assert_eq!(v.sessions(), set(&["s1", "s2", "s3"]));
         assert_eq!(v.seq(), Some(7));
     }
@@ -328,7 +400,13 @@ mod tests {
         v.apply(&snapshot(7)).unwrap();
         assert!(v.apply(&diff(9, vec![], vec![], vec![])).is_err());
         v.apply(&snapshot(9)).unwrap();
-        v.apply(&diff(10, vec![member("carol", "online", "s4", json!({}))], vec![], vec![])).unwrap();
+        v.apply(&diff(
+            10,
+            vec![member("carol", "online", "s4", json!({}))],
+            vec![],
+            vec![],
+        ))
+        .unwrap();
         assert_eq!(v.count(), 4);
     }
 
@@ -336,7 +414,13 @@ mod tests {
     fn diffs_already_in_the_snapshot_are_ignored() {
         let mut v = RoomView::new("Order:1");
         v.apply(&snapshot(7)).unwrap();
-        v.apply(&diff(7, vec![member("carol", "online", "s4", json!({}))], vec![], vec![])).unwrap();
+        v.apply(&diff(
+            7,
+            vec![member("carol", "online", "s4", json!({}))],
+            vec![],
+            vec![],
+        ))
+        .unwrap();
         assert_eq!(v.count(), 3);
         assert_eq!(v.seq(), Some(7));
     }
@@ -346,7 +430,9 @@ mod tests {
         let mut v = RoomView::new("Order:1");
         assert_eq!(
             v.apply(&diff(1, vec![], vec![], vec![])),
-            Err(ViewError::NoSnapshot { room: "Order:1".into() })
+            Err(ViewError::NoSnapshot {
+                room: "Order:1".into()
+            })
         );
     }
 
@@ -354,10 +440,16 @@ mod tests {
     fn other_rooms_and_other_types_are_ignored() {
         let mut v = RoomView::new("Order:1");
         v.apply(&snapshot(1)).unwrap();
-        let mut other = diff(5, vec![member("zed", "online", "s9", json!({}))], vec![], vec![]);
+        let mut other = diff(
+            5,
+            vec![member("zed", "online", "s9", json!({}))],
+            vec![],
+            vec![],
+        );
         other["room"] = json!("Order:2");
         v.apply(&other).unwrap();
-        v.apply(&json!({"type": "LOCK", "room": "Order:1", "field": "f", "owner": null})).unwrap();
+        v.apply(&json!({"type": "LOCK", "room": "Order:1", "field": "f", "owner": null}))
+            .unwrap();
         assert_eq!(v.count(), 3);
         assert_eq!(v.seq(), Some(1));
     }

@@ -52,10 +52,22 @@ async fn request_buffers_unrelated_messages_in_order() {
         let hello = next_json(&mut ws).await;
         assert_eq!(hello["type"], "HELLO");
         assert_eq!(hello["token"], "tok");
-        send_json(&mut ws, json!({"type": "PRESENCE_DIFF", "room": "r", "seq": 1})).await;
+        send_json(
+            &mut ws,
+            json!({"type": "PRESENCE_DIFF", "room": "r", "seq": 1}),
+        )
+        .await;
         send_json(&mut ws, json!({"type": "WELCOME", "ref": "other"})).await;
-        send_json(&mut ws, json!({"type": "PRESENCE_DIFF", "room": "r", "seq": 2})).await;
-        send_json(&mut ws, json!({"type": "WELCOME", "ref": hello["ref"], "sessionId": "s1"})).await;
+        send_json(
+            &mut ws,
+            json!({"type": "PRESENCE_DIFF", "room": "r", "seq": 2}),
+        )
+        .await;
+        send_json(
+            &mut ws,
+            json!({"type": "WELCOME", "ref": hello["ref"], "sessionId": "s1"}),
+        )
+        .await;
         next_json(&mut ws).await; // keep the socket open until the client is done
     })
     .await;
@@ -77,7 +89,10 @@ async fn request_buffers_unrelated_messages_in_order() {
     assert_eq!(seqs[0]["seq"], 1);
     assert_eq!(seqs[1]["ref"], "other");
     assert_eq!(seqs[2]["seq"], 2);
-    assert!(matches!(c.recv(Duration::from_millis(50)).await, Err(ClientError::Timeout)));
+    assert!(matches!(
+        c.recv(Duration::from_millis(50)).await,
+        Err(ClientError::Timeout)
+    ));
 }
 
 #[tokio::test]
@@ -111,8 +126,17 @@ async fn an_error_with_our_ref_is_a_server_error() {
 async fn close_codes_are_reported() {
     let url = scripted(|mut ws| async move {
         let _ = next_json(&mut ws).await;
-        send_json(&mut ws, json!({"type": "ERROR", "code": "auth_failed", "message": "bad"})).await;
-        ws.close(Some(CloseFrame { code: CloseCode::from(4001), reason: "auth".into() })).await.unwrap();
+        send_json(
+            &mut ws,
+            json!({"type": "ERROR", "code": "auth_failed", "message": "bad"}),
+        )
+        .await;
+        ws.close(Some(CloseFrame {
+            code: CloseCode::from(4001),
+            reason: "auth".into(),
+        }))
+        .await
+        .unwrap();
     })
     .await;
     let mut c = Client::connect_url(&url).await.unwrap();
@@ -126,7 +150,13 @@ async fn close_codes_are_reported() {
     // The buffered ERROR is still there, then the close again.
     assert!(matches!(c.recv(T).await.unwrap(), Incoming::Message(m) if m["code"] == "auth_failed"));
     assert_eq!(c.expect_close(T).await.unwrap(), Some(4001));
-    assert!(matches!(c.recv_type("WELCOME", T).await, Err(ClientError::Closed { code: Some(4001), .. })));
+    assert!(matches!(
+        c.recv_type("WELCOME", T).await,
+        Err(ClientError::Closed {
+            code: Some(4001),
+            ..
+        })
+    ));
 }
 
 #[tokio::test]
@@ -137,12 +167,19 @@ async fn query_token_bearer_and_user_agent_reach_the_server() {
     let seen = tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.unwrap();
         let mut seen = None;
-        let cb = |req: &tokio_tungstenite::tungstenite::handshake::server::Request,
-                  resp: tokio_tungstenite::tungstenite::handshake::server::Response| {
-            let h = |k: &str| req.headers().get(k).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-            seen = Some((req.uri().to_string(), h("authorization"), h("user-agent")));
-            Ok(resp)
-        };
+        let cb =
+            |req: &tokio_tungstenite::tungstenite::handshake::server::Request,
+             resp: tokio_tungstenite::tungstenite::handshake::server::Response| {
+                let h = |k: &str| {
+                    req.headers()
+                        .get(k)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_owned()
+                };
+                seen = Some((req.uri().to_string(), h("authorization"), h("user-agent")));
+                Ok(resp)
+            };
         let _ws = tokio_tungstenite::accept_hdr_async(tcp, cb).await.unwrap();
         seen.unwrap()
     });
@@ -207,7 +244,10 @@ async fn a_rejected_upgrade_reports_the_http_status() {
         let mut buf = [0u8; 2048];
         let _ = tcp.read(&mut buf).await;
         let body = "{\"error\":\"no\"}";
-        let resp = format!("HTTP/1.1 401 Unauthorized\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+        let resp = format!(
+            "HTTP/1.1 401 Unauthorized\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
         let _ = tcp.write_all(resp.as_bytes()).await;
     });
     match Client::connect_url(&format!("ws://{addr}/ws")).await {
@@ -222,7 +262,12 @@ async fn bye_waits_for_the_close() {
     let url = scripted(|mut ws| async move {
         let bye = next_json(&mut ws).await;
         assert_eq!(bye["type"], "BYE");
-        ws.close(Some(CloseFrame { code: CloseCode::Normal, reason: "".into() })).await.unwrap();
+        ws.close(Some(CloseFrame {
+            code: CloseCode::Normal,
+            reason: "".into(),
+        }))
+        .await
+        .unwrap();
         let _ = ws.next().await;
     })
     .await;

@@ -68,7 +68,11 @@ fn roles_de<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Er
     Ok(match Option::<R>::deserialize(d)? {
         None => vec![],
         Some(R::List(v)) => v,
-        Some(R::One(s)) => s.split(',').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect(),
+        Some(R::One(s)) => s
+            .split(',')
+            .map(|x| x.trim().to_string())
+            .filter(|x| !x.is_empty())
+            .collect(),
     })
 }
 
@@ -88,7 +92,8 @@ impl Authenticator {
     /// the random dev secret that was generated (the caller prints it with a warning).
     pub fn from_config(config: &Config) -> Result<(Self, Option<String>), AuthError> {
         let leeway = config.auth.leeway.map(|d| d.0.as_secs()).unwrap_or(0);
-        let (decoding, algs, encoding, generated) = if let Some(path) = &config.auth.jwt_public_key {
+        let (decoding, algs, encoding, generated) = if let Some(path) = &config.auth.jwt_public_key
+        {
             let pem = std::fs::read(path)
                 .map_err(|e| AuthError(format!("auth.jwt_public_key {}: {e}", path.display())))?;
             if let Ok(k) = DecodingKey::from_rsa_pem(&pem) {
@@ -125,7 +130,12 @@ impl Authenticator {
         validation.required_spec_claims = ["sub".to_string()].into_iter().collect();
         validation.validate_aud = false;
         Ok((
-            Self { decoding, validation, encoding, admin_key: config.auth.admin_key.clone() },
+            Self {
+                decoding,
+                validation,
+                encoding,
+                admin_key: config.auth.admin_key.clone(),
+            },
             generated,
         ))
     }
@@ -139,14 +149,23 @@ impl Authenticator {
             None => TenantId::default_tenant(),
         };
         let user = UserId::parse(&c.sub).map_err(|e| AuthError(e.0))?;
-        Ok(Identity { tenant, user, roles: c.roles, name: c.name, info: c.info })
+        Ok(Identity {
+            tenant,
+            user,
+            roles: c.roles,
+            name: c.name,
+            info: c.info,
+        })
     }
 
     /// Constant-time comparison with the configured operator key.
     pub fn is_admin_key(&self, bearer: &str) -> bool {
         match &self.admin_key {
             Some(k) if k.len() == bearer.len() => {
-                k.bytes().zip(bearer.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+                k.bytes()
+                    .zip(bearer.bytes())
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0
             }
             _ => false,
         }
@@ -162,7 +181,10 @@ impl Authenticator {
 }
 
 pub fn expiry_in(ttl: Duration) -> u64 {
-    (SystemTime::now() + ttl).duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    (SystemTime::now() + ttl)
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -176,13 +198,26 @@ mod tests {
     }
 
     fn claims(sub: &str, tenant: Option<&str>, exp: Option<u64>) -> Claims {
-        Claims { sub: sub.into(), tenant: tenant.map(Into::into), roles: vec!["admin".into()], name: None, info: None, exp }
+        Claims {
+            sub: sub.into(),
+            tenant: tenant.map(Into::into),
+            roles: vec!["admin".into()],
+            name: None,
+            info: None,
+            exp,
+        }
     }
 
     #[test]
     fn roundtrip_and_default_tenant() {
         let a = auth("s3cret");
-        let t = a.mint(&claims("alice", None, Some(expiry_in(Duration::from_secs(60))))).unwrap();
+        let t = a
+            .mint(&claims(
+                "alice",
+                None,
+                Some(expiry_in(Duration::from_secs(60))),
+            ))
+            .unwrap();
         let id = a.verify(&t).unwrap();
         assert_eq!(id.user.as_str(), "alice");
         assert_eq!(id.tenant.as_str(), "default");
@@ -202,14 +237,23 @@ mod tests {
         // alg: none, unsigned
         use base64::Engine;
         let e = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        let none = format!("{}.{}.", e.encode(r#"{"alg":"none","typ":"JWT"}"#), e.encode(r#"{"sub":"alice"}"#));
+        let none = format!(
+            "{}.{}.",
+            e.encode(r#"{"alg":"none","typ":"JWT"}"#),
+            e.encode(r#"{"sub":"alice"}"#)
+        );
         assert!(a.verify(&none).is_err());
     }
 
     #[test]
     fn roles_as_string_and_admin_key() {
         let a = auth("k");
-        let t = a.mint(&Claims { roles: vec![], ..claims("bob", None, None) }).unwrap();
+        let t = a
+            .mint(&Claims {
+                roles: vec![],
+                ..claims("bob", None, None)
+            })
+            .unwrap();
         assert!(!a.verify(&t).unwrap().is_admin());
         let c: Claims = serde_json::from_str(r#"{"sub":"x","roles":"admin, monitor"}"#).unwrap();
         assert_eq!(c.roles, vec!["admin", "monitor"]);

@@ -43,7 +43,8 @@ impl Clock {
 
     /// Milliseconds since the anchor: a compact monotonic stamp for atomics.
     pub fn millis(&self, at: Instant) -> u64 {
-        at.saturating_duration_since(self.anchor_instant).as_millis() as u64
+        at.saturating_duration_since(self.anchor_instant)
+            .as_millis() as u64
     }
 
     pub fn from_millis(&self, ms: u64) -> Instant {
@@ -69,7 +70,8 @@ pub fn iso(t: SystemTime) -> String {
     let fmt = time::macros::format_description!(
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
     );
-    dt.format(&fmt).unwrap_or_else(|_| dt.format(&Rfc3339).unwrap_or_default())
+    dt.format(&fmt)
+        .unwrap_or_else(|_| dt.format(&Rfc3339).unwrap_or_default())
 }
 
 #[cfg(test)]

@@ -139,7 +139,9 @@ pub struct DatabaseConfig {
 }
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self { url: "sqlite://roster.db".into() }
+        Self {
+            url: "sqlite://roster.db".into(),
+        }
     }
 }
 
@@ -151,7 +153,10 @@ pub struct EngineConfig {
 }
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self { url: "memory".into(), prefix: "roster".into() }
+        Self {
+            url: "memory".into(),
+            prefix: "roster".into(),
+        }
     }
 }
 
@@ -181,7 +186,10 @@ pub struct LogConfig {
 }
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { format: LogFormat::Text, level: "info".into() }
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
     }
 }
 
@@ -289,7 +297,10 @@ impl Config {
                 ConfigError(format!("cannot read config file {}: {e}", path.display()))
             })?;
             table = text.parse::<toml::Table>().map_err(|e| {
-                ConfigError(format!("config file {} is not valid TOML: {e}", path.display()))
+                ConfigError(format!(
+                    "config file {} is not valid TOML: {e}",
+                    path.display()
+                ))
             })?;
         }
         for (name, value) in env {
@@ -304,11 +315,15 @@ impl Config {
             set_key(&mut table, key, typed(key, *kind, value, name)?);
         }
         for (key, value) in flags {
-            let kind = KEYS.iter().find(|(k, _)| k == key).map(|(_, k)| *k).unwrap_or(Kind::Str);
+            let kind = KEYS
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, k)| *k)
+                .unwrap_or(Kind::Str);
             set_key(&mut table, key, typed(key, kind, value, key)?);
         }
-        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
-            .map_err(|e| {
+        let config: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
                 let path = e.path().to_string();
                 ConfigError(format!("`{path}`: {}", e.into_inner().message()))
             })?;
@@ -318,10 +333,16 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key: &str, value: &dyn std::fmt::Debug, expected: &str| {
-            Err(ConfigError(format!("`{key}` = {value:?}: expected {expected}")))
+            Err(ConfigError(format!(
+                "`{key}` = {value:?}: expected {expected}"
+            )))
         };
         if self.listen_addr().is_err() {
-            return bad("listen", &self.listen, "an address like 127.0.0.1:7400 (port 0 = any free port)");
+            return bad(
+                "listen",
+                &self.listen,
+                "an address like 127.0.0.1:7400 (port 0 = any free port)",
+            );
         }
         let t = &self.timing;
         for (key, d) in [
@@ -356,14 +377,21 @@ impl Config {
             ("limits.messages_burst", l.messages_burst as usize),
             ("limits.errors_per_minute", l.errors_per_minute as usize),
             ("limits.presence_list_limit", l.presence_list_limit),
-            ("limits.rest_requests_per_second", l.rest_requests_per_second as usize),
+            (
+                "limits.rest_requests_per_second",
+                l.rest_requests_per_second as usize,
+            ),
         ] {
             if v == 0 {
                 return bad(key, &v, "a number above zero");
             }
         }
         if l.max_frame_bytes < 1024 {
-            return bad("limits.max_frame_bytes", &l.max_frame_bytes, "at least 1024");
+            return bad(
+                "limits.max_frame_bytes",
+                &l.max_frame_bytes,
+                "at least 1024",
+            );
         }
         if self.engine.url != "memory" {
             return bad(
@@ -373,7 +401,10 @@ impl Config {
             );
         }
         let db = &self.database.url;
-        if !(db.starts_with("sqlite:") || db.starts_with("postgres://") || db.starts_with("postgresql://")) {
+        if !(db.starts_with("sqlite:")
+            || db.starts_with("postgres://")
+            || db.starts_with("postgresql://"))
+        {
             return bad("database.url", db, "sqlite://FILE or postgres://…");
         }
         if let Some(secret) = &self.auth.jwt_secret {
@@ -388,40 +419,69 @@ impl Config {
         }
         if let Some(path) = &self.auth.jwt_public_key {
             if let Err(e) = std::fs::read(path) {
-                return bad("auth.jwt_public_key", path, &format!("a readable PEM file ({e})"));
+                return bad(
+                    "auth.jwt_public_key",
+                    path,
+                    &format!("a readable PEM file ({e})"),
+                );
             }
         }
         for (i, rule) in self.rooms.rules.iter().enumerate() {
-            let known: Vec<String> = crate::core::room_type::seeded().into_iter().map(|t| t.code.0).collect();
+            let known: Vec<String> = crate::core::room_type::seeded()
+                .into_iter()
+                .map(|t| t.code.0)
+                .collect();
             if !known.contains(&rule.room_type) {
-                return bad(&format!("rooms.rules[{i}].type"), &rule.room_type, &format!("one of {}", known.join(", ")));
+                return bad(
+                    &format!("rooms.rules[{i}].type"),
+                    &rule.room_type,
+                    &format!("one of {}", known.join(", ")),
+                );
             }
             if rule.prefix.is_empty() {
-                return bad(&format!("rooms.rules[{i}].prefix"), &rule.prefix, "a non-empty room key prefix");
+                return bad(
+                    &format!("rooms.rules[{i}].prefix"),
+                    &rule.prefix,
+                    "a non-empty room key prefix",
+                );
             }
         }
         tracing_filter_ok(&self.log.level).map_err(|e| {
-            ConfigError(format!("`log.level` = {:?}: expected a tracing filter like \"info\" ({e})", self.log.level))
+            ConfigError(format!(
+                "`log.level` = {:?}: expected a tracing filter like \"info\" ({e})",
+                self.log.level
+            ))
         })?;
         Ok(())
     }
 
     pub fn listen_addr(&self) -> Result<SocketAddr, std::net::AddrParseError> {
-        let s = self.listen.strip_prefix(':').map(|p| format!("0.0.0.0:{p}"));
+        let s = self
+            .listen
+            .strip_prefix(':')
+            .map(|p| format!("0.0.0.0:{p}"));
         s.as_deref().unwrap_or(&self.listen).parse()
     }
 }
 
 fn tracing_filter_ok(s: &str) -> Result<(), String> {
-    tracing_subscriber::EnvFilter::try_new(s).map(|_| ()).map_err(|e| e.to_string())
+    tracing_subscriber::EnvFilter::try_new(s)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 fn typed(key: &str, kind: Kind, value: &str, source: &str) -> Result<toml::Value, ConfigError> {
     match kind {
         Kind::Str => Ok(toml::Value::String(value.to_string())),
-        Kind::Int => value.trim().parse::<i64>().map(toml::Value::Integer).map_err(|_| {
-            ConfigError(format!("`{key}` = {value:?} (from {source}): expected a whole number"))
-        }),
+        Kind::Int => value
+            .trim()
+            .parse::<i64>()
+            .map(toml::Value::Integer)
+            .map_err(|_| {
+                ConfigError(format!(
+                    "`{key}` = {value:?} (from {source}): expected a whole number"
+                ))
+            }),
     }
 }
 
@@ -460,7 +520,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     }
 
     #[test]
@@ -501,15 +564,23 @@ mod tests {
     fn env_overrides_and_names_the_key_on_error() {
         let c = Config::load(
             None,
-            &env(&[("ROSTER_TIMING_SESSION_TIMEOUT", "2s"), ("ROSTER_TIMING_HEARTBEAT_INTERVAL", "500ms")]),
+            &env(&[
+                ("ROSTER_TIMING_SESSION_TIMEOUT", "2s"),
+                ("ROSTER_TIMING_HEARTBEAT_INTERVAL", "500ms"),
+            ]),
             &vec![],
         )
         .unwrap();
         assert_eq!(c.timing.session_timeout.0, Duration::from_secs(2));
         assert_eq!(c.timing.heartbeat_interval.0, Duration::from_millis(500));
-        let e = Config::load(None, &env(&[("ROSTER_TIMING_LOCK_TTL", "soon")]), &vec![]).unwrap_err();
-        assert!(e.0.contains("timing.lock_ttl") && e.0.contains("soon"), "{e}");
-        let e = Config::load(None, &env(&[("ROSTER_LIMITS_SEND_QUEUE", "lots")]), &vec![]).unwrap_err();
+        let e =
+            Config::load(None, &env(&[("ROSTER_TIMING_LOCK_TTL", "soon")]), &vec![]).unwrap_err();
+        assert!(
+            e.0.contains("timing.lock_ttl") && e.0.contains("soon"),
+            "{e}"
+        );
+        let e =
+            Config::load(None, &env(&[("ROSTER_LIMITS_SEND_QUEUE", "lots")]), &vec![]).unwrap_err();
         assert!(e.0.contains("limits.send_queue"), "{e}");
         let e = Config::load(None, &env(&[("ROSTER_NOPE", "1")]), &vec![]).unwrap_err();
         assert!(e.0.contains("ROSTER_NOPE"), "{e}");
@@ -526,7 +597,11 @@ mod tests {
         std::fs::write(&p, "[timing]\nsession_timeout = 5\n").unwrap();
         let e = Config::load(Some(&p), &BTreeMap::new(), &vec![]).unwrap_err();
         assert!(e.0.contains("timing.session_timeout"), "{e}");
-        std::fs::write(&p, "[timing]\nsession_timeout = \"1s\"\nheartbeat_interval = \"2s\"\n").unwrap();
+        std::fs::write(
+            &p,
+            "[timing]\nsession_timeout = \"1s\"\nheartbeat_interval = \"2s\"\n",
+        )
+        .unwrap();
         let e = Config::load(Some(&p), &BTreeMap::new(), &vec![]).unwrap_err();
         assert!(e.0.contains("longer than"), "{e}");
         std::fs::write(&p, "listen = \"nowhere\"\n").unwrap();

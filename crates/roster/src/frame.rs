@@ -10,7 +10,11 @@ pub struct Frame(pub Utf8Bytes);
 impl Frame {
     /// Serialises `{"type": ty, ...body}` with `type` first. `body` must serialise
     /// to a JSON object.
-    pub fn encode<T: Serialize>(ty: &str, body: &T, reply_ref: Option<&serde_json::Value>) -> Frame {
+    pub fn encode<T: Serialize>(
+        ty: &str,
+        body: &T,
+        reply_ref: Option<&serde_json::Value>,
+    ) -> Frame {
         let mut out = String::with_capacity(128);
         out.push_str("{\"type\":");
         out.push_str(&serde_json::to_string(ty).unwrap_or_default());
@@ -39,7 +43,11 @@ mod tests {
 
     #[test]
     fn type_first_and_ref() {
-        let f = Frame::encode("HB_ACK", &serde_json::json!({"t": 1}), Some(&serde_json::json!("r1")));
+        let f = Frame::encode(
+            "HB_ACK",
+            &serde_json::json!({"t": 1}),
+            Some(&serde_json::json!("r1")),
+        );
         assert_eq!(f.as_str(), r#"{"type":"HB_ACK","ref":"r1","t":1}"#);
         let f = Frame::encode("X", &serde_json::json!({}), None);
         assert_eq!(f.as_str(), r#"{"type":"X"}"#);

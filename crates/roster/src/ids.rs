@@ -62,7 +62,8 @@ id_type!(
 impl TenantId {
     pub fn parse(s: &str) -> Result<Self, InvalidId> {
         if (1..=64).contains(&s.len())
-            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
         {
             Ok(Self(s.into()))
         } else {
@@ -116,7 +117,11 @@ impl SessionId {
         let mut bytes = [0u8; 12];
         rand::rng().fill(&mut bytes);
         use base64::Engine;
-        Self(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes).into())
+        Self(
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(bytes)
+                .into(),
+        )
     }
     pub fn parse(s: &str) -> Result<Self, InvalidId> {
         if (1..=64).contains(&s.len()) && !s.chars().any(char::is_control) {
@@ -160,7 +165,10 @@ mod tests {
         assert!(RoomKey::parse("has space").is_err());
         assert!(RoomKey::parse(&"x".repeat(201)).is_err());
         assert!(RoomKey::parse(&"x".repeat(200)).is_ok());
-        assert_eq!(RoomKey::from_entity("Order", "7").unwrap().as_str(), "Order:7");
+        assert_eq!(
+            RoomKey::from_entity("Order", "7").unwrap().as_str(),
+            "Order:7"
+        );
     }
 
     #[test]

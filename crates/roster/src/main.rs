@@ -55,7 +55,9 @@ enum Command {
 }
 
 fn load(args: &ServeArgs) -> Result<Config, config::ConfigError> {
-    let env: BTreeMap<String, String> = std::env::vars().filter(|(k, _)| k.starts_with("ROSTER_")).collect();
+    let env: BTreeMap<String, String> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("ROSTER_"))
+        .collect();
     let mut flags = vec![];
     if let Some(v) = &args.listen {
         flags.push(("listen".to_string(), v.clone()));
@@ -72,8 +74,17 @@ fn load(args: &ServeArgs) -> Result<Config, config::ConfigError> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::Token { user, tenant, roles, name, ttl }) => {
-            let args = ServeArgs { config: cli.serve.config, ..Default::default() };
+        Some(Command::Token {
+            user,
+            tenant,
+            roles,
+            name,
+            ttl,
+        }) => {
+            let args = ServeArgs {
+                config: cli.serve.config,
+                ..Default::default()
+            };
             let config = match load(&args) {
                 Ok(c) => c,
                 Err(e) => return fail(&e.to_string()),
@@ -85,7 +96,9 @@ fn main() -> ExitCode {
                 Ok(t) => t,
                 Err(e) => return fail(&format!("--ttl: {e}")),
             };
-            if roster::ids::TenantId::parse(&tenant).is_err() || roster::ids::UserId::parse(&user).is_err() {
+            if roster::ids::TenantId::parse(&tenant).is_err()
+                || roster::ids::UserId::parse(&user).is_err()
+            {
                 return fail("--tenant must match [A-Za-z0-9_-]{1,64}; --user must be 1-256 characters without control characters");
             }
             let auth = match Authenticator::from_config(&config) {
@@ -95,7 +108,12 @@ fn main() -> ExitCode {
             let claims = Claims {
                 sub: user,
                 tenant: Some(tenant),
-                roles: roles.split(',').map(str::trim).filter(|r| !r.is_empty()).map(String::from).collect(),
+                roles: roles
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|r| !r.is_empty())
+                    .map(String::from)
+                    .collect(),
                 name,
                 info: None,
                 exp: Some(expiry_in(ttl)),
@@ -125,7 +143,9 @@ fn serve(args: ServeArgs) -> ExitCode {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if config.log.format == LogFormat::Json {
         builder.json().init();
     } else {
@@ -157,10 +177,11 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return ctrl_c.await.unwrap_or(()),
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return ctrl_c.await.unwrap_or(()),
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -40,17 +40,36 @@ pub fn install() -> PrometheusHandle {
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_gauge!(CONNECTIONS, "open WebSocket connections");
-    describe_gauge!(SESSIONS, "live sessions (connected or inside their leave grace)");
+    describe_gauge!(
+        SESSIONS,
+        "live sessions (connected or inside their leave grace)"
+    );
     describe_gauge!(ROOMS, "rooms held by the engine");
     describe_counter!(MESSAGES_IN, "client messages received, by type");
     describe_counter!(MESSAGES_OUT, "server messages queued, by type");
-    describe_counter!(DIFFS_SENT, "PRESENCE_DIFF messages produced (one per room flush)");
+    describe_counter!(
+        DIFFS_SENT,
+        "PRESENCE_DIFF messages produced (one per room flush)"
+    );
     describe_counter!(ERRORS, "ERROR messages sent, by code");
     describe_counter!(SESSION_TIMEOUTS, "sessions ended by session_timeout");
     describe_counter!(LOCK_ACQUISITIONS, "successful field lock acquisitions");
-    describe_counter!(LOCK_CONTENTION, "LOCK requests refused because another session held the field");
-    describe_histogram!(GHOST_TIME, Unit::Seconds, "time a dead session stayed visible before its leave");
-    describe_counter!(SEND_QUEUE_DROPS, "frames not queued because a connection's send queue was full");
+    describe_counter!(
+        LOCK_CONTENTION,
+        "LOCK requests refused because another session held the field"
+    );
+    describe_histogram!(
+        GHOST_TIME,
+        Unit::Seconds,
+        "time a dead session stayed visible before its leave"
+    );
+    describe_counter!(
+        SEND_QUEUE_DROPS,
+        "frames not queued because a connection's send queue was full"
+    );
     describe_gauge!(EXPIRY_QUEUE, "deadlines waiting in the sweeper");
-    describe_counter!(SESSIONS_RESUMED, "sessions resumed by clientId inside the leave grace");
+    describe_counter!(
+        SESSIONS_RESUMED,
+        "sessions resumed by clientId inside the leave grace"
+    );
 }

@@ -19,7 +19,10 @@ use crate::node::Node;
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: String, source: std::io::Error },
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Auth(String),
 }
@@ -34,7 +37,8 @@ pub struct Running {
 /// the graceful shutdown: no new connections, leaves sent, connections closed 1001.
 pub async fn start(config: Config, stop: CancellationToken) -> Result<Running, StartError> {
     let config = Arc::new(config);
-    let (auth, dev_secret) = Authenticator::from_config(&config).map_err(|e| StartError::Auth(e.0))?;
+    let (auth, dev_secret) =
+        Authenticator::from_config(&config).map_err(|e| StartError::Auth(e.0))?;
     if let Some(secret) = dev_secret {
         tracing::warn!(
             "no auth.jwt_secret configured: using a random dev secret for this run only. \
@@ -42,11 +46,20 @@ pub async fn start(config: Config, stop: CancellationToken) -> Result<Running, S
         );
         eprintln!("WARNING: no auth.jwt_secret configured; dev secret for this run: {secret}");
     }
-    let addr = config.listen_addr().map_err(|e| StartError::Listen { addr: config.listen.clone(), source: std::io::Error::other(e) })?;
+    let addr = config.listen_addr().map_err(|e| StartError::Listen {
+        addr: config.listen.clone(),
+        source: std::io::Error::other(e),
+    })?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|source| StartError::Listen { addr: config.listen.clone(), source })?;
-    let bound = listener.local_addr().map_err(|source| StartError::Listen { addr: config.listen.clone(), source })?;
+        .map_err(|source| StartError::Listen {
+            addr: config.listen.clone(),
+            source,
+        })?;
+    let bound = listener.local_addr().map_err(|source| StartError::Listen {
+        addr: config.listen.clone(),
+        source,
+    })?;
 
     let clock = Clock::new();
     let hub = Arc::new(Hub::default());
@@ -78,12 +91,19 @@ pub async fn start(config: Config, stop: CancellationToken) -> Result<Running, S
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         };
-        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
             tracing::error!("server error: {e}");
         }
         sweeper_stop.cancel();
     });
     tracing::info!(%bound, "roster listening");
     eprintln!("roster listening on http://{bound}");
-    Ok(Running { addr: bound, node, task })
+    Ok(Running {
+        addr: bound,
+        node,
+        task,
+    })
 }

@@ -57,7 +57,9 @@ async fn a_slow_consumer_is_closed_and_the_server_carries_on() {
     let blob = "x".repeat(50_000);
     let mut closed = false;
     for i in 0..2000 {
-        fast.send(json!({"type": "STATE", "room": "Firehose", "state": {"i": i, "blob": blob}})).await.unwrap();
+        fast.send(json!({"type": "STATE", "room": "Firehose", "state": {"i": i, "blob": blob}}))
+            .await
+            .unwrap();
         if i % 50 == 49 && s.metrics().await.contains("roster_send_queue_drops_total") {
             closed = true;
             break;
@@ -67,7 +69,10 @@ async fn a_slow_consumer_is_closed_and_the_server_carries_on() {
     // The fast member sees the slow one leave (after the grace) and keeps working.
     let l = next_change(&mut fast, "Firehose", "leaves", "slow").await;
     assert_eq!(l["reason"], "disconnected");
-    let ack = fast.request(json!({"type": "HB", "t": 1}), "HB_ACK", T).await.unwrap();
+    let ack = fast
+        .request(json!({"type": "HB", "t": 1}), "HB_ACK", T)
+        .await
+        .unwrap();
     assert_eq!(ack["t"], 1);
     let mut other = s.client("other").await;
     other.sub("Firehose", None).await.unwrap();
@@ -75,32 +80,74 @@ async fn a_slow_consumer_is_closed_and_the_server_carries_on() {
 
 fn roster(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_roster"));
-    cmd.args(args).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
     for (k, v) in env {
         cmd.env(k, v);
     }
     let out = cmd.output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 #[test]
 fn bad_configuration_stops_start_up_with_a_message_naming_key_value_and_expectation() {
-    let cases: &[(&[&str], &[(&str, &str)], &[&str])] = &[
-        (&["serve"], &[("ROSTER_TIMING_SESSION_TIMEOUT", "forever")], &["timing.session_timeout", "forever", "unit"]),
-        (&["serve"], &[("ROSTER_LIMITS_SEND_QUEUE", "-1")], &["limits.send_queue"]),
-        (&["serve"], &[("ROSTER_LIMITS_MAX_WATCH", "0")], &["limits.max_watch", "above zero"]),
-        (&["serve"], &[("ROSTER_TIMINGS", "x")], &["ROSTER_TIMINGS", "unknown"]),
-        (&["serve"], &[("ROSTER_ENGINE_URL", "redis://127.0.0.1")], &["engine.url", "memory"]),
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a [&'a str]);
+    let cases: &[Case] = &[
+        (
+            &["serve"],
+            &[("ROSTER_TIMING_SESSION_TIMEOUT", "forever")],
+            &["timing.session_timeout", "forever", "unit"],
+        ),
+        (
+            &["serve"],
+            &[("ROSTER_LIMITS_SEND_QUEUE", "-1")],
+            &["limits.send_queue"],
+        ),
+        (
+            &["serve"],
+            &[("ROSTER_LIMITS_MAX_WATCH", "0")],
+            &["limits.max_watch", "above zero"],
+        ),
+        (
+            &["serve"],
+            &[("ROSTER_TIMINGS", "x")],
+            &["ROSTER_TIMINGS", "unknown"],
+        ),
+        (
+            &["serve"],
+            &[("ROSTER_ENGINE_URL", "redis://127.0.0.1")],
+            &["engine.url", "memory"],
+        ),
         (&["serve"], &[("ROSTER_LOG_FORMAT", "xml")], &["log.format"]),
-        (&["serve", "--listen", "nowhere:port"], &[], &["listen", "nowhere:port"]),
-        (&["serve", "--config", "/nonexistent/roster.toml"], &[], &["/nonexistent/roster.toml"]),
-        (&["serve"], &[("ROSTER_AUTH_JWT_PUBLIC_KEY", "/nonexistent.pem")], &["auth.jwt_public_key"]),
+        (
+            &["serve", "--listen", "nowhere:port"],
+            &[],
+            &["listen", "nowhere:port"],
+        ),
+        (
+            &["serve", "--config", "/nonexistent/roster.toml"],
+            &[],
+            &["/nonexistent/roster.toml"],
+        ),
+        (
+            &["serve"],
+            &[("ROSTER_AUTH_JWT_PUBLIC_KEY", "/nonexistent.pem")],
+            &["auth.jwt_public_key"],
+        ),
     ];
     for (args, env, expect) in cases {
         let (code, _, err) = roster(args, env);
         assert_eq!(code, 2, "{args:?} {env:?}: {err}");
         for e in *expect {
-            assert!(err.contains(e), "{args:?} {env:?}: message should mention {e:?}: {err}");
+            assert!(
+                err.contains(e),
+                "{args:?} {env:?}: message should mention {e:?}: {err}"
+            );
         }
     }
     let dir = std::env::temp_dir().join(format!("roster-cli-{}", std::process::id()));
@@ -110,29 +157,66 @@ fn bad_configuration_stops_start_up_with_a_message_naming_key_value_and_expectat
     let (code, _, err) = roster(&["--config", f.to_str().unwrap()], &[]);
     assert_eq!(code, 2);
     assert!(err.contains("sesion_timeout"), "{err}");
-    std::fs::write(&f, "[[rooms.rules]]\nprefix = \"Chat:\"\ntype = \"CHATT\"\n").unwrap();
+    std::fs::write(
+        &f,
+        "[[rooms.rules]]\nprefix = \"Chat:\"\ntype = \"CHATT\"\n",
+    )
+    .unwrap();
     let (code, _, err) = roster(&["--config", f.to_str().unwrap()], &[]);
     assert_eq!(code, 2);
-    assert!(err.contains("rooms.rules[0].type") && err.contains("CHATT"), "{err}");
+    assert!(
+        err.contains("rooms.rules[0].type") && err.contains("CHATT"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
 async fn a_port_in_use_is_a_clear_error() {
     let s = Server::start().await;
-    let (code, _, err) = roster(&["serve", "--listen", &s.addr], &[("ROSTER_AUTH_JWT_SECRET", "x")]);
+    let (code, _, err) = roster(
+        &["serve", "--listen", &s.addr],
+        &[("ROSTER_AUTH_JWT_SECRET", "x")],
+    );
     assert_eq!(code, 2);
-    assert!(err.contains(&s.addr) && err.to_lowercase().contains("in use"), "{err}");
+    assert!(
+        err.contains(&s.addr) && err.to_lowercase().contains("in use"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
 async fn token_subcommand_mints_what_the_server_accepts() {
     let s = Server::start().await;
-    let (code, out, err) = roster(&["token", "--user", "alice", "--tenant", "acme", "--roles", "admin,monitor"], &[("ROSTER_AUTH_JWT_SECRET", "nope")]);
+    let (code, out, err) = roster(
+        &[
+            "token",
+            "--user",
+            "alice",
+            "--tenant",
+            "acme",
+            "--roles",
+            "admin,monitor",
+        ],
+        &[("ROSTER_AUTH_JWT_SECRET", "nope")],
+    );
     assert_eq!(code, 0, "{err}");
     let (status, _) = s.rest("GET", "/api/v1/sessions", out.trim(), None).await;
     assert_eq!(status, 401, "a token from another secret is refused");
     let secret = format!("secret-{}", std::process::id());
-    let (code, out, _) = roster(&["token", "--user", "alice", "--tenant", "acme", "--roles", "admin,monitor", "--ttl", "1h"], &[("ROSTER_AUTH_JWT_SECRET", &secret)]);
+    let (code, out, _) = roster(
+        &[
+            "token",
+            "--user",
+            "alice",
+            "--tenant",
+            "acme",
+            "--roles",
+            "admin,monitor",
+            "--ttl",
+            "1h",
+        ],
+        &[("ROSTER_AUTH_JWT_SECRET", &secret)],
+    );
     assert_eq!(code, 0);
     assert_eq!(out.lines().count(), 1, "prints only the token");
     let (status, _) = s.rest("GET", "/api/v1/sessions", out.trim(), None).await;
@@ -140,7 +224,10 @@ async fn token_subcommand_mints_what_the_server_accepts() {
     let (code, _, err) = roster(&["token", "--user", "alice"], &[]);
     assert_eq!(code, 2);
     assert!(err.contains("auth.jwt_secret"), "{err}");
-    let (code, _, err) = roster(&["token", "--user", "alice", "--ttl", "later"], &[("ROSTER_AUTH_JWT_SECRET", "x")]);
+    let (code, _, err) = roster(
+        &["token", "--user", "alice", "--ttl", "later"],
+        &[("ROSTER_AUTH_JWT_SECRET", "x")],
+    );
     assert_eq!(code, 2);
     assert!(err.contains("--ttl"), "{err}");
 }
@@ -149,7 +236,13 @@ async fn token_subcommand_mints_what_the_server_accepts() {
 fn help_explains_configuration() {
     let (code, out, _) = roster(&["--help"], &[]);
     assert_eq!(code, 0);
-    for s in ["serve", "token", "ROSTER_TIMING_SESSION_TIMEOUT", "timing.session_timeout", "--config"] {
+    for s in [
+        "serve",
+        "token",
+        "ROSTER_TIMING_SESSION_TIMEOUT",
+        "timing.session_timeout",
+        "--config",
+    ] {
         assert!(out.contains(s), "--help lacks {s}: {out}");
     }
     let (code, out, _) = roster(&["--version"], &[]);
@@ -160,7 +253,10 @@ fn help_explains_configuration() {
 #[tokio::test]
 async fn with_no_configuration_at_all_a_dev_secret_is_printed_and_works() {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_roster"));
-    cmd.args(["--listen", "127.0.0.1:0"]).env_clear().stderr(std::process::Stdio::piped()).kill_on_drop(true);
+    cmd.args(["--listen", "127.0.0.1:0"])
+        .env_clear()
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
     let mut child = cmd.spawn().unwrap();
     use tokio::io::AsyncBufReadExt;
     let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
@@ -175,9 +271,22 @@ async fn with_no_configuration_at_all_a_dev_secret_is_printed_and_works() {
         }
     }
     let (secret, addr) = (secret.expect("dev secret printed"), addr.unwrap());
-    let (code, token, _) = roster(&["token", "--user", "alice"], &[("ROSTER_AUTH_JWT_SECRET", &secret)]);
+    let (code, token, _) = roster(
+        &["token", "--user", "alice"],
+        &[("ROSTER_AUTH_JWT_SECRET", &secret)],
+    );
     assert_eq!(code, 0);
-    let mut c = roster_client::Client::connect(roster_client::ConnectOptions::new(format!("ws://{addr}/ws"))).await.unwrap();
-    let w = c.hello(roster_client::Hello::with_token(token.trim())).await.unwrap();
-    assert_eq!((w["tenantId"].clone(), w["heartbeatIntervalMs"].clone()), (json!("default"), json!(15000)));
+    let mut c = roster_client::Client::connect(roster_client::ConnectOptions::new(format!(
+        "ws://{addr}/ws"
+    )))
+    .await
+    .unwrap();
+    let w = c
+        .hello(roster_client::Hello::with_token(token.trim()))
+        .await
+        .unwrap();
+    assert_eq!(
+        (w["tenantId"].clone(), w["heartbeatIntervalMs"].clone()),
+        (json!("default"), json!(15000))
+    );
 }

@@ -10,12 +10,21 @@ use std::time::Duration;
 async fn snapshot_then_diffs_with_increasing_seq() {
     let s = Server::start().await;
     let mut alice = s.client("alice").await;
-    let p = alice.sub("Order:1", Some(json!({"field": "name"}))).await.unwrap();
+    let p = alice
+        .sub("Order:1", Some(json!({"field": "name"})))
+        .await
+        .unwrap();
     assert_eq!(p["count"], 1, "{p}");
     assert_eq!(p["users"][0]["userId"], "alice");
-    assert_eq!(p["users"][0]["sessions"][0]["state"], json!({"field": "name"}));
+    assert_eq!(
+        p["users"][0]["sessions"][0]["state"],
+        json!({"field": "name"})
+    );
     assert_eq!(p["users"][0]["name"], "alice name");
-    assert!(p["stale"] == false && p["version"] == 0 && p["locks"] == json!({}), "{p}");
+    assert!(
+        p["stale"] == false && p["version"] == 0 && p["locks"] == json!({}),
+        "{p}"
+    );
     let seq0 = p["seq"].as_u64().unwrap();
 
     let mut bob = s.client("bob").await;
@@ -28,11 +37,20 @@ async fn snapshot_then_diffs_with_increasing_seq() {
     let seq1 = j["seq"].as_u64().unwrap();
     assert!(seq1 > seq0);
 
-    bob.send(json!({"type": "UNSUB", "room": "Order:1", "ref": 5})).await.unwrap();
+    bob.send(json!({"type": "UNSUB", "room": "Order:1", "ref": 5}))
+        .await
+        .unwrap();
     let ack = next(&mut bob, "UNSUB_ACK").await;
-    assert_eq!((ack["ref"].clone(), ack["room"].clone()), (json!(5), json!("Order:1")));
+    assert_eq!(
+        (ack["ref"].clone(), ack["room"].clone()),
+        (json!(5), json!("Order:1"))
+    );
     let d2 = next_diff(&mut alice, "Order:1").await;
-    assert_eq!(d2["seq"].as_u64().unwrap(), seq1 + 1, "seq increases by one per diff");
+    assert_eq!(
+        d2["seq"].as_u64().unwrap(),
+        seq1 + 1,
+        "seq increases by one per diff"
+    );
     assert_eq!(d2["leaves"][0]["reason"], "left");
     assert_eq!(d2["leaves"][0]["userId"], "bob");
 }
@@ -61,7 +79,9 @@ async fn two_users_with_two_tabs_each_are_grouped_by_user() {
     tabs.remove(0).bye().await.unwrap();
     let l = next_change(&mut late, "Doc:7", "leaves", "alice").await;
     assert_eq!(l["reason"], "left");
-    let (code, body) = s.rest("GET", "/api/v1/users/alice/online", &s.token("x"), None).await;
+    let (code, body) = s
+        .rest("GET", "/api/v1/users/alice/online", &s.token("x"), None)
+        .await;
     assert_eq!((code, body), (200, json!({"isOnline": true})));
 }
 
@@ -73,14 +93,18 @@ async fn state_change_is_an_update_never_leave_and_join() {
     let mut bob = s.client("bob").await;
     bob.sub("Order:2", None).await.unwrap();
     next_change(&mut alice, "Order:2", "joins", "bob").await;
-    bob.send(json!({"type": "STATE", "room": "Order:2", "state": {"cursor": 3}})).await.unwrap();
+    bob.send(json!({"type": "STATE", "room": "Order:2", "state": {"cursor": 3}}))
+        .await
+        .unwrap();
     let d = next_diff(&mut alice, "Order:2").await;
     assert_eq!(d["joins"], json!([]));
     assert_eq!(d["leaves"], json!([]));
     assert_eq!(d["updates"][0]["userId"], "bob");
     assert_eq!(d["updates"][0]["session"]["state"], json!({"cursor": 3}));
     // Explicit status is an update too.
-    bob.send(json!({"type": "STATUS", "status": "away"})).await.unwrap();
+    bob.send(json!({"type": "STATUS", "status": "away"}))
+        .await
+        .unwrap();
     let d = next_diff(&mut alice, "Order:2").await;
     assert_eq!(d["updates"][0]["status"], "away", "{d}");
     assert_eq!(d["leaves"], json!([]));
@@ -98,7 +122,10 @@ async fn bye_is_an_immediate_left_and_closes_1000() {
     assert_eq!(bob.bye().await.unwrap(), Some(1000));
     let d = next_diff(&mut alice, "R").await;
     assert_eq!(d["leaves"][0]["reason"], "left");
-    assert!(started.elapsed() < Duration::from_secs(5), "BYE skips the 30 s grace");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "BYE skips the 30 s grace"
+    );
 }
 
 #[tokio::test]
@@ -118,7 +145,14 @@ async fn resubscribing_answers_a_fresh_snapshot_and_sends_no_diff() {
 async fn entity_and_id_address_the_same_room() {
     let s = Server::start().await;
     let mut a = s.client("alice").await;
-    let p = a.request(json!({"type": "SUB", "entity": "Order", "id": 123}), "PRESENCE", T).await.unwrap();
+    let p = a
+        .request(
+            json!({"type": "SUB", "entity": "Order", "id": 123}),
+            "PRESENCE",
+            T,
+        )
+        .await
+        .unwrap();
     assert_eq!(p["room"], "Order:123");
     let mut b = s.client("bob").await;
     let p = b.sub("Order:123", None).await.unwrap();
@@ -129,14 +163,23 @@ async fn entity_and_id_address_the_same_room() {
 async fn count_mode_subscribers_get_counts_only() {
     let s = Server::start().await;
     let mut watcher = s.client("tv").await;
-    let c = watcher.request(json!({"type": "SUB", "room": "Live", "mode": "count"}), "PRESENCE_COUNT", T).await.unwrap();
+    let c = watcher
+        .request(
+            json!({"type": "SUB", "room": "Live", "mode": "count"}),
+            "PRESENCE_COUNT",
+            T,
+        )
+        .await
+        .unwrap();
     assert_eq!(c["count"], 1);
     let mut a = s.client("alice").await;
     let p = a.sub("Live", None).await.unwrap();
     assert_eq!(p["count"], 2, "count-mode members are members");
     let c = next(&mut watcher, "PRESENCE_COUNT").await;
     assert_eq!(c["count"], 2);
-    a.send(json!({"type":"STATE","room":"Live","state":{"x":1}})).await.unwrap();
+    a.send(json!({"type":"STATE","room":"Live","state":{"x":1}}))
+        .await
+        .unwrap();
     expect_none(&mut watcher, "PRESENCE_DIFF", Duration::from_millis(300)).await;
 }
 
@@ -148,7 +191,10 @@ async fn rooms_above_the_list_limit_serve_counts_to_everyone() {
     let mut b = s.client("b").await;
     b.sub("Big", None).await.unwrap();
     let mut c = s.client("c").await;
-    let reply = c.request(json!({"type": "SUB", "room": "Big"}), "PRESENCE_COUNT", T).await.unwrap();
+    let reply = c
+        .request(json!({"type": "SUB", "room": "Big"}), "PRESENCE_COUNT", T)
+        .await
+        .unwrap();
     assert_eq!(reply["count"], 3);
     let n = next(&mut a, "PRESENCE_COUNT").await;
     assert_eq!(n["count"], 3);
@@ -158,27 +204,66 @@ async fn rooms_above_the_list_limit_serve_counts_to_everyone() {
 async fn session_metadata_shows_in_snapshots() {
     let s = Server::start().await;
     let mut phone = roster_client::Client::connect(roster_client::ConnectOptions {
-        user_agent: Some("Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) Mobile/15E148".into()),
+        user_agent: Some(
+            "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) Mobile/15E148".into(),
+        ),
         ..roster_client::ConnectOptions::new(s.ws_url())
     })
     .await
     .unwrap();
-    phone.hello(Hello { token: Some(s.token("alice")), app_version: Some("2.4.1".into()), ..Default::default() }).await.unwrap();
+    phone
+        .hello(Hello {
+            token: Some(s.token("alice")),
+            app_version: Some("2.4.1".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     phone.sub("M", None).await.unwrap();
-    phone.request(json!({"type":"HB","t":1,"latencyMs":42}), "HB_ACK", T).await.unwrap();
-    let mut desk = s.client_in("bob", "acme", Hello { device: Some("desktop".into()), os: Some("Linux".into()), ..Default::default() }).await;
+    phone
+        .request(json!({"type":"HB","t":1,"latencyMs":42}), "HB_ACK", T)
+        .await
+        .unwrap();
+    let mut desk = s
+        .client_in(
+            "bob",
+            "acme",
+            Hello {
+                device: Some("desktop".into()),
+                os: Some("Linux".into()),
+                ..Default::default()
+            },
+        )
+        .await;
     let p = desk.sub("M", None).await.unwrap();
-    let alice = p["users"].as_array().unwrap().iter().find(|u| u["userId"] == "alice").unwrap();
+    let alice = p["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["userId"] == "alice")
+        .unwrap();
     let sess = &alice["sessions"][0];
     assert_eq!(sess["device"], "mobile", "{sess}");
     assert_eq!(sess["os"], "iOS");
     assert_eq!(sess["appVersion"], "2.4.1");
     assert_eq!(sess["latencyMs"], 42);
     assert!(sess["joinedAt"].as_str().unwrap().ends_with('Z'));
-    let bob = p["users"].as_array().unwrap().iter().find(|u| u["userId"] == "bob").unwrap();
+    let bob = p["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["userId"] == "bob")
+        .unwrap();
     assert_eq!(bob["sessions"][0]["device"], "desktop");
     // REST shows ip and client metadata.
-    let (code, body) = s.rest("GET", "/api/v1/users/alice/presence", &s.admin_token("acme"), None).await;
+    let (code, body) = s
+        .rest(
+            "GET",
+            "/api/v1/users/alice/presence",
+            &s.admin_token("acme"),
+            None,
+        )
+        .await;
     assert_eq!(code, 200);
     assert_eq!(body["sessions"][0]["ip"], "127.0.0.1");
     assert_eq!(body["rooms"], json!(["M"]));
@@ -188,7 +273,10 @@ async fn session_metadata_shows_in_snapshots() {
 async fn heartbeat_ack_echoes_t_and_ref() {
     let s = Server::start().await;
     let mut a = s.client("alice").await;
-    let ack = a.request(json!({"type": "HB", "t": 12345}), "HB_ACK", T).await.unwrap();
+    let ack = a
+        .request(json!({"type": "HB", "t": 12345}), "HB_ACK", T)
+        .await
+        .unwrap();
     assert_eq!(ack["t"], 12345);
     assert!(ack["serverTime"].as_str().unwrap().ends_with('Z'));
 }
@@ -200,8 +288,14 @@ async fn a_thousand_sessions_converge_to_the_same_roster() {
     let s = Server::start().await;
     let n = 1000;
     // GENERIC rooms hold 100 sessions; a BROADCAST room holds 1,000.
-    let (code, body) =
-        s.rest("POST", "/api/v1/rooms", &s.admin_token("acme"), Some(json!({"key": "Big:1", "type": "BROADCAST"}))).await;
+    let (code, body) = s
+        .rest(
+            "POST",
+            "/api/v1/rooms",
+            &s.admin_token("acme"),
+            Some(json!({"key": "Big:1", "type": "BROADCAST"})),
+        )
+        .await;
     assert_eq!(code, 201, "{body}");
     let mut clients = Vec::with_capacity(n);
     let mut views = Vec::with_capacity(n);
@@ -216,7 +310,9 @@ async fn a_thousand_sessions_converge_to_the_same_roster() {
         clients.push(c);
         views.push(v);
     }
-    let (_, truth) = s.rest("GET", "/api/v1/rooms/Big:1/presence", &s.token("x"), None).await;
+    let (_, truth) = s
+        .rest("GET", "/api/v1/rooms/Big:1/presence", &s.token("x"), None)
+        .await;
     let expected = session_ids(&truth);
     assert_eq!(expected.len(), n);
     let expected: std::collections::BTreeSet<String> = expected.into_iter().collect();

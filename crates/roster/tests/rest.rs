@@ -11,28 +11,63 @@ async fn errors_are_json_with_stable_codes_and_statuses() {
     let cases: Vec<(u16, &str, (u16, &str))> = vec![];
     let _ = cases;
     let (code, e) = rest_as(&s.url("/api/v1/rooms"), "GET", None, &[], None).await;
-    assert_eq!((code, e["error"]["code"].clone()), (401, json!("unauthorized")));
+    assert_eq!(
+        (code, e["error"]["code"].clone()),
+        (401, json!("unauthorized"))
+    );
     let (code, e) = rest_as(&s.url("/api/v1/rooms"), "GET", Some("not-a-jwt"), &[], None).await;
-    assert_eq!((code, e["error"]["code"].clone()), (401, json!("unauthorized")));
+    assert_eq!(
+        (code, e["error"]["code"].clone()),
+        (401, json!("unauthorized"))
+    );
     let expired = s.token_full("alice", "acme", &[], Some(1_000_000));
     let (code, _) = s.rest("GET", "/api/v1/rooms", &expired, None).await;
     assert_eq!(code, 401);
     let (code, e) = s.rest("GET", "/api/v1/sessions", &user, None).await;
-    assert_eq!((code, e["error"]["code"].clone()), (403, json!("forbidden")));
+    assert_eq!(
+        (code, e["error"]["code"].clone()),
+        (403, json!("forbidden"))
+    );
     let (code, e) = s.rest("GET", "/api/v1/nothing/here", &user, None).await;
-    assert_eq!((code, e["error"]["code"].clone()), (404, json!("not_found")));
+    assert_eq!(
+        (code, e["error"]["code"].clone()),
+        (404, json!("not_found"))
+    );
     let (code, e) = s.rest("PUT", "/api/v1/presence/batch", &user, None).await;
-    assert_eq!((code, e["error"]["code"].clone()), (405, json!("method_not_allowed")));
+    assert_eq!(
+        (code, e["error"]["code"].clone()),
+        (405, json!("method_not_allowed"))
+    );
     let big: Vec<String> = (0..200).map(|i| format!("user-{i}")).collect();
-    let (code, e) = s.rest("POST", "/api/v1/presence/batch", &user, Some(json!(big))).await;
-    assert_eq!((code, e["error"]["code"].clone()), (413, json!("payload_too_large")));
-    let (code, e) = s.rest("POST", "/api/v1/presence/batch", &user, Some(json!({"not": "a list"}))).await;
+    let (code, e) = s
+        .rest("POST", "/api/v1/presence/batch", &user, Some(json!(big)))
+        .await;
+    assert_eq!(
+        (code, e["error"]["code"].clone()),
+        (413, json!("payload_too_large"))
+    );
+    let (code, e) = s
+        .rest(
+            "POST",
+            "/api/v1/presence/batch",
+            &user,
+            Some(json!({"not": "a list"})),
+        )
+        .await;
     assert_eq!((code, e["error"]["code"].clone()), (422, json!("invalid")));
-    let resp = reqwest::Client::new().post(s.url("/api/v1/presence/batch")).bearer_auth(&user).body("{nope").send().await.unwrap();
+    let resp = reqwest::Client::new()
+        .post(s.url("/api/v1/presence/batch"))
+        .bearer_auth(&user)
+        .body("{nope")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status().as_u16(), 400);
     let e: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(e["error"]["code"], "bad_request");
-    let (code, e) = s.rest("GET", "/api/v1/users/bad%0Auser/online", &user, None).await;
+    let (code, e) = s
+        .rest("GET", "/api/v1/users/bad%0Auser/online", &user, None)
+        .await;
     assert_eq!((code, e["error"]["code"].clone()), (422, json!("invalid")));
 }
 
@@ -49,7 +84,14 @@ async fn rest_is_rate_limited_per_tenant() {
         }
     }
     assert!(limited > 0);
-    let (code, _) = s.rest("GET", "/api/v1/room-types", &s.token_full("x", "other", &[], None), None).await;
+    let (code, _) = s
+        .rest(
+            "GET",
+            "/api/v1/room-types",
+            &s.token_full("x", "other", &[], None),
+            None,
+        )
+        .await;
     assert_eq!(code, 200, "another tenant has its own budget");
 }
 
@@ -60,8 +102,12 @@ async fn sessions_list_filters_and_kick_closes_4011() {
     a.sub("R1", None).await.unwrap();
     let mut b = s.client("bob").await;
     b.sub("R2", None).await.unwrap();
-    b.send(json!({"type": "STATUS", "status": "away"})).await.unwrap();
-    b.request(json!({"type": "HB", "active": false}), "HB_ACK", T).await.unwrap();
+    b.send(json!({"type": "STATUS", "status": "away"}))
+        .await
+        .unwrap();
+    b.request(json!({"type": "HB", "active": false}), "HB_ACK", T)
+        .await
+        .unwrap();
     let mon = s.token_full("mon", "acme", &["monitor"], None);
     let (code, all) = s.rest("GET", "/api/v1/sessions", &mon, None).await;
     assert_eq!(code, 200);
@@ -71,24 +117,49 @@ async fn sessions_list_filters_and_kick_closes_4011() {
     assert_eq!(r1["items"][0]["userId"], "alice");
     let (_, bob) = s.rest("GET", "/api/v1/sessions?user=bob", &mon, None).await;
     assert_eq!(bob["items"][0]["rooms"], json!(["R2"]));
-    assert!(bob["items"][0]["connectedAt"].as_str().unwrap().ends_with('Z'));
-    let (_, away) = s.rest("GET", "/api/v1/sessions?status=away", &mon, None).await;
+    assert!(bob["items"][0]["connectedAt"]
+        .as_str()
+        .unwrap()
+        .ends_with('Z'));
+    let (_, away) = s
+        .rest("GET", "/api/v1/sessions?status=away", &mon, None)
+        .await;
     assert_eq!(away["items"][0]["userId"], "bob");
-    let (code, _) = s.rest("GET", "/api/v1/sessions?status=dancing", &mon, None).await;
+    let (code, _) = s
+        .rest("GET", "/api/v1/sessions?status=dancing", &mon, None)
+        .await;
     assert_eq!(code, 422);
     let (_, page) = s.rest("GET", "/api/v1/sessions?limit=1", &mon, None).await;
     assert_eq!(page["items"].as_array().unwrap().len(), 1);
     assert!(page["nextCursor"].is_string());
-    let (code, _) = s.rest("GET", "/api/v1/sessions?cursor=%%%", &mon, None).await;
+    let (code, _) = s
+        .rest("GET", "/api/v1/sessions?cursor=%%%", &mon, None)
+        .await;
     assert_eq!(code, 422);
 
     let sid = a.session_id().unwrap().to_string();
-    let (code, _) = s.rest("DELETE", &format!("/api/v1/sessions/{sid}"), &mon, None).await;
+    let (code, _) = s
+        .rest("DELETE", &format!("/api/v1/sessions/{sid}"), &mon, None)
+        .await;
     assert_eq!(code, 403, "monitor may read, not kick");
-    let (code, _) = s.rest("DELETE", &format!("/api/v1/sessions/{sid}"), &s.admin_token("acme"), None).await;
+    let (code, _) = s
+        .rest(
+            "DELETE",
+            &format!("/api/v1/sessions/{sid}"),
+            &s.admin_token("acme"),
+            None,
+        )
+        .await;
     assert_eq!(code, 204);
     assert_eq!(a.expect_close(T).await.unwrap(), Some(4011));
-    let (code, _) = s.rest("DELETE", &format!("/api/v1/sessions/{sid}"), &s.admin_token("acme"), None).await;
+    let (code, _) = s
+        .rest(
+            "DELETE",
+            &format!("/api/v1/sessions/{sid}"),
+            &s.admin_token("acme"),
+            None,
+        )
+        .await;
     assert_eq!(code, 404);
 }
 
@@ -102,7 +173,13 @@ async fn a_kicked_members_leave_says_kicked() {
     b.sub("R", None).await.unwrap();
     next_change(&mut a, "R", "joins", "bob").await;
     let sid = b.session_id().unwrap().to_string();
-    s.rest("DELETE", &format!("/api/v1/sessions/{sid}"), &s.admin_token("acme"), None).await;
+    s.rest(
+        "DELETE",
+        &format!("/api/v1/sessions/{sid}"),
+        &s.admin_token("acme"),
+        None,
+    )
+    .await;
     let l = next_change(&mut a, "R", "leaves", "bob").await;
     assert_eq!(l["reason"], "kicked");
 }
@@ -114,9 +191,25 @@ async fn ops_endpoints_and_openapi() {
     a.sub("R", None).await.unwrap();
     a.send_text("junk").await.unwrap();
     next(&mut a, "ERROR").await;
-    a.request(json!({"type":"LOCK","room":"R","field":"f"}), "LOCK_ACK", T).await.unwrap();
-    assert_eq!(reqwest::get(s.url("/healthz")).await.unwrap().status().as_u16(), 200);
-    assert_eq!(reqwest::get(s.url("/readyz")).await.unwrap().status().as_u16(), 200);
+    a.request(json!({"type":"LOCK","room":"R","field":"f"}), "LOCK_ACK", T)
+        .await
+        .unwrap();
+    assert_eq!(
+        reqwest::get(s.url("/healthz"))
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+    assert_eq!(
+        reqwest::get(s.url("/readyz"))
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
     let m = s.metrics().await;
     for name in [
         "roster_connections 1",
@@ -130,7 +223,12 @@ async fn ops_endpoints_and_openapi() {
     ] {
         assert!(m.contains(name), "metrics lack {name}:\n{m}");
     }
-    let doc: serde_json::Value = reqwest::get(s.url("/api/v1/openapi.json")).await.unwrap().json().await.unwrap();
+    let doc: serde_json::Value = reqwest::get(s.url("/api/v1/openapi.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
     for path in [
         "/api/v1/rooms/{room}/presence",

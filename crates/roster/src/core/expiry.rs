@@ -79,7 +79,10 @@ mod tests {
         let mut q = DeadlineQueue::default();
         let t0 = Instant::now();
         assert!(q.insert(t0 + Duration::from_secs(2), Deadline::PingAll));
-        assert!(q.insert(t0 + Duration::from_secs(1), Deadline::SessionTimeout(SessionId::parse("a").unwrap())));
+        assert!(q.insert(
+            t0 + Duration::from_secs(1),
+            Deadline::SessionTimeout(SessionId::parse("a").unwrap())
+        ));
         assert!(!q.insert(t0 + Duration::from_secs(3), Deadline::PingAll));
         assert!(q.pop_due(t0, 10).is_empty());
         let due = q.pop_due(t0 + Duration::from_secs(2), 10);

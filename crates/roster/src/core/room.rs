@@ -19,7 +19,9 @@ use super::types::{LeaveReason, Role, Status};
 use crate::clock::{iso, Clock};
 use crate::ids::{RoomId, SessionId, UserId};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, Default, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, Default, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum RoomStatus {
     #[default]
@@ -45,7 +47,12 @@ pub struct RoomSettings {
 }
 
 impl RoomSettings {
-    pub fn from_type(t: &RoomType, visibility: Option<Visibility>, declared: bool, now: SystemTime) -> Self {
+    pub fn from_type(
+        t: &RoomType,
+        visibility: Option<Visibility>,
+        declared: bool,
+        now: SystemTime,
+    ) -> Self {
         Self {
             room_type: t.code.0.clone(),
             capacity: t.capacity,
@@ -98,7 +105,11 @@ pub struct EntityState {
 enum PendingOp {
     Join(SessionId),
     Update(SessionId),
-    Leave { user: UserId, session: SessionId, reason: LeaveReason },
+    Leave {
+        user: UserId,
+        session: SessionId,
+        reason: LeaveReason,
+    },
 }
 
 #[derive(Debug)]
@@ -173,7 +184,9 @@ impl Room {
         for (sid, m) in self.members.iter_mut().filter(|(_, m)| m.meta.user == user) {
             match role {
                 Some(r) => m.role = r,
-                None if self.settings.visibility == Visibility::Private => evicted.push(sid.clone()),
+                None if self.settings.visibility == Visibility::Private => {
+                    evicted.push(sid.clone())
+                }
                 None => {}
             }
         }
@@ -212,41 +225,77 @@ impl Room {
             return Ok(Role::Owner);
         }
         match self.settings.visibility {
-            Visibility::Open => Ok(self.settings.participants.get(actor.user).copied().unwrap_or(actor.open_role)),
-            Visibility::Private => self.settings.participants.get(actor.user).copied().ok_or_else(|| {
-                CoreError::new(ErrorCode::Forbidden, format!("room {} is private and you are no participant", self.id.key))
-            }),
+            Visibility::Open => Ok(self
+                .settings
+                .participants
+                .get(actor.user)
+                .copied()
+                .unwrap_or(actor.open_role)),
+            Visibility::Private => self
+                .settings
+                .participants
+                .get(actor.user)
+                .copied()
+                .ok_or_else(|| {
+                    CoreError::new(
+                        ErrorCode::Forbidden,
+                        format!("room {} is private and you are no participant", self.id.key),
+                    )
+                }),
         }
     }
 
-    pub fn require_role(&self, session: &SessionId, needed: Role, action: &str) -> Result<(), CoreError> {
+    pub fn require_role(
+        &self,
+        session: &SessionId,
+        needed: Role,
+        action: &str,
+    ) -> Result<(), CoreError> {
         let m = self.member(session)?;
         if m.role >= needed {
             Ok(())
         } else {
             Err(CoreError::new(
                 ErrorCode::Forbidden,
-                format!("{action} needs role {needed:?} or higher in {}; you are {:?}", self.id.key, m.role).to_lowercase(),
+                format!(
+                    "{action} needs role {needed:?} or higher in {}; you are {:?}",
+                    self.id.key, m.role
+                )
+                .to_lowercase(),
             ))
         }
     }
 
     fn member(&self, session: &SessionId) -> Result<&Member, CoreError> {
         self.members.get(session).ok_or_else(|| {
-            CoreError::new(ErrorCode::NotSubscribed, format!("not subscribed to {}", self.id.key))
+            CoreError::new(
+                ErrorCode::NotSubscribed,
+                format!("not subscribed to {}", self.id.key),
+            )
         })
     }
 
     pub fn join(&mut self, member: Member, actor: Actor<'_>) -> Result<Joined, CoreError> {
         if self.members.contains_key(&member.meta.id) {
-            return Ok(Joined { already_member: true, needs_flush: false });
+            return Ok(Joined {
+                already_member: true,
+                needs_flush: false,
+            });
         }
         match self.settings.status {
             RoomStatus::Active => {}
             s => {
                 return Err(CoreError::new(
                     ErrorCode::RoomClosed,
-                    format!("room {} is {}", self.id.key, if s == RoomStatus::Closed { "closed" } else { "in maintenance" }),
+                    format!(
+                        "room {} is {}",
+                        self.id.key,
+                        if s == RoomStatus::Closed {
+                            "closed"
+                        } else {
+                            "in maintenance"
+                        }
+                    ),
                 ))
             }
         }
@@ -254,22 +303,36 @@ impl Room {
         if role < Role::Commenter && member.state.as_object().is_some_and(|o| !o.is_empty()) {
             return Err(CoreError::new(
                 ErrorCode::Forbidden,
-                format!("publishing member state needs role commenter or higher in {}; you are viewer", self.id.key),
+                format!(
+                    "publishing member state needs role commenter or higher in {}; you are viewer",
+                    self.id.key
+                ),
             ));
         }
         if self.members.len() >= self.settings.capacity as usize {
             return Err(CoreError::new(
                 ErrorCode::RoomFull,
-                format!("room {} is full ({} sessions)", self.id.key, self.settings.capacity),
+                format!(
+                    "room {} is full ({} sessions)",
+                    self.id.key, self.settings.capacity
+                ),
             ));
         }
         let id = member.meta.id.clone();
         self.members.insert(id.clone(), Member { role, ..member });
         self.empty_since = None;
-        Ok(Joined { already_member: false, needs_flush: self.push(PendingOp::Join(id)) })
+        Ok(Joined {
+            already_member: false,
+            needs_flush: self.push(PendingOp::Join(id)),
+        })
     }
 
-    pub fn leave(&mut self, session: &SessionId, reason: LeaveReason, now: Instant) -> Option<Left> {
+    pub fn leave(
+        &mut self,
+        session: &SessionId,
+        reason: LeaveReason,
+        now: Instant,
+    ) -> Option<Left> {
         let m = self.members.remove(session)?;
         let released_locks: Vec<String> = self
             .locks
@@ -280,14 +343,26 @@ impl Room {
         for f in &released_locks {
             self.locks.remove(f);
         }
-        let needs_flush = self.push(PendingOp::Leave { user: m.meta.user.clone(), session: session.clone(), reason });
+        let needs_flush = self.push(PendingOp::Leave {
+            user: m.meta.user.clone(),
+            session: session.clone(),
+            reason,
+        });
         if self.members.is_empty() {
             self.empty_since = Some(now);
         }
-        Some(Left { released_locks, needs_flush, now_empty: self.members.is_empty() })
+        Some(Left {
+            released_locks,
+            needs_flush,
+            now_empty: self.members.is_empty(),
+        })
     }
 
-    pub fn set_state(&mut self, session: &SessionId, state: Value) -> Result<NeedsFlush, CoreError> {
+    pub fn set_state(
+        &mut self,
+        session: &SessionId,
+        state: Value,
+    ) -> Result<NeedsFlush, CoreError> {
         self.require_role(session, Role::Commenter, "publishing member state")?;
         // Just checked membership.
         let m = self.members.get_mut(session).expect("member");
@@ -310,7 +385,13 @@ impl Room {
     /// Atomic acquisition: the first session to ask holds the field until it
     /// unlocks, leaves, or the TTL passes without a refresh. Re-locking one's own
     /// field refreshes it.
-    pub fn lock(&mut self, field: &str, session: &SessionId, now: Instant, ttl: Duration) -> Result<LockOutcome, CoreError> {
+    pub fn lock(
+        &mut self,
+        field: &str,
+        session: &SessionId,
+        now: Instant,
+        ttl: Duration,
+    ) -> Result<LockOutcome, CoreError> {
         self.require_role(session, Role::Operator, "locking a field")?;
         let user = self.members[session].meta.user.clone();
         if let Some(l) = self.locks.get_mut(field) {
@@ -318,14 +399,22 @@ impl Room {
                 return Ok(LockOutcome::Held(l.clone()));
             }
         }
-        let lock = FieldLock { session: session.clone(), user, expires_at: now + ttl };
+        let lock = FieldLock {
+            session: session.clone(),
+            user,
+            expires_at: now + ttl,
+        };
         self.locks.insert(field.to_string(), lock.clone());
         Ok(LockOutcome::Acquired(lock))
     }
 
     /// `Ok(Some)` released, `Ok(None)` nothing was locked, `not_lock_owner` when
     /// another session holds it.
-    pub fn unlock(&mut self, field: &str, session: &SessionId) -> Result<Option<FieldLock>, CoreError> {
+    pub fn unlock(
+        &mut self,
+        field: &str,
+        session: &SessionId,
+    ) -> Result<Option<FieldLock>, CoreError> {
         self.member(session)?;
         match self.locks.get(field) {
             None => Ok(None),
@@ -397,13 +486,19 @@ impl Room {
         let was_empty = self.pending.is_empty();
         match &op {
             PendingOp::Update(s) => {
-                if self.pending.iter().any(|p| matches!(p, PendingOp::Join(x) | PendingOp::Update(x) if x == s)) {
+                if self
+                    .pending
+                    .iter()
+                    .any(|p| matches!(p, PendingOp::Join(x) | PendingOp::Update(x) if x == s))
+                {
                     return false;
                 }
             }
             PendingOp::Join(_) => {}
             PendingOp::Leave { session, .. } => {
-                self.pending.retain(|p| !matches!(p, PendingOp::Join(x) | PendingOp::Update(x) if x == session));
+                self.pending.retain(
+                    |p| !matches!(p, PendingOp::Join(x) | PendingOp::Update(x) if x == session),
+                );
             }
         }
         self.pending.push(op);
@@ -433,7 +528,13 @@ impl Room {
         }
         let ops = std::mem::take(&mut self.pending);
         self.seq += 1;
-        let mut diff = PresenceDiff { room: self.id.key.as_str().to_string(), seq: self.seq, joins: vec![], leaves: vec![], updates: vec![] };
+        let mut diff = PresenceDiff {
+            room: self.id.key.as_str().to_string(),
+            seq: self.seq,
+            joins: vec![],
+            leaves: vec![],
+            updates: vec![],
+        };
         let mut own_joins = vec![];
         for op in ops {
             match op {
@@ -448,7 +549,15 @@ impl Room {
                         diff.updates.push(self.member_view(m, clock));
                     }
                 }
-                PendingOp::Leave { user, session, reason } => diff.leaves.push(LeaveView { user_id: user, session_id: session, reason }),
+                PendingOp::Leave {
+                    user,
+                    session,
+                    reason,
+                } => diff.leaves.push(LeaveView {
+                    user_id: user,
+                    session_id: session,
+                    reason,
+                }),
             }
         }
         let count = self.members.len();
@@ -497,7 +606,11 @@ impl Room {
             stale: self.entity.stale,
             busy_by: self.entity.busy_by.clone(),
             version: self.entity.version,
-            locks: self.locks.iter().map(|(f, l)| (f.clone(), LockOwnerView::new(l, clock))).collect(),
+            locks: self
+                .locks
+                .iter()
+                .map(|(f, l)| (f.clone(), LockOwnerView::new(l, clock)))
+                .collect(),
         }
     }
 
@@ -618,7 +731,11 @@ pub struct LockOwnerView {
 
 impl LockOwnerView {
     pub fn new(l: &FieldLock, clock: &Clock) -> Self {
-        Self { user_id: l.user.clone(), session_id: l.session.clone(), expires_at: iso(clock.wall(l.expires_at)) }
+        Self {
+            user_id: l.user.clone(),
+            session_id: l.session.clone(),
+            expires_at: iso(clock.wall(l.expires_at)),
+        }
     }
 }
 
@@ -655,7 +772,10 @@ mod tests {
     fn room(code: &str) -> Room {
         let t = seeded().into_iter().find(|t| t.code.0 == code).unwrap();
         Room::new(
-            RoomId { tenant: TenantId::default_tenant(), key: RoomKey::parse("Order:1").unwrap() },
+            RoomId {
+                tenant: TenantId::default_tenant(),
+                key: RoomKey::parse("Order:1").unwrap(),
+            },
             RoomSettings::from_type(&t, None, false, SystemTime::now()),
             Instant::now(),
         )
@@ -669,7 +789,10 @@ mod tests {
                 UserId::parse(user).unwrap(),
                 None,
                 None,
-                DeviceInfo { device: "web".into(), ..Default::default() },
+                DeviceInfo {
+                    device: "web".into(),
+                    ..Default::default()
+                },
                 None,
                 None,
                 None,
@@ -684,7 +807,11 @@ mod tests {
     }
 
     fn actor(u: &UserId) -> Actor<'_> {
-        Actor { user: u, open_role: Role::Operator, is_admin: false }
+        Actor {
+            user: u,
+            open_role: Role::Operator,
+            is_admin: false,
+        }
     }
 
     #[test]
@@ -696,11 +823,20 @@ mod tests {
         assert!(r.join(a, actor(&au)).unwrap().needs_flush);
         assert!(!r.set_state(&aid, serde_json::json!({"x":1})).unwrap());
         let f = r.take_diff(&clock, 10).unwrap();
-        assert_eq!((f.diff.seq, f.diff.joins.len(), f.diff.updates.len()), (1, 1, 0));
+        assert_eq!(
+            (f.diff.seq, f.diff.joins.len(), f.diff.updates.len()),
+            (1, 1, 0)
+        );
         assert_eq!(f.diff.joins[0].session.state, serde_json::json!({"x":1}));
-        assert!(f.list_recipients.is_empty(), "the joiner is not sent the shared diff");
+        assert!(
+            f.list_recipients.is_empty(),
+            "the joiner is not sent the shared diff"
+        );
         assert_eq!(f.own_joins, vec![aid.clone()]);
-        assert!(f.diff_for_joiner(&aid).joins.is_empty(), "its copy leaves out its own join");
+        assert!(
+            f.diff_for_joiner(&aid).joins.is_empty(),
+            "its copy leaves out its own join"
+        );
         let b = member("bob");
         let (bid, bu) = (b.meta.id.clone(), b.meta.user.clone());
         r.join(b, actor(&bu)).unwrap();
@@ -709,7 +845,11 @@ mod tests {
         r.leave(&bid, LeaveReason::Left, Instant::now()).unwrap();
         let f = r.take_diff(&clock, 10).unwrap();
         assert!(f.diff.joins.is_empty(), "the join is dropped");
-        assert_eq!(f.diff.leaves.len(), 1, "but the leave is sent: the snapshot showed the join");
+        assert_eq!(
+            f.diff.leaves.len(),
+            1,
+            "but the leave is sent: the snapshot showed the join"
+        );
         assert_eq!(r.seq(), 2);
     }
 
@@ -728,7 +868,10 @@ mod tests {
         r.settings.status = RoomStatus::Maintenance;
         let m = member("x");
         let u = m.meta.user.clone();
-        assert_eq!(r.join(m, actor(&u)).unwrap_err().code, ErrorCode::RoomClosed);
+        assert_eq!(
+            r.join(m, actor(&u)).unwrap_err().code,
+            ErrorCode::RoomClosed
+        );
     }
 
     #[test]
@@ -739,14 +882,29 @@ mod tests {
         let (vid, vu) = (v.meta.id.clone(), v.meta.user.clone());
         let o = member("stranger");
         let ou = o.meta.user.clone();
-        assert_eq!(r.join(o, actor(&ou)).unwrap_err().code, ErrorCode::Forbidden);
+        assert_eq!(
+            r.join(o, actor(&ou)).unwrap_err().code,
+            ErrorCode::Forbidden
+        );
         r.settings.participants.insert(vu.clone(), Role::Viewer);
         let mut with_state = member("viewer");
         with_state.state = serde_json::json!({"typing": true});
-        assert_eq!(r.join(with_state, actor(&vu)).unwrap_err().code, ErrorCode::Forbidden, "viewers join without state");
+        assert_eq!(
+            r.join(with_state, actor(&vu)).unwrap_err().code,
+            ErrorCode::Forbidden,
+            "viewers join without state"
+        );
         r.join(v, actor(&vu)).unwrap();
-        assert_eq!(r.set_state(&vid, serde_json::json!({})).unwrap_err().code, ErrorCode::Forbidden);
-        assert_eq!(r.lock("f", &vid, Instant::now(), Duration::from_secs(1)).unwrap_err().code, ErrorCode::Forbidden);
+        assert_eq!(
+            r.set_state(&vid, serde_json::json!({})).unwrap_err().code,
+            ErrorCode::Forbidden
+        );
+        assert_eq!(
+            r.lock("f", &vid, Instant::now(), Duration::from_secs(1))
+                .unwrap_err()
+                .code,
+            ErrorCode::Forbidden
+        );
     }
 
     #[test]
@@ -760,9 +918,18 @@ mod tests {
         r.join(b, actor(&bu)).unwrap();
         let now = Instant::now();
         let ttl = Duration::from_secs(10);
-        assert!(matches!(r.lock("f", &aid, now, ttl).unwrap(), LockOutcome::Acquired(_)));
-        assert!(matches!(r.lock("f", &bid, now, ttl).unwrap(), LockOutcome::Held(_)));
-        assert_eq!(r.unlock("f", &bid).unwrap_err().code, ErrorCode::NotLockOwner);
+        assert!(matches!(
+            r.lock("f", &aid, now, ttl).unwrap(),
+            LockOutcome::Acquired(_)
+        ));
+        assert!(matches!(
+            r.lock("f", &bid, now, ttl).unwrap(),
+            LockOutcome::Held(_)
+        ));
+        assert_eq!(
+            r.unlock("f", &bid).unwrap_err().code,
+            ErrorCode::NotLockOwner
+        );
         assert!(r.expire_lock("f", now).is_none());
         r.refresh_locks(&aid, now + Duration::from_secs(20));
         assert!(r.expire_lock("f", now + ttl).is_none(), "refreshed");
@@ -802,6 +969,10 @@ mod tests {
         let u = m.meta.user.clone();
         r.join(m, actor(&u)).unwrap();
         let f = r.take_diff(&clock, 2).unwrap();
-        assert_eq!(f.count_recipients.len(), 4, "above the limit everyone gets counts");
+        assert_eq!(
+            f.count_recipients.len(),
+            4,
+            "above the limit everyone gets counts"
+        );
     }
 }

@@ -20,7 +20,10 @@ pub struct RoomTypeCode(pub String);
 
 impl RoomTypeCode {
     pub fn parse(s: &str) -> Result<Self, String> {
-        if (1..=32).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_') {
+        if (1..=32).contains(&s.len())
+            && s.bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+        {
             Ok(Self(s.to_string()))
         } else {
             Err(format!("room type {s:?} must match [A-Z0-9_]{{1,32}}"))

@@ -29,7 +29,19 @@ impl Status {
 }
 
 /// Participant role in a room, ordered by power.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord, utoipa::ToSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    PartialOrd,
+    Ord,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Viewer,
@@ -82,7 +94,9 @@ pub struct DeviceInfo {
 /// `web`/`mobile`/`tablet`/`desktop` and the OS from a User-Agent, for clients that
 /// don't say. Non-browser clients without a User-Agent are `unknown`.
 pub fn device_from_user_agent(ua: Option<&str>) -> (String, Option<String>) {
-    let Some(ua) = ua else { return ("unknown".into(), None) };
+    let Some(ua) = ua else {
+        return ("unknown".into(), None);
+    };
     let os = if ua.contains("Android") {
         Some("Android")
     } else if ua.contains("iPhone") || ua.contains("iPad") || ua.contains("iPod") {
@@ -98,7 +112,10 @@ pub fn device_from_user_agent(ua: Option<&str>) -> (String, Option<String>) {
     } else {
         None
     };
-    let device = if ua.contains("iPad") || ua.contains("Tablet") || (ua.contains("Android") && !ua.contains("Mobile")) {
+    let device = if ua.contains("iPad")
+        || ua.contains("Tablet")
+        || (ua.contains("Android") && !ua.contains("Mobile"))
+    {
         "tablet"
     } else if ua.contains("Mobile") || ua.contains("iPhone") {
         "mobile"
@@ -118,22 +135,35 @@ mod tests {
 
     #[test]
     fn status_merge_prefers_online_then_away() {
-        assert_eq!(Status::merge([Status::Away, Status::Online]), Status::Online);
+        assert_eq!(
+            Status::merge([Status::Away, Status::Online]),
+            Status::Online
+        );
         assert_eq!(Status::merge([Status::Away, Status::Away]), Status::Away);
         assert_eq!(Status::merge([]), Status::Offline);
     }
 
     #[test]
     fn roles_are_ordered() {
-        assert!(Role::Viewer < Role::Commenter && Role::Commenter < Role::Operator && Role::Operator < Role::Owner);
+        assert!(
+            Role::Viewer < Role::Commenter
+                && Role::Commenter < Role::Operator
+                && Role::Operator < Role::Owner
+        );
     }
 
     #[test]
     fn user_agents() {
         let iphone = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) Mobile/15E148";
-        assert_eq!(device_from_user_agent(Some(iphone)), ("mobile".into(), Some("iOS".into())));
+        assert_eq!(
+            device_from_user_agent(Some(iphone)),
+            ("mobile".into(), Some("iOS".into()))
+        );
         let win = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/120";
-        assert_eq!(device_from_user_agent(Some(win)), ("web".into(), Some("Windows".into())));
+        assert_eq!(
+            device_from_user_agent(Some(win)),
+            ("web".into(), Some("Windows".into()))
+        );
         let tab = "Mozilla/5.0 (Linux; Android 13; SM-X700) Safari/537.36";
         assert_eq!(device_from_user_agent(Some(tab)).0, "tablet");
         assert_eq!(device_from_user_agent(None).0, "unknown");

@@ -17,8 +17,8 @@ use super::{Engine, Outbox, Outgoing, RoomPatch, RoomSummary, SubMode, UserChang
 use crate::clock::Clock;
 use crate::core::error::{CoreError, ErrorCode};
 use crate::core::room::{
-    Actor, EntityView, FieldLock, Joined, Left, LockOutcome, LockOwnerView, Member, NeedsFlush, PresenceSnapshot, Room,
-    RoomSettings,
+    Actor, EntityView, FieldLock, Joined, Left, LockOutcome, LockOwnerView, Member, NeedsFlush,
+    PresenceSnapshot, Room, RoomSettings,
 };
 use crate::core::types::{LeaveReason, Role, Status};
 use crate::frame::Frame;
@@ -45,7 +45,12 @@ pub struct MemoryEngine {
 
 impl MemoryEngine {
     pub fn new(outbox: Arc<dyn Outbox>, clock: Clock) -> Self {
-        Self { rooms: DashMap::new(), users: DashMap::new(), outbox, clock }
+        Self {
+            rooms: DashMap::new(),
+            users: DashMap::new(),
+            outbox,
+            clock,
+        }
     }
 
     fn get(&self, id: &RoomId) -> Option<Arc<Mutex<Room>>> {
@@ -64,7 +69,9 @@ impl MemoryEngine {
         }
         self.rooms
             .entry(id.clone())
-            .or_insert_with(|| Arc::new(Mutex::new(Room::new(id.clone(), create, self.clock.now()))))
+            .or_insert_with(|| {
+                Arc::new(Mutex::new(Room::new(id.clone(), create, self.clock.now())))
+            })
             .value()
             .clone()
     }
@@ -102,9 +109,16 @@ impl Engine for MemoryEngine {
     async fn create_room(&self, id: RoomId, settings: RoomSettings) -> Result<(), CoreError> {
         use dashmap::mapref::entry::Entry;
         match self.rooms.entry(id.clone()) {
-            Entry::Occupied(_) => Err(CoreError::new(ErrorCode::Conflict, format!("room {} already exists", id.key))),
+            Entry::Occupied(_) => Err(CoreError::new(
+                ErrorCode::Conflict,
+                format!("room {} already exists", id.key),
+            )),
             Entry::Vacant(v) => {
-                v.insert(Arc::new(Mutex::new(Room::new(id, settings, self.clock.now()))));
+                v.insert(Arc::new(Mutex::new(Room::new(
+                    id,
+                    settings,
+                    self.clock.now(),
+                ))));
                 Ok(())
             }
         }
@@ -150,13 +164,23 @@ impl Engine for MemoryEngine {
         Some(r.member_ids().cloned().collect())
     }
 
-    async fn set_participant(&self, id: &RoomId, user: UserId, role: Option<Role>) -> Result<Vec<SessionId>, CoreError> {
-        self.with(id, |r| r.set_participant(user, role)).ok_or_else(|| Self::not_found(id))
+    async fn set_participant(
+        &self,
+        id: &RoomId,
+        user: UserId,
+        role: Option<Role>,
+    ) -> Result<Vec<SessionId>, CoreError> {
+        self.with(id, |r| r.set_participant(user, role))
+            .ok_or_else(|| Self::not_found(id))
     }
 
     async fn list_rooms(&self, tenant: &TenantId) -> Vec<RoomSummary> {
-        let rooms: Vec<Arc<Mutex<Room>>> =
-            self.rooms.iter().filter(|e| &e.key().tenant == tenant).map(|e| e.value().clone()).collect();
+        let rooms: Vec<Arc<Mutex<Room>>> = self
+            .rooms
+            .iter()
+            .filter(|e| &e.key().tenant == tenant)
+            .map(|e| e.value().clone())
+            .collect();
         let mut out: Vec<RoomSummary> = rooms.iter().map(|r| Self::summary(&r.lock())).collect();
         out.sort_by(|a, b| a.id.key.cmp(&b.id.key));
         out
@@ -183,7 +207,8 @@ impl Engine for MemoryEngine {
             Ok(j) => j,
             Err(e) => {
                 // Don't keep an ad-hoc room that a refused SUB just created.
-                let drop_it = r.is_empty() && !r.settings.declared && !r.has_pending() && r.seq() == 0;
+                let drop_it =
+                    r.is_empty() && !r.settings.declared && !r.has_pending() && r.seq() == 0;
                 drop(r);
                 if drop_it {
                     self.rooms.remove_if(id, |_, v| Arc::ptr_eq(v, &room));
@@ -196,22 +221,49 @@ impl Engine for MemoryEngine {
             let key = r.id.key.as_str().to_string();
             self.outbox.deliver(
                 &mut to.iter(),
-                Outgoing::PresenceCount { room: &key, count: r.len(), seq: r.seq(), reply_ref },
+                Outgoing::PresenceCount {
+                    room: &key,
+                    count: r.len(),
+                    seq: r.seq(),
+                    reply_ref,
+                },
             );
         } else {
             let snapshot = r.snapshot(&self.clock);
-            self.outbox.deliver(&mut to.iter(), Outgoing::Presence { snapshot: &snapshot, reply_ref });
+            self.outbox.deliver(
+                &mut to.iter(),
+                Outgoing::Presence {
+                    snapshot: &snapshot,
+                    reply_ref,
+                },
+            );
         }
         Ok(joined)
     }
 
-    async fn leave(&self, id: &RoomId, session: &SessionId, reason: LeaveReason, now: Instant) -> Option<Left> {
+    async fn leave(
+        &self,
+        id: &RoomId,
+        session: &SessionId,
+        reason: LeaveReason,
+        now: Instant,
+    ) -> Option<Left> {
         self.with(id, |r| r.leave(session, reason, now)).flatten()
     }
 
-    async fn set_state(&self, id: &RoomId, session: &SessionId, state: Value) -> Result<NeedsFlush, CoreError> {
+    async fn set_state(
+        &self,
+        id: &RoomId,
+        session: &SessionId,
+        state: Value,
+    ) -> Result<NeedsFlush, CoreError> {
         self.with(id, |r| r.set_state(session, state))
-            .unwrap_or_else(|| Err(CoreError::new(ErrorCode::NotSubscribed, format!("not subscribed to {}", id.key))))
+            .unwrap_or_else(|| {
+                Err(CoreError::new(
+                    ErrorCode::NotSubscribed,
+                    format!("not subscribed to {}", id.key),
+                ))
+            })
     }
 
     async fn touch(&self, id: &RoomId, session: &SessionId) -> NeedsFlush {
@@ -220,26 +272,41 @@ impl Engine for MemoryEngine {
 
     async fn flush(&self, id: &RoomId, list_limit: usize) -> usize {
         self.with(id, |r| {
-            let Some(f) = r.take_diff(&self.clock, list_limit) else { return 0 };
+            let Some(f) = r.take_diff(&self.clock, list_limit) else {
+                return 0;
+            };
             let mut n = 0;
             if f.snapshot_for_list {
                 let snap = r.snapshot(&self.clock);
                 let mut to = f.list_recipients.iter().chain(f.own_joins.iter());
-                self.outbox.deliver(&mut to, Outgoing::Presence { snapshot: &snap, reply_ref: None });
+                self.outbox.deliver(
+                    &mut to,
+                    Outgoing::Presence {
+                        snapshot: &snap,
+                        reply_ref: None,
+                    },
+                );
             } else {
                 if !f.list_recipients.is_empty() {
-                    self.outbox.deliver(&mut f.list_recipients.iter(), Outgoing::Diff(&f.diff));
+                    self.outbox
+                        .deliver(&mut f.list_recipients.iter(), Outgoing::Diff(&f.diff));
                 }
                 for joiner in &f.own_joins {
                     let own = f.diff_for_joiner(joiner);
-                    self.outbox.deliver(&mut std::iter::once(joiner), Outgoing::Diff(&own));
+                    self.outbox
+                        .deliver(&mut std::iter::once(joiner), Outgoing::Diff(&own));
                 }
             }
             n += f.list_recipients.len() + f.own_joins.len();
             if f.count_changed && !f.count_recipients.is_empty() {
                 self.outbox.deliver(
                     &mut f.count_recipients.iter(),
-                    Outgoing::PresenceCount { room: &f.diff.room, count: f.count, seq: f.diff.seq, reply_ref: None },
+                    Outgoing::PresenceCount {
+                        room: &f.diff.room,
+                        count: f.count,
+                        seq: f.diff.seq,
+                        reply_ref: None,
+                    },
                 );
                 n += f.count_recipients.len();
             }
@@ -253,12 +320,14 @@ impl Engine for MemoryEngine {
     }
 
     async fn members(&self, id: &RoomId) -> Vec<SessionId> {
-        self.with(id, |r| r.member_ids().cloned().collect()).unwrap_or_default()
+        self.with(id, |r| r.member_ids().cloned().collect())
+            .unwrap_or_default()
     }
 
     async fn broadcast(&self, id: &RoomId, frame: &Frame) -> usize {
         self.with(id, |r| {
-            self.outbox.deliver(&mut r.member_ids(), Outgoing::Encoded(frame));
+            self.outbox
+                .deliver(&mut r.member_ids(), Outgoing::Encoded(frame));
             r.len()
         })
         .unwrap_or(0)
@@ -271,23 +340,47 @@ impl Engine for MemoryEngine {
                 !r.settings.declared
                     && r.is_empty()
                     && !r.has_pending()
-                    && r.empty_since.is_some_and(|t| now.saturating_duration_since(t) >= r.settings.idle_ttl)
+                    && r.empty_since
+                        .is_some_and(|t| now.saturating_duration_since(t) >= r.settings.idle_ttl)
             })
             .is_some()
     }
 
-    async fn lock(&self, id: &RoomId, field: &str, session: &SessionId, now: Instant, ttl: Duration) -> Result<LockOutcome, CoreError> {
+    async fn lock(
+        &self,
+        id: &RoomId,
+        field: &str,
+        session: &SessionId,
+        now: Instant,
+        ttl: Duration,
+    ) -> Result<LockOutcome, CoreError> {
         self.with(id, |r| r.lock(field, session, now, ttl))
-            .unwrap_or_else(|| Err(CoreError::new(ErrorCode::NotSubscribed, format!("not subscribed to {}", id.key))))
+            .unwrap_or_else(|| {
+                Err(CoreError::new(
+                    ErrorCode::NotSubscribed,
+                    format!("not subscribed to {}", id.key),
+                ))
+            })
     }
 
-    async fn unlock(&self, id: &RoomId, field: &str, session: &SessionId) -> Result<Option<FieldLock>, CoreError> {
+    async fn unlock(
+        &self,
+        id: &RoomId,
+        field: &str,
+        session: &SessionId,
+    ) -> Result<Option<FieldLock>, CoreError> {
         self.with(id, |r| r.unlock(field, session))
-            .unwrap_or_else(|| Err(CoreError::new(ErrorCode::NotSubscribed, format!("not subscribed to {}", id.key))))
+            .unwrap_or_else(|| {
+                Err(CoreError::new(
+                    ErrorCode::NotSubscribed,
+                    format!("not subscribed to {}", id.key),
+                ))
+            })
     }
 
     async fn refresh_locks(&self, id: &RoomId, session: &SessionId, until: Instant) -> Vec<String> {
-        self.with(id, |r| r.refresh_locks(session, until)).unwrap_or_default()
+        self.with(id, |r| r.refresh_locks(session, until))
+            .unwrap_or_default()
     }
 
     async fn expire_lock(&self, id: &RoomId, field: &str, now: Instant) -> Option<FieldLock> {
@@ -299,15 +392,38 @@ impl Engine for MemoryEngine {
     }
 
     async fn locks(&self, id: &RoomId) -> Option<BTreeMap<String, LockOwnerView>> {
-        self.with(id, |r| r.locks().iter().map(|(f, l)| (f.clone(), LockOwnerView::new(l, &self.clock))).collect())
+        self.with(id, |r| {
+            r.locks()
+                .iter()
+                .map(|(f, l)| (f.clone(), LockOwnerView::new(l, &self.clock)))
+                .collect()
+        })
     }
 
-    async fn require_role(&self, id: &RoomId, session: &SessionId, role: Role, action: &str) -> Result<(), CoreError> {
+    async fn require_role(
+        &self,
+        id: &RoomId,
+        session: &SessionId,
+        role: Role,
+        action: &str,
+    ) -> Result<(), CoreError> {
         self.with(id, |r| r.require_role(session, role, action))
-            .unwrap_or_else(|| Err(CoreError::new(ErrorCode::NotSubscribed, format!("not subscribed to {}", id.key))))
+            .unwrap_or_else(|| {
+                Err(CoreError::new(
+                    ErrorCode::NotSubscribed,
+                    format!("not subscribed to {}", id.key),
+                ))
+            })
     }
 
-    async fn mutating(&self, id: &RoomId, create: RoomSettings, by: UserId, now: Instant, stale_ttl: Duration) -> EntityView {
+    async fn mutating(
+        &self,
+        id: &RoomId,
+        create: RoomSettings,
+        by: UserId,
+        now: Instant,
+        stale_ttl: Duration,
+    ) -> EntityView {
         let room = self.get_or_create(id, create);
         let mut r = room.lock();
         r.mutating(by, now, stale_ttl);
@@ -322,18 +438,35 @@ impl Engine for MemoryEngine {
     }
 
     async fn expire_stale(&self, id: &RoomId, now: Instant) -> Option<EntityView> {
-        self.with(id, |r| r.expire_stale(now).is_some().then(|| r.entity_view())).flatten()
+        self.with(id, |r| {
+            r.expire_stale(now).is_some().then(|| r.entity_view())
+        })
+        .flatten()
     }
 
-    async fn user_attach(&self, user: &UserRef, session: &SessionId, status: Status) -> (UserChange, Arc<AtomicU8>) {
+    async fn user_attach(
+        &self,
+        user: &UserRef,
+        session: &SessionId,
+        status: Status,
+    ) -> (UserChange, Arc<AtomicU8>) {
         let change = self.user_change(user, |e| {
             e.sessions.insert(session.clone(), status);
         });
-        let cell = self.users.get(user).map(|e| e.cell.clone()).unwrap_or_default();
+        let cell = self
+            .users
+            .get(user)
+            .map(|e| e.cell.clone())
+            .unwrap_or_default();
         (change, cell)
     }
 
-    async fn user_detach(&self, user: &UserRef, session: &SessionId, now: SystemTime) -> UserChange {
+    async fn user_detach(
+        &self,
+        user: &UserRef,
+        session: &SessionId,
+        now: SystemTime,
+    ) -> UserChange {
         self.user_change(user, |e| {
             if e.sessions.remove(session).is_some() {
                 e.last_seen = Some(now);
@@ -341,7 +474,12 @@ impl Engine for MemoryEngine {
         })
     }
 
-    async fn user_set_status(&self, user: &UserRef, session: &SessionId, status: Status) -> UserChange {
+    async fn user_set_status(
+        &self,
+        user: &UserRef,
+        session: &SessionId,
+        status: Status,
+    ) -> UserChange {
         self.user_change(user, |e| {
             if let Some(s) = e.sessions.get_mut(session) {
                 *s = status;
@@ -351,8 +489,16 @@ impl Engine for MemoryEngine {
 
     async fn user(&self, user: &UserRef) -> UserRecord {
         match self.users.get(user) {
-            Some(e) => UserRecord { status: e.merged(), last_seen: e.last_seen, sessions: e.sessions.keys().cloned().collect() },
-            None => UserRecord { status: Status::Offline, last_seen: None, sessions: vec![] },
+            Some(e) => UserRecord {
+                status: e.merged(),
+                last_seen: e.last_seen,
+                sessions: e.sessions.keys().cloned().collect(),
+            },
+            None => UserRecord {
+                status: Status::Offline,
+                last_seen: None,
+                sessions: vec![],
+            },
         }
     }
 }

@@ -18,8 +18,8 @@ use tokio::time::Instant;
 
 use crate::core::error::CoreError;
 use crate::core::room::{
-    Actor, EntityView, FieldLock, Joined, Left, LockOutcome, LockOwnerView, Member, NeedsFlush, PresenceDiff,
-    PresenceSnapshot, RoomSettings, RoomStatus,
+    Actor, EntityView, FieldLock, Joined, Left, LockOutcome, LockOwnerView, Member, NeedsFlush,
+    PresenceDiff, PresenceSnapshot, RoomSettings, RoomStatus,
 };
 use crate::core::room_type::Visibility;
 use crate::core::types::{Role, Status};
@@ -28,8 +28,16 @@ use crate::ids::{RoomId, SessionId, TenantId, UserId, UserRef};
 /// What the engine asks the node to deliver to local sessions. The node encodes
 /// each message once, whatever the number of recipients.
 pub enum Outgoing<'a> {
-    Presence { snapshot: &'a PresenceSnapshot, reply_ref: Option<&'a Value> },
-    PresenceCount { room: &'a str, count: usize, seq: u64, reply_ref: Option<&'a Value> },
+    Presence {
+        snapshot: &'a PresenceSnapshot,
+        reply_ref: Option<&'a Value>,
+    },
+    PresenceCount {
+        room: &'a str,
+        count: usize,
+        seq: u64,
+        reply_ref: Option<&'a Value>,
+    },
     Diff(&'a PresenceDiff),
     /// An already encoded frame (LOCK, ENTITY events).
     Encoded(&'a crate::frame::Frame),
@@ -91,7 +99,12 @@ pub trait Engine: Send + Sync + 'static {
     /// Sets or removes a participant role, applying it to the user's sessions
     /// already in the room; returns the sessions that may no longer be there
     /// (removed from a private room).
-    async fn set_participant(&self, id: &RoomId, user: UserId, role: Option<Role>) -> Result<Vec<SessionId>, CoreError>;
+    async fn set_participant(
+        &self,
+        id: &RoomId,
+        user: UserId,
+        role: Option<Role>,
+    ) -> Result<Vec<SessionId>, CoreError>;
     async fn list_rooms(&self, tenant: &TenantId) -> Vec<RoomSummary>;
     async fn room_count(&self) -> usize;
 
@@ -109,8 +122,19 @@ pub trait Engine: Send + Sync + 'static {
         list_limit: usize,
         reply_ref: Option<&Value>,
     ) -> Result<Joined, CoreError>;
-    async fn leave(&self, id: &RoomId, session: &SessionId, reason: crate::core::types::LeaveReason, now: Instant) -> Option<Left>;
-    async fn set_state(&self, id: &RoomId, session: &SessionId, state: Value) -> Result<NeedsFlush, CoreError>;
+    async fn leave(
+        &self,
+        id: &RoomId,
+        session: &SessionId,
+        reason: crate::core::types::LeaveReason,
+        now: Instant,
+    ) -> Option<Left>;
+    async fn set_state(
+        &self,
+        id: &RoomId,
+        session: &SessionId,
+        state: Value,
+    ) -> Result<NeedsFlush, CoreError>;
     async fn touch(&self, id: &RoomId, session: &SessionId) -> NeedsFlush;
     /// Flushes the pending diff to members (one `seq`). Returns the number of
     /// deliveries made.
@@ -123,24 +147,60 @@ pub trait Engine: Send + Sync + 'static {
     async fn remove_if_idle(&self, id: &RoomId, now: Instant) -> bool;
 
     // ---- locks ----
-    async fn lock(&self, id: &RoomId, field: &str, session: &SessionId, now: Instant, ttl: Duration) -> Result<LockOutcome, CoreError>;
-    async fn unlock(&self, id: &RoomId, field: &str, session: &SessionId) -> Result<Option<FieldLock>, CoreError>;
+    async fn lock(
+        &self,
+        id: &RoomId,
+        field: &str,
+        session: &SessionId,
+        now: Instant,
+        ttl: Duration,
+    ) -> Result<LockOutcome, CoreError>;
+    async fn unlock(
+        &self,
+        id: &RoomId,
+        field: &str,
+        session: &SessionId,
+    ) -> Result<Option<FieldLock>, CoreError>;
     async fn refresh_locks(&self, id: &RoomId, session: &SessionId, until: Instant) -> Vec<String>;
     async fn expire_lock(&self, id: &RoomId, field: &str, now: Instant) -> Option<FieldLock>;
     async fn force_unlock(&self, id: &RoomId, field: &str) -> Option<FieldLock>;
     async fn locks(&self, id: &RoomId) -> Option<BTreeMap<String, LockOwnerView>>;
-    async fn require_role(&self, id: &RoomId, session: &SessionId, role: Role, action: &str) -> Result<(), CoreError>;
+    async fn require_role(
+        &self,
+        id: &RoomId,
+        session: &SessionId,
+        role: Role,
+        action: &str,
+    ) -> Result<(), CoreError>;
 
     // ---- entity lifecycle ----
-    async fn mutating(&self, id: &RoomId, create: RoomSettings, by: UserId, now: Instant, stale_ttl: Duration) -> EntityView;
+    async fn mutating(
+        &self,
+        id: &RoomId,
+        create: RoomSettings,
+        by: UserId,
+        now: Instant,
+        stale_ttl: Duration,
+    ) -> EntityView;
     async fn mutated(&self, id: &RoomId, create: RoomSettings) -> EntityView;
     async fn expire_stale(&self, id: &RoomId, now: Instant) -> Option<EntityView>;
 
     // ---- users ----
     /// A session of the user went live; returns the status change and the shared
     /// cell that mirrors the user's merged status.
-    async fn user_attach(&self, user: &UserRef, session: &SessionId, status: Status) -> (UserChange, Arc<AtomicU8>);
-    async fn user_detach(&self, user: &UserRef, session: &SessionId, now: SystemTime) -> UserChange;
-    async fn user_set_status(&self, user: &UserRef, session: &SessionId, status: Status) -> UserChange;
+    async fn user_attach(
+        &self,
+        user: &UserRef,
+        session: &SessionId,
+        status: Status,
+    ) -> (UserChange, Arc<AtomicU8>);
+    async fn user_detach(&self, user: &UserRef, session: &SessionId, now: SystemTime)
+        -> UserChange;
+    async fn user_set_status(
+        &self,
+        user: &UserRef,
+        session: &SessionId,
+        status: Status,
+    ) -> UserChange;
     async fn user(&self, user: &UserRef) -> UserRecord;
 }

@@ -63,9 +63,16 @@ async fn ws_upgrade(
         pre_token: q.token.or(bearer),
         // X-Forwarded-For is believed only from a proxy on this machine.
         ip: Some(
-            peer.ip().is_loopback().then(|| forwarded_ip(&headers)).flatten().unwrap_or_else(|| peer.ip().to_string()),
+            peer.ip()
+                .is_loopback()
+                .then(|| forwarded_ip(&headers))
+                .flatten()
+                .unwrap_or_else(|| peer.ip().to_string()),
         ),
-        user_agent: headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(|s| s.chars().take(512).collect()),
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.chars().take(512).collect()),
     };
     let node = app.node.clone();
     let auth = app.auth.clone();
@@ -82,11 +89,18 @@ async fn ws_upgrade(
 fn forwarded_ip(headers: &HeaderMap) -> Option<String> {
     let v = headers.get("x-forwarded-for")?.to_str().ok()?;
     let first = v.split(',').next()?.trim();
-    first.parse::<std::net::IpAddr>().ok().map(|ip| ip.to_string())
+    first
+        .parse::<std::net::IpAddr>()
+        .ok()
+        .map(|ip| ip.to_string())
 }
 
 async fn readyz(State(app): State<AppState>) -> Response {
-    if app.node.shutting_down.load(std::sync::atomic::Ordering::Relaxed) {
+    if app
+        .node
+        .shutting_down
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response()
     } else {
         "ready".into_response()
@@ -95,5 +109,9 @@ async fn readyz(State(app): State<AppState>) -> Response {
 
 async fn metrics(State(app): State<AppState>) -> Response {
     metrics::gauge!(crate::metrics::ROOMS).set(app.node.engine_room_count().await as f64);
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.metrics.render()).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.render(),
+    )
+        .into_response()
 }

@@ -71,7 +71,9 @@ pub struct ConnLink {
 impl ConnLink {
     /// Asks the connection task to close with `code` (the first code asked wins).
     pub fn close(&self, code: u16) {
-        let _ = self.close_code.compare_exchange(0, code, Ordering::SeqCst, Ordering::SeqCst);
+        let _ = self
+            .close_code
+            .compare_exchange(0, code, Ordering::SeqCst, Ordering::SeqCst);
         self.kill.cancel();
     }
 }
@@ -144,10 +146,22 @@ pub fn send_to(s: &SessionHandle, frame: &Frame) -> bool {
 impl Outbox for Hub {
     fn deliver(&self, to: &mut dyn Iterator<Item = &SessionId>, msg: Outgoing<'_>) {
         let (ty, frame) = match msg {
-            Outgoing::Presence { snapshot, reply_ref } => ("PRESENCE", Frame::encode("PRESENCE", snapshot, reply_ref)),
-            Outgoing::PresenceCount { room, count, seq, reply_ref } => (
+            Outgoing::Presence {
+                snapshot,
+                reply_ref,
+            } => ("PRESENCE", Frame::encode("PRESENCE", snapshot, reply_ref)),
+            Outgoing::PresenceCount {
+                room,
+                count,
+                seq,
+                reply_ref,
+            } => (
                 "PRESENCE_COUNT",
-                Frame::encode("PRESENCE_COUNT", &serde_json::json!({"room": room, "count": count, "seq": seq}), reply_ref),
+                Frame::encode(
+                    "PRESENCE_COUNT",
+                    &serde_json::json!({"room": room, "count": count, "seq": seq}),
+                    reply_ref,
+                ),
             ),
             Outgoing::Diff(d) => {
                 metrics::counter!(m::DIFFS_SENT).increment(1);

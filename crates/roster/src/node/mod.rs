@@ -100,7 +100,12 @@ pub struct Node {
 }
 
 impl Node {
-    pub fn new(config: Arc<Config>, clock: Clock, engine: Arc<dyn Engine>, hub: Arc<Hub>) -> Arc<Self> {
+    pub fn new(
+        config: Arc<Config>,
+        clock: Clock,
+        engine: Arc<dyn Engine>,
+        hub: Arc<Hub>,
+    ) -> Arc<Self> {
         let node = Arc::new(Self {
             config,
             clock,
@@ -114,7 +119,10 @@ impl Node {
             next_conn: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
         });
-        node.schedule(clock.now() + node.timing().heartbeat_interval.0, Deadline::PingAll);
+        node.schedule(
+            clock.now() + node.timing().heartbeat_interval.0,
+            Deadline::PingAll,
+        );
         node
     }
 
@@ -147,10 +155,22 @@ impl Node {
     /// The settings a room gets when it is created ad hoc: the type of the first
     /// matching prefix rule, else `GENERIC`.
     pub fn ad_hoc_settings(&self, key: &RoomKey) -> RoomSettings {
-        let rule = self.config.rooms.rules.iter().find(|r| key.as_str().starts_with(&r.prefix));
-        let code = rule.map(|r| r.room_type.as_str()).unwrap_or(room_type::GENERIC);
+        let rule = self
+            .config
+            .rooms
+            .rules
+            .iter()
+            .find(|r| key.as_str().starts_with(&r.prefix));
+        let code = rule
+            .map(|r| r.room_type.as_str())
+            .unwrap_or(room_type::GENERIC);
         let t = self.room_type(code).unwrap_or_else(|| self.generic());
-        RoomSettings::from_type(t, rule.and_then(|r| r.visibility), false, self.clock.wall_now())
+        RoomSettings::from_type(
+            t,
+            rule.and_then(|r| r.visibility),
+            false,
+            self.clock.wall_now(),
+        )
     }
 
     pub fn room_type(&self, code: &str) -> Option<&RoomType> {
@@ -159,15 +179,24 @@ impl Node {
 
     fn generic(&self) -> &RoomType {
         // The seeded list always contains GENERIC (checked by a unit test there).
-        self.room_type(room_type::GENERIC).expect("GENERIC room type")
+        self.room_type(room_type::GENERIC)
+            .expect("GENERIC room type")
     }
 
     // ------------------------------------------------------------------ sessions
 
     /// `HELLO` accepted: a new session, or the resume of one inside its grace.
-    pub async fn open_session(&self, identity: Identity, hello: HelloInfo, link: ConnLink) -> Welcome {
+    pub async fn open_session(
+        &self,
+        identity: Identity,
+        hello: HelloInfo,
+        link: ConnLink,
+    ) -> Welcome {
         let now = self.clock.now();
-        let user_ref = UserRef { tenant: identity.tenant.clone(), user: identity.user.clone() };
+        let user_ref = UserRef {
+            tenant: identity.tenant.clone(),
+            user: identity.user.clone(),
+        };
         if let Some(cid) = &hello.client_id {
             if let Some(w) = self.try_resume(&user_ref, cid, &link, now) {
                 return w;
@@ -175,20 +204,33 @@ impl Node {
         }
         let id = SessionId::new_random();
         let (device, os) = match (&hello.device, &hello.os) {
-            (Some(d), os) => (d.clone(), os.clone().or_else(|| crate::core::types::device_from_user_agent(hello.user_agent.as_deref()).1)),
+            (Some(d), os) => (
+                d.clone(),
+                os.clone().or_else(|| {
+                    crate::core::types::device_from_user_agent(hello.user_agent.as_deref()).1
+                }),
+            ),
             (None, os) => {
-                let (d, o) = crate::core::types::device_from_user_agent(hello.user_agent.as_deref());
+                let (d, o) =
+                    crate::core::types::device_from_user_agent(hello.user_agent.as_deref());
                 (d, os.clone().or(o))
             }
         };
-        let (change, cell) = self.engine.user_attach(&user_ref, &id, Status::Online).await;
+        let (change, cell) = self
+            .engine
+            .user_attach(&user_ref, &id, Status::Online)
+            .await;
         let meta = Arc::new(SessionMeta::new(
             id.clone(),
             identity.tenant.clone(),
             identity.user.clone(),
             identity.name.clone(),
             identity.info.clone(),
-            DeviceInfo { device, os, app_version: hello.app_version.clone() },
+            DeviceInfo {
+                device,
+                os,
+                app_version: hello.app_version.clone(),
+            },
             hello.client_id.clone(),
             hello.ip.clone(),
             hello.user_agent.clone(),
@@ -217,12 +259,21 @@ impl Node {
             self.client_ids.insert((user_ref.clone(), cid), id.clone());
         }
         metrics::gauge!(m::SESSIONS).set(self.hub.sessions.len() as f64);
-        self.schedule(now + self.timing().session_timeout.0, Deadline::SessionTimeout(id.clone()));
+        self.schedule(
+            now + self.timing().session_timeout.0,
+            Deadline::SessionTimeout(id.clone()),
+        );
         self.user_changed(&user_ref, change).await;
         self.welcome(&id, &user_ref, false, vec![])
     }
 
-    fn welcome(&self, id: &SessionId, user: &UserRef, resumed: bool, rooms: Vec<String>) -> Welcome {
+    fn welcome(
+        &self,
+        id: &SessionId,
+        user: &UserRef,
+        resumed: bool,
+        rooms: Vec<String>,
+    ) -> Welcome {
         Welcome {
             session_id: id.clone(),
             user_id: user.user.clone(),
@@ -235,8 +286,17 @@ impl Node {
         }
     }
 
-    fn try_resume(&self, user: &UserRef, client_id: &str, link: &ConnLink, now: Instant) -> Option<Welcome> {
-        let sid = self.client_ids.get(&(user.clone(), client_id.to_string()))?.clone();
+    fn try_resume(
+        &self,
+        user: &UserRef,
+        client_id: &str,
+        link: &ConnLink,
+        now: Instant,
+    ) -> Option<Welcome> {
+        let sid = self
+            .client_ids
+            .get(&(user.clone(), client_id.to_string()))?
+            .clone();
         let s = self.hub.get(&sid)?;
         if s.ended.load(Ordering::SeqCst) || s.user_ref != *user {
             return None;
@@ -247,16 +307,26 @@ impl Node {
         }
         s.grace_gen.fetch_add(1, Ordering::SeqCst);
         s.detached_at.store(0, Ordering::SeqCst);
-        s.last_frame.store(self.clock.millis(now), Ordering::Relaxed);
-        self.schedule(now + self.timing().session_timeout.0, Deadline::SessionTimeout(sid.clone()));
+        s.last_frame
+            .store(self.clock.millis(now), Ordering::Relaxed);
+        self.schedule(
+            now + self.timing().session_timeout.0,
+            Deadline::SessionTimeout(sid.clone()),
+        );
         metrics::counter!(m::SESSIONS_RESUMED).increment(1);
-        let rooms = s.rooms.lock().iter().map(|r| r.key.as_str().to_string()).collect();
+        let rooms = s
+            .rooms
+            .lock()
+            .iter()
+            .map(|r| r.key.as_str().to_string())
+            .collect();
         Some(self.welcome(&sid, user, true, rooms))
     }
 
     /// Any frame from the client: a sign of life.
     pub fn touch(&self, s: &SessionHandle) {
-        s.last_frame.store(self.clock.millis(self.clock.now()), Ordering::Relaxed);
+        s.last_frame
+            .store(self.clock.millis(self.clock.now()), Ordering::Relaxed);
     }
 
     /// The connection of `link_id` ended without `BYE`: hold the session for the
@@ -269,9 +339,13 @@ impl Node {
         *conn = None;
         drop(conn);
         let now = self.clock.now();
-        s.detached_at.store(self.clock.millis(now).max(1), Ordering::SeqCst);
+        s.detached_at
+            .store(self.clock.millis(now).max(1), Ordering::SeqCst);
         let gen = s.grace_gen.fetch_add(1, Ordering::SeqCst) + 1;
-        self.schedule(now + self.timing().leave_grace.0, Deadline::LeaveGrace(s.meta.id.clone(), gen));
+        self.schedule(
+            now + self.timing().leave_grace.0,
+            Deadline::LeaveGrace(s.meta.id.clone(), gen),
+        );
     }
 
     /// Ends a session for good: leaves every room (releasing its locks), stops its
@@ -286,7 +360,9 @@ impl Node {
         // noticed by the server (timeout, or a drop that outlived its grace).
         let last_alive = match reason {
             LeaveReason::Timeout => Some(s.last_frame.load(Ordering::Relaxed)),
-            LeaveReason::Disconnected => Some(s.detached_at.load(Ordering::SeqCst)).filter(|t| *t > 0),
+            LeaveReason::Disconnected => {
+                Some(s.detached_at.load(Ordering::SeqCst)).filter(|t| *t > 0)
+            }
             _ => None,
         };
         if let Some(last) = last_alive {
@@ -297,9 +373,14 @@ impl Node {
         for room in rooms {
             self.leave_room(&s, &room, reason, now).await;
         }
-        let watching: Vec<UserId> = std::mem::take(&mut *s.watching.lock()).into_iter().collect();
+        let watching: Vec<UserId> = std::mem::take(&mut *s.watching.lock())
+            .into_iter()
+            .collect();
         for u in watching {
-            let key = UserRef { tenant: s.user_ref.tenant.clone(), user: u };
+            let key = UserRef {
+                tenant: s.user_ref.tenant.clone(),
+                user: u,
+            };
             if let Some(mut w) = self.watchers.get_mut(&key) {
                 w.remove(sid);
             }
@@ -307,10 +388,14 @@ impl Node {
         }
         self.hub.sessions.remove(sid);
         if let Some(cid) = &s.meta.client_id {
-            self.client_ids.remove_if(&(s.user_ref.clone(), cid.clone()), |_, v| v == sid);
+            self.client_ids
+                .remove_if(&(s.user_ref.clone(), cid.clone()), |_, v| v == sid);
         }
         metrics::gauge!(m::SESSIONS).set(self.hub.sessions.len() as f64);
-        let change = self.engine.user_detach(&s.user_ref, sid, self.clock.wall(now)).await;
+        let change = self
+            .engine
+            .user_detach(&s.user_ref, sid, self.clock.wall(now))
+            .await;
         self.user_changed(&s.user_ref, change).await;
     }
 
@@ -321,7 +406,9 @@ impl Node {
         if change.before != change.after {
             let record = self.engine.user(user).await;
             for sid in record.sessions {
-                let Some(other) = self.hub.get(&sid) else { continue };
+                let Some(other) = self.hub.get(&sid) else {
+                    continue;
+                };
                 let rooms: Vec<RoomId> = other.rooms.lock().iter().cloned().collect();
                 for room in rooms {
                     if self.engine.touch(&room, &sid).await {
@@ -333,16 +420,28 @@ impl Node {
         self.notify_watchers(user).await;
     }
 
-    async fn leave_room(&self, s: &SessionHandle, room: &RoomId, reason: LeaveReason, now: Instant) {
+    async fn leave_room(
+        &self,
+        s: &SessionHandle,
+        room: &RoomId,
+        reason: LeaveReason,
+        now: Instant,
+    ) {
         if let Some(left) = self.engine.leave(room, &s.meta.id, reason, now).await {
             for field in left.released_locks {
-                self.send_lock_event(room, &field, None, Some("released")).await;
+                self.send_lock_event(room, &field, None, Some("released"))
+                    .await;
             }
             if left.needs_flush {
                 self.schedule_flush(room).await;
             }
             if left.now_empty {
-                let idle = self.engine.room(room).await.map(|r| r.settings.idle_ttl).unwrap_or_default();
+                let idle = self
+                    .engine
+                    .room(room)
+                    .await
+                    .map(|r| r.settings.idle_ttl)
+                    .unwrap_or_default();
                 self.schedule(now + idle, Deadline::RoomIdle(room.clone()));
             }
         }
@@ -351,7 +450,9 @@ impl Node {
     async fn schedule_flush(&self, room: &RoomId) {
         let w = self.timing().diff_window.0;
         if w.is_zero() || self.shutting_down.load(Ordering::Relaxed) {
-            self.engine.flush(room, self.config.limits.presence_list_limit).await;
+            self.engine
+                .flush(room, self.config.limits.presence_list_limit)
+                .await;
         } else {
             self.schedule(self.clock.now() + w, Deadline::DiffFlush(room.clone()));
         }
@@ -359,7 +460,9 @@ impl Node {
 
     /// Closes the connection with `code` and ends the session now.
     pub async fn close_and_end(&self, sid: &SessionId, code: u16, reason: LeaveReason) -> bool {
-        let Some(s) = self.hub.get(sid) else { return false };
+        let Some(s) = self.hub.get(sid) else {
+            return false;
+        };
         if let Some(link) = s.conn.lock().take() {
             link.close(code);
         }
@@ -370,7 +473,11 @@ impl Node {
     // ------------------------------------------------------------------ rooms
 
     fn actor<'a>(s: &'a SessionHandle) -> Actor<'a> {
-        Actor { user: &s.identity.user, open_role: s.identity.open_room_role(), is_admin: s.identity.is_admin() }
+        Actor {
+            user: &s.identity.user,
+            open_role: s.identity.open_room_role(),
+            is_admin: s.identity.is_admin(),
+        }
     }
 
     pub async fn sub(
@@ -381,7 +488,10 @@ impl Node {
         mode: SubMode,
         reply_ref: Option<&Value>,
     ) -> Result<(), CoreError> {
-        let id = RoomId { tenant: s.user_ref.tenant.clone(), key };
+        let id = RoomId {
+            tenant: s.user_ref.tenant.clone(),
+            key,
+        };
         let already = s.rooms.lock().contains(&id);
         if already {
             // Already in: a fresh snapshot, no diff; a new `state` is an update.
@@ -395,7 +505,10 @@ impl Node {
         if !already && s.rooms.lock().len() >= self.config.limits.max_rooms_per_session {
             return Err(CoreError::new(
                 ErrorCode::TooManyRooms,
-                format!("at most {} rooms per session", self.config.limits.max_rooms_per_session),
+                format!(
+                    "at most {} rooms per session",
+                    self.config.limits.max_rooms_per_session
+                ),
             ));
         }
         if let Some(st) = &state {
@@ -410,7 +523,15 @@ impl Node {
         };
         let joined = self
             .engine
-            .join(&id, self.ad_hoc_settings(&id.key), member, Self::actor(s), mode, self.config.limits.presence_list_limit, reply_ref)
+            .join(
+                &id,
+                self.ad_hoc_settings(&id.key),
+                member,
+                Self::actor(s),
+                mode,
+                self.config.limits.presence_list_limit,
+                reply_ref,
+            )
             .await?;
         s.rooms.lock().insert(id.clone());
         if joined.needs_flush {
@@ -419,42 +540,63 @@ impl Node {
         if s.ended.load(Ordering::SeqCst) {
             // Ended (kicked, timed out) while this SUB was in flight: don't leave a ghost.
             s.rooms.lock().remove(&id);
-            self.leave_room(s, &id, LeaveReason::Left, self.clock.now()).await;
+            self.leave_room(s, &id, LeaveReason::Left, self.clock.now())
+                .await;
         }
         Ok(())
     }
 
     pub fn check_state(&self, state: &Value) -> Result<(), CoreError> {
         if !state.is_object() {
-            return Err(CoreError::new(ErrorCode::BadRequest, "field `state`: expected a JSON object"));
+            return Err(CoreError::new(
+                ErrorCode::BadRequest,
+                "field `state`: expected a JSON object",
+            ));
         }
-        let size = serde_json::to_string(state).map(|s| s.len()).unwrap_or(usize::MAX);
+        let size = serde_json::to_string(state)
+            .map(|s| s.len())
+            .unwrap_or(usize::MAX);
         if size > self.config.limits.max_state_bytes {
             return Err(CoreError::new(
                 ErrorCode::StateTooLarge,
-                format!("state is {size} bytes; at most {} allowed", self.config.limits.max_state_bytes),
+                format!(
+                    "state is {size} bytes; at most {} allowed",
+                    self.config.limits.max_state_bytes
+                ),
             ));
         }
         Ok(())
     }
 
     fn joined_room(&self, s: &SessionHandle, key: RoomKey) -> Result<RoomId, CoreError> {
-        let id = RoomId { tenant: s.user_ref.tenant.clone(), key };
+        let id = RoomId {
+            tenant: s.user_ref.tenant.clone(),
+            key,
+        };
         if s.rooms.lock().contains(&id) {
             Ok(id)
         } else {
-            Err(CoreError::new(ErrorCode::NotSubscribed, format!("not subscribed to {}", id.key)))
+            Err(CoreError::new(
+                ErrorCode::NotSubscribed,
+                format!("not subscribed to {}", id.key),
+            ))
         }
     }
 
     pub async fn unsub(&self, s: &Arc<SessionHandle>, key: RoomKey) -> Result<(), CoreError> {
         let id = self.joined_room(s, key)?;
         s.rooms.lock().remove(&id);
-        self.leave_room(s, &id, LeaveReason::Left, self.clock.now()).await;
+        self.leave_room(s, &id, LeaveReason::Left, self.clock.now())
+            .await;
         Ok(())
     }
 
-    pub async fn set_state(&self, s: &Arc<SessionHandle>, key: RoomKey, state: Value) -> Result<(), CoreError> {
+    pub async fn set_state(
+        &self,
+        s: &Arc<SessionHandle>,
+        key: RoomKey,
+        state: Value,
+    ) -> Result<(), CoreError> {
         let id = self.joined_room(s, key)?;
         self.check_state(&state)?;
         if self.engine.set_state(&id, &s.meta.id, state).await? {
@@ -478,22 +620,33 @@ impl Node {
             }
         }
         if active {
-            s.last_active.store(self.clock.millis(now), Ordering::Relaxed);
+            s.last_active
+                .store(self.clock.millis(now), Ordering::Relaxed);
             s.inactive.store(false, Ordering::Relaxed);
             self.recompute_status(s).await;
         } else if !s.inactive.swap(true, Ordering::Relaxed) {
-            let since = self.clock.from_millis(s.last_active.load(Ordering::Relaxed));
-            self.schedule(since + self.timing().away_after.0, Deadline::Away(s.meta.id.clone()));
+            let since = self
+                .clock
+                .from_millis(s.last_active.load(Ordering::Relaxed));
+            self.schedule(
+                since + self.timing().away_after.0,
+                Deadline::Away(s.meta.id.clone()),
+            );
         }
     }
 
     /// `STATUS away` holds the session away until `STATUS online`, which returns
     /// it to automatic status (away only after `away_after` of reported inactivity).
     pub async fn set_status(&self, s: &Arc<SessionHandle>, status: Status) {
-        let explicit = if status == Status::Away { Status::Away.as_u8() + 1 } else { 0 };
+        let explicit = if status == Status::Away {
+            Status::Away.as_u8() + 1
+        } else {
+            0
+        };
         s.explicit_status.store(explicit, Ordering::Relaxed);
         if status == Status::Online {
-            s.last_active.store(self.clock.millis(self.clock.now()), Ordering::Relaxed);
+            s.last_active
+                .store(self.clock.millis(self.clock.now()), Ordering::Relaxed);
             s.inactive.store(false, Ordering::Relaxed);
         }
         self.recompute_status(s).await;
@@ -507,7 +660,8 @@ impl Node {
             Status::from_u8(explicit - 1)
         } else {
             let now_ms = self.clock.millis(self.clock.now());
-            let idle = Duration::from_millis(now_ms.saturating_sub(s.last_active.load(Ordering::Relaxed)));
+            let idle =
+                Duration::from_millis(now_ms.saturating_sub(s.last_active.load(Ordering::Relaxed)));
             if s.inactive.load(Ordering::Relaxed) && idle >= self.timing().away_after.0 {
                 Status::Away
             } else {
@@ -517,7 +671,10 @@ impl Node {
         if s.status.swap(status.as_u8(), Ordering::Relaxed) == status.as_u8() {
             return;
         }
-        let change = self.engine.user_set_status(&s.user_ref, &s.meta.id, status).await;
+        let change = self
+            .engine
+            .user_set_status(&s.user_ref, &s.meta.id, status)
+            .await;
         if change.before != change.after {
             self.user_changed(&s.user_ref, change).await;
         }
@@ -539,28 +696,54 @@ impl Node {
         } else {
             Some(iso(self.clock.wall_now()))
         };
-        UserStatusView { status: record.status, last_seen, devices }
+        UserStatusView {
+            status: record.status,
+            last_seen,
+            devices,
+        }
     }
 
-    pub async fn watch(&self, s: &Arc<SessionHandle>, users: Vec<UserId>, reply_ref: Option<&Value>) -> Result<(), CoreError> {
+    pub async fn watch(
+        &self,
+        s: &Arc<SessionHandle>,
+        users: Vec<UserId>,
+        reply_ref: Option<&Value>,
+    ) -> Result<(), CoreError> {
         {
             let watching = s.watching.lock();
-            let new = users.iter().filter(|u| !watching.contains(*u)).collect::<HashSet<_>>().len();
+            let new = users
+                .iter()
+                .filter(|u| !watching.contains(*u))
+                .collect::<HashSet<_>>()
+                .len();
             if watching.len() + new > self.config.limits.max_watch {
                 return Err(CoreError::new(
                     ErrorCode::TooManyWatched,
-                    format!("at most {} watched users per session", self.config.limits.max_watch),
+                    format!(
+                        "at most {} watched users per session",
+                        self.config.limits.max_watch
+                    ),
                 ));
             }
         }
         let mut snapshot = BTreeMap::new();
         for u in users {
-            let key = UserRef { tenant: s.user_ref.tenant.clone(), user: u.clone() };
-            self.watchers.entry(key.clone()).or_default().insert(s.meta.id.clone());
+            let key = UserRef {
+                tenant: s.user_ref.tenant.clone(),
+                user: u.clone(),
+            };
+            self.watchers
+                .entry(key.clone())
+                .or_default()
+                .insert(s.meta.id.clone());
             s.watching.lock().insert(u.clone());
             snapshot.insert(u, self.user_status(&key).await);
         }
-        let frame = Frame::encode("STATUS_SNAPSHOT", &serde_json::json!({ "users": snapshot }), reply_ref);
+        let frame = Frame::encode(
+            "STATUS_SNAPSHOT",
+            &serde_json::json!({ "users": snapshot }),
+            reply_ref,
+        );
         hub::send_to(s, &frame);
         Ok(())
     }
@@ -568,7 +751,10 @@ impl Node {
     pub fn unwatch(&self, s: &Arc<SessionHandle>, users: Vec<UserId>) {
         for u in users {
             s.watching.lock().remove(&u);
-            let key = UserRef { tenant: s.user_ref.tenant.clone(), user: u };
+            let key = UserRef {
+                tenant: s.user_ref.tenant.clone(),
+                user: u,
+            };
             if let Some(mut w) = self.watchers.get_mut(&key) {
                 w.remove(&s.meta.id);
             }
@@ -577,7 +763,13 @@ impl Node {
     }
 
     async fn notify_watchers(&self, user: &UserRef) {
-        let Some(ws) = self.watchers.get(user).map(|w| w.iter().cloned().collect::<Vec<_>>()) else { return };
+        let Some(ws) = self
+            .watchers
+            .get(user)
+            .map(|w| w.iter().cloned().collect::<Vec<_>>())
+        else {
+            return;
+        };
         let v = self.user_status(user).await;
         let frame = Frame::encode(
             "STATUS",
@@ -595,10 +787,19 @@ impl Node {
 
     /// Answers `LOCK_ACK` to the asker, then (on success) tells every member with
     /// a `LOCK` event, in that order.
-    pub async fn lock(&self, s: &Arc<SessionHandle>, key: RoomKey, field: &str, reply_ref: Option<&Value>) -> Result<(), CoreError> {
+    pub async fn lock(
+        &self,
+        s: &Arc<SessionHandle>,
+        key: RoomKey,
+        field: &str,
+        reply_ref: Option<&Value>,
+    ) -> Result<(), CoreError> {
         let id = self.joined_room(s, key)?;
         let now = self.clock.now();
-        let outcome = self.engine.lock(&id, field, &s.meta.id, now, self.timing().lock_ttl.0).await?;
+        let outcome = self
+            .engine
+            .lock(&id, field, &s.meta.id, now, self.timing().lock_ttl.0)
+            .await?;
         let (success, lock) = match outcome {
             LockOutcome::Acquired(l) => (true, l),
             LockOutcome::Held(l) => (false, l),
@@ -609,7 +810,10 @@ impl Node {
         metrics::counter!(m::MESSAGES_OUT, "type" => "LOCK_ACK").increment(1);
         if success {
             metrics::counter!(m::LOCK_ACQUISITIONS).increment(1);
-            self.schedule(lock.expires_at, Deadline::LockExpiry(id.clone(), field.to_string()));
+            self.schedule(
+                lock.expires_at,
+                Deadline::LockExpiry(id.clone(), field.to_string()),
+            );
             self.send_lock_event(&id, field, Some(&owner), None).await;
         } else {
             metrics::counter!(m::LOCK_CONTENTION).increment(1);
@@ -617,14 +821,21 @@ impl Node {
         Ok(())
     }
 
-    pub async fn unlock(&self, s: &Arc<SessionHandle>, key: RoomKey, field: &str, reply_ref: Option<&Value>) -> Result<(), CoreError> {
+    pub async fn unlock(
+        &self,
+        s: &Arc<SessionHandle>,
+        key: RoomKey,
+        field: &str,
+        reply_ref: Option<&Value>,
+    ) -> Result<(), CoreError> {
         let id = self.joined_room(s, key)?;
         let released = self.engine.unlock(&id, field, &s.meta.id).await?.is_some();
         let ack = serde_json::json!({"room": id.key, "field": field, "success": released});
         hub::send_to(s, &Frame::encode("UNLOCK_ACK", &ack, reply_ref));
         metrics::counter!(m::MESSAGES_OUT, "type" => "UNLOCK_ACK").increment(1);
         if released {
-            self.send_lock_event(&id, field, None, Some("released")).await;
+            self.send_lock_event(&id, field, None, Some("released"))
+                .await;
         }
         Ok(())
     }
@@ -632,17 +843,27 @@ impl Node {
     pub async fn force_unlock(&self, room: &RoomId, field: &str) -> bool {
         let released = self.engine.force_unlock(room, field).await.is_some();
         if released {
-            self.send_lock_event(room, field, None, Some("force_released")).await;
+            self.send_lock_event(room, field, None, Some("force_released"))
+                .await;
         }
         released
     }
 
-    async fn send_lock_event(&self, room: &RoomId, field: &str, owner: Option<&LockOwnerView>, reason: Option<&str>) {
+    async fn send_lock_event(
+        &self,
+        room: &RoomId,
+        field: &str,
+        owner: Option<&LockOwnerView>,
+        reason: Option<&str>,
+    ) {
         let mut body = serde_json::json!({"room": room.key, "field": field, "owner": owner});
         if let Some(r) = reason {
             body["reason"] = Value::String(r.into());
         }
-        let n = self.engine.broadcast(room, &Frame::encode("LOCK", &body, None)).await;
+        let n = self
+            .engine
+            .broadcast(room, &Frame::encode("LOCK", &body, None))
+            .await;
         metrics::counter!(m::MESSAGES_OUT, "type" => "LOCK").increment(n as u64);
     }
 
@@ -662,13 +883,24 @@ impl Node {
         };
         self.send_entity(room, &view).await;
         if self.engine.members(room).await.is_empty() {
-            let idle = self.engine.room(room).await.map(|r| r.settings.idle_ttl).unwrap_or_default();
-            self.schedule(now + idle.max(self.timing().stale_ttl.0), Deadline::RoomIdle(room.clone()));
+            let idle = self
+                .engine
+                .room(room)
+                .await
+                .map(|r| r.settings.idle_ttl)
+                .unwrap_or_default();
+            self.schedule(
+                now + idle.max(self.timing().stale_ttl.0),
+                Deadline::RoomIdle(room.clone()),
+            );
         }
     }
 
     async fn send_entity(&self, room: &RoomId, view: &crate::core::room::EntityView) {
-        let n = self.engine.broadcast(room, &Frame::encode("ENTITY", view, None)).await;
+        let n = self
+            .engine
+            .broadcast(room, &Frame::encode("ENTITY", view, None))
+            .await;
         metrics::counter!(m::MESSAGES_OUT, "type" => "ENTITY").increment(n as u64);
     }
 
@@ -699,11 +931,18 @@ impl Node {
             ip: s.meta.ip.clone(),
             user_agent: s.meta.user_agent.clone(),
             connected_at: iso(s.meta.connected_at),
-            last_heartbeat_at: iso(self.clock.wall(self.clock.from_millis(s.last_frame.load(Ordering::Relaxed)))),
+            last_heartbeat_at: iso(self
+                .clock
+                .wall(self.clock.from_millis(s.last_frame.load(Ordering::Relaxed)))),
             latency_ms: s.meta.latency_ms(),
             status: s.status(),
             connected: s.is_connected(),
-            rooms: s.rooms.lock().iter().map(|r| r.key.as_str().to_string()).collect(),
+            rooms: s
+                .rooms
+                .lock()
+                .iter()
+                .map(|r| r.key.as_str().to_string())
+                .collect(),
         }
     }
 
@@ -712,13 +951,19 @@ impl Node {
     /// reason `kicked` in every room it was in.
     pub async fn kick_sessions(&self, sessions: Vec<SessionId>) {
         for sid in sessions {
-            self.close_and_end(&sid, close::KICKED, LeaveReason::Kicked).await;
+            self.close_and_end(&sid, close::KICKED, LeaveReason::Kicked)
+                .await;
         }
     }
 
     /// After a participant change: members whose role no longer lets them in (a
     /// private room they are no participant of) are kicked.
-    pub async fn participant_changed(&self, room: &RoomId, user: UserId, role: Option<Role>) -> Result<(), CoreError> {
+    pub async fn participant_changed(
+        &self,
+        room: &RoomId,
+        user: UserId,
+        role: Option<Role>,
+    ) -> Result<(), CoreError> {
         let evicted = self.engine.set_participant(room, user, role).await?;
         self.kick_sessions(evicted).await;
         Ok(())
@@ -768,7 +1013,8 @@ impl Node {
                 } else {
                     metrics::counter!(m::SESSION_TIMEOUTS).increment(1);
                     tracing::info!(session = %sid, user = %s.meta.user, tenant = %s.meta.tenant, "session timed out");
-                    self.close_and_end(&sid, close::TIMEOUT, LeaveReason::Timeout).await;
+                    self.close_and_end(&sid, close::TIMEOUT, LeaveReason::Timeout)
+                        .await;
                 }
             }
             Deadline::LeaveGrace(sid, gen) => {
@@ -784,7 +1030,8 @@ impl Node {
             }
             Deadline::LockExpiry(room, field) => {
                 if self.engine.expire_lock(&room, &field, now).await.is_some() {
-                    self.send_lock_event(&room, &field, None, Some("expired")).await;
+                    self.send_lock_event(&room, &field, None, Some("expired"))
+                        .await;
                 }
             }
             Deadline::StaleExpiry(room) => {
@@ -793,7 +1040,9 @@ impl Node {
                 }
             }
             Deadline::DiffFlush(room) => {
-                self.engine.flush(&room, self.config.limits.presence_list_limit).await;
+                self.engine
+                    .flush(&room, self.config.limits.presence_list_limit)
+                    .await;
             }
             Deadline::RoomIdle(room) => {
                 self.engine.remove_if_idle(&room, now).await;
@@ -816,7 +1065,10 @@ impl Node {
         self.shutting_down.store(true, Ordering::SeqCst);
         let ids: Vec<SessionId> = self.hub.sessions.iter().map(|e| e.key().clone()).collect();
         // No ghost time here: these sessions are alive, the server is leaving.
-        let links: Vec<ConnLink> = ids.iter().filter_map(|id| self.hub.get(id).and_then(|s| s.link())).collect();
+        let links: Vec<ConnLink> = ids
+            .iter()
+            .filter_map(|id| self.hub.get(id).and_then(|s| s.link()))
+            .collect();
         for id in &ids {
             self.end_session(id, LeaveReason::Disconnected).await;
         }
@@ -824,5 +1076,4 @@ impl Node {
             l.close(close::GOING_AWAY);
         }
     }
-
 }

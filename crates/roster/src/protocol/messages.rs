@@ -36,11 +36,19 @@ impl RoomAddr {
                 let id = match id {
                     Value::String(s) => s.clone(),
                     Value::Number(n) => n.to_string(),
-                    _ => return Err(CoreError::new(ErrorCode::BadRequest, "field `id`: expected a string or number")),
+                    _ => {
+                        return Err(CoreError::new(
+                            ErrorCode::BadRequest,
+                            "field `id`: expected a string or number",
+                        ))
+                    }
                 };
                 RoomKey::from_entity(e, &id).map_err(invalid)
             }
-            _ => Err(CoreError::new(ErrorCode::BadRequest, "missing field `room` (or `entity` + `id`)")),
+            _ => Err(CoreError::new(
+                ErrorCode::BadRequest,
+                "missing field `room` (or `entity` + `id`)",
+            )),
         }
     }
 }
@@ -104,11 +112,18 @@ pub struct Watch {
 impl Watch {
     pub fn user_ids(&self, max: usize) -> Result<Vec<UserId>, CoreError> {
         if self.users.len() > max {
-            return Err(CoreError::new(ErrorCode::TooManyWatched, format!("at most {max} users per WATCH")));
+            return Err(CoreError::new(
+                ErrorCode::TooManyWatched,
+                format!("at most {max} users per WATCH"),
+            ));
         }
         self.users
             .iter()
-            .map(|u| UserId::parse(u).map_err(|e| CoreError::new(ErrorCode::BadRequest, format!("field `users`: {}", e.0))))
+            .map(|u| {
+                UserId::parse(u).map_err(|e| {
+                    CoreError::new(ErrorCode::BadRequest, format!("field `users`: {}", e.0))
+                })
+            })
             .collect()
     }
 }
@@ -154,10 +169,29 @@ pub struct Parsed {
 pub fn parse(text: &str) -> Parsed {
     let v: Value = match serde_json::from_str(text) {
         Ok(v @ Value::Object(_)) => v,
-        Ok(_) => return Parsed { reply_ref: None, message: Err(CoreError::new(ErrorCode::InvalidJson, "a message must be a JSON object")) },
-        Err(e) => return Parsed { reply_ref: None, message: Err(CoreError::new(ErrorCode::InvalidJson, format!("malformed JSON: {e}"))) },
+        Ok(_) => {
+            return Parsed {
+                reply_ref: None,
+                message: Err(CoreError::new(
+                    ErrorCode::InvalidJson,
+                    "a message must be a JSON object",
+                )),
+            }
+        }
+        Err(e) => {
+            return Parsed {
+                reply_ref: None,
+                message: Err(CoreError::new(
+                    ErrorCode::InvalidJson,
+                    format!("malformed JSON: {e}"),
+                )),
+            }
+        }
     };
-    let reply_ref = v.get("ref").filter(|r| r.is_string() || r.is_number()).cloned();
+    let reply_ref = v
+        .get("ref")
+        .filter(|r| r.is_string() || r.is_number())
+        .cloned();
     let message = parse_value(v);
     Parsed { reply_ref, message }
 }
@@ -165,8 +199,18 @@ pub fn parse(text: &str) -> Parsed {
 fn parse_value(v: Value) -> Result<ClientMessage, CoreError> {
     let ty = match v.get("type") {
         Some(Value::String(t)) => t.clone(),
-        Some(_) => return Err(CoreError::new(ErrorCode::BadRequest, "field `type`: expected a string")),
-        None => return Err(CoreError::new(ErrorCode::BadRequest, "missing field `type`")),
+        Some(_) => {
+            return Err(CoreError::new(
+                ErrorCode::BadRequest,
+                "field `type`: expected a string",
+            ))
+        }
+        None => {
+            return Err(CoreError::new(
+                ErrorCode::BadRequest,
+                "missing field `type`",
+            ))
+        }
     };
     Ok(match ty.as_str() {
         "HELLO" => ClientMessage::Hello(fields(v)?),
@@ -182,7 +226,10 @@ fn parse_value(v: Value) -> Result<ClientMessage, CoreError> {
         "BYE" => ClientMessage::Bye,
         other => {
             let shown: String = other.chars().take(40).collect();
-            return Err(CoreError::new(ErrorCode::UnknownType, format!("unknown message type {shown:?}")));
+            return Err(CoreError::new(
+                ErrorCode::UnknownType,
+                format!("unknown message type {shown:?}"),
+            ));
         }
     })
 }
@@ -191,7 +238,11 @@ fn fields<T: DeserializeOwned>(v: Value) -> Result<T, CoreError> {
     serde_path_to_error::deserialize(v).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner().to_string();
-        let msg = if path == "." || path.is_empty() { inner } else { format!("field `{path}`: {inner}") };
+        let msg = if path == "." || path.is_empty() {
+            inner
+        } else {
+            format!("field `{path}`: {inner}")
+        };
         CoreError::new(ErrorCode::BadRequest, msg)
     })
 }
@@ -214,15 +265,24 @@ mod tests {
         let p = parse(r#"{"type":"STATE","ref":7,"room":"a","state":{"x":1},"extra":true}"#);
         assert_eq!(p.reply_ref, Some(serde_json::json!(7)));
         assert!(p.message.is_ok());
-        let e = parse(r#"{"type":"HB","active":"yes"}"#).message.err().unwrap();
+        let e = parse(r#"{"type":"HB","active":"yes"}"#)
+            .message
+            .err()
+            .unwrap();
         assert!(e.message.contains("active"), "{}", e.message);
     }
 
     #[test]
     fn room_addresses() {
-        let Ok(ClientMessage::Sub(s)) = parse(r#"{"type":"SUB","entity":"Order","id":123}"#).message else { panic!() };
+        let Ok(ClientMessage::Sub(s)) =
+            parse(r#"{"type":"SUB","entity":"Order","id":123}"#).message
+        else {
+            panic!()
+        };
         assert_eq!(s.addr.key().unwrap().as_str(), "Order:123");
-        let Ok(ClientMessage::Sub(s)) = parse(r#"{"type":"SUB","room":"bad room"}"#).message else { panic!() };
+        let Ok(ClientMessage::Sub(s)) = parse(r#"{"type":"SUB","room":"bad room"}"#).message else {
+            panic!()
+        };
         assert_eq!(s.addr.key().unwrap_err().code, ErrorCode::InvalidRoom);
     }
 }

@@ -45,7 +45,15 @@ struct Limits {
 impl Limits {
     fn new(rate: u32, burst: u32, max_errors: u32) -> Self {
         let now = Instant::now();
-        Self { tokens: burst as f64, rate: rate as f64, burst: burst as f64, last: now, errors: 0, errors_since: now, max_errors }
+        Self {
+            tokens: burst as f64,
+            rate: rate as f64,
+            burst: burst as f64,
+            last: now,
+            errors: 0,
+            errors_since: now,
+            max_errors,
+        }
     }
     fn take(&mut self) -> bool {
         let now = Instant::now();
@@ -85,7 +93,11 @@ enum Flow {
 
 fn error_frame(e: &CoreError, reply_ref: Option<&Value>) -> Frame {
     metrics::counter!(m::ERRORS, "code" => e.code.as_str()).increment(1);
-    Frame::encode("ERROR", &json!({"code": e.code.as_str(), "message": e.message}), reply_ref)
+    Frame::encode(
+        "ERROR",
+        &json!({"code": e.code.as_str(), "message": e.message}),
+        reply_ref,
+    )
 }
 
 async fn send_frame(ws: &mut WebSocket, f: Frame) -> bool {
@@ -93,8 +105,12 @@ async fn send_frame(ws: &mut WebSocket, f: Frame) -> bool {
 }
 
 async fn send_close(ws: &mut WebSocket, code: u16) {
-    let frame = CloseFrame { code, reason: close::reason(code).into() };
-    let _ = tokio::time::timeout(Duration::from_secs(1), ws.send(Message::Close(Some(frame)))).await;
+    let frame = CloseFrame {
+        code,
+        reason: close::reason(code).into(),
+    };
+    let _ =
+        tokio::time::timeout(Duration::from_secs(1), ws.send(Message::Close(Some(frame)))).await;
 }
 
 /// Writes every frame already queued (not waiting for more).
@@ -121,12 +137,25 @@ fn read_error_code(e: axum::Error) -> Option<u16> {
 
 pub async fn serve(mut ws: WebSocket, ctx: ConnContext, node: Arc<Node>, auth: Arc<Authenticator>) {
     let cfg = node.config.clone();
-    let mut limits = Limits::new(cfg.limits.messages_per_second, cfg.limits.messages_burst, cfg.limits.errors_per_minute);
-    let Some((identity, hello, hello_ref)) = opening(&mut ws, &ctx, &node, &auth, &mut limits).await else { return };
+    let mut limits = Limits::new(
+        cfg.limits.messages_per_second,
+        cfg.limits.messages_burst,
+        cfg.limits.errors_per_minute,
+    );
+    let Some((identity, hello, hello_ref)) =
+        opening(&mut ws, &ctx, &node, &auth, &mut limits).await
+    else {
+        return;
+    };
 
     let (tx, mut rx) = mpsc::channel(cfg.limits.send_queue);
     let kill = CancellationToken::new();
-    let link = ConnLink { id: node.next_conn_id(), tx, kill: kill.clone(), close_code: Arc::new(AtomicU16::new(0)) };
+    let link = ConnLink {
+        id: node.next_conn_id(),
+        tx,
+        kill: kill.clone(),
+        close_code: Arc::new(AtomicU16::new(0)),
+    };
     let info = HelloInfo {
         device: hello.device,
         os: hello.os,
@@ -138,9 +167,16 @@ pub async fn serve(mut ws: WebSocket, ctx: ConnContext, node: Arc<Node>, auth: A
     let welcome = node.open_session(identity, info, link.clone()).await;
     metrics::gauge!(m::CONNECTIONS).increment(1.0);
     let _connected = ConnectionGauge;
-    let Some(session) = node.hub.get(&welcome.session_id) else { return };
+    let Some(session) = node.hub.get(&welcome.session_id) else {
+        return;
+    };
     metrics::counter!(m::MESSAGES_OUT, "type" => "WELCOME").increment(1);
-    if !send_frame(&mut ws, Frame::encode("WELCOME", &welcome, hello_ref.as_ref())).await {
+    if !send_frame(
+        &mut ws,
+        Frame::encode("WELCOME", &welcome, hello_ref.as_ref()),
+    )
+    .await
+    {
         node.connection_lost(&session, link.id);
         return;
     }
@@ -259,7 +295,10 @@ async fn opening(
                 metrics::counter!(m::MESSAGES_IN, "type" => "HELLO").increment(1);
                 let token = hello.token.clone().or_else(|| ctx.pre_token.clone());
                 let result = match token {
-                    None => Err("no token: send one in ?token=, Authorization: Bearer, or HELLO.token".to_string()),
+                    None => Err(
+                        "no token: send one in ?token=, Authorization: Bearer, or HELLO.token"
+                            .to_string(),
+                    ),
                     Some(t) => auth.verify(&t).map_err(|e| e.0),
                 };
                 match result {
@@ -288,11 +327,19 @@ async fn opening(
     }
 }
 
-async fn on_text(node: &Arc<Node>, s: &Arc<SessionHandle>, limits: &mut Limits, text: &str) -> Flow {
+async fn on_text(
+    node: &Arc<Node>,
+    s: &Arc<SessionHandle>,
+    limits: &mut Limits,
+    text: &str,
+) -> Flow {
     let parsed = messages::parse(text);
     let r = parsed.reply_ref.as_ref();
     let result: Result<(), CoreError> = if !limits.take() {
-        Err(CoreError::new(ErrorCode::RateLimited, "too many messages; this one was dropped"))
+        Err(CoreError::new(
+            ErrorCode::RateLimited,
+            "too many messages; this one was dropped",
+        ))
     } else {
         match parsed.message {
             Ok(msg) => {
@@ -305,7 +352,9 @@ async fn on_text(node: &Arc<Node>, s: &Arc<SessionHandle>, limits: &mut Limits, 
             Err(e) => Err(e),
         }
     };
-    let Err(e) = result else { return Flow::Continue };
+    let Err(e) = result else {
+        return Flow::Continue;
+    };
     hub::send_to(s, &error_frame(&e, r));
     // A dropped message (rate_limited) is the limit working, not a client error.
     if e.code != ErrorCode::RateLimited && limits.error() {
@@ -331,11 +380,18 @@ async fn handle(
 ) -> Result<Flow, CoreError> {
     match msg {
         ClientMessage::Hello(_) => {
-            return Err(CoreError::new(ErrorCode::BadRequest, "HELLO was already accepted on this connection"));
+            return Err(CoreError::new(
+                ErrorCode::BadRequest,
+                "HELLO was already accepted on this connection",
+            ));
         }
         ClientMessage::Sub(sub) => {
             let key = sub.addr.key()?;
-            let mode = if sub.mode == Mode::Count { SubMode::Count } else { SubMode::List };
+            let mode = if sub.mode == Mode::Count {
+                SubMode::Count
+            } else {
+                SubMode::List
+            };
             node.sub(s, key, sub.state, mode, r).await?;
         }
         ClientMessage::Unsub(addr) => {
@@ -344,10 +400,18 @@ async fn handle(
             reply(s, "UNSUB_ACK", json!({"room": key}), r);
         }
         ClientMessage::Hb(hb) => {
-            let latency = hb.latency_ms.filter(|l| l.is_finite() && *l >= 0.0).map(|l| l as u32);
+            let latency = hb
+                .latency_ms
+                .filter(|l| l.is_finite() && *l >= 0.0)
+                .map(|l| l as u32);
             node.heartbeat(s, hb.active.unwrap_or(true), latency).await;
             let server_time = crate::clock::iso(node.clock.wall_now());
-            reply(s, "HB_ACK", json!({"t": hb.t, "serverTime": server_time}), r);
+            reply(
+                s,
+                "HB_ACK",
+                json!({"t": hb.t, "serverTime": server_time}),
+                r,
+            );
         }
         ClientMessage::State(st) => {
             let key = st.addr.key()?;
@@ -379,7 +443,8 @@ async fn handle(
             node.unwatch(s, users);
         }
         ClientMessage::Bye => {
-            node.end_session(&s.meta.id, crate::core::types::LeaveReason::Left).await;
+            node.end_session(&s.meta.id, crate::core::types::LeaveReason::Left)
+                .await;
             return Ok(Flow::Close(close::NORMAL));
         }
     }
@@ -388,7 +453,10 @@ async fn handle(
 
 fn check_field(field: &str) -> Result<(), CoreError> {
     if field.is_empty() || field.len() > 200 || field.chars().any(char::is_control) {
-        return Err(CoreError::new(ErrorCode::BadRequest, "field `field`: 1-200 characters, no control characters"));
+        return Err(CoreError::new(
+            ErrorCode::BadRequest,
+            "field `field`: 1-200 characters, no control characters",
+        ));
     }
     Ok(())
 }

@@ -75,10 +75,17 @@ impl Server {
                 log2.lock().unwrap().push(line);
             }
         });
-        let addr = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_else(|_| {
-            panic!("server did not start: {:?}", log.lock().unwrap());
-        });
-        Server { child, addr, secret, log }
+        let addr = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| {
+                panic!("server did not start: {:?}", log.lock().unwrap());
+            });
+        Server {
+            child,
+            addr,
+            secret,
+            log,
+        }
     }
 
     pub fn ws_url(&self) -> String {
@@ -118,14 +125,18 @@ impl Server {
     }
 
     pub async fn client_in(&self, user: &str, tenant: &str, mut hello: Hello) -> Client {
-        let mut c = Client::connect(ConnectOptions::new(self.ws_url())).await.expect("connect");
+        let mut c = Client::connect(ConnectOptions::new(self.ws_url()))
+            .await
+            .expect("connect");
         hello.token = Some(self.token_full(user, tenant, &[], None));
         c.hello(hello).await.expect("welcome");
         c
     }
 
     pub async fn raw(&self) -> Client {
-        Client::connect(ConnectOptions::new(self.ws_url())).await.expect("connect")
+        Client::connect(ConnectOptions::new(self.ws_url()))
+            .await
+            .expect("connect")
     }
 
     pub fn sigterm(&self) {
@@ -147,17 +158,31 @@ impl Server {
         None
     }
 
-    pub async fn rest(&self, method: &str, path: &str, bearer: &str, body: Option<Value>) -> (u16, Value) {
+    pub async fn rest(
+        &self,
+        method: &str,
+        path: &str,
+        bearer: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         rest_as(&self.url(path), method, Some(bearer), &[], body).await
     }
 
     pub async fn metrics(&self) -> String {
-        reqwest::get(self.url("/metrics")).await.unwrap().text().await.unwrap()
+        reqwest::get(self.url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 }
 
 fn unsafe_kill(pid: u32, sig: &str) {
-    let _ = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
 }
 
 impl Drop for Server {
@@ -167,7 +192,13 @@ impl Drop for Server {
     }
 }
 
-pub async fn rest_as(url: &str, method: &str, bearer: Option<&str>, headers: &[(&str, &str)], body: Option<Value>) -> (u16, Value) {
+pub async fn rest_as(
+    url: &str,
+    method: &str,
+    bearer: Option<&str>,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> (u16, Value) {
     let client = reqwest::Client::new();
     let mut req = client.request(method.parse().unwrap(), url);
     if let Some(b) = bearer {
@@ -182,12 +213,17 @@ pub async fn rest_as(url: &str, method: &str, bearer: Option<&str>, headers: &[(
     let resp = req.send().await.expect("http");
     let status = resp.status().as_u16();
     let text = resp.text().await.unwrap_or_default();
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 /// Next message of type `ty` (others are skipped).
 pub async fn next(c: &mut Client, ty: &str) -> Value {
-    c.recv_type(ty, T).await.unwrap_or_else(|e| panic!("waiting for {ty}: {e}"))
+    c.recv_type(ty, T)
+        .await
+        .unwrap_or_else(|e| panic!("waiting for {ty}: {e}"))
 }
 
 /// Next PRESENCE_DIFF for `room`.
@@ -206,7 +242,12 @@ pub async fn next_diff(c: &mut Client, room: &str) -> Value {
 pub async fn next_change(c: &mut Client, room: &str, key: &str, user: &str) -> Value {
     loop {
         let d = next_diff(c, room).await;
-        if let Some(e) = d[key].as_array().unwrap().iter().find(|e| e["userId"] == user) {
+        if let Some(e) = d[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["userId"] == user)
+        {
             let mut e = e.clone();
             e["seq"] = d["seq"].clone();
             return e;
@@ -225,7 +266,9 @@ pub async fn expect_error(c: &mut Client, mut msg: Value) -> Value {
                 return m;
             }
             Incoming::Message(_) => continue,
-            Incoming::Closed { code, reason } => panic!("closed {code:?} {reason} while waiting for ERROR"),
+            Incoming::Closed { code, reason } => {
+                panic!("closed {code:?} {reason} while waiting for ERROR")
+            }
         }
     }
 }
@@ -251,7 +294,13 @@ pub fn session_ids(presence: &Value) -> Vec<String> {
         .as_array()
         .unwrap()
         .iter()
-        .flat_map(|u| u["sessions"].as_array().unwrap().iter().map(|s| s["sessionId"].as_str().unwrap().to_string()))
+        .flat_map(|u| {
+            u["sessions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["sessionId"].as_str().unwrap().to_string())
+        })
         .collect();
     out.sort();
     out

@@ -37,17 +37,37 @@ pub struct LifecycleEvent {
 /// and bumps `version`. Members get an `ENTITY` event. Needs role `service` or `admin`.
 #[utoipa::path(post, path = "/api/v1/lifecycle", tag = "lifecycle", request_body = LifecycleEvent,
     responses((status = 202, description = "{room, stale, busyBy, version}"), (status = 422, body = super::ErrorBody), (status = 403, body = super::ErrorBody)))]
-pub async fn lifecycle(State(app): State<AppState>, caller: Caller, ApiJson(ev): ApiJson<LifecycleEvent>) -> ApiResult<Response> {
+pub async fn lifecycle(
+    State(app): State<AppState>,
+    caller: Caller,
+    ApiJson(ev): ApiJson<LifecycleEvent>,
+) -> ApiResult<Response> {
     caller.require_service()?;
     let id = match &ev.id {
         serde_json::Value::String(s) => s.clone(),
         serde_json::Value::Number(n) => n.to_string(),
-        _ => return Err(ApiError::new(ErrorCode::Invalid, "field `id`: expected a string or number")),
+        _ => {
+            return Err(ApiError::new(
+                ErrorCode::Invalid,
+                "field `id`: expected a string or number",
+            ))
+        }
     };
-    let key = RoomKey::from_entity(&ev.entity, &id).map_err(|e| ApiError::new(ErrorCode::Invalid, format!("field `entity`/`id`: {}", e.0)))?;
-    let user = UserId::parse(&ev.user_id).map_err(|e| ApiError::new(ErrorCode::Invalid, format!("field `userId`: {}", e.0)))?;
-    let room = RoomId { tenant: caller.tenant.clone(), key };
-    app.node.lifecycle(&room, matches!(ev.kind, LifecycleType::Mutating), user).await;
+    let key = RoomKey::from_entity(&ev.entity, &id)
+        .map_err(|e| ApiError::new(ErrorCode::Invalid, format!("field `entity`/`id`: {}", e.0)))?;
+    let user = UserId::parse(&ev.user_id)
+        .map_err(|e| ApiError::new(ErrorCode::Invalid, format!("field `userId`: {}", e.0)))?;
+    let room = RoomId {
+        tenant: caller.tenant.clone(),
+        key,
+    };
+    app.node
+        .lifecycle(&room, matches!(ev.kind, LifecycleType::Mutating), user)
+        .await;
     let view = app.node.engine.room(&room).await.map(|r| r.entity);
-    Ok((axum::http::StatusCode::ACCEPTED, Json(view.map(|v| serde_json::to_value(v).unwrap_or_default()))).into_response())
+    Ok((
+        axum::http::StatusCode::ACCEPTED,
+        Json(view.map(|v| serde_json::to_value(v).unwrap_or_default())),
+    )
+        .into_response())
 }

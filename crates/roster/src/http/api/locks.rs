@@ -11,7 +11,9 @@ use crate::core::error::ErrorCode;
 use crate::http::AppState;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/rooms/{room}/locks", get(list)).route("/rooms/{room}/locks/{field}", delete(force_release))
+    Router::new()
+        .route("/rooms/{room}/locks", get(list))
+        .route("/rooms/{room}/locks/{field}", delete(force_release))
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -25,16 +27,38 @@ pub struct LockItem {
 
 #[utoipa::path(get, path = "/api/v1/rooms/{room}/locks", tag = "locks", params(("room" = String, Path)),
     responses((status = 200, body = Page<LockItem>), (status = 404, body = super::ErrorBody)))]
-pub async fn list(State(app): State<AppState>, caller: Caller, Path(room): Path<String>) -> ApiResult<Json<Page<LockItem>>> {
+pub async fn list(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(room): Path<String>,
+) -> ApiResult<Json<Page<LockItem>>> {
     let id = caller.room(&room)?;
-    let summary = app.node.engine.room(&id).await.ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no room {room}")))?;
+    let summary = app
+        .node
+        .engine
+        .room(&id)
+        .await
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no room {room}")))?;
     caller.may_see(&summary.settings)?;
-    let locks = app.node.engine.locks(&id).await.ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no room {room}")))?;
+    let locks = app
+        .node
+        .engine
+        .locks(&id)
+        .await
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no room {room}")))?;
     let items = locks
         .into_iter()
-        .map(|(field, o)| LockItem { field, user_id: o.user_id.to_string(), session_id: o.session_id.to_string(), expires_at: o.expires_at })
+        .map(|(field, o)| LockItem {
+            field,
+            user_id: o.user_id.to_string(),
+            session_id: o.session_id.to_string(),
+            expires_at: o.expires_at,
+        })
         .collect();
-    Ok(Json(Page { items, next_cursor: None }))
+    Ok(Json(Page {
+        items,
+        next_cursor: None,
+    }))
 }
 
 /// Releases a lock whoever holds it; members get a `LOCK` event with
@@ -42,12 +66,19 @@ pub async fn list(State(app): State<AppState>, caller: Caller, Path(room): Path<
 #[utoipa::path(delete, path = "/api/v1/rooms/{room}/locks/{field}", tag = "locks",
     params(("room" = String, Path), ("field" = String, Path)),
     responses((status = 204, description = "released"), (status = 404, body = super::ErrorBody), (status = 403, body = super::ErrorBody)))]
-pub async fn force_release(State(app): State<AppState>, caller: Caller, Path((room, field)): Path<(String, String)>) -> ApiResult<Response> {
+pub async fn force_release(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path((room, field)): Path<(String, String)>,
+) -> ApiResult<Response> {
     caller.require_admin()?;
     let id = caller.room(&room)?;
     if app.node.force_unlock(&id, &field).await {
         Ok(no_content())
     } else {
-        Err(ApiError::new(ErrorCode::NotFound, format!("no lock on {field} in {room}")))
+        Err(ApiError::new(
+            ErrorCode::NotFound,
+            format!("no lock on {field} in {room}"),
+        ))
     }
 }

@@ -64,8 +64,14 @@ pub struct ErrorDetail {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.0.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body = ErrorBody { error: ErrorDetail { code: self.0.code.as_str().into(), message: self.0.message } };
+        let status = StatusCode::from_u16(self.0.code.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.0.code.as_str().into(),
+                message: self.0.message,
+            },
+        };
         (status, Json(body)).into_response()
     }
 }
@@ -77,7 +83,10 @@ pub async fn not_found() -> ApiError {
 }
 
 pub async fn method_not_allowed() -> ApiError {
-    ApiError::new(ErrorCode::MethodNotAllowed, "method not allowed on this path")
+    ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        "method not allowed on this path",
+    )
 }
 
 /// Who calls: a tenant's JWT, or the operator admin key with `X-Tenant`.
@@ -97,13 +106,31 @@ impl Caller {
         self.is_admin() || self.roles.iter().any(|r| r == role)
     }
     pub fn require_admin(&self) -> ApiResult<()> {
-        if self.is_admin() { Ok(()) } else { Err(ApiError::new(ErrorCode::Forbidden, "needs role admin")) }
+        if self.is_admin() {
+            Ok(())
+        } else {
+            Err(ApiError::new(ErrorCode::Forbidden, "needs role admin"))
+        }
     }
     pub fn require_monitor(&self) -> ApiResult<()> {
-        if self.has("monitor") { Ok(()) } else { Err(ApiError::new(ErrorCode::Forbidden, "needs role monitor or admin")) }
+        if self.has("monitor") {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "needs role monitor or admin",
+            ))
+        }
     }
     pub fn require_service(&self) -> ApiResult<()> {
-        if self.has("service") { Ok(()) } else { Err(ApiError::new(ErrorCode::Forbidden, "needs role service or admin")) }
+        if self.has("service") {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "needs role service or admin",
+            ))
+        }
     }
     /// Private rooms are visible to admins, monitors and their participants.
     pub fn may_see(&self, settings: &crate::core::room::RoomSettings) -> ApiResult<()> {
@@ -111,7 +138,10 @@ impl Caller {
         if settings.visibility == Visibility::Open
             || self.is_admin()
             || self.roles.iter().any(|r| r == "monitor")
-            || self.user.as_ref().is_some_and(|u| settings.participants.contains_key(u))
+            || self
+                .user
+                .as_ref()
+                .is_some_and(|u| settings.participants.contains_key(u))
         {
             Ok(())
         } else {
@@ -120,36 +150,70 @@ impl Caller {
     }
 
     pub fn room(&self, key: &str) -> ApiResult<RoomId> {
-        let key = RoomKey::parse(key).map_err(|e| ApiError::new(ErrorCode::Invalid, format!("path `room`: {}", e.0)))?;
-        Ok(RoomId { tenant: self.tenant.clone(), key })
+        let key = RoomKey::parse(key)
+            .map_err(|e| ApiError::new(ErrorCode::Invalid, format!("path `room`: {}", e.0)))?;
+        Ok(RoomId {
+            tenant: self.tenant.clone(),
+            key,
+        })
     }
 }
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        app: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let bearer = parts
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)
-            .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "missing Authorization: Bearer <token>"))?;
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::Unauthorized,
+                    "missing Authorization: Bearer <token>",
+                )
+            })?;
         let caller = if app.auth.is_admin_key(bearer) {
             let tenant = parts
                 .headers
                 .get("x-tenant")
                 .and_then(|v| v.to_str().ok())
-                .ok_or_else(|| ApiError::new(ErrorCode::BadRequest, "the admin key needs an X-Tenant header"))?;
-            let tenant = TenantId::parse(tenant).map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("X-Tenant: {}", e.0)))?;
-            Caller { tenant, user: None, roles: vec!["admin".into()], operator: true }
+                .ok_or_else(|| {
+                    ApiError::new(
+                        ErrorCode::BadRequest,
+                        "the admin key needs an X-Tenant header",
+                    )
+                })?;
+            let tenant = TenantId::parse(tenant)
+                .map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("X-Tenant: {}", e.0)))?;
+            Caller {
+                tenant,
+                user: None,
+                roles: vec!["admin".into()],
+                operator: true,
+            }
         } else {
-            let id = app.auth.verify(bearer).map_err(|e| ApiError::new(ErrorCode::Unauthorized, e.0))?;
-            Caller { tenant: id.tenant, user: Some(id.user), roles: id.roles, operator: false }
+            let id = app
+                .auth
+                .verify(bearer)
+                .map_err(|e| ApiError::new(ErrorCode::Unauthorized, e.0))?;
+            Caller {
+                tenant: id.tenant,
+                user: Some(id.user),
+                roles: id.roles,
+                operator: false,
+            }
         };
         if !app.rest_limiter.take(&caller.tenant) {
-            return Err(ApiError::new(ErrorCode::RateLimited, "too many requests for this tenant"));
+            return Err(ApiError::new(
+                ErrorCode::RateLimited,
+                "too many requests for this tenant",
+            ));
         }
         Ok(caller)
     }
@@ -163,7 +227,10 @@ pub struct RateLimiter {
 
 impl RateLimiter {
     pub fn new(rate: u32) -> Self {
-        Self { rate: rate as f64, buckets: DashMap::new() }
+        Self {
+            rate: rate as f64,
+            buckets: DashMap::new(),
+        }
     }
     pub fn take(&self, tenant: &TenantId) -> bool {
         let now = Instant::now();
@@ -189,19 +256,36 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(ErrorCode::PayloadTooLarge, format!("body above {} bytes", state.node.config.limits.max_body_bytes))
-            } else {
-                ApiError::new(ErrorCode::BadRequest, e.body_text())
-            }
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::new(
+                        ErrorCode::PayloadTooLarge,
+                        format!(
+                            "body above {} bytes",
+                            state.node.config.limits.max_body_bytes
+                        ),
+                    )
+                } else {
+                    ApiError::new(ErrorCode::BadRequest, e.body_text())
+                }
+            })?;
+        let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+            ApiError::new(
+                ErrorCode::BadRequest,
+                format!("body is not valid JSON: {e}"),
+            )
         })?;
-        let value: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("body is not valid JSON: {e}")))?;
-        serde_path_to_error::deserialize(value).map(ApiJson).map_err(|e| {
-            let path = e.path().to_string();
-            ApiError::new(ErrorCode::Invalid, format!("field `{path}`: {}", e.into_inner()))
-        })
+        serde_path_to_error::deserialize(value)
+            .map(ApiJson)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                ApiError::new(
+                    ErrorCode::Invalid,
+                    format!("field `{path}`: {}", e.into_inner()),
+                )
+            })
     }
 }
 
@@ -221,10 +305,17 @@ pub struct Page<T: Serialize> {
 
 impl PageQuery {
     /// Pages a list sorted by `key`: items strictly after the cursor's key.
-    pub fn apply<T: Serialize>(&self, items: Vec<T>, key: impl Fn(&T) -> String) -> ApiResult<Page<T>> {
+    pub fn apply<T: Serialize>(
+        &self,
+        items: Vec<T>,
+        key: impl Fn(&T) -> String,
+    ) -> ApiResult<Page<T>> {
         let limit = self.limit.unwrap_or(100);
         if limit == 0 || limit > 1000 {
-            return Err(ApiError::new(ErrorCode::Invalid, "field `limit`: between 1 and 1000"));
+            return Err(ApiError::new(
+                ErrorCode::Invalid,
+                "field `limit`: between 1 and 1000",
+            ));
         }
         let after = match &self.cursor {
             None => None,
@@ -233,22 +324,35 @@ impl PageQuery {
                     .decode(c)
                     .ok()
                     .and_then(|b| String::from_utf8(b).ok())
-                    .ok_or_else(|| ApiError::new(ErrorCode::Invalid, "field `cursor`: not a cursor from this API"))?,
+                    .ok_or_else(|| {
+                        ApiError::new(
+                            ErrorCode::Invalid,
+                            "field `cursor`: not a cursor from this API",
+                        )
+                    })?,
             ),
         };
-        let mut rest: Vec<T> = items.into_iter().filter(|i| after.as_ref().is_none_or(|a| key(i) > *a)).collect();
+        let mut rest: Vec<T> = items
+            .into_iter()
+            .filter(|i| after.as_ref().is_none_or(|a| key(i) > *a))
+            .collect();
         let next_cursor = if rest.len() > limit {
             rest.truncate(limit);
-            rest.last().map(|i| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key(i)))
+            rest.last()
+                .map(|i| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key(i)))
         } else {
             None
         };
-        Ok(Page { items: rest, next_cursor })
+        Ok(Page {
+            items: rest,
+            next_cursor,
+        })
     }
 }
 
 pub fn parse_duration_field(field: &str, s: &str) -> ApiResult<Duration> {
-    crate::config::parse_duration(s).map_err(|e| ApiError::new(ErrorCode::Invalid, format!("field `{field}`: {e}")))
+    crate::config::parse_duration(s)
+        .map_err(|e| ApiError::new(ErrorCode::Invalid, format!("field `{field}`: {e}")))
 }
 
 pub fn created<T: Serialize>(body: T) -> Response {
@@ -258,4 +362,3 @@ pub fn created<T: Serialize>(body: T) -> Response {
 pub fn no_content() -> Response {
     StatusCode::NO_CONTENT.into_response()
 }
-

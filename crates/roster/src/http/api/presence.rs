@@ -28,11 +28,25 @@ pub fn router() -> Router<AppState> {
     params(("room" = String, Path, description = "room key, percent-encoded")),
     responses((status = 200, description = "PRESENCE snapshot (users grouped with their sessions)"),
               (status = 403, body = super::ErrorBody), (status = 404, body = super::ErrorBody)))]
-pub async fn room_presence(State(app): State<AppState>, caller: Caller, Path(room): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn room_presence(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(room): Path<String>,
+) -> ApiResult<Json<Value>> {
     let id = caller.room(&room)?;
-    let summary = app.node.engine.room(&id).await.ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no room {room}")))?;
+    let summary = app
+        .node
+        .engine
+        .room(&id)
+        .await
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no room {room}")))?;
     caller.may_see(&summary.settings)?;
-    let snap = app.node.engine.snapshot(&id).await.ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no room {room}")))?;
+    let snap = app
+        .node
+        .engine
+        .snapshot(&id)
+        .await
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no room {room}")))?;
     Ok(Json(serde_json::to_value(snap).unwrap_or_default()))
 }
 
@@ -56,13 +70,27 @@ fn user_id(id: &str) -> ApiResult<UserId> {
 #[utoipa::path(get, path = "/api/v1/users/{id}/presence", tag = "presence",
     params(("id" = String, Path, description = "user id (`sub`)")),
     responses((status = 200, description = "{userId, status, isOnline, lastSeen, devices, sessions, rooms}")))]
-pub async fn user_presence(State(app): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-    let user = UserRef { tenant: caller.tenant.clone(), user: user_id(&id)? };
+pub async fn user_presence(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let user = UserRef {
+        tenant: caller.tenant.clone(),
+        user: user_id(&id)?,
+    };
     let status = app.node.user_status(&user).await;
     let record = app.node.engine.user(&user).await;
-    let sessions: Vec<SessionInfoView> =
-        record.sessions.iter().filter_map(|sid| app.node.hub.get(sid)).map(|s| app.node.session_info(&s)).collect();
-    let mut rooms: Vec<String> = sessions.iter().flat_map(|s| s.rooms.iter().cloned()).collect();
+    let sessions: Vec<SessionInfoView> = record
+        .sessions
+        .iter()
+        .filter_map(|sid| app.node.hub.get(sid))
+        .map(|s| app.node.session_info(&s))
+        .collect();
+    let mut rooms: Vec<String> = sessions
+        .iter()
+        .flat_map(|s| s.rooms.iter().cloned())
+        .collect();
     rooms.sort();
     rooms.dedup();
     let body = UserPresence {
@@ -79,8 +107,15 @@ pub async fn user_presence(State(app): State<AppState>, caller: Caller, Path(id)
 
 #[utoipa::path(get, path = "/api/v1/users/{id}/online", tag = "presence",
     params(("id" = String, Path)), responses((status = 200, description = "{isOnline}")))]
-pub async fn user_online(State(app): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-    let user = UserRef { tenant: caller.tenant.clone(), user: user_id(&id)? };
+pub async fn user_online(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let user = UserRef {
+        tenant: caller.tenant.clone(),
+        user: user_id(&id)?,
+    };
     let record = app.node.engine.user(&user).await;
     Ok(Json(json!({"isOnline": record.status != Status::Offline})))
 }
@@ -89,14 +124,28 @@ pub async fn user_online(State(app): State<AppState>, caller: Caller, Path(id): 
 #[utoipa::path(post, path = "/api/v1/presence/batch", tag = "presence",
     request_body(content = Vec<String>, description = "user ids, at most 1000"),
     responses((status = 200, description = "{id: {status, isOnline, lastSeen}}"), (status = 422, body = super::ErrorBody)))]
-pub async fn batch(State(app): State<AppState>, caller: Caller, ApiJson(ids): ApiJson<Vec<String>>) -> ApiResult<Json<Value>> {
+pub async fn batch(
+    State(app): State<AppState>,
+    caller: Caller,
+    ApiJson(ids): ApiJson<Vec<String>>,
+) -> ApiResult<Json<Value>> {
     if ids.len() > 1000 {
-        return Err(ApiError::new(ErrorCode::Invalid, "body: at most 1000 user ids"));
+        return Err(ApiError::new(
+            ErrorCode::Invalid,
+            "body: at most 1000 user ids",
+        ));
     }
     let mut out = BTreeMap::new();
     for (i, id) in ids.iter().enumerate() {
-        let user = UserId::parse(id).map_err(|e| ApiError::new(ErrorCode::Invalid, format!("field `[{i}]`: {}", e.0)))?;
-        let v = app.node.user_status(&UserRef { tenant: caller.tenant.clone(), user }).await;
+        let user = UserId::parse(id)
+            .map_err(|e| ApiError::new(ErrorCode::Invalid, format!("field `[{i}]`: {}", e.0)))?;
+        let v = app
+            .node
+            .user_status(&UserRef {
+                tenant: caller.tenant.clone(),
+                user,
+            })
+            .await;
         out.insert(id.clone(), json!({"status": v.status, "isOnline": v.status != Status::Offline, "lastSeen": v.last_seen}));
     }
     Ok(Json(serde_json::to_value(out).unwrap_or_default()))

@@ -8,7 +8,10 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{created, no_content, parse_duration_field, ApiError, ApiJson, ApiResult, Caller, Page, PageQuery};
+use super::{
+    created, no_content, parse_duration_field, ApiError, ApiJson, ApiResult, Caller, Page,
+    PageQuery,
+};
 use crate::clock::iso;
 use crate::core::error::ErrorCode;
 use crate::core::room::{RoomSettings, RoomStatus};
@@ -22,7 +25,10 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/rooms", get(list).post(create))
         .route("/rooms/{room}", get(read).patch(patch).delete(remove))
-        .route("/rooms/{room}/participants/{user}", put(put_participant).delete(delete_participant))
+        .route(
+            "/rooms/{room}/participants/{user}",
+            put(put_participant).delete(delete_participant),
+        )
         .route("/room-types", get(room_types))
 }
 
@@ -61,7 +67,11 @@ impl From<RoomSummary> for RoomView {
             status: s.status,
             tags: s.tags,
             attributes: s.attributes,
-            participants: s.participants.into_iter().map(|(u, r)| (u.to_string(), r)).collect(),
+            participants: s
+                .participants
+                .into_iter()
+                .map(|(u, r)| (u.to_string(), r))
+                .collect(),
             declared: s.declared,
             sessions: r.sessions,
             seq: r.seq,
@@ -103,7 +113,10 @@ pub struct PatchRoom {
 
 fn check_capacity(c: Option<u32>) -> ApiResult<()> {
     match c {
-        Some(0) | Some(1_000_001..) => Err(ApiError::new(ErrorCode::Invalid, "field `capacity`: between 1 and 1000000")),
+        Some(0) | Some(1_000_001..) => Err(ApiError::new(
+            ErrorCode::Invalid,
+            "field `capacity`: between 1 and 1000000",
+        )),
         _ => Ok(()),
     }
 }
@@ -111,23 +124,45 @@ fn check_capacity(c: Option<u32>) -> ApiResult<()> {
 fn check_tags(t: &Option<Vec<String>>) -> ApiResult<()> {
     if let Some(tags) = t {
         if tags.len() > 50 || tags.iter().any(|t| t.is_empty() || t.len() > 64) {
-            return Err(ApiError::new(ErrorCode::Invalid, "field `tags`: at most 50 tags of 1-64 characters"));
+            return Err(ApiError::new(
+                ErrorCode::Invalid,
+                "field `tags`: at most 50 tags of 1-64 characters",
+            ));
         }
     }
     Ok(())
 }
 
 fn find_type<'a>(app: &'a AppState, code: &str) -> ApiResult<&'a RoomType> {
-    app.node.room_type(code).ok_or_else(|| ApiError::new(ErrorCode::Invalid, format!("field `type`: unknown room type {code:?}")))
+    app.node.room_type(code).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::Invalid,
+            format!("field `type`: unknown room type {code:?}"),
+        )
+    })
 }
 
 /// Declares a room (201); 409 if it exists.
 #[utoipa::path(post, path = "/api/v1/rooms", tag = "rooms", request_body = CreateRoom,
     responses((status = 201, body = RoomView), (status = 409, body = super::ErrorBody), (status = 422, body = super::ErrorBody)))]
-pub async fn create(State(app): State<AppState>, caller: Caller, ApiJson(body): ApiJson<CreateRoom>) -> ApiResult<Response> {
+pub async fn create(
+    State(app): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<CreateRoom>,
+) -> ApiResult<Response> {
     caller.require_admin()?;
-    let id = caller.room(&body.key).map_err(|e| ApiError::new(ErrorCode::Invalid, e.0.message.replace("path `room`", "field `key`")))?;
-    let t = find_type(&app, body.room_type.as_deref().unwrap_or(crate::core::room_type::GENERIC))?;
+    let id = caller.room(&body.key).map_err(|e| {
+        ApiError::new(
+            ErrorCode::Invalid,
+            e.0.message.replace("path `room`", "field `key`"),
+        )
+    })?;
+    let t = find_type(
+        &app,
+        body.room_type
+            .as_deref()
+            .unwrap_or(crate::core::room_type::GENERIC),
+    )?;
     check_capacity(body.capacity)?;
     check_tags(&body.tags)?;
     let mut settings = RoomSettings::from_type(t, body.visibility, true, app.node.clock.wall_now());
@@ -140,7 +175,12 @@ pub async fn create(State(app): State<AppState>, caller: Caller, ApiJson(body): 
     settings.tags = body.tags.unwrap_or_default();
     settings.attributes = body.attributes.unwrap_or_default();
     app.node.engine.create_room(id.clone(), settings).await?;
-    let summary = app.node.engine.room(&id).await.ok_or_else(|| ApiError::new(ErrorCode::Internal, "room vanished"))?;
+    let summary = app
+        .node
+        .engine
+        .room(&id)
+        .await
+        .ok_or_else(|| ApiError::new(ErrorCode::Internal, "room vanished"))?;
     Ok(created(RoomView::from(summary)))
 }
 
@@ -156,7 +196,11 @@ pub struct RoomFilter {
 /// Rooms of the tenant (declared and ad hoc), by key. Private rooms are listed
 /// only to admins, monitors and their participants.
 #[utoipa::path(get, path = "/api/v1/rooms", tag = "rooms", params(RoomFilter), responses((status = 200, body = Page<RoomView>)))]
-pub async fn list(State(app): State<AppState>, caller: Caller, Query(f): Query<RoomFilter>) -> ApiResult<Json<Page<RoomView>>> {
+pub async fn list(
+    State(app): State<AppState>,
+    caller: Caller,
+    Query(f): Query<RoomFilter>,
+) -> ApiResult<Json<Page<RoomView>>> {
     let items: Vec<RoomView> = app
         .node
         .engine
@@ -164,18 +208,37 @@ pub async fn list(State(app): State<AppState>, caller: Caller, Query(f): Query<R
         .await
         .into_iter()
         .filter(|r| caller.may_see(&r.settings).is_ok())
-        .filter(|r| f.room_type.as_ref().is_none_or(|t| &r.settings.room_type == t))
+        .filter(|r| {
+            f.room_type
+                .as_ref()
+                .is_none_or(|t| &r.settings.room_type == t)
+        })
         .filter(|r| f.tag.as_ref().is_none_or(|t| r.settings.tags.contains(t)))
         .map(RoomView::from)
         .collect();
-    Ok(Json(PageQuery { limit: f.limit, cursor: f.cursor }.apply(items, |r| r.key.clone())?))
+    Ok(Json(
+        PageQuery {
+            limit: f.limit,
+            cursor: f.cursor,
+        }
+        .apply(items, |r| r.key.clone())?,
+    ))
 }
 
 #[utoipa::path(get, path = "/api/v1/rooms/{room}", tag = "rooms", params(("room" = String, Path)),
     responses((status = 200, body = RoomView), (status = 404, body = super::ErrorBody)))]
-pub async fn read(State(app): State<AppState>, caller: Caller, Path(room): Path<String>) -> ApiResult<Json<RoomView>> {
+pub async fn read(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(room): Path<String>,
+) -> ApiResult<Json<RoomView>> {
     let id = caller.room(&room)?;
-    let r = app.node.engine.room(&id).await.ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no room {room}")))?;
+    let r = app
+        .node
+        .engine
+        .room(&id)
+        .await
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no room {room}")))?;
     caller.may_see(&r.settings)?;
     Ok(Json(r.into()))
 }
@@ -184,7 +247,12 @@ pub async fn read(State(app): State<AppState>, caller: Caller, Path(room): Path<
 /// `maintenance` refuses new joins with `room_closed`.
 #[utoipa::path(patch, path = "/api/v1/rooms/{room}", tag = "rooms", params(("room" = String, Path)), request_body = PatchRoom,
     responses((status = 200, body = RoomView), (status = 404, body = super::ErrorBody), (status = 422, body = super::ErrorBody)))]
-pub async fn patch(State(app): State<AppState>, caller: Caller, Path(room): Path<String>, ApiJson(body): ApiJson<PatchRoom>) -> ApiResult<Json<RoomView>> {
+pub async fn patch(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(room): Path<String>,
+    ApiJson(body): ApiJson<PatchRoom>,
+) -> ApiResult<Json<RoomView>> {
     caller.require_admin()?;
     let id = caller.room(&room)?;
     check_capacity(body.capacity)?;
@@ -195,7 +263,11 @@ pub async fn patch(State(app): State<AppState>, caller: Caller, Path(room): Path
     let patch = RoomPatch {
         room_type: body.room_type,
         capacity: body.capacity,
-        idle_ttl: body.idle_ttl.as_deref().map(|t| parse_duration_field("idleTtl", t)).transpose()?,
+        idle_ttl: body
+            .idle_ttl
+            .as_deref()
+            .map(|t| parse_duration_field("idleTtl", t))
+            .transpose()?,
         visibility: body.visibility,
         status: body.status,
         tags: body.tags,
@@ -207,16 +279,27 @@ pub async fn patch(State(app): State<AppState>, caller: Caller, Path(room): Path
         let members = app.node.engine.members(&id).await;
         app.node.kick_sessions(members).await;
     }
-    Ok(Json(app.node.engine.room(&id).await.unwrap_or(summary).into()))
+    Ok(Json(
+        app.node.engine.room(&id).await.unwrap_or(summary).into(),
+    ))
 }
 
 /// Deletes a room; its members leave with reason `kicked`.
 #[utoipa::path(delete, path = "/api/v1/rooms/{room}", tag = "rooms", params(("room" = String, Path)),
     responses((status = 204, description = "deleted"), (status = 404, body = super::ErrorBody)))]
-pub async fn remove(State(app): State<AppState>, caller: Caller, Path(room): Path<String>) -> ApiResult<Response> {
+pub async fn remove(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(room): Path<String>,
+) -> ApiResult<Response> {
     caller.require_admin()?;
     let id = caller.room(&room)?;
-    let members = app.node.engine.delete_room(&id).await.ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no room {room}")))?;
+    let members = app
+        .node
+        .engine
+        .delete_room(&id)
+        .await
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no room {room}")))?;
     app.node.kick_sessions(members).await;
     Ok(no_content())
 }
@@ -238,18 +321,26 @@ pub async fn put_participant(
 ) -> ApiResult<Response> {
     caller.require_admin()?;
     let id = caller.room(&room)?;
-    let user = UserId::parse(&user).map_err(|e| ApiError::new(ErrorCode::Invalid, format!("path `user`: {}", e.0)))?;
-    app.node.participant_changed(&id, user, Some(body.role)).await?;
+    let user = UserId::parse(&user)
+        .map_err(|e| ApiError::new(ErrorCode::Invalid, format!("path `user`: {}", e.0)))?;
+    app.node
+        .participant_changed(&id, user, Some(body.role))
+        .await?;
     Ok(no_content())
 }
 
 #[utoipa::path(delete, path = "/api/v1/rooms/{room}/participants/{user}", tag = "rooms",
     params(("room" = String, Path), ("user" = String, Path)),
     responses((status = 204, description = "removed"), (status = 404, body = super::ErrorBody)))]
-pub async fn delete_participant(State(app): State<AppState>, caller: Caller, Path((room, user)): Path<(String, String)>) -> ApiResult<Response> {
+pub async fn delete_participant(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path((room, user)): Path<(String, String)>,
+) -> ApiResult<Response> {
     caller.require_admin()?;
     let id = caller.room(&room)?;
-    let user = UserId::parse(&user).map_err(|e| ApiError::new(ErrorCode::Invalid, format!("path `user`: {}", e.0)))?;
+    let user = UserId::parse(&user)
+        .map_err(|e| ApiError::new(ErrorCode::Invalid, format!("path `user`: {}", e.0)))?;
     app.node.participant_changed(&id, user, None).await?;
     Ok(no_content())
 }
@@ -257,5 +348,7 @@ pub async fn delete_participant(State(app): State<AppState>, caller: Caller, Pat
 /// The room types: the ten seeded ones.
 #[utoipa::path(get, path = "/api/v1/room-types", tag = "rooms", responses((status = 200, description = "{items: [roomType], nextCursor: null}")))]
 pub async fn room_types(State(app): State<AppState>, _caller: Caller) -> ApiResult<Json<Value>> {
-    Ok(Json(serde_json::json!({"items": app.node.room_types(), "nextCursor": null})))
+    Ok(Json(
+        serde_json::json!({"items": app.node.room_types(), "nextCursor": null}),
+    ))
 }

@@ -15,7 +15,9 @@ use crate::node::hub::close;
 use crate::node::SessionInfoView;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/sessions", get(list)).route("/sessions/{id}", delete(kick))
+    Router::new()
+        .route("/sessions", get(list))
+        .route("/sessions/{id}", delete(kick))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -31,13 +33,22 @@ pub struct SessionFilter {
 /// Live sessions of the tenant (connected or inside their leave grace).
 #[utoipa::path(get, path = "/api/v1/sessions", tag = "sessions", params(SessionFilter),
     responses((status = 200, description = "{items: [session], nextCursor}"), (status = 403, body = super::ErrorBody)))]
-pub async fn list(State(app): State<AppState>, caller: Caller, Query(f): Query<SessionFilter>) -> ApiResult<Json<Page<SessionInfoView>>> {
+pub async fn list(
+    State(app): State<AppState>,
+    caller: Caller,
+    Query(f): Query<SessionFilter>,
+) -> ApiResult<Json<Page<SessionInfoView>>> {
     caller.require_monitor()?;
     let status = match f.status.as_deref() {
         None => None,
         Some("online") => Some(crate::core::types::Status::Online),
         Some("away") => Some(crate::core::types::Status::Away),
-        Some(other) => return Err(ApiError::new(ErrorCode::Invalid, format!("field `status`: {other:?} is not online or away"))),
+        Some(other) => {
+            return Err(ApiError::new(
+                ErrorCode::Invalid,
+                format!("field `status`: {other:?} is not online or away"),
+            ))
+        }
     };
     let items: Vec<SessionInfoView> = app
         .node
@@ -48,14 +59,24 @@ pub async fn list(State(app): State<AppState>, caller: Caller, Query(f): Query<S
         .filter(|s| f.user.as_ref().is_none_or(|u| s.user_id.as_str() == u))
         .filter(|s| status.is_none_or(|st| s.status == st))
         .collect();
-    Ok(Json(PageQuery { limit: f.limit, cursor: f.cursor }.apply(items, |s| s.session_id.to_string())?))
+    Ok(Json(
+        PageQuery {
+            limit: f.limit,
+            cursor: f.cursor,
+        }
+        .apply(items, |s| s.session_id.to_string())?,
+    ))
 }
 
 /// Kicks a session: its connection is closed with 4011 and it leaves every room
 /// with reason `kicked`.
 #[utoipa::path(delete, path = "/api/v1/sessions/{id}", tag = "sessions", params(("id" = String, Path)),
     responses((status = 204, description = "kicked"), (status = 404, body = super::ErrorBody), (status = 403, body = super::ErrorBody)))]
-pub async fn kick(State(app): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
+pub async fn kick(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
     caller.require_admin()?;
     let not_found = || ApiError::new(ErrorCode::NotFound, format!("no session {id}"));
     let sid = SessionId::parse(&id).map_err(|_| not_found())?;
@@ -63,6 +84,8 @@ pub async fn kick(State(app): State<AppState>, caller: Caller, Path(id): Path<St
     if s.user_ref.tenant != caller.tenant {
         return Err(not_found());
     }
-    app.node.close_and_end(&sid, close::KICKED, LeaveReason::Kicked).await;
+    app.node
+        .close_and_end(&sid, close::KICKED, LeaveReason::Kicked)
+        .await;
     Ok(no_content())
 }

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Runs every test of the project: lint, unit and integration tests (the
+# integration tests start the real `roster` binary on 127.0.0.1:0).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast
+else
+  cargo test --workspace --locked --no-fail-fast
+fi
