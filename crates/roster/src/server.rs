@@ -27,6 +27,21 @@ pub enum StartError {
     Auth(String),
 }
 
+/// Binds with a large accept backlog: tokio's default of 128 drops SYNs when a
+/// few hundred clients (re)connect at once, and each dropped SYN costs a client
+/// a one-second retransmit.
+fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    const BACKLOG: u32 = 4096;
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
 pub struct Running {
     pub addr: SocketAddr,
     pub node: Arc<Node>,
@@ -50,12 +65,10 @@ pub async fn start(config: Config, stop: CancellationToken) -> Result<Running, S
         addr: config.listen.clone(),
         source: std::io::Error::other(e),
     })?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Listen {
-            addr: config.listen.clone(),
-            source,
-        })?;
+    let listener = bind(addr).map_err(|source| StartError::Listen {
+        addr: config.listen.clone(),
+        source,
+    })?;
     let bound = listener.local_addr().map_err(|source| StartError::Listen {
         addr: config.listen.clone(),
         source,
@@ -87,8 +100,18 @@ pub async fn start(config: Config, stop: CancellationToken) -> Result<Running, S
                 stop.cancelled().await;
                 tracing::info!("shutting down: sending leaves and closing connections");
                 node.shutdown().await;
-                // Let connection tasks write their close frames.
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                // Let connection tasks drain their queues and write their close
+                // frames (each bounds that to about 2 s).
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+                while node
+                    .hub
+                    .connections
+                    .load(std::sync::atomic::Ordering::SeqCst)
+                    > 0
+                    && tokio::time::Instant::now() < deadline
+                {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
             }
         };
         if let Err(e) = axum::serve(listener, app)

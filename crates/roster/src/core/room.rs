@@ -83,7 +83,44 @@ pub struct Member {
     pub joined_at: SystemTime,
     pub state: Value,
     pub count_mode: bool,
-    pub role: Role,
+    /// The role in effect here; set by [`Room::join`] and participant changes.
+    role: Role,
+    /// What the token alone grants (open rooms), and whether it is an admin's:
+    /// where the role falls back to when a participant entry is removed.
+    token_role: Role,
+    admin: bool,
+}
+
+impl Member {
+    pub fn new(
+        meta: Arc<SessionMeta>,
+        joined_at: SystemTime,
+        state: Value,
+        count_mode: bool,
+    ) -> Self {
+        Self {
+            meta,
+            joined_at,
+            state,
+            count_mode,
+            role: Role::Viewer,
+            token_role: Role::Viewer,
+            admin: false,
+        }
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+}
+
+/// What a participant or visibility change did to members already inside.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct AccessChange {
+    /// Sessions that may no longer be in the room: the caller kicks them.
+    pub evicted: Vec<SessionId>,
+    /// Locks released because their holder's role fell below `operator`.
+    pub released_locks: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -103,7 +140,8 @@ pub struct EntityState {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum PendingOp {
-    Join(SessionId),
+    /// A join; `true` once the member changed again inside the same window.
+    Join(SessionId, bool),
     Update(SessionId),
     Leave {
         user: UserId,
@@ -125,6 +163,9 @@ pub struct Room {
     over_limit: bool,
     last_count: usize,
     pub empty_since: Option<Instant>,
+    /// Set when the engine dropped this room from its map: a transition that
+    /// still holds it must look the room up again.
+    pub removed: bool,
 }
 
 /// `true` when this change made the pending diff non-empty: the caller schedules a
@@ -165,13 +206,15 @@ impl Room {
             over_limit: false,
             last_count: 0,
             empty_since: Some(now),
+            removed: false,
         }
     }
 
     /// Sets (or removes) a participant role and applies it to the user's members
-    /// here. Returns the user's sessions that lost access (removed from a private
-    /// room): the caller kicks them.
-    pub fn set_participant(&mut self, user: UserId, role: Option<Role>) -> Vec<SessionId> {
+    /// here: a removed participant falls back to what the token grants (or is
+    /// evicted from a private room), and a member whose role falls below
+    /// `operator` loses the locks it holds.
+    pub fn set_participant(&mut self, user: UserId, role: Option<Role>) -> AccessChange {
         match role {
             Some(r) => {
                 self.settings.participants.insert(user.clone(), r);
@@ -180,17 +223,45 @@ impl Room {
                 self.settings.participants.remove(&user);
             }
         }
-        let mut evicted = vec![];
-        for (sid, m) in self.members.iter_mut().filter(|(_, m)| m.meta.user == user) {
+        self.reapply_roles()
+    }
+
+    /// Recomputes every member's role from the settings (after a participant or
+    /// visibility change).
+    pub fn reapply_roles(&mut self) -> AccessChange {
+        let mut change = AccessChange::default();
+        let private = self.settings.visibility == Visibility::Private;
+        for (sid, m) in self.members.iter_mut() {
+            let role = if m.admin {
+                Some(Role::Owner)
+            } else {
+                match (self.settings.participants.get(&m.meta.user), private) {
+                    (Some(r), _) => Some(*r),
+                    (None, false) => Some(m.token_role),
+                    (None, true) => None,
+                }
+            };
             match role {
                 Some(r) => m.role = r,
-                None if self.settings.visibility == Visibility::Private => {
-                    evicted.push(sid.clone())
-                }
-                None => {}
+                None => change.evicted.push(sid.clone()),
             }
         }
-        evicted
+        let members = &self.members;
+        let lost: Vec<String> = self
+            .locks
+            .iter()
+            .filter(|(_, l)| {
+                members
+                    .get(&l.session)
+                    .is_none_or(|m| m.role < Role::Operator)
+            })
+            .map(|(f, _)| f.clone())
+            .collect();
+        for f in &lost {
+            self.locks.remove(f);
+        }
+        change.released_locks = lost;
+        change
     }
 
     pub fn len(&self) -> usize {
@@ -319,11 +390,17 @@ impl Room {
             ));
         }
         let id = member.meta.id.clone();
-        self.members.insert(id.clone(), Member { role, ..member });
+        let member = Member {
+            role,
+            token_role: actor.open_role,
+            admin: actor.is_admin,
+            ..member
+        };
+        self.members.insert(id.clone(), member);
         self.empty_since = None;
         Ok(Joined {
             already_member: false,
-            needs_flush: self.push(PendingOp::Join(id)),
+            needs_flush: self.push(PendingOp::Join(id, false)),
         })
     }
 
@@ -363,12 +440,12 @@ impl Room {
         session: &SessionId,
         state: Value,
     ) -> Result<NeedsFlush, CoreError> {
+        if self.member(session)?.state == state {
+            return Ok(false); // nothing to publish, so nothing to forbid
+        }
         self.require_role(session, Role::Commenter, "publishing member state")?;
         // Just checked membership.
         let m = self.members.get_mut(session).expect("member");
-        if m.state == state {
-            return Ok(false);
-        }
         m.state = state;
         Ok(self.push(PendingOp::Update(session.clone())))
     }
@@ -486,18 +563,21 @@ impl Room {
         let was_empty = self.pending.is_empty();
         match &op {
             PendingOp::Update(s) => {
-                if self
-                    .pending
-                    .iter()
-                    .any(|p| matches!(p, PendingOp::Join(x) | PendingOp::Update(x) if x == s))
-                {
-                    return false;
+                for p in self.pending.iter_mut() {
+                    match p {
+                        PendingOp::Join(x, touched) if x == s => {
+                            *touched = true;
+                            return false;
+                        }
+                        PendingOp::Update(x) if x == s => return false,
+                        _ => {}
+                    }
                 }
             }
-            PendingOp::Join(_) => {}
+            PendingOp::Join(..) => {}
             PendingOp::Leave { session, .. } => {
                 self.pending.retain(
-                    |p| !matches!(p, PendingOp::Join(x) | PendingOp::Update(x) if x == session),
+                    |p| !matches!(p, PendingOp::Join(x, _) | PendingOp::Update(x) if x == session),
                 );
             }
         }
@@ -538,10 +618,10 @@ impl Room {
         let mut own_joins = vec![];
         for op in ops {
             match op {
-                PendingOp::Join(s) => {
+                PendingOp::Join(s, touched) => {
                     if let Some(m) = self.members.get(&s) {
                         diff.joins.push(self.member_view(m, clock));
-                        own_joins.push(s);
+                        own_joins.push((s, touched));
                     }
                 }
                 PendingOp::Update(s) => {
@@ -570,11 +650,11 @@ impl Room {
         for (id, m) in &self.members {
             if m.count_mode || over {
                 counted.push(id.clone());
-            } else if !own_joins.contains(id) {
+            } else if !own_joins.iter().any(|(j, _)| j == id) {
                 list.push(id.clone());
             }
         }
-        own_joins.retain(|id| self.members.get(id).is_some_and(|m| !m.count_mode && !over));
+        own_joins.retain(|(id, _)| self.members.get(id).is_some_and(|m| !m.count_mode && !over));
         Some(Flush {
             diff,
             count,
@@ -645,9 +725,10 @@ fn session_view(m: &Member) -> SessionView {
 pub struct Flush {
     pub diff: PresenceDiff,
     pub count: usize,
-    /// List-mode members whose own join is in this diff. Their snapshot already
-    /// showed them, so each gets the diff without its own join (same `seq`).
-    pub own_joins: Vec<SessionId>,
+    /// List-mode members whose own join is in this diff (and whether they changed
+    /// since). Their snapshot already showed them, so each gets its own copy (same
+    /// `seq`): see [`Flush::diff_for_joiner`].
+    pub own_joins: Vec<(SessionId, bool)>,
     pub list_recipients: Vec<SessionId>,
     pub count_recipients: Vec<SessionId>,
     pub count_changed: bool,
@@ -657,10 +738,22 @@ pub struct Flush {
 }
 
 impl Flush {
-    /// The diff as `session` (one of `own_joins`) gets it.
-    pub fn diff_for_joiner(&self, session: &SessionId) -> PresenceDiff {
+    /// The diff as a joiner gets it: its own join (and any leave of its earlier
+    /// membership) are left out, since its snapshot shows it; a change it made
+    /// after the snapshot comes as an update of itself.
+    pub fn diff_for_joiner(&self, session: &SessionId, touched: bool) -> PresenceDiff {
         let mut d = self.diff.clone();
-        d.joins.retain(|m| &m.session.session_id != session);
+        if let Some(i) = d
+            .joins
+            .iter()
+            .position(|m| &m.session.session_id == session)
+        {
+            let own = d.joins.remove(i);
+            if touched {
+                d.updates.push(own);
+            }
+        }
+        d.leaves.retain(|l| &l.session_id != session);
         d
     }
 }
@@ -782,8 +875,8 @@ mod tests {
     }
 
     fn member(user: &str) -> Member {
-        Member {
-            meta: Arc::new(SessionMeta::new(
+        Member::new(
+            Arc::new(SessionMeta::new(
                 SessionId::new_random(),
                 TenantId::default_tenant(),
                 UserId::parse(user).unwrap(),
@@ -799,11 +892,10 @@ mod tests {
                 SystemTime::now(),
                 Arc::new(AtomicU8::new(Status::Online.as_u8())),
             )),
-            joined_at: SystemTime::now(),
-            state: Value::Null,
-            count_mode: false,
-            role: Role::Viewer,
-        }
+            SystemTime::now(),
+            Value::Null,
+            false,
+        )
     }
 
     fn actor(u: &UserId) -> Actor<'_> {
@@ -832,10 +924,17 @@ mod tests {
             f.list_recipients.is_empty(),
             "the joiner is not sent the shared diff"
         );
-        assert_eq!(f.own_joins, vec![aid.clone()]);
-        assert!(
-            f.diff_for_joiner(&aid).joins.is_empty(),
-            "its copy leaves out its own join"
+        assert_eq!(
+            f.own_joins,
+            vec![(aid.clone(), true)],
+            "joined, then changed"
+        );
+        let own = f.diff_for_joiner(&aid, true);
+        assert!(own.joins.is_empty(), "its copy leaves out its own join");
+        assert_eq!(
+            own.updates.len(),
+            1,
+            "but carries the change made after its snapshot"
         );
         let b = member("bob");
         let (bid, bu) = (b.meta.id.clone(), b.meta.user.clone());
@@ -851,6 +950,92 @@ mod tests {
             "but the leave is sent: the snapshot showed the join"
         );
         assert_eq!(r.seq(), 2);
+    }
+
+    #[test]
+    fn leaving_and_rejoining_in_one_window_keeps_the_joiner_in_its_own_roster() {
+        let clock = Clock::new();
+        let mut r = room("GENERIC");
+        let a = member("alice");
+        let (aid, au) = (a.meta.id.clone(), a.meta.user.clone());
+        r.join(a, actor(&au)).unwrap();
+        r.take_diff(&clock, 10).unwrap();
+        r.leave(&aid, LeaveReason::Left, Instant::now()).unwrap();
+        let again = Member::new(r_meta(&aid, &au), SystemTime::now(), Value::Null, false);
+        r.join(again, actor(&au)).unwrap();
+        let f = r.take_diff(&clock, 10).unwrap();
+        assert_eq!(
+            (f.diff.leaves.len(), f.diff.joins.len()),
+            (1, 1),
+            "others see leave then join"
+        );
+        let own = f.diff_for_joiner(&aid, false);
+        assert!(
+            own.leaves.is_empty() && own.joins.is_empty(),
+            "the joiner sees neither: {own:?}"
+        );
+    }
+
+    fn r_meta(id: &SessionId, user: &UserId) -> Arc<SessionMeta> {
+        Arc::new(SessionMeta::new(
+            id.clone(),
+            TenantId::default_tenant(),
+            user.clone(),
+            None,
+            None,
+            DeviceInfo::default(),
+            None,
+            None,
+            None,
+            SystemTime::now(),
+            Arc::new(AtomicU8::new(Status::Online.as_u8())),
+        ))
+    }
+
+    #[test]
+    fn participant_and_visibility_changes_apply_to_members_inside() {
+        let mut r = room("GENERIC");
+        let a = member("alice");
+        let (aid, au) = (a.meta.id.clone(), a.meta.user.clone());
+        r.join(
+            a,
+            Actor {
+                user: &au,
+                open_role: Role::Commenter,
+                is_admin: false,
+            },
+        )
+        .unwrap();
+        let boss = member("boss");
+        let (bid, bu) = (boss.meta.id.clone(), boss.meta.user.clone());
+        r.join(
+            boss,
+            Actor {
+                user: &bu,
+                open_role: Role::Operator,
+                is_admin: true,
+            },
+        )
+        .unwrap();
+        r.set_participant(au.clone(), Some(Role::Operator));
+        let now = Instant::now();
+        r.lock("f", &aid, now, Duration::from_secs(9)).unwrap();
+        // Removed from an open room: back to what the token grants (commenter),
+        // which can't hold locks.
+        let change = r.set_participant(au.clone(), None);
+        assert_eq!(change.released_locks, vec!["f".to_string()]);
+        assert!(change.evicted.is_empty());
+        assert_eq!(
+            r.lock("f", &aid, now, Duration::from_secs(9))
+                .unwrap_err()
+                .code,
+            ErrorCode::Forbidden
+        );
+        // Made private: non-participants go, admins stay.
+        r.settings.visibility = Visibility::Private;
+        let change = r.reapply_roles();
+        assert_eq!(change.evicted, vec![aid.clone()]);
+        let _ = bid;
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Room types: templates for capacity, idle TTL, timing overrides and visibility.
+//! Room types: templates for capacity, idle TTL and visibility.
 //! The ten seeded types come from the Spidi design (SPEC §1).
 
 use std::time::Duration;

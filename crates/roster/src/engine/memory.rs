@@ -17,8 +17,8 @@ use super::{Engine, Outbox, Outgoing, RoomPatch, RoomSummary, SubMode, UserChang
 use crate::clock::Clock;
 use crate::core::error::{CoreError, ErrorCode};
 use crate::core::room::{
-    Actor, EntityView, FieldLock, Joined, Left, LockOutcome, LockOwnerView, Member, NeedsFlush,
-    PresenceSnapshot, Room, RoomSettings,
+    AccessChange, Actor, EntityView, FieldLock, Joined, Left, LockOutcome, LockOwnerView, Member,
+    NeedsFlush, PresenceSnapshot, Room, RoomSettings,
 };
 use crate::core::types::{LeaveReason, Role, Status};
 use crate::frame::Frame;
@@ -35,6 +35,8 @@ impl UserEntry {
         Status::merge(self.sessions.values().copied())
     }
 }
+
+type RoomGuard = parking_lot::ArcMutexGuard<parking_lot::RawMutex, Room>;
 
 pub struct MemoryEngine {
     rooms: DashMap<RoomId, Arc<Mutex<Room>>>,
@@ -57,23 +59,51 @@ impl MemoryEngine {
         self.rooms.get(id).map(|r| r.value().clone())
     }
 
+    /// Runs `f` on a live room (never on one already dropped from the map).
     fn with<R>(&self, id: &RoomId, f: impl FnOnce(&mut Room) -> R) -> Option<R> {
         let room = self.get(id)?;
         let mut g = room.lock();
+        if g.removed {
+            return None;
+        }
         Some(f(&mut g))
     }
 
-    fn get_or_create(&self, id: &RoomId, create: RoomSettings) -> Arc<Mutex<Room>> {
-        if let Some(r) = self.get(id) {
-            return r;
+    /// Locks the room, creating it from `create` if absent. A room dropped from
+    /// the map between the lookup and the lock is looked up again, so nobody can
+    /// join a room that no longer exists. Also says whether this call created it.
+    fn lock_or_create(&self, id: &RoomId, create: &RoomSettings) -> (RoomGuard, bool) {
+        loop {
+            let mut created = false;
+            let room = match self.get(id) {
+                Some(r) => r,
+                None => self
+                    .rooms
+                    .entry(id.clone())
+                    .or_insert_with(|| {
+                        created = true;
+                        Arc::new(Mutex::new(Room::new(
+                            id.clone(),
+                            create.clone(),
+                            self.clock.now(),
+                        )))
+                    })
+                    .value()
+                    .clone(),
+            };
+            let guard = room.lock_arc();
+            if !guard.removed {
+                return (guard, created);
+            }
         }
-        self.rooms
-            .entry(id.clone())
-            .or_insert_with(|| {
-                Arc::new(Mutex::new(Room::new(id.clone(), create, self.clock.now())))
-            })
-            .value()
-            .clone()
+    }
+
+    /// Drops the room held by `guard` from the map.
+    fn drop_room(&self, id: &RoomId, mut guard: RoomGuard) {
+        guard.removed = true;
+        let room = parking_lot::ArcMutexGuard::mutex(&guard).clone();
+        drop(guard);
+        self.rooms.remove_if(id, |_, v| Arc::ptr_eq(v, &room));
     }
 
     fn summary(room: &Room) -> RoomSummary {
@@ -128,7 +158,11 @@ impl Engine for MemoryEngine {
         self.with(id, |r| Self::summary(r))
     }
 
-    async fn update_room(&self, id: &RoomId, p: RoomPatch) -> Result<RoomSummary, CoreError> {
+    async fn update_room(
+        &self,
+        id: &RoomId,
+        p: RoomPatch,
+    ) -> Result<(RoomSummary, AccessChange), CoreError> {
         self.with(id, |r| {
             let s = &mut r.settings;
             if let Some(v) = p.room_type {
@@ -153,14 +187,20 @@ impl Engine for MemoryEngine {
                 s.attributes = v;
             }
             s.declared = true;
-            Self::summary(r)
+            let change = if p.visibility.is_some() {
+                r.reapply_roles()
+            } else {
+                AccessChange::default()
+            };
+            (Self::summary(r), change)
         })
         .ok_or_else(|| Self::not_found(id))
     }
 
     async fn delete_room(&self, id: &RoomId) -> Option<Vec<SessionId>> {
         let (_, room) = self.rooms.remove(id)?;
-        let r = room.lock();
+        let mut r = room.lock();
+        r.removed = true;
         Some(r.member_ids().cloned().collect())
     }
 
@@ -169,7 +209,7 @@ impl Engine for MemoryEngine {
         id: &RoomId,
         user: UserId,
         role: Option<Role>,
-    ) -> Result<Vec<SessionId>, CoreError> {
+    ) -> Result<AccessChange, CoreError> {
         self.with(id, |r| r.set_participant(user, role))
             .ok_or_else(|| Self::not_found(id))
     }
@@ -200,18 +240,14 @@ impl Engine for MemoryEngine {
         list_limit: usize,
         reply_ref: Option<&Value>,
     ) -> Result<Joined, CoreError> {
-        let room = self.get_or_create(id, create);
-        let mut r = room.lock();
+        let (mut r, created) = self.lock_or_create(id, &create);
         let session = member.meta.id.clone();
         let joined = match r.join(member, actor) {
             Ok(j) => j,
             Err(e) => {
-                // Don't keep an ad-hoc room that a refused SUB just created.
-                let drop_it =
-                    r.is_empty() && !r.settings.declared && !r.has_pending() && r.seq() == 0;
-                drop(r);
-                if drop_it {
-                    self.rooms.remove_if(id, |_, v| Arc::ptr_eq(v, &room));
+                // Don't keep an ad-hoc room that this refused SUB just created.
+                if created {
+                    self.drop_room(id, r);
                 }
                 return Err(e);
             }
@@ -278,7 +314,10 @@ impl Engine for MemoryEngine {
             let mut n = 0;
             if f.snapshot_for_list {
                 let snap = r.snapshot(&self.clock);
-                let mut to = f.list_recipients.iter().chain(f.own_joins.iter());
+                let mut to = f
+                    .list_recipients
+                    .iter()
+                    .chain(f.own_joins.iter().map(|(j, _)| j));
                 self.outbox.deliver(
                     &mut to,
                     Outgoing::Presence {
@@ -291,8 +330,8 @@ impl Engine for MemoryEngine {
                     self.outbox
                         .deliver(&mut f.list_recipients.iter(), Outgoing::Diff(&f.diff));
                 }
-                for joiner in &f.own_joins {
-                    let own = f.diff_for_joiner(joiner);
+                for (joiner, touched) in &f.own_joins {
+                    let own = f.diff_for_joiner(joiner, *touched);
                     self.outbox
                         .deliver(&mut std::iter::once(joiner), Outgoing::Diff(&own));
                 }
@@ -336,12 +375,15 @@ impl Engine for MemoryEngine {
     async fn remove_if_idle(&self, id: &RoomId, now: Instant) -> bool {
         self.rooms
             .remove_if(id, |_, room| {
-                let r = room.lock();
-                !r.settings.declared
+                let mut r = room.lock();
+                let idle = !r.settings.declared
                     && r.is_empty()
                     && !r.has_pending()
                     && r.empty_since
-                        .is_some_and(|t| now.saturating_duration_since(t) >= r.settings.idle_ttl)
+                        .is_some_and(|t| now.saturating_duration_since(t) >= r.settings.idle_ttl);
+                // Marked under the lock: a join that already holds the Arc retries.
+                r.removed |= idle;
+                idle
             })
             .is_some()
     }
@@ -424,15 +466,13 @@ impl Engine for MemoryEngine {
         now: Instant,
         stale_ttl: Duration,
     ) -> EntityView {
-        let room = self.get_or_create(id, create);
-        let mut r = room.lock();
+        let (mut r, _) = self.lock_or_create(id, &create);
         r.mutating(by, now, stale_ttl);
         r.entity_view()
     }
 
     async fn mutated(&self, id: &RoomId, create: RoomSettings) -> EntityView {
-        let room = self.get_or_create(id, create);
-        let mut r = room.lock();
+        let (mut r, _) = self.lock_or_create(id, &create);
         r.mutated();
         r.entity_view()
     }

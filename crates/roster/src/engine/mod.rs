@@ -18,8 +18,8 @@ use tokio::time::Instant;
 
 use crate::core::error::CoreError;
 use crate::core::room::{
-    Actor, EntityView, FieldLock, Joined, Left, LockOutcome, LockOwnerView, Member, NeedsFlush,
-    PresenceDiff, PresenceSnapshot, RoomSettings, RoomStatus,
+    AccessChange, Actor, EntityView, FieldLock, Joined, Left, LockOutcome, LockOwnerView, Member,
+    NeedsFlush, PresenceDiff, PresenceSnapshot, RoomSettings, RoomStatus,
 };
 use crate::core::room_type::Visibility;
 use crate::core::types::{Role, Status};
@@ -93,18 +93,22 @@ pub trait Engine: Send + Sync + 'static {
     // ---- rooms as things (REST) ----
     async fn create_room(&self, id: RoomId, settings: RoomSettings) -> Result<(), CoreError>;
     async fn room(&self, id: &RoomId) -> Option<RoomSummary>;
-    async fn update_room(&self, id: &RoomId, patch: RoomPatch) -> Result<RoomSummary, CoreError>;
+    /// Changes settings; a visibility change re-checks members' access.
+    async fn update_room(
+        &self,
+        id: &RoomId,
+        patch: RoomPatch,
+    ) -> Result<(RoomSummary, AccessChange), CoreError>;
     /// Removes the room; returns the sessions that were in it (to be kicked).
     async fn delete_room(&self, id: &RoomId) -> Option<Vec<SessionId>>;
-    /// Sets or removes a participant role, applying it to the user's sessions
-    /// already in the room; returns the sessions that may no longer be there
-    /// (removed from a private room).
+    /// Sets or removes a participant role and applies it to members already in
+    /// the room; says who must be kicked and which locks were released.
     async fn set_participant(
         &self,
         id: &RoomId,
         user: UserId,
         role: Option<Role>,
-    ) -> Result<Vec<SessionId>, CoreError>;
+    ) -> Result<AccessChange, CoreError>;
     async fn list_rooms(&self, tenant: &TenantId) -> Vec<RoomSummary>;
     async fn room_count(&self) -> usize;
 

@@ -114,6 +114,8 @@ impl SessionHandle {
 #[derive(Default)]
 pub struct Hub {
     pub sessions: DashMap<SessionId, Arc<SessionHandle>>,
+    /// Connection tasks still running (they count themselves in and out).
+    pub connections: std::sync::atomic::AtomicUsize,
 }
 
 impl Hub {

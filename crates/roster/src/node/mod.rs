@@ -514,13 +514,12 @@ impl Node {
         if let Some(st) = &state {
             self.check_state(st)?;
         }
-        let member = Member {
-            meta: s.meta.clone(),
-            joined_at: self.clock.wall_now(),
-            state: state.unwrap_or_else(|| Value::Object(Default::default())),
-            count_mode: mode == SubMode::Count,
-            role: Role::Viewer,
-        };
+        let member = Member::new(
+            s.meta.clone(),
+            self.clock.wall_now(),
+            state.unwrap_or_else(|| Value::Object(Default::default())),
+            mode == SubMode::Count,
+        );
         let joined = self
             .engine
             .join(
@@ -964,9 +963,19 @@ impl Node {
         user: UserId,
         role: Option<Role>,
     ) -> Result<(), CoreError> {
-        let evicted = self.engine.set_participant(room, user, role).await?;
-        self.kick_sessions(evicted).await;
+        let change = self.engine.set_participant(room, user, role).await?;
+        self.access_changed(room, change).await;
         Ok(())
+    }
+
+    /// Carries out an [`AccessChange`]: locks released are announced, evicted
+    /// sessions are kicked.
+    pub async fn access_changed(&self, room: &RoomId, change: crate::core::room::AccessChange) {
+        for field in change.released_locks {
+            self.send_lock_event(room, &field, None, Some("released"))
+                .await;
+        }
+        self.kick_sessions(change.evicted).await;
     }
 
     // ------------------------------------------------------------------ the sweeper

@@ -78,10 +78,23 @@ impl Limits {
     }
 }
 
-/// Decrements the connections gauge however the connection task ends.
-struct ConnectionGauge;
+/// Counts a connection task in (gauge and hub) and out, however it ends.
+struct ConnectionGauge(Arc<Node>);
+impl ConnectionGauge {
+    fn new(node: &Arc<Node>) -> Self {
+        node.hub
+            .connections
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        metrics::gauge!(m::CONNECTIONS).increment(1.0);
+        Self(node.clone())
+    }
+}
 impl Drop for ConnectionGauge {
     fn drop(&mut self) {
+        self.0
+            .hub
+            .connections
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
         metrics::gauge!(m::CONNECTIONS).decrement(1.0);
     }
 }
@@ -165,8 +178,7 @@ pub async fn serve(mut ws: WebSocket, ctx: ConnContext, node: Arc<Node>, auth: A
         user_agent: ctx.user_agent,
     };
     let welcome = node.open_session(identity, info, link.clone()).await;
-    metrics::gauge!(m::CONNECTIONS).increment(1.0);
-    let _connected = ConnectionGauge;
+    let _connected = ConnectionGauge::new(&node);
     let Some(session) = node.hub.get(&welcome.session_id) else {
         return;
     };

@@ -274,7 +274,8 @@ pub async fn patch(
         attributes: body.attributes,
     };
     let closing = patch.status == Some(RoomStatus::Closed);
-    let summary = app.node.engine.update_room(&id, patch).await?;
+    let (summary, change) = app.node.engine.update_room(&id, patch).await?;
+    app.node.access_changed(&id, change).await;
     if closing {
         let members = app.node.engine.members(&id).await;
         app.node.kick_sessions(members).await;
