@@ -1,34 +1,61 @@
-//! Runs every bench scenario, small, against `examples/fake_roster` started through
-//! `--server-bin`, and checks the JSON report's shape and sanity. This proves the
-//! bench's plumbing (server start, address parsing, workers, timetables, reports),
-//! not Roster's performance.
+//! Runs every bench scenario, small, against the real `roster` binary started through
+//! `--server-bin`, and checks the JSON report: every session opens, nothing fails,
+//! every update reaches every member in seq order, exactly one lock winner per
+//! round. Sizes are small so a debug build runs the whole file in seconds; this
+//! proves the bench's plumbing against the real server, not Roster's performance.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Mutex, OnceLock};
 
 use serde_json::Value;
 
-fn fake_server() -> PathBuf {
-    // target/<profile>/deps/<this test> → target/<profile>/examples/fake_roster
+/// `target/<profile>/roster`, next to this test binary's profile directory
+/// (`target/<profile>/deps/<this test>`). When it is missing it is built first,
+/// with the test's profile, from the workspace root.
+fn roster_server() -> PathBuf {
+    static BUILT: OnceLock<Mutex<()>> = OnceLock::new();
     let me = std::env::current_exe().expect("test binary path");
     let profile_dir = me
         .parent()
-        .and_then(|d| d.parent())
-        .expect("target/<profile>");
-    let fake = profile_dir.join("examples").join("fake_roster");
-    assert!(
-        fake.exists(),
-        "{} missing: `cargo test` builds examples",
-        fake.display()
-    );
-    fake
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .to_path_buf();
+    let bin = profile_dir.join(format!("roster{}", std::env::consts::EXE_SUFFIX));
+    // One build at a time within this process (tests run on parallel threads).
+    let _guard = BUILT
+        .get_or_init(|| Mutex::new(()))
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if !bin.exists() {
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let mut cargo = Command::new(env!("CARGO"));
+        cargo
+            .current_dir(&workspace)
+            .args(["build", "-p", "roster", "--bin", "roster"]);
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cargo.arg("--release");
+        }
+        let status = cargo
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run cargo to build roster: {e}"));
+        assert!(status.success(), "`cargo build -p roster` failed: {status}");
+        assert!(
+            bin.exists(),
+            "{} still missing after `cargo build -p roster --bin roster` in {} \
+             (a CARGO_TARGET_DIR elsewhere?)",
+            bin.display(),
+            workspace.display()
+        );
+    }
+    bin
 }
 
 fn run_bench(args: &[&str]) -> Value {
     let out = Command::new(env!("CARGO_BIN_EXE_roster-bench"))
         .args(args)
         .arg("--server-bin")
-        .arg(fake_server())
+        .arg(roster_server())
         .output()
         .expect("run roster-bench");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -38,6 +65,10 @@ fn run_bench(args: &[&str]) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("report is not JSON ({e}): {stdout}"))
+}
+
+fn is_empty_array(v: &Value) -> bool {
+    v.as_array().is_some_and(Vec::is_empty)
 }
 
 #[test]
@@ -51,13 +82,18 @@ fn connect_opens_every_session_and_reports_memory() {
         "--settle",
         "200ms",
     ]);
-    assert_eq!(r["sessions_opened"], 300);
-    assert_eq!(r["sessions_failed"], 0);
+    assert_eq!(r["sessions_opened"], 300, "{r}");
+    assert_eq!(r["sessions_failed"], 0, "{r}");
+    assert!(is_empty_array(&r["first_errors"]), "{r}");
     assert_eq!(r["procs"], 1);
     assert!(r["connect"]["sessions_per_s"].as_f64().unwrap() > 0.0);
-    assert!(r["idle"]["server_rss_after_bytes"].as_u64().unwrap() > 0);
+    assert_eq!(r["connect"]["open_latency_ms"]["count"], 300);
+    assert_eq!(r["server"]["config"]["started_by_bench"], true);
+    assert!(r["server"]["pid"].as_u64().unwrap() > 0);
+    // The real server holds 300 idle sessions: its RSS is the real process's.
+    assert!(r["idle"]["server_rss_after_bytes"].as_u64().unwrap() > 1 << 20);
     assert!(r["idle"]["server_rss_bytes_per_connection"].is_number());
-    assert_eq!(r["idle"]["dropped_while_idle"], 0);
+    assert_eq!(r["idle"]["dropped_while_idle"], 0, "{r}");
     assert!(r["command"].as_str().unwrap().contains("connect"));
 }
 
@@ -75,13 +111,15 @@ fn connect_spreads_sessions_over_worker_processes() {
         "200ms",
     ]);
     assert_eq!(r["procs"], 3);
-    assert_eq!(r["sessions_opened"], 300);
+    assert_eq!(r["sessions_opened"], 300, "{r}");
+    assert_eq!(r["sessions_failed"], 0, "{r}");
+    assert_eq!(r["connect"]["open_latency_ms"]["count"], 300);
     assert_eq!(r["worker_cpu"].as_array().unwrap().len(), 3);
-    assert_eq!(r["idle"]["dropped_while_idle"], 0);
+    assert_eq!(r["idle"]["dropped_while_idle"], 0, "{r}");
 }
 
 #[test]
-fn fanout_times_every_delivery() {
+fn fanout_delivers_every_update_to_every_member_in_seq_order() {
     let r = run_bench(&[
         "fanout",
         "--members",
@@ -99,13 +137,23 @@ fn fanout_times_every_delivery() {
         "--diff-window",
         "0ms",
     ]);
+    // The room was declared through REST (admin token, BROADCAST, capacity).
+    assert_eq!(r["room_setup"]["status"], 201, "{r}");
     let sent = r["updates_sent_in_window"].as_u64().unwrap();
     assert!((38..=42).contains(&sent), "sent {sent}");
-    assert_eq!(r["deliveries"], r["deliveries_expected"]);
+    assert_eq!(r["deliveries_expected"], sent * 50);
+    assert_eq!(r["deliveries"], r["deliveries_expected"], "{r}");
+    assert_eq!(r["delivery_ratio"], 1.0, "{r}");
     assert_eq!(r["latency_ms"]["count"].as_u64().unwrap(), sent * 50);
-    assert!(r["latency_ms"]["p99"].as_f64().unwrap() < 1000.0);
-    assert_eq!(r["seq_gaps"], 0);
+    assert!(r["latency_ms"]["p99"].as_f64().unwrap() < 1000.0, "{r}");
+    assert_eq!(r["seq_gaps"], 0, "{r}");
+    assert_eq!(r["members_disconnected"], 0, "{r}");
+    assert!(is_empty_array(&r["send_errors"]), "{r}");
     assert_eq!(r["server"]["config"]["diff_window"], "0ms");
+    assert_eq!(
+        r["server"]["config"]["env"]["ROSTER_TIMING_DIFF_WINDOW"],
+        "0ms"
+    );
 }
 
 #[test]
@@ -117,10 +165,11 @@ fn locks_have_exactly_one_winner_per_round() {
         "--rounds",
         "20",
         "--round-interval",
-        "10ms",
+        "25ms",
     ]);
-    assert_eq!(r["rounds_with_exactly_one_winner"], 20);
+    assert_eq!(r["rounds_with_exactly_one_winner"], 20, "{r}");
+    assert!(r["violations"].as_array().unwrap().is_empty(), "{r}");
+    assert!(r["errors"].as_array().unwrap().is_empty(), "{r}");
     assert_eq!(r["lock_latency_ms"]["count"], 200);
     assert_eq!(r["unlock_latency_ms"]["count"], 20);
-    assert!(r["violations"].as_array().unwrap().is_empty());
 }

@@ -244,8 +244,23 @@ impl RoomView {
             })
             .collect::<Result<Vec<_>, ViewError>>()?;
 
-        // The server nets changes out per session within a diff; if a session does
-        // appear twice, joins apply before updates before leaves.
+        // Leaves apply first, then joins, then updates. A session can be in both
+        // `leaves` and `joins` of one diff when it UNSUBs and re-SUBs inside one diff
+        // window: the leave is the older change, so it must not undo the join. A
+        // diff may also have every list empty (a joiner's copy of the diff that
+        // carried its own join): it only advances `seq`.
+        for sid in leaves {
+            match self.members.remove(&sid) {
+                None => self
+                    .anomalies
+                    .push(format!("seq {seq}: leave of absent session {sid}")),
+                Some(gone) => {
+                    if !self.members.values().any(|m| m.user_id == gone.user_id) {
+                        self.statuses.remove(&gone.user_id);
+                    }
+                }
+            }
+        }
         for (sid, user_id, status, session) in joins {
             if self.members.contains_key(&sid) {
                 self.anomalies
@@ -259,18 +274,6 @@ impl RoomView {
                     .push(format!("seq {seq}: update of absent session {sid}"));
             }
             self.upsert(sid, user_id, status, session);
-        }
-        for sid in leaves {
-            match self.members.remove(&sid) {
-                None => self
-                    .anomalies
-                    .push(format!("seq {seq}: leave of absent session {sid}")),
-                Some(gone) => {
-                    if !self.members.values().any(|m| m.user_id == gone.user_id) {
-                        self.statuses.remove(&gone.user_id);
-                    }
-                }
-            }
         }
         self.seq = Some(seq);
         Ok(())
@@ -423,6 +426,61 @@ mod tests {
         .unwrap();
         assert_eq!(v.count(), 3);
         assert_eq!(v.seq(), Some(7));
+    }
+
+    #[test]
+    fn a_session_that_left_and_rejoined_within_one_diff_is_present() {
+        // UNSUB then SUB again inside one diff window: the server sends the session
+        // in both `leaves` and `joins` of one diff. Leaves apply first.
+        let mut v = RoomView::new("Order:1");
+        v.apply(&snapshot(7)).unwrap();
+        v.apply(&diff(
+            8,
+            vec![
+                member("alice", "online", "s1", json!({"x": 5})),
+                member("bob", "online", "s3", json!({"y": 1})),
+            ],
+            vec![
+                json!({"userId": "alice", "sessionId": "s1", "reason": "left"}),
+                json!({"userId": "bob", "sessionId": "s3", "reason": "left"}),
+            ],
+            vec![],
+        ))
+        .unwrap();
+        assert_eq!(v.sessions(), set(&["s1", "s2", "s3"]));
+        assert_eq!(v.users(), set(&["alice", "bob"]));
+        assert_eq!(v.member("s1").unwrap().state(), &json!({"x": 5}));
+        assert_eq!(v.member("s3").unwrap().state(), &json!({"y": 1}));
+        // Bob's only session left and came back: his status is the re-join's.
+        assert_eq!(v.user_status("bob"), Some("online"));
+        assert_eq!(v.seq(), Some(8));
+        assert!(v.anomalies().is_empty(), "{:?}", v.anomalies());
+    }
+
+    #[test]
+    fn an_empty_diff_only_advances_seq() {
+        // A joiner's copy of the diff that carried its own join has that join left
+        // out, so it can have every list empty (or no lists at all).
+        let mut v = RoomView::new("Order:1");
+        v.apply(&snapshot(7)).unwrap();
+        v.apply(&diff(8, vec![], vec![], vec![])).unwrap();
+        assert_eq!(v.seq(), Some(8));
+        v.apply(&json!({"type": "PRESENCE_DIFF", "room": "Order:1", "seq": 9}))
+            .unwrap();
+        assert_eq!(v.seq(), Some(9));
+        assert_eq!(v.sessions(), set(&["s1", "s2", "s3"]));
+        assert_eq!(v.user_status("bob"), Some("away"));
+        // The next diff follows on without a gap.
+        v.apply(&diff(
+            10,
+            vec![member("carol", "online", "s4", json!({}))],
+            vec![],
+            vec![],
+        ))
+        .unwrap();
+        assert_eq!(v.count(), 4);
+        assert_eq!(v.seq(), Some(10));
+        assert!(v.anomalies().is_empty(), "{:?}", v.anomalies());
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! An encoded server message: JSON text, serialised once and shared by every
 //! recipient (cloning is a reference-count bump).
 
-use axum::extract::ws::Utf8Bytes;
 use serde::Serialize;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+/// Behind an `Arc` so that a queued frame is one pointer: every connection's
+/// send queue holds its slots whether used or not.
 #[derive(Clone, Debug)]
-pub struct Frame(pub Utf8Bytes);
+pub struct Frame(pub std::sync::Arc<Utf8Bytes>);
 
 impl Frame {
     /// Serialises `{"type": ty, ...body}` with `type` first. `body` must serialise
@@ -29,7 +31,7 @@ impl Frame {
             out.push(',');
         }
         out.push_str(inner);
-        Frame(Utf8Bytes::from(out))
+        Frame(std::sync::Arc::new(Utf8Bytes::from(out)))
     }
 
     pub fn as_str(&self) -> &str {

@@ -248,3 +248,42 @@ async fn ops_endpoints_and_openapi() {
         assert!(doc["paths"].get(path).is_some(), "openapi lacks {path}");
     }
 }
+
+#[tokio::test]
+async fn a_bad_websocket_handshake_gets_a_clear_http_error() {
+    let s = Server::start().await;
+    let plain = reqwest::get(s.url("/ws")).await.unwrap();
+    assert_eq!(plain.status().as_u16(), 400);
+    let e: serde_json::Value = plain.json().await.unwrap();
+    assert_eq!(e["error"]["code"], "bad_request");
+    let old = reqwest::Client::new()
+        .get(s.url("/ws"))
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .header("sec-websocket-version", "8")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(old.status().as_u16(), 426);
+    assert_eq!(old.headers()["sec-websocket-version"], "13");
+}
+
+#[tokio::test]
+async fn large_messages_arrive_whole_through_fragments() {
+    // A snapshot far above the 1 KiB fragment size, with multi-byte characters
+    // that must not be cut.
+    let s = Server::start().await;
+    let mut members = vec![];
+    for i in 0..20 {
+        let mut c = s.client(&format!("ü-{i}")).await;
+        c.sub("Big", Some(json!({"note": "žluťoučký kůň ".repeat(20)}))).await.unwrap();
+        members.push(c);
+    }
+    let mut late = s.client("late").await;
+    let p = late.sub("Big", None).await.unwrap();
+    assert_eq!(p["count"], 21);
+    assert!(p.to_string().len() > 10_000);
+    let u = p["users"].as_array().unwrap().iter().find(|u| u["userId"] == "ü-7").unwrap();
+    assert_eq!(u["sessions"][0]["state"]["note"], "žluťoučký kůň ".repeat(20));
+}

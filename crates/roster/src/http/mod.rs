@@ -6,7 +6,6 @@ pub mod api;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -18,6 +17,7 @@ use serde::Deserialize;
 use crate::auth::Authenticator;
 use crate::node::Node;
 use crate::protocol::native::{self, ConnContext};
+use crate::protocol::socket;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -50,10 +50,9 @@ async fn ws_upgrade(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(q): Query<WsQuery>,
-    headers: HeaderMap,
-    upgrade: WebSocketUpgrade,
+    req: axum::extract::Request,
 ) -> Response {
-    let limits = app.node.config.limits;
+    let headers = req.headers();
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -65,7 +64,7 @@ async fn ws_upgrade(
         ip: Some(
             peer.ip()
                 .is_loopback()
-                .then(|| forwarded_ip(&headers))
+                .then(|| forwarded_ip(headers))
                 .flatten()
                 .unwrap_or_else(|| peer.ip().to_string()),
         ),
@@ -74,16 +73,9 @@ async fn ws_upgrade(
             .and_then(|v| v.to_str().ok())
             .map(|s| s.chars().take(512).collect()),
     };
-    let node = app.node.clone();
-    let auth = app.auth.clone();
-    upgrade
-        // Small buffers: an idle connection should cost a few KiB, not 128 KiB.
-        .read_buffer_size(4096)
-        .write_buffer_size(0)
-        .max_write_buffer_size(limits.max_frame_bytes.max(1 << 20) * 4)
-        .max_message_size(limits.max_frame_bytes)
-        .max_frame_size(limits.max_frame_bytes)
-        .on_upgrade(move |socket| native::serve(socket, ctx, node, auth))
+    let (node, auth) = (app.node.clone(), app.auth.clone());
+    let max_frame = app.node.config.limits.max_frame_bytes;
+    socket::upgrade(req, max_frame, move |ws| native::serve(ws, ctx, node, auth))
 }
 
 fn forwarded_ip(headers: &HeaderMap) -> Option<String> {

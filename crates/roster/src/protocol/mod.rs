@@ -3,3 +3,4 @@
 
 pub mod messages;
 pub mod native;
+pub mod socket;

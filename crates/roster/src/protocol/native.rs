@@ -7,13 +7,13 @@ use std::sync::atomic::AtomicU16;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::messages::{self, ClientMessage, Mode, StatusValue};
+use super::socket::{Incoming, ReadError, Socket};
 use crate::auth::{Authenticator, Identity};
 use crate::core::error::{CoreError, ErrorCode};
 use crate::core::types::Status;
@@ -113,21 +113,12 @@ fn error_frame(e: &CoreError, reply_ref: Option<&Value>) -> Frame {
     )
 }
 
-async fn send_frame(ws: &mut WebSocket, f: Frame) -> bool {
-    ws.send(Message::Text(f.0)).await.is_ok()
-}
-
-async fn send_close(ws: &mut WebSocket, code: u16) {
-    let frame = CloseFrame {
-        code,
-        reason: close::reason(code).into(),
-    };
-    let _ =
-        tokio::time::timeout(Duration::from_secs(1), ws.send(Message::Close(Some(frame)))).await;
+async fn send_frame(ws: &mut Socket, f: Frame) -> bool {
+    ws.send_text(&f.0).await
 }
 
 /// Writes every frame already queued (not waiting for more).
-async fn drain(ws: &mut WebSocket, rx: &mut mpsc::Receiver<Outbound>) {
+async fn drain(ws: &mut Socket, rx: &mut mpsc::Receiver<Outbound>) {
     while let Ok(out) = rx.try_recv() {
         if let Outbound::Frame(f) = out {
             if !send_frame(ws, f).await {
@@ -137,26 +128,16 @@ async fn drain(ws: &mut WebSocket, rx: &mut mpsc::Receiver<Outbound>) {
     }
 }
 
-/// Classifies a read error: too large → 1009, bad UTF-8 → 1007, else gone.
-fn read_error_code(e: axum::Error) -> Option<u16> {
-    use tungstenite::Error as WsError;
-    let inner = e.into_inner();
-    match inner.downcast_ref::<WsError>()? {
-        WsError::Capacity(_) => Some(close::TOO_BIG),
-        WsError::Utf8(_) => Some(close::BAD_DATA),
-        _ => None,
-    }
-}
-
-pub async fn serve(mut ws: WebSocket, ctx: ConnContext, node: Arc<Node>, auth: Arc<Authenticator>) {
+pub async fn serve(mut ws: Socket, ctx: ConnContext, node: Arc<Node>, auth: Arc<Authenticator>) {
     let cfg = node.config.clone();
     let mut limits = Limits::new(
         cfg.limits.messages_per_second,
         cfg.limits.messages_burst,
         cfg.limits.errors_per_minute,
     );
+    // Cold paths are boxed so the idle connection's future stays small.
     let Some((identity, hello, hello_ref)) =
-        opening(&mut ws, &ctx, &node, &auth, &mut limits).await
+        Box::pin(opening(&mut ws, &ctx, &node, &auth, &mut limits)).await
     else {
         return;
     };
@@ -177,22 +158,19 @@ pub async fn serve(mut ws: WebSocket, ctx: ConnContext, node: Arc<Node>, auth: A
         ip: ctx.ip,
         user_agent: ctx.user_agent,
     };
-    let welcome = node.open_session(identity, info, link.clone()).await;
+    let welcome = Box::pin(node.open_session(identity, info, link.clone())).await;
     let _connected = ConnectionGauge::new(&node);
     let Some(session) = node.hub.get(&welcome.session_id) else {
         return;
     };
     metrics::counter!(m::MESSAGES_OUT, "type" => "WELCOME").increment(1);
-    if !send_frame(
-        &mut ws,
-        Frame::encode("WELCOME", &welcome, hello_ref.as_ref()),
-    )
-    .await
-    {
+    let welcome_frame = Frame::encode("WELCOME", &welcome, hello_ref.as_ref());
+    if !Box::pin(send_frame(&mut ws, welcome_frame)).await {
         node.connection_lost(&session, link.id);
         return;
     }
     tracing::debug!(session = %welcome.session_id, user = %welcome.user_id, tenant = %welcome.tenant_id, resumed = welcome.resumed, "session open");
+    drop(welcome);
 
     let mut said_bye = false;
     loop {
@@ -203,29 +181,36 @@ pub async fn serve(mut ws: WebSocket, ctx: ConnContext, node: Arc<Node>, auth: A
                 let code = if code == 0 { close::GOING_AWAY } else { code };
                 // What was queued before the kill (the leaves of a shutdown, say) goes
                 // out first, within a bound; a slow consumer's queue is dropped.
-                if code != close::SLOW_CONSUMER {
-                    let _ = tokio::time::timeout(Duration::from_secs(1), drain(&mut ws, &mut rx)).await;
-                }
-                send_close(&mut ws, code).await;
+                Box::pin(async {
+                    if code != close::SLOW_CONSUMER {
+                        let _ = tokio::time::timeout(Duration::from_secs(1), drain(&mut ws, &mut rx)).await;
+                    }
+                    ws.close(code).await;
+                })
+                .await;
                 break;
             }
             out = rx.recv() => {
-                let msg = match out {
-                    Some(Outbound::Frame(f)) => Message::Text(f.0),
-                    Some(Outbound::Ping(stamp)) => Message::Ping(stamp.to_be_bytes().to_vec().into()),
+                let sent = match out {
+                    // Boxed: the write's state is only needed while writing, and
+                    // the idle future is what every connection pays for.
+                    Some(Outbound::Frame(f)) => tokio::select! {
+                        ok = Box::pin(ws.send_text(&f.0)) => ok,
+                        _ = kill.cancelled() => continue,
+                    },
+                    Some(Outbound::Ping(stamp)) => Box::pin(ws.ping(stamp.to_be_bytes().to_vec())).await,
                     None => break,
                 };
-                tokio::select! {
-                    r = ws.send(msg) => if r.is_err() { break },
-                    _ = kill.cancelled() => continue,
+                if !sent {
+                    break;
                 }
             }
             incoming = ws.recv() => {
                 let msg = match incoming {
                     Some(Ok(msg)) => msg,
-                    Some(Err(e)) => {
-                        if let Some(code) = read_error_code(e) {
-                            send_close(&mut ws, code).await;
+                    Some(Err(ReadError(code))) => {
+                        if let Some(code) = code {
+                            Box::pin(ws.close(code)).await;
                         }
                         break;
                     }
@@ -233,31 +218,34 @@ pub async fn serve(mut ws: WebSocket, ctx: ConnContext, node: Arc<Node>, auth: A
                 };
                 node.touch(&session);
                 match msg {
-                    Message::Text(text) => {
-                        match on_text(&node, &session, &mut limits, text.as_str()).await {
+                    Incoming::Text(text) => {
+                        match Box::pin(on_text(&node, &session, &mut limits, text.as_str())).await {
                             Flow::Continue => {}
                             Flow::Close(code) => {
                                 said_bye = code == close::NORMAL;
                                 // What was queued before the decision goes out first.
-                                let _ = tokio::time::timeout(Duration::from_secs(1), drain(&mut ws, &mut rx)).await;
-                                send_close(&mut ws, code).await;
+                                Box::pin(async {
+                                    let _ = tokio::time::timeout(Duration::from_secs(1), drain(&mut ws, &mut rx)).await;
+                                    ws.close(code).await;
+                                })
+                                .await;
                                 break;
                             }
                         }
                     }
-                    Message::Binary(_) => {
-                        send_close(&mut ws, close::UNSUPPORTED).await;
+                    Incoming::Binary => {
+                        Box::pin(ws.close(close::UNSUPPORTED)).await;
                         break;
                     }
-                    Message::Pong(payload) => {
+                    Incoming::Pong(payload) => {
                         if let Ok(b) = <[u8; 8]>::try_from(payload.as_ref()) {
                             let sent = node.clock.from_millis(u64::from_be_bytes(b));
                             let rtt = node.clock.now().saturating_duration_since(sent);
                             session.meta.record_latency(rtt.as_millis() as u32);
                         }
                     }
-                    Message::Ping(_) => {}
-                    Message::Close(_) => break,
+                    Incoming::Ping => {}
+                    Incoming::Close => break,
                 }
             }
         }
@@ -270,7 +258,7 @@ pub async fn serve(mut ws: WebSocket, ctx: ConnContext, node: Arc<Node>, auth: A
 /// Until `WELCOME` only `HELLO` is accepted; the whole opening is bounded by
 /// `hello_timeout`.
 async fn opening(
-    ws: &mut WebSocket,
+    ws: &mut Socket,
     ctx: &ConnContext,
     node: &Node,
     auth: &Authenticator,
@@ -280,25 +268,25 @@ async fn opening(
     loop {
         let next = match tokio::time::timeout_at(deadline, ws.recv()).await {
             Err(_) => {
-                send_close(ws, close::AUTH).await;
+                ws.close(close::AUTH).await;
                 return None;
             }
             Ok(None) => return None,
-            Ok(Some(Err(e))) => {
-                if let Some(code) = read_error_code(e) {
-                    send_close(ws, code).await;
+            Ok(Some(Err(ReadError(code)))) => {
+                if let Some(code) = code {
+                    ws.close(code).await;
                 }
                 return None;
             }
             Ok(Some(Ok(m))) => m,
         };
         let text = match next {
-            Message::Text(t) => t,
-            Message::Binary(_) => {
-                send_close(ws, close::UNSUPPORTED).await;
+            Incoming::Text(t) => t,
+            Incoming::Binary => {
+                ws.close(close::UNSUPPORTED).await;
                 return None;
             }
-            Message::Close(_) => return None,
+            Incoming::Close => return None,
             _ => continue,
         };
         let parsed = messages::parse(text.as_str());
@@ -318,7 +306,7 @@ async fn opening(
                     Err(msg) => {
                         let e = CoreError::new(ErrorCode::AuthFailed, msg);
                         send_frame(ws, error_frame(&e, parsed.reply_ref.as_ref())).await;
-                        send_close(ws, close::AUTH).await;
+                        ws.close(close::AUTH).await;
                         return None;
                     }
                 }
@@ -333,7 +321,7 @@ async fn opening(
         if limits.error() {
             let e = CoreError::new(ErrorCode::TooManyErrors, "too many errors");
             send_frame(ws, error_frame(&e, None)).await;
-            send_close(ws, close::TOO_MANY_ERRORS).await;
+            ws.close(close::TOO_MANY_ERRORS).await;
             return None;
         }
     }
