@@ -327,3 +327,25 @@ async fn a_thousand_sessions_converge_to_the_same_roster() {
         }
     }
 }
+
+#[tokio::test]
+async fn server_pings_measure_latency_without_client_reports() {
+    let s = Server::start().await; // pings every 500 ms
+    let mut quiet = s.client("quiet").await;
+    quiet.sub("R", None).await.unwrap();
+    let mon = s.token_full("mon", "acme", &["monitor"], None);
+    let end = tokio::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let (_, sessions) = s
+            .rest("GET", "/api/v1/sessions?user=quiet", &mon, None)
+            .await;
+        if sessions["items"][0]["latencyMs"].is_number() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < end,
+            "no RTT measured from pongs: {sessions}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

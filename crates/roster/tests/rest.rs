@@ -277,13 +277,23 @@ async fn large_messages_arrive_whole_through_fragments() {
     let mut members = vec![];
     for i in 0..20 {
         let mut c = s.client(&format!("ü-{i}")).await;
-        c.sub("Big", Some(json!({"note": "žluťoučký kůň ".repeat(20)}))).await.unwrap();
+        c.sub("Big", Some(json!({"note": "žluťoučký kůň ".repeat(20)})))
+            .await
+            .unwrap();
         members.push(c);
     }
     let mut late = s.client("late").await;
     let p = late.sub("Big", None).await.unwrap();
     assert_eq!(p["count"], 21);
     assert!(p.to_string().len() > 10_000);
-    let u = p["users"].as_array().unwrap().iter().find(|u| u["userId"] == "ü-7").unwrap();
-    assert_eq!(u["sessions"][0]["state"]["note"], "žluťoučký kůň ".repeat(20));
+    let u = p["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["userId"] == "ü-7")
+        .unwrap();
+    assert_eq!(
+        u["sessions"][0]["state"]["note"],
+        "žluťoučký kůň ".repeat(20)
+    );
 }
