@@ -4,6 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The store tests need PostgreSQL at 127.0.0.1:5432 (database `test`, trust auth);
+# this machine kind installs it but it may have stopped.
+bash scripts/ensure-postgres.sh
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 if cargo nextest --version >/dev/null 2>&1; then

@@ -136,11 +136,38 @@ impl Default for LimitsConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct DatabaseConfig {
     pub url: String,
+    /// Rows waiting for the database, at most; beyond that they are dropped (counted).
+    pub queue_size: usize,
+    /// A batch is written when it has this many rows…
+    pub batch_size: usize,
+    /// …or this long after its first row.
+    pub batch_interval: Dur,
+    /// Activity rows older than this are purged.
+    pub activity_retention: Dur,
+    /// Statistics buckets older than this are purged, per resolution.
+    pub stats_retention_1m: Dur,
+    pub stats_retention_1h: Dur,
+    pub stats_retention_1d: Dur,
+    /// How often room occupancy and latency are sampled into the statistics.
+    pub stats_sample_interval: Dur,
+    /// Write the activity log (joins, leaves, locks, …). Session history, last
+    /// seen and statistics are written either way.
+    pub log_activity: bool,
 }
 impl Default for DatabaseConfig {
     fn default() -> Self {
+        let days = |n: u64| Dur(Duration::from_secs(n * 86_400));
         Self {
             url: "sqlite://roster.db".into(),
+            queue_size: 100_000,
+            batch_size: 100,
+            batch_interval: Dur(Duration::from_secs(1)),
+            activity_retention: days(30),
+            stats_retention_1m: days(7),
+            stats_retention_1h: days(90),
+            stats_retention_1d: days(730),
+            stats_sample_interval: Dur(Duration::from_secs(10)),
+            log_activity: true,
         }
     }
 }
@@ -231,6 +258,7 @@ impl Default for Config {
 enum Kind {
     Str,
     Int,
+    Bool,
 }
 
 /// Every scalar key, for the `ROSTER_*` mapping. A unit test proves each one is a
@@ -262,6 +290,15 @@ const KEYS: &[(&str, Kind)] = &[
     ("limits.presence_list_limit", Kind::Int),
     ("limits.rest_requests_per_second", Kind::Int),
     ("database.url", Kind::Str),
+    ("database.queue_size", Kind::Int),
+    ("database.batch_size", Kind::Int),
+    ("database.batch_interval", Kind::Str),
+    ("database.activity_retention", Kind::Str),
+    ("database.stats_retention_1m", Kind::Str),
+    ("database.stats_retention_1h", Kind::Str),
+    ("database.stats_retention_1d", Kind::Str),
+    ("database.stats_sample_interval", Kind::Str),
+    ("database.log_activity", Kind::Bool),
     ("engine.url", Kind::Str),
     ("engine.prefix", Kind::Str),
     ("kafka.brokers", Kind::Str),
@@ -353,6 +390,27 @@ impl Config {
             ("timing.stale_ttl", t.stale_ttl),
             ("timing.hello_timeout", t.hello_timeout),
             ("timing.sweep_interval", t.sweep_interval),
+            ("database.batch_interval", self.database.batch_interval),
+            (
+                "database.activity_retention",
+                self.database.activity_retention,
+            ),
+            (
+                "database.stats_retention_1m",
+                self.database.stats_retention_1m,
+            ),
+            (
+                "database.stats_retention_1h",
+                self.database.stats_retention_1h,
+            ),
+            (
+                "database.stats_retention_1d",
+                self.database.stats_retention_1d,
+            ),
+            (
+                "database.stats_sample_interval",
+                self.database.stats_sample_interval,
+            ),
         ] {
             if d.0.is_zero() {
                 return bad(key, &d.0, "a duration above zero");
@@ -381,6 +439,8 @@ impl Config {
                 "limits.rest_requests_per_second",
                 l.rest_requests_per_second as usize,
             ),
+            ("database.queue_size", self.database.queue_size),
+            ("database.batch_size", self.database.batch_size),
         ] {
             if v == 0 {
                 return bad(key, &v, "a number above zero");
@@ -473,6 +533,13 @@ fn tracing_filter_ok(s: &str) -> Result<(), String> {
 fn typed(key: &str, kind: Kind, value: &str, source: &str) -> Result<toml::Value, ConfigError> {
     match kind {
         Kind::Str => Ok(toml::Value::String(value.to_string())),
+        Kind::Bool => match value.trim() {
+            "true" | "1" | "yes" => Ok(toml::Value::Boolean(true)),
+            "false" | "0" | "no" => Ok(toml::Value::Boolean(false)),
+            _ => Err(ConfigError(format!(
+                "`{key}` = {value:?} (from {source}): expected true or false"
+            ))),
+        },
         Kind::Int => value
             .trim()
             .parse::<i64>()
@@ -538,8 +605,15 @@ mod tests {
     fn every_env_key_is_a_real_key() {
         for (k, kind) in KEYS {
             let v = match kind {
+                Kind::Bool => "false",
                 Kind::Int => "4096",
-                Kind::Str if k.starts_with("timing") || *k == "auth.leeway" => "3s",
+                Kind::Str
+                    if k.starts_with("timing")
+                        || *k == "auth.leeway"
+                        || (k.starts_with("database.") && *k != "database.url") =>
+                {
+                    "3s"
+                }
                 Kind::Str if *k == "listen" => "127.0.0.1:0",
                 Kind::Str if *k == "engine.url" => "memory",
                 Kind::Str if *k == "database.url" => "sqlite://x.db",

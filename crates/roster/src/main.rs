@@ -37,6 +37,12 @@ struct ServeArgs {
 enum Command {
     /// Run the server (the default)
     Serve(ServeArgs),
+    /// Apply the database migrations (database.url or --database-url), then exit
+    Migrate {
+        /// `database.url`
+        #[arg(long)]
+        database_url: Option<String>,
+    },
     /// Mint a signed token with the configured secret and print it
     Token {
         #[arg(long)]
@@ -127,6 +133,35 @@ fn main() -> ExitCode {
             }
         }
         Some(Command::Serve(args)) => serve(args),
+        Some(Command::Migrate { database_url }) => {
+            let args = ServeArgs {
+                config: cli.serve.config,
+                database_url,
+                ..Default::default()
+            };
+            let config = match load(&args) {
+                Ok(c) => c,
+                Err(e) => return fail(&e.to_string()),
+            };
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => return fail(&format!("cannot start the runtime: {e}")),
+            };
+            match runtime.block_on(roster::server::open_store(&config.database.url)) {
+                Ok(store) => {
+                    println!(
+                        "migrations applied ({}: {})",
+                        store.backend(),
+                        roster::server::redact(&config.database.url)
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e.to_string()),
+            }
+        }
         None => serve(cli.serve),
     }
 }

@@ -14,6 +14,11 @@ pub const GHOST_TIME: &str = "roster_ghost_time_seconds";
 pub const SEND_QUEUE_DROPS: &str = "roster_send_queue_drops_total";
 pub const EXPIRY_QUEUE: &str = "roster_expiry_queue_depth";
 pub const SESSIONS_RESUMED: &str = "roster_sessions_resumed_total";
+pub const JOURNAL_QUEUE: &str = "roster_journal_queue_depth";
+pub const JOURNAL_DROPPED: &str = "roster_journal_dropped_total";
+pub const JOURNAL_WRITTEN: &str = "roster_journal_rows_written_total";
+pub const JOURNAL_WRITE_ERRORS: &str = "roster_journal_write_errors_total";
+pub const JOURNAL_BATCH_SECONDS: &str = "roster_journal_batch_seconds";
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -71,5 +76,23 @@ fn describe() {
     describe_counter!(
         SESSIONS_RESUMED,
         "sessions resumed by clientId inside the leave grace"
+    );
+    describe_gauge!(
+        JOURNAL_QUEUE,
+        "activity/session/statistics rows waiting to be written to the database"
+    );
+    describe_counter!(
+        JOURNAL_DROPPED,
+        "rows dropped: the journal queue was full, or the database refused the row"
+    );
+    describe_counter!(JOURNAL_WRITTEN, "rows written to the database");
+    describe_counter!(
+        JOURNAL_WRITE_ERRORS,
+        "failed batch writes (retried with back-off)"
+    );
+    describe_histogram!(
+        JOURNAL_BATCH_SECONDS,
+        Unit::Seconds,
+        "time to write one batch"
     );
 }

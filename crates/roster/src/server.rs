@@ -13,11 +13,19 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::engine::memory::MemoryEngine;
 use crate::http::{self, api::RateLimiter, AppState};
+use crate::ids::TenantId;
+use crate::journal::{Journal, JournalSettings};
 use crate::node::hub::Hub;
 use crate::node::Node;
+use crate::store::{unix_ms, Store};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    #[error("database {url}: {source}")]
+    Database {
+        url: String,
+        source: crate::store::StoreError,
+    },
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: String,
@@ -48,6 +56,75 @@ pub struct Running {
     pub task: tokio::task::JoinHandle<()>,
 }
 
+/// Opens the configured database and applies its migrations (`roster migrate`
+/// and start-up alike).
+pub async fn open_store(url: &str) -> Result<Arc<dyn Store>, StartError> {
+    let err = |source| StartError::Database {
+        url: redact(url),
+        source,
+    };
+    let store = crate::store::connect(url).await.map_err(err)?;
+    store.migrate().await.map_err(err)?;
+    Ok(store)
+}
+
+/// The URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme + 3],
+                    &creds[..colon],
+                    &url[at..]
+                ),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Loads declared rooms, tenant room types and participants into the engine.
+async fn load_rooms(store: &dyn Store, node: &Node) -> Result<usize, crate::store::StoreError> {
+    for t in store.all_room_types().await? {
+        if let (Ok(tenant), Some(rt)) = (
+            TenantId::parse(&t.tenant),
+            crate::node::records::room_type_from_store(&t),
+        ) {
+            node.set_room_type(tenant, rt);
+        }
+    }
+    let mut participants: std::collections::HashMap<
+        (String, String),
+        Vec<crate::store::Participant>,
+    > = Default::default();
+    for p in store.all_participants().await? {
+        participants
+            .entry((p.tenant.clone(), p.room.clone()))
+            .or_default()
+            .push(p);
+    }
+    let rooms = store.all_rooms().await?;
+    let n = rooms.len();
+    for r in rooms {
+        let ps = participants
+            .remove(&(r.tenant.clone(), r.key.clone()))
+            .unwrap_or_default();
+        match crate::node::records::room_from_store(&r, &ps) {
+            Some((id, settings)) => {
+                let _ = node.engine.create_room(id, settings).await;
+            }
+            None => {
+                tracing::warn!(tenant = %r.tenant, room = %r.key, "skipping a stored room that no longer validates")
+            }
+        }
+    }
+    Ok(n)
+}
+
 /// Binds and starts serving; returns once the listener is bound. `stop` begins
 /// the graceful shutdown: no new connections, leaves sent, connections closed 1001.
 pub async fn start(config: Config, stop: CancellationToken) -> Result<Running, StartError> {
@@ -74,10 +151,36 @@ pub async fn start(config: Config, stop: CancellationToken) -> Result<Running, S
         source,
     })?;
 
+    let store = open_store(&config.database.url).await?;
+    let db = &config.database;
+    let (journal, writer) = Journal::new(
+        JournalSettings {
+            queue_size: db.queue_size,
+            batch_size: db.batch_size,
+            batch_interval: db.batch_interval.0,
+        },
+        store.clone(),
+    );
     let clock = Clock::new();
     let hub = Arc::new(Hub::default());
     let engine = Arc::new(MemoryEngine::new(hub.clone(), clock));
-    let node = Node::new(config.clone(), clock, engine, hub);
+    let node = Node::new(config.clone(), clock, engine, hub, journal, store.clone());
+    let loaded = load_rooms(&*store, &node)
+        .await
+        .map_err(|source| StartError::Database {
+            url: redact(&db.url),
+            source,
+        })?;
+    tracing::info!(backend = store.backend(), rooms = loaded, "database ready");
+    let journal_stop = CancellationToken::new();
+    let journal_task = tokio::spawn(writer.run(journal_stop.clone(), Duration::from_secs(5)));
+    let maintenance_stop = CancellationToken::new();
+    tokio::spawn(maintenance(
+        store.clone(),
+        config.clone(),
+        maintenance_stop.clone(),
+    ));
+    tokio::spawn(sample_stats(node.clone(), maintenance_stop.clone()));
     let sweeper_stop = CancellationToken::new();
     tokio::spawn(node.clone().run_sweeper(sweeper_stop.clone()));
 
@@ -121,6 +224,11 @@ pub async fn start(config: Config, stop: CancellationToken) -> Result<Running, S
             tracing::error!("server error: {e}");
         }
         sweeper_stop.cancel();
+        // Session ends and leaves of the shutdown are queued by now: write them.
+        journal_stop.cancel();
+        let _ = journal_task.await;
+        maintenance_stop.cancel();
+        store.close().await;
     });
     tracing::info!(%bound, "roster listening");
     eprintln!("roster listening on http://{bound}");
@@ -129,4 +237,53 @@ pub async fn start(config: Config, stop: CancellationToken) -> Result<Running, S
         node,
         task,
     })
+}
+
+/// Rolls statistics up every minute and applies retention every ten.
+async fn maintenance(store: Arc<dyn Store>, config: Arc<Config>, stop: CancellationToken) {
+    let db = &config.database;
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    let mut n: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        let now = unix_ms(std::time::SystemTime::now());
+        if let Err(e) = store.rollup(now).await {
+            tracing::warn!("statistics rollup failed (will retry): {e}");
+        }
+        if n.is_multiple_of(10) {
+            let before = |d: crate::config::Dur| now - d.0.as_millis() as i64;
+            match store.purge_activity(before(db.activity_retention)).await {
+                Ok(k) if k > 0 => tracing::info!(rows = k, "activity retention: purged"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!("activity purge failed (will retry): {e}"),
+            }
+            if let Err(e) = store
+                .purge_stats(
+                    before(db.stats_retention_1m),
+                    before(db.stats_retention_1h),
+                    before(db.stats_retention_1d),
+                )
+                .await
+            {
+                tracing::warn!("statistics purge failed (will retry): {e}");
+            }
+        }
+        n += 1;
+    }
+}
+
+/// Samples room statistics on its own task, so a large deployment's sampling
+/// never delays the sweeper's timeouts and diffs.
+async fn sample_stats(node: Arc<Node>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(node.config.database.stats_sample_interval.0);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => node.sample_stats().await,
+            _ = stop.cancelled() => return,
+        }
+    }
 }

@@ -297,3 +297,16 @@ async fn large_messages_arrive_whole_through_fragments() {
         "žluťoučký kůň ".repeat(20)
     );
 }
+
+#[tokio::test]
+async fn bad_path_encodings_get_the_api_error_shape() {
+    let s = Server::start().await;
+    let (code, e) = s
+        .rest("GET", "/api/v1/rooms/%FF%FE/presence", &s.token("x"), None)
+        .await;
+    assert_eq!(
+        (code, e["error"]["code"].clone()),
+        (422, json!("invalid")),
+        "{e}"
+    );
+}

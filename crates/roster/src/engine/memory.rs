@@ -164,29 +164,7 @@ impl Engine for MemoryEngine {
         p: RoomPatch,
     ) -> Result<(RoomSummary, AccessChange), CoreError> {
         self.with(id, |r| {
-            let s = &mut r.settings;
-            if let Some(v) = p.room_type {
-                s.room_type = v;
-            }
-            if let Some(v) = p.capacity {
-                s.capacity = v;
-            }
-            if let Some(v) = p.idle_ttl {
-                s.idle_ttl = v;
-            }
-            if let Some(v) = p.visibility {
-                s.visibility = v;
-            }
-            if let Some(v) = p.status {
-                s.status = v;
-            }
-            if let Some(v) = p.tags {
-                s.tags = v;
-            }
-            if let Some(v) = p.attributes {
-                s.attributes = v;
-            }
-            s.declared = true;
+            p.apply(&mut r.settings);
             let change = if p.visibility.is_some() {
                 r.reapply_roles()
             } else {
@@ -224,6 +202,11 @@ impl Engine for MemoryEngine {
         let mut out: Vec<RoomSummary> = rooms.iter().map(|r| Self::summary(&r.lock())).collect();
         out.sort_by(|a, b| a.id.key.cmp(&b.id.key));
         out
+    }
+
+    async fn all_rooms(&self) -> Vec<RoomSummary> {
+        let rooms: Vec<Arc<Mutex<Room>>> = self.rooms.iter().map(|e| e.value().clone()).collect();
+        rooms.iter().map(|r| Self::summary(&r.lock())).collect()
     }
 
     async fn room_count(&self) -> usize {
@@ -525,6 +508,14 @@ impl Engine for MemoryEngine {
                 *s = status;
             }
         })
+    }
+
+    async fn user_seen(&self, user: &UserRef, at: SystemTime) {
+        self.user_change(user, |e| {
+            if e.last_seen.is_none_or(|t| t < at) {
+                e.last_seen = Some(at);
+            }
+        });
     }
 
     async fn user(&self, user: &UserRef) -> UserRecord {

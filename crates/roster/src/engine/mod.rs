@@ -65,6 +65,34 @@ pub struct RoomPatch {
     pub attributes: Option<serde_json::Map<String, Value>>,
 }
 
+impl RoomPatch {
+    /// Applies the fields that are set; marks the room declared.
+    pub fn apply(&self, s: &mut RoomSettings) {
+        if let Some(v) = &self.room_type {
+            s.room_type = v.clone();
+        }
+        if let Some(v) = self.capacity {
+            s.capacity = v;
+        }
+        if let Some(v) = self.idle_ttl {
+            s.idle_ttl = v;
+        }
+        if let Some(v) = self.visibility {
+            s.visibility = v;
+        }
+        if let Some(v) = self.status {
+            s.status = v;
+        }
+        if let Some(v) = &self.tags {
+            s.tags = v.clone();
+        }
+        if let Some(v) = &self.attributes {
+            s.attributes = v.clone();
+        }
+        s.declared = true;
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct RoomSummary {
     pub id: RoomId,
@@ -111,6 +139,8 @@ pub trait Engine: Send + Sync + 'static {
     ) -> Result<AccessChange, CoreError>;
     async fn list_rooms(&self, tenant: &TenantId) -> Vec<RoomSummary>;
     async fn room_count(&self) -> usize;
+    /// Every room of every tenant (statistics sampling).
+    async fn all_rooms(&self) -> Vec<RoomSummary>;
 
     // ---- membership ----
     /// Joins (creating the room with `create` if absent) and delivers the joiner's
@@ -207,4 +237,6 @@ pub trait Engine: Send + Sync + 'static {
         status: Status,
     ) -> UserChange;
     async fn user(&self, user: &UserRef) -> UserRecord;
+    /// Remembers an earlier `last_seen` (from the store) for a user with none.
+    async fn user_seen(&self, user: &UserRef, at: SystemTime);
 }

@@ -97,6 +97,8 @@ pub struct SessionHandle {
     /// Clock millis when the connection dropped (0 = connected).
     pub detached_at: AtomicU64,
     pub ended: AtomicBool,
+    /// Every room this session joined (for its history row).
+    pub visited: Mutex<BTreeSet<String>>,
 }
 
 impl SessionHandle {

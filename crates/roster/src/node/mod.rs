@@ -4,11 +4,13 @@
 //! ([`Node::run_sweeper`]) drains every deadline of the node.
 
 pub mod hub;
+pub mod records;
+pub mod stats;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use dashmap::DashMap;
 use parking_lot::Mutex;
@@ -29,7 +31,9 @@ use crate::core::types::{DeviceInfo, LeaveReason, Role, Status};
 use crate::engine::{Engine, SubMode};
 use crate::frame::Frame;
 use crate::ids::{RoomId, RoomKey, SessionId, TenantId, UserId, UserRef};
+use crate::journal::Journal;
 use crate::metrics as m;
+use crate::store::{unix_ms, ActivityRow, Store, WriteOp};
 use hub::{close, ConnLink, Hub, SessionHandle};
 
 /// What the client told us in `HELLO`, plus what the transport knows.
@@ -89,7 +93,16 @@ pub struct Node {
     pub clock: Clock,
     pub engine: Arc<dyn Engine>,
     pub hub: Arc<Hub>,
+    /// Where durable rows go (never awaited on a presence path).
+    pub journal: Journal,
+    /// Read by REST and for the `lastSeen` of users not seen since start-up.
+    pub store: Arc<dyn Store>,
+    pub stats: stats::StatsAggregator,
     room_types: Vec<RoomType>,
+    /// Tenants' own room types, beside the seeded ones.
+    tenant_types: DashMap<(TenantId, String), RoomType>,
+    /// Users the store had no `lastSeen` for (not asked again).
+    last_seen_misses: DashMap<UserRef, ()>,
     deadlines: Mutex<DeadlineQueue>,
     wake: Notify,
     /// (tenant, user, clientId) → session, for resume.
@@ -105,13 +118,20 @@ impl Node {
         clock: Clock,
         engine: Arc<dyn Engine>,
         hub: Arc<Hub>,
+        journal: Journal,
+        store: Arc<dyn Store>,
     ) -> Arc<Self> {
         let node = Arc::new(Self {
             config,
             clock,
             engine,
             hub,
+            journal,
+            store,
+            stats: stats::StatsAggregator::default(),
             room_types: room_type::seeded(),
+            tenant_types: DashMap::new(),
+            last_seen_misses: DashMap::new(),
             deadlines: Mutex::new(DeadlineQueue::default()),
             wake: Notify::new(),
             client_ids: DashMap::new(),
@@ -134,8 +154,30 @@ impl Node {
         self.engine.room_count().await
     }
 
-    pub fn room_types(&self) -> &[RoomType] {
-        &self.room_types
+    /// The seeded types followed by the tenant's own, by code.
+    pub fn room_types(&self, tenant: &TenantId) -> Vec<RoomType> {
+        let mut own: Vec<RoomType> = self
+            .tenant_types
+            .iter()
+            .filter(|e| &e.key().0 == tenant)
+            .map(|e| e.value().clone())
+            .collect();
+        own.sort_by(|a, b| a.code.0.cmp(&b.code.0));
+        self.room_types.iter().cloned().chain(own).collect()
+    }
+
+    pub fn is_seeded_type(&self, code: &str) -> bool {
+        self.room_types.iter().any(|t| t.code.0 == code)
+    }
+
+    pub fn set_room_type(&self, tenant: TenantId, t: RoomType) {
+        self.tenant_types.insert((tenant, t.code.0.clone()), t);
+    }
+
+    pub fn remove_room_type(&self, tenant: &TenantId, code: &str) -> bool {
+        self.tenant_types
+            .remove(&(tenant.clone(), code.to_string()))
+            .is_some()
     }
 
     pub fn next_conn_id(&self) -> u64 {
@@ -154,32 +196,44 @@ impl Node {
 
     /// The settings a room gets when it is created ad hoc: the type of the first
     /// matching prefix rule, else `GENERIC`.
-    pub fn ad_hoc_settings(&self, key: &RoomKey) -> RoomSettings {
+    pub fn ad_hoc_settings(&self, room: &RoomId) -> RoomSettings {
         let rule = self
             .config
             .rooms
             .rules
             .iter()
-            .find(|r| key.as_str().starts_with(&r.prefix));
+            .find(|r| room.key.as_str().starts_with(&r.prefix));
         let code = rule
             .map(|r| r.room_type.as_str())
             .unwrap_or(room_type::GENERIC);
-        let t = self.room_type(code).unwrap_or_else(|| self.generic());
+        let t = self
+            .room_type(&room.tenant, code)
+            .unwrap_or_else(|| self.generic().clone());
         RoomSettings::from_type(
-            t,
+            &t,
             rule.and_then(|r| r.visibility),
             false,
             self.clock.wall_now(),
         )
     }
 
-    pub fn room_type(&self, code: &str) -> Option<&RoomType> {
-        self.room_types.iter().find(|t| t.code.0 == code)
+    pub fn room_type(&self, tenant: &TenantId, code: &str) -> Option<RoomType> {
+        self.room_types
+            .iter()
+            .find(|t| t.code.0 == code)
+            .cloned()
+            .or_else(|| {
+                self.tenant_types
+                    .get(&(tenant.clone(), code.to_string()))
+                    .map(|t| t.value().clone())
+            })
     }
 
     fn generic(&self) -> &RoomType {
         // The seeded list always contains GENERIC (checked by a unit test there).
-        self.room_type(room_type::GENERIC)
+        self.room_types
+            .iter()
+            .find(|t| t.code.0 == room_type::GENERIC)
             .expect("GENERIC room type")
     }
 
@@ -253,7 +307,12 @@ impl Node {
             grace_gen: AtomicU64::new(0),
             detached_at: AtomicU64::new(0),
             ended: AtomicBool::new(false),
+            visited: Mutex::new(BTreeSet::new()),
         });
+        self.journal
+            .record(WriteOp::SessionStarted(records::session_started(
+                &handle.meta,
+            )));
         self.hub.sessions.insert(id.clone(), handle);
         if let Some(cid) = hello.client_id {
             self.client_ids.insert((user_ref.clone(), cid), id.clone());
@@ -392,11 +451,55 @@ impl Node {
                 .remove_if(&(s.user_ref.clone(), cid.clone()), |_, v| v == sid);
         }
         metrics::gauge!(m::SESSIONS).set(self.hub.sessions.len() as f64);
-        let change = self
-            .engine
-            .user_detach(&s.user_ref, sid, self.clock.wall(now))
-            .await;
+        let wall = self.clock.wall(now);
+        let change = self.engine.user_detach(&s.user_ref, sid, wall).await;
+        let history_reason = match reason {
+            LeaveReason::Disconnected if self.shutting_down.load(Ordering::SeqCst) => "shutdown",
+            r => r.as_str(),
+        };
+        self.journal.record(WriteOp::SessionEnded {
+            tenant: s.user_ref.tenant.to_string(),
+            session_id: sid.to_string(),
+            ended_at: unix_ms(wall),
+            reason: history_reason.to_string(),
+            rooms: s.visited.lock().iter().cloned().collect(),
+        });
+        if change.after == Status::Offline {
+            self.journal.record(WriteOp::LastSeen {
+                tenant: s.user_ref.tenant.to_string(),
+                user: s.user_ref.user.to_string(),
+                at: unix_ms(wall),
+            });
+        }
         self.user_changed(&s.user_ref, change).await;
+    }
+
+    /// One activity row (SPEC §5), queued; never waits.
+    #[allow(clippy::too_many_arguments)]
+    pub fn record(
+        &self,
+        tenant: &TenantId,
+        kind: &str,
+        actor: Option<&str>,
+        user: Option<&UserId>,
+        room: Option<&RoomKey>,
+        session: Option<&SessionId>,
+        details: Value,
+    ) {
+        if !self.config.database.log_activity {
+            return;
+        }
+        self.journal.record(WriteOp::Activity(ActivityRow {
+            id: 0,
+            tenant: tenant.to_string(),
+            at: unix_ms(self.clock.wall_now()),
+            kind: kind.to_string(),
+            actor: actor.map(str::to_string),
+            user: user.map(|u| u.to_string()),
+            room: room.map(|r| r.to_string()),
+            session: session.map(|s| s.to_string()),
+            details,
+        }));
     }
 
     /// After a user's sessions or statuses changed: if the merged status moved,
@@ -404,6 +507,15 @@ impl Node {
     /// Watchers hear of every change (devices may differ even when status doesn't).
     async fn user_changed(&self, user: &UserRef, change: crate::engine::UserChange) {
         if change.before != change.after {
+            self.record(
+                &user.tenant,
+                "status",
+                None,
+                Some(&user.user),
+                None,
+                None,
+                serde_json::json!({"from": change.before, "to": change.after}),
+            );
             let record = self.engine.user(user).await;
             for sid in record.sessions {
                 let Some(other) = self.hub.get(&sid) else {
@@ -428,7 +540,31 @@ impl Node {
         now: Instant,
     ) {
         if let Some(left) = self.engine.leave(room, &s.meta.id, reason, now).await {
+            let kind = if reason == LeaveReason::Timeout {
+                "timeout"
+            } else {
+                "leave"
+            };
+            self.record(
+                &room.tenant,
+                kind,
+                None,
+                Some(&s.meta.user),
+                Some(&room.key),
+                Some(&s.meta.id),
+                serde_json::json!({"reason": reason.as_str()}),
+            );
+            self.stats.left(room, reason, self.clock.wall(now));
             for field in left.released_locks {
+                self.record(
+                    &room.tenant,
+                    "lock_released",
+                    None,
+                    Some(&s.meta.user),
+                    Some(&room.key),
+                    Some(&s.meta.id),
+                    serde_json::json!({"field": field, "reason": reason.as_str()}),
+                );
                 self.send_lock_event(room, &field, None, Some("released"))
                     .await;
             }
@@ -524,7 +660,7 @@ impl Node {
             .engine
             .join(
                 &id,
-                self.ad_hoc_settings(&id.key),
+                self.ad_hoc_settings(&id),
                 member,
                 Self::actor(s),
                 mode,
@@ -533,6 +669,19 @@ impl Node {
             )
             .await?;
         s.rooms.lock().insert(id.clone());
+        if !joined.already_member {
+            s.visited.lock().insert(id.key.to_string());
+            self.record(
+                &id.tenant,
+                "join",
+                None,
+                Some(&s.meta.user),
+                Some(&id.key),
+                Some(&s.meta.id),
+                serde_json::json!({"device": s.meta.device.device}),
+            );
+            self.stats.joined(&id, &s.meta.user, self.clock.wall_now());
+        }
         if joined.needs_flush {
             self.schedule_flush(&id).await;
         }
@@ -682,6 +831,12 @@ impl Node {
     // ------------------------------------------------------------------ watch
 
     pub async fn user_status(&self, user: &UserRef) -> UserStatusView {
+        self.user_status_with(user, true).await
+    }
+
+    /// `lookup`: ask the store for the `lastSeen` of a user not seen since
+    /// start-up (bounded); otherwise answer from memory only.
+    async fn user_status_with(&self, user: &UserRef, lookup: bool) -> UserStatusView {
         let record = self.engine.user(user).await;
         let mut devices: Vec<String> = record
             .sessions
@@ -691,7 +846,11 @@ impl Node {
         devices.sort();
         devices.dedup();
         let last_seen = if record.status == Status::Offline {
-            record.last_seen.map(iso)
+            match record.last_seen {
+                Some(t) => Some(iso(t)),
+                None if lookup => self.stored_last_seen(user).await.map(iso),
+                None => None,
+            }
         } else {
             Some(iso(self.clock.wall_now()))
         };
@@ -700,6 +859,37 @@ impl Node {
             last_seen,
             devices,
         }
+    }
+
+    /// `lastSeen` of a user not seen since start-up, from the store. Bounded (the
+    /// answer to a WATCH must not wait on a slow database) and remembered, found
+    /// or not.
+    async fn stored_last_seen(&self, user: &UserRef) -> Option<SystemTime> {
+        if self.last_seen_misses.contains_key(user) {
+            return None;
+        }
+        let lookup = self
+            .store
+            .last_seen(user.tenant.as_str(), user.user.as_str());
+        let ms = match tokio::time::timeout(Duration::from_millis(250), lookup).await {
+            Ok(Ok(Some(ms))) => ms,
+            Ok(Ok(None)) => {
+                // Bounded: forgetting everything now and then costs only lookups.
+                if self.last_seen_misses.len() >= 100_000 {
+                    self.last_seen_misses.clear();
+                }
+                self.last_seen_misses.insert(user.clone(), ());
+                return None;
+            }
+            Ok(Err(e)) => {
+                tracing::debug!("lastSeen lookup failed: {e}");
+                return None;
+            }
+            Err(_) => return None,
+        };
+        let at = SystemTime::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+        self.engine.user_seen(user, at).await;
+        Some(at)
     }
 
     pub async fn watch(
@@ -726,6 +916,7 @@ impl Node {
             }
         }
         let mut snapshot = BTreeMap::new();
+        let mut unknown = vec![];
         for u in users {
             let key = UserRef {
                 tenant: s.user_ref.tenant.clone(),
@@ -736,7 +927,30 @@ impl Node {
                 .or_default()
                 .insert(s.meta.id.clone());
             s.watching.lock().insert(u.clone());
-            snapshot.insert(u, self.user_status(&key).await);
+            let v = self.user_status_with(&key, false).await;
+            if v.status == Status::Offline && v.last_seen.is_none() {
+                unknown.push(key);
+            }
+            snapshot.insert(u, v);
+        }
+        // Users not seen since start-up: their lastSeen comes from the store, a
+        // few lookups at a time, all within one bound. Whatever is not back by
+        // then is answered `null` (and WATCH answers promptly anyway).
+        if !unknown.is_empty() {
+            use futures_util::StreamExt;
+            let deadline = Instant::now() + Duration::from_millis(250);
+            let mut lookups = futures_util::stream::iter(unknown)
+                .map(|key| async move {
+                    let at = self.stored_last_seen(&key).await;
+                    (key, at)
+                })
+                .buffer_unordered(16);
+            while let Ok(Some((key, at))) = tokio::time::timeout_at(deadline, lookups.next()).await
+            {
+                if let (Some(at), Some(v)) = (at, snapshot.get_mut(&key.user)) {
+                    v.last_seen = Some(iso(at));
+                }
+            }
         }
         let frame = Frame::encode(
             "STATUS_SNAPSHOT",
@@ -809,6 +1023,15 @@ impl Node {
         metrics::counter!(m::MESSAGES_OUT, "type" => "LOCK_ACK").increment(1);
         if success {
             metrics::counter!(m::LOCK_ACQUISITIONS).increment(1);
+            self.record(
+                &id.tenant,
+                "lock_acquired",
+                None,
+                Some(&s.meta.user),
+                Some(&id.key),
+                Some(&s.meta.id),
+                serde_json::json!({"field": field}),
+            );
             self.schedule(
                 lock.expires_at,
                 Deadline::LockExpiry(id.clone(), field.to_string()),
@@ -833,19 +1056,38 @@ impl Node {
         hub::send_to(s, &Frame::encode("UNLOCK_ACK", &ack, reply_ref));
         metrics::counter!(m::MESSAGES_OUT, "type" => "UNLOCK_ACK").increment(1);
         if released {
+            self.record(
+                &id.tenant,
+                "lock_released",
+                None,
+                Some(&s.meta.user),
+                Some(&id.key),
+                Some(&s.meta.id),
+                serde_json::json!({"field": field, "reason": "unlock"}),
+            );
             self.send_lock_event(&id, field, None, Some("released"))
                 .await;
         }
         Ok(())
     }
 
-    pub async fn force_unlock(&self, room: &RoomId, field: &str) -> bool {
-        let released = self.engine.force_unlock(room, field).await.is_some();
-        if released {
-            self.send_lock_event(room, field, None, Some("force_released"))
-                .await;
-        }
-        released
+    /// Admin force-release (REST); `actor` is who asked.
+    pub async fn force_unlock(&self, room: &RoomId, field: &str, actor: &str) -> bool {
+        let Some(lock) = self.engine.force_unlock(room, field).await else {
+            return false;
+        };
+        self.record(
+            &room.tenant,
+            "lock_force_released",
+            Some(actor),
+            Some(&lock.user),
+            Some(&room.key),
+            Some(&lock.session),
+            serde_json::json!({"field": field}),
+        );
+        self.send_lock_event(room, field, None, Some("force_released"))
+            .await;
+        true
     }
 
     async fn send_lock_event(
@@ -871,7 +1113,16 @@ impl Node {
     /// `MUTATING`/`MUTATED` (REST or Kafka): updates entity state and tells members.
     pub async fn lifecycle(&self, room: &RoomId, mutating: bool, by: UserId) {
         let now = self.clock.now();
-        let settings = self.ad_hoc_settings(&room.key);
+        self.record(
+            &room.tenant,
+            if mutating { "mutating" } else { "mutated" },
+            Some(by.as_str()),
+            Some(&by),
+            Some(&room.key),
+            None,
+            Value::Object(Default::default()),
+        );
+        let settings = self.ad_hoc_settings(room);
         let view = if mutating {
             let ttl = self.timing().stale_ttl.0;
             let v = self.engine.mutating(room, settings, by, now, ttl).await;
@@ -972,10 +1223,48 @@ impl Node {
     /// sessions are kicked.
     pub async fn access_changed(&self, room: &RoomId, change: crate::core::room::AccessChange) {
         for field in change.released_locks {
+            self.record(
+                &room.tenant,
+                "lock_released",
+                None,
+                None,
+                Some(&room.key),
+                None,
+                serde_json::json!({"field": field, "reason": "role"}),
+            );
             self.send_lock_event(room, &field, None, Some("released"))
                 .await;
         }
         self.kick_sessions(change.evicted).await;
+    }
+
+    /// Samples every room's occupancy and members' latency into the current
+    /// minute, and hands completed minutes to the journal.
+    pub async fn sample_stats(&self) {
+        let at = self.clock.wall_now();
+        for room in self.engine.all_rooms().await {
+            let members = self.engine.members(&room.id).await;
+            let mut users = HashSet::new();
+            let mut latencies = Vec::with_capacity(members.len());
+            for sid in &members {
+                if let Some(s) = self.hub.get(sid) {
+                    users.insert(s.meta.user.clone());
+                    if let Some(l) = s.meta.latency_ms() {
+                        latencies.push(l);
+                    }
+                }
+            }
+            self.stats.sample(
+                &room.id,
+                members.len() as u32,
+                users.len() as u32,
+                latencies,
+                at,
+            );
+        }
+        for sample in self.stats.completed(at) {
+            self.journal.record(WriteOp::RoomStat(sample));
+        }
     }
 
     // ------------------------------------------------------------------ the sweeper
@@ -1038,11 +1327,21 @@ impl Node {
                 }
             }
             Deadline::LockExpiry(room, field) => {
-                if self.engine.expire_lock(&room, &field, now).await.is_some() {
+                if let Some(lock) = self.engine.expire_lock(&room, &field, now).await {
+                    self.record(
+                        &room.tenant,
+                        "lock_expired",
+                        None,
+                        Some(&lock.user),
+                        Some(&room.key),
+                        Some(&lock.session),
+                        serde_json::json!({"field": field}),
+                    );
                     self.send_lock_event(&room, &field, None, Some("expired"))
                         .await;
                 }
             }
+
             Deadline::StaleExpiry(room) => {
                 if let Some(view) = self.engine.expire_stale(&room, now).await {
                     self.send_entity(&room, &view).await;
@@ -1078,8 +1377,14 @@ impl Node {
             .iter()
             .filter_map(|id| self.hub.get(id).and_then(|s| s.link()))
             .collect();
+        // The minute in progress is written too (a restart loses no count),
+        // sampled while everyone is still in.
+        self.sample_stats().await;
         for id in &ids {
             self.end_session(id, LeaveReason::Disconnected).await;
+        }
+        for sample in self.stats.drain() {
+            self.journal.record(WriteOp::RoomStat(sample));
         }
         for l in links {
             l.close(close::GOING_AWAY);

@@ -31,6 +31,8 @@ pub const ADMIN_KEY: &str = "test-admin-key-0123456789";
 
 pub struct Server {
     child: Child,
+    /// Holds this server's database file (unless the test gave its own URL).
+    pub dir: std::path::PathBuf,
     pub addr: String,
     secret: String,
     pub log: Arc<Mutex<Vec<String>>>,
@@ -49,6 +51,7 @@ impl Server {
     /// Starts the binary with command-line `args` and FAST timings overridden by `env`.
     pub async fn start_args(args: &[&str], env: &[(&str, &str)]) -> Server {
         let secret = format!("secret-{}", std::process::id());
+        let dir = temp_dir("server");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_roster"));
         cmd.args(args);
         cmd.env_clear()
@@ -57,6 +60,11 @@ impl Server {
             .env("ROSTER_AUTH_JWT_SECRET", &secret)
             .env("ROSTER_AUTH_ADMIN_KEY", ADMIN_KEY)
             .env("ROSTER_LOG_LEVEL", "warn")
+            .env(
+                "ROSTER_DATABASE_URL",
+                format!("sqlite://{}", dir.join("roster.db").display()),
+            )
+            .current_dir(&dir)
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         for (k, v) in FAST.iter().chain(env.iter()) {
@@ -82,6 +90,7 @@ impl Server {
             });
         Server {
             child,
+            dir,
             addr,
             secret,
             log,
@@ -143,6 +152,15 @@ impl Server {
         unsafe_kill(self.child.id(), "TERM");
     }
 
+    /// SIGTERM and wait for the process to exit cleanly (everything flushed).
+    pub fn stop(mut self) {
+        self.sigterm();
+        let status = self
+            .wait_exit(Duration::from_secs(15))
+            .expect("server exits after SIGTERM");
+        assert!(status.success(), "{status:?}");
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -189,7 +207,21 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A fresh directory for one test's files.
+pub fn temp_dir(what: &str) -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let d = std::env::temp_dir().join(format!(
+        "roster-{what}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
 }
 
 pub async fn rest_as(

@@ -1,12 +1,12 @@
 //! Field locks of a room: list, and admin force-release.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::Response;
 use axum::routing::{delete, get};
 use axum::{Json, Router};
 use serde::Serialize;
 
-use super::{no_content, ApiError, ApiResult, Caller, Page};
+use super::{no_content, ApiError, ApiPath, ApiResult, Caller, Page};
 use crate::core::error::ErrorCode;
 use crate::http::AppState;
 
@@ -30,7 +30,7 @@ pub struct LockItem {
 pub async fn list(
     State(app): State<AppState>,
     caller: Caller,
-    Path(room): Path<String>,
+    ApiPath(room): ApiPath<String>,
 ) -> ApiResult<Json<Page<LockItem>>> {
     let id = caller.room(&room)?;
     let summary = app
@@ -69,11 +69,11 @@ pub async fn list(
 pub async fn force_release(
     State(app): State<AppState>,
     caller: Caller,
-    Path((room, field)): Path<(String, String)>,
+    ApiPath((room, field)): ApiPath<(String, String)>,
 ) -> ApiResult<Response> {
     caller.require_admin()?;
     let id = caller.room(&room)?;
-    if app.node.force_unlock(&id, &field).await {
+    if app.node.force_unlock(&id, &field, &caller.actor()).await {
         Ok(no_content())
     } else {
         Err(ApiError::new(

@@ -1,6 +1,7 @@
 //! REST API `/api/v1` (SPEC §4): one error type, one caller extractor, one JSON
 //! body extractor, and a router per area.
 
+mod activity;
 mod lifecycle;
 mod locks;
 pub mod openapi;
@@ -34,6 +35,7 @@ pub fn router() -> Router<AppState> {
         .merge(sessions::router())
         .merge(locks::router())
         .merge(lifecycle::router())
+        .merge(activity::router())
 }
 
 /// `{"error": {"code", "message"}}` with the status of the code.
@@ -43,6 +45,31 @@ pub struct ApiError(pub CoreError);
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self(CoreError::new(code, message))
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        use crate::store::StoreError as S;
+        match e {
+            S::NotFound => ApiError::new(ErrorCode::NotFound, "not found"),
+            S::Conflict => ApiError::new(ErrorCode::Conflict, "already exists"),
+            S::Unavailable(m) => {
+                tracing::warn!("database unavailable for a REST call: {m}");
+                ApiError::new(
+                    ErrorCode::Unavailable,
+                    "the database is unavailable; try again later",
+                )
+            }
+            S::Other(m) => {
+                let id = crate::ids::SessionId::new_random();
+                tracing::error!(correlation = %id, "database error: {m}");
+                ApiError::new(
+                    ErrorCode::Internal,
+                    format!("internal error (correlation id {id})"),
+                )
+            }
+        }
     }
 }
 
@@ -101,6 +128,14 @@ pub struct Caller {
 impl Caller {
     pub fn is_admin(&self) -> bool {
         self.operator || self.roles.iter().any(|r| r == "admin")
+    }
+
+    /// Who acted, for the activity log: the token's user, or `operator`.
+    pub fn actor(&self) -> String {
+        self.user
+            .as_ref()
+            .map(|u| u.to_string())
+            .unwrap_or_else(|| "operator".into())
     }
     fn has(&self, role: &str) -> bool {
         self.is_admin() || self.roles.iter().any(|r| r == role)
@@ -286,6 +321,38 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
                     format!("field `{path}`: {}", e.into_inner()),
                 )
             })
+    }
+}
+
+/// Query parameters: a value of the wrong shape is a 422 naming the parameter,
+/// in the API's error shape (axum's own rejection is plain text).
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::try_from_uri(&parts.uri)
+            .map(|q| ApiQuery(q.0))
+            .map_err(|e| {
+                let text = e.body_text();
+                let detail = text.trim_start_matches("Failed to deserialize query string: ");
+                ApiError::new(ErrorCode::Invalid, format!("query: {detail}"))
+            })
+    }
+}
+
+/// Path parameters, percent-decoded; a bad encoding is a 422 in the API's shape.
+pub struct ApiPath<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| ApiPath(p.0))
+            .map_err(|e| ApiError::new(ErrorCode::Invalid, format!("path: {}", e.body_text())))
     }
 }
 

@@ -2,13 +2,13 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::{ApiError, ApiJson, ApiResult, Caller};
+use super::{ApiError, ApiJson, ApiPath, ApiResult, Caller};
 use crate::core::error::ErrorCode;
 use crate::core::types::Status;
 use crate::http::AppState;
@@ -31,7 +31,7 @@ pub fn router() -> Router<AppState> {
 pub async fn room_presence(
     State(app): State<AppState>,
     caller: Caller,
-    Path(room): Path<String>,
+    ApiPath(room): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
     let id = caller.room(&room)?;
     let summary = app
@@ -73,7 +73,7 @@ fn user_id(id: &str) -> ApiResult<UserId> {
 pub async fn user_presence(
     State(app): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
     let user = UserRef {
         tenant: caller.tenant.clone(),
@@ -110,7 +110,7 @@ pub async fn user_presence(
 pub async fn user_online(
     State(app): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
     let user = UserRef {
         tenant: caller.tenant.clone(),

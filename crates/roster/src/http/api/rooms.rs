@@ -1,7 +1,9 @@
 //! Rooms as things: declare, read, change, delete; room types; participants.
-//! (Kept in the engine for now; persistence comes with the store.)
+//! Declared rooms, tenant room types and participants are written to the store
+//! first and then applied to the engine, so what a REST call confirmed survives a
+//! restart; the engine (loaded from the store at start-up) answers the reads.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::response::Response;
 use axum::routing::{get, put};
 use axum::{Json, Router};
@@ -9,17 +11,19 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{
-    created, no_content, parse_duration_field, ApiError, ApiJson, ApiResult, Caller, Page,
-    PageQuery,
+    created, no_content, parse_duration_field, ApiError, ApiJson, ApiPath, ApiQuery, ApiResult,
+    Caller, Page, PageQuery,
 };
 use crate::clock::iso;
 use crate::core::error::ErrorCode;
 use crate::core::room::{RoomSettings, RoomStatus};
-use crate::core::room_type::{RoomType, Visibility};
+use crate::core::room_type::{RoomType, RoomTypeCode, Visibility};
 use crate::core::types::Role;
 use crate::engine::{RoomPatch, RoomSummary};
 use crate::http::AppState;
-use crate::ids::UserId;
+use crate::ids::{RoomId, UserId};
+use crate::node::records;
+use crate::store::{unix_ms, Participant, StoreError};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -29,7 +33,12 @@ pub fn router() -> Router<AppState> {
             "/rooms/{room}/participants/{user}",
             put(put_participant).delete(delete_participant),
         )
-        .route("/room-types", get(room_types))
+        .route("/rooms/{room}/participants", get(list_participants))
+        .route("/room-types", get(room_types).post(create_room_type))
+        .route(
+            "/room-types/{code}",
+            put(put_room_type).delete(delete_room_type),
+        )
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -97,7 +106,7 @@ pub struct CreateRoom {
     pub attributes: Option<serde_json::Map<String, Value>>,
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PatchRoom {
     #[serde(rename = "type")]
@@ -133,8 +142,8 @@ fn check_tags(t: &Option<Vec<String>>) -> ApiResult<()> {
     Ok(())
 }
 
-fn find_type<'a>(app: &'a AppState, code: &str) -> ApiResult<&'a RoomType> {
-    app.node.room_type(code).ok_or_else(|| {
+fn find_type(app: &AppState, caller: &Caller, code: &str) -> ApiResult<RoomType> {
+    app.node.room_type(&caller.tenant, code).ok_or_else(|| {
         ApiError::new(
             ErrorCode::Invalid,
             format!("field `type`: unknown room type {code:?}"),
@@ -159,13 +168,15 @@ pub async fn create(
     })?;
     let t = find_type(
         &app,
+        &caller,
         body.room_type
             .as_deref()
             .unwrap_or(crate::core::room_type::GENERIC),
     )?;
     check_capacity(body.capacity)?;
     check_tags(&body.tags)?;
-    let mut settings = RoomSettings::from_type(t, body.visibility, true, app.node.clock.wall_now());
+    let mut settings =
+        RoomSettings::from_type(&t, body.visibility, true, app.node.clock.wall_now());
     if let Some(c) = body.capacity {
         settings.capacity = c;
     }
@@ -174,7 +185,30 @@ pub async fn create(
     }
     settings.tags = body.tags.unwrap_or_default();
     settings.attributes = body.attributes.unwrap_or_default();
-    app.node.engine.create_room(id.clone(), settings).await?;
+    let now = unix_ms(app.node.clock.wall_now());
+    app.node
+        .store
+        .insert_room(&records::room_to_store(&id, &settings, now))
+        .await?;
+    // A room that is live ad hoc is declared with these settings.
+    if app
+        .node
+        .engine
+        .create_room(id.clone(), settings.clone())
+        .await
+        .is_err()
+    {
+        let patch = full_patch(&settings);
+        let (_, change) = app.node.engine.update_room(&id, patch).await?;
+        app.node.access_changed(&id, change).await;
+    }
+    admin_record(
+        &app,
+        &caller,
+        "room_created",
+        &id,
+        serde_json::json!({"type": settings.room_type}),
+    );
     let summary = app
         .node
         .engine
@@ -189,6 +223,10 @@ pub struct RoomFilter {
     #[serde(rename = "type")]
     pub room_type: Option<String>,
     pub tag: Option<String>,
+    /// `active` | `maintenance` | `closed`
+    pub status: Option<RoomStatus>,
+    /// Only rooms declared through the API (`true`) or only ad-hoc ones (`false`).
+    pub declared: Option<bool>,
     pub limit: Option<usize>,
     pub cursor: Option<String>,
 }
@@ -199,7 +237,7 @@ pub struct RoomFilter {
 pub async fn list(
     State(app): State<AppState>,
     caller: Caller,
-    Query(f): Query<RoomFilter>,
+    ApiQuery(f): ApiQuery<RoomFilter>,
 ) -> ApiResult<Json<Page<RoomView>>> {
     let items: Vec<RoomView> = app
         .node
@@ -214,6 +252,8 @@ pub async fn list(
                 .is_none_or(|t| &r.settings.room_type == t)
         })
         .filter(|r| f.tag.as_ref().is_none_or(|t| r.settings.tags.contains(t)))
+        .filter(|r| f.status.is_none_or(|st| r.settings.status == st))
+        .filter(|r| f.declared.is_none_or(|d| r.settings.declared == d))
         .map(RoomView::from)
         .collect();
     Ok(Json(
@@ -230,7 +270,7 @@ pub async fn list(
 pub async fn read(
     State(app): State<AppState>,
     caller: Caller,
-    Path(room): Path<String>,
+    ApiPath(room): ApiPath<String>,
 ) -> ApiResult<Json<RoomView>> {
     let id = caller.room(&room)?;
     let r = app
@@ -250,15 +290,16 @@ pub async fn read(
 pub async fn patch(
     State(app): State<AppState>,
     caller: Caller,
-    Path(room): Path<String>,
+    ApiPath(room): ApiPath<String>,
     ApiJson(body): ApiJson<PatchRoom>,
 ) -> ApiResult<Json<RoomView>> {
     caller.require_admin()?;
     let id = caller.room(&room)?;
     check_capacity(body.capacity)?;
     check_tags(&body.tags)?;
+    let details = serde_json::to_value(&body).unwrap_or_default();
     if let Some(t) = &body.room_type {
-        find_type(&app, t)?;
+        find_type(&app, &caller, t)?;
     }
     let patch = RoomPatch {
         room_type: body.room_type,
@@ -274,7 +315,17 @@ pub async fn patch(
         attributes: body.attributes,
     };
     let closing = patch.status == Some(RoomStatus::Closed);
+    let current = app
+        .node
+        .engine
+        .room(&id)
+        .await
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no room {room}")))?;
+    let mut next = current.settings.clone();
+    patch.apply(&mut next);
+    save_room(&app, &id, &next).await?;
     let (summary, change) = app.node.engine.update_room(&id, patch).await?;
+    admin_record(&app, &caller, "room_updated", &id, details);
     app.node.access_changed(&id, change).await;
     if closing {
         let members = app.node.engine.members(&id).await;
@@ -291,17 +342,30 @@ pub async fn patch(
 pub async fn remove(
     State(app): State<AppState>,
     caller: Caller,
-    Path(room): Path<String>,
+    ApiPath(room): ApiPath<String>,
 ) -> ApiResult<Response> {
     caller.require_admin()?;
     let id = caller.room(&room)?;
-    let members = app
+    let stored = app
         .node
-        .engine
-        .delete_room(&id)
-        .await
-        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no room {room}")))?;
-    app.node.kick_sessions(members).await;
+        .store
+        .delete_room(id.tenant.as_str(), id.key.as_str())
+        .await?;
+    let members = app.node.engine.delete_room(&id).await;
+    if !stored && members.is_none() {
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            format!("no room {room}"),
+        ));
+    }
+    admin_record(
+        &app,
+        &caller,
+        "room_deleted",
+        &id,
+        Value::Object(Default::default()),
+    );
+    app.node.kick_sessions(members.unwrap_or_default()).await;
     Ok(no_content())
 }
 
@@ -317,16 +381,47 @@ pub struct ParticipantBody {
 pub async fn put_participant(
     State(app): State<AppState>,
     caller: Caller,
-    Path((room, user)): Path<(String, String)>,
+    ApiPath((room, user)): ApiPath<(String, String)>,
     ApiJson(body): ApiJson<ParticipantBody>,
 ) -> ApiResult<Response> {
     caller.require_admin()?;
     let id = caller.room(&room)?;
     let user = UserId::parse(&user)
         .map_err(|e| ApiError::new(ErrorCode::Invalid, format!("path `user`: {}", e.0)))?;
+    let current = app
+        .node
+        .engine
+        .room(&id)
+        .await
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no room {room}")))?;
+    // A room with participants is a declared room: it must survive a restart,
+    // and idle expiry must not drop it.
+    save_room(&app, &id, &current.settings).await?;
+    if !current.settings.declared {
+        app.node
+            .engine
+            .update_room(&id, RoomPatch::default())
+            .await?;
+    }
     app.node
-        .participant_changed(&id, user, Some(body.role))
+        .store
+        .set_participant(&Participant {
+            tenant: id.tenant.to_string(),
+            room: id.key.to_string(),
+            user: user.to_string(),
+            role: records::role_str(body.role).into(),
+        })
         .await?;
+    app.node
+        .participant_changed(&id, user.clone(), Some(body.role))
+        .await?;
+    admin_record(
+        &app,
+        &caller,
+        "participant_set",
+        &id,
+        serde_json::json!({"user": user, "role": body.role}),
+    );
     Ok(no_content())
 }
 
@@ -336,20 +431,228 @@ pub async fn put_participant(
 pub async fn delete_participant(
     State(app): State<AppState>,
     caller: Caller,
-    Path((room, user)): Path<(String, String)>,
+    ApiPath((room, user)): ApiPath<(String, String)>,
 ) -> ApiResult<Response> {
     caller.require_admin()?;
     let id = caller.room(&room)?;
     let user = UserId::parse(&user)
         .map_err(|e| ApiError::new(ErrorCode::Invalid, format!("path `user`: {}", e.0)))?;
-    app.node.participant_changed(&id, user, None).await?;
+    app.node
+        .store
+        .delete_participant(id.tenant.as_str(), id.key.as_str(), user.as_str())
+        .await?;
+    app.node
+        .participant_changed(&id, user.clone(), None)
+        .await?;
+    admin_record(
+        &app,
+        &caller,
+        "participant_removed",
+        &id,
+        serde_json::json!({"user": user}),
+    );
     Ok(no_content())
 }
 
-/// The room types: the ten seeded ones.
-#[utoipa::path(get, path = "/api/v1/room-types", tag = "rooms", responses((status = 200, description = "{items: [roomType], nextCursor: null}")))]
-pub async fn room_types(State(app): State<AppState>, _caller: Caller) -> ApiResult<Json<Value>> {
+/// Participants of a room and their roles, by user.
+#[utoipa::path(get, path = "/api/v1/rooms/{room}/participants", tag = "rooms", params(("room" = String, Path)),
+    responses((status = 200, description = "{items: [{userId, role}], nextCursor: null}"), (status = 404, body = super::ErrorBody)))]
+pub async fn list_participants(
+    State(app): State<AppState>,
+    caller: Caller,
+    ApiPath(room): ApiPath<String>,
+) -> ApiResult<Json<Value>> {
+    let id = caller.room(&room)?;
+    let r = app
+        .node
+        .engine
+        .room(&id)
+        .await
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no room {room}")))?;
+    caller.may_see(&r.settings)?;
+    let items: Vec<Value> = r
+        .settings
+        .participants
+        .iter()
+        .map(|(u, role)| serde_json::json!({"userId": u, "role": role}))
+        .collect();
     Ok(Json(
-        serde_json::json!({"items": app.node.room_types(), "nextCursor": null}),
+        serde_json::json!({"items": items, "nextCursor": null}),
     ))
+}
+
+/// Seeded types followed by the tenant's own.
+#[utoipa::path(get, path = "/api/v1/room-types", tag = "rooms", responses((status = 200, description = "{items: [roomType], nextCursor: null}")))]
+pub async fn room_types(State(app): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+    let items: Vec<Value> = app
+        .node
+        .room_types(&caller.tenant)
+        .into_iter()
+        .map(|t| {
+            let seeded = app.node.is_seeded_type(&t.code.0);
+            let mut v = serde_json::to_value(&t).unwrap_or_default();
+            v["seeded"] = Value::Bool(seeded);
+            v
+        })
+        .collect();
+    Ok(Json(
+        serde_json::json!({"items": items, "nextCursor": null}),
+    ))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RoomTypeBody {
+    /// `[A-Z0-9_]{1,32}`; in `PUT /room-types/{code}` the path gives it.
+    pub code: Option<String>,
+    pub capacity: u32,
+    /// Duration with a unit, e.g. `"1h"`.
+    pub idle_ttl: String,
+    pub visibility: Option<Visibility>,
+}
+
+async fn save_room_type(
+    app: &AppState,
+    caller: &Caller,
+    code: &str,
+    body: RoomTypeBody,
+) -> ApiResult<RoomType> {
+    let code = RoomTypeCode::parse(code)
+        .map_err(|e| ApiError::new(ErrorCode::Invalid, format!("field `code`: {e}")))?;
+    if app.node.is_seeded_type(&code.0) {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!("{} is a seeded room type and can't be changed", code.0),
+        ));
+    }
+    check_capacity(Some(body.capacity))?;
+    let t = RoomType {
+        code,
+        capacity: body.capacity,
+        idle_ttl: parse_duration_field("idleTtl", &body.idle_ttl)?,
+        visibility: body.visibility.unwrap_or_default(),
+    };
+    let now = unix_ms(app.node.clock.wall_now());
+    app.node
+        .store
+        .upsert_room_type(&records::room_type_to_store(&caller.tenant, &t, now))
+        .await?;
+    app.node.set_room_type(caller.tenant.clone(), t.clone());
+    app.node.record(
+        &caller.tenant,
+        "room_type_set",
+        Some(&caller.actor()),
+        None,
+        None,
+        None,
+        serde_json::json!({"code": t.code}),
+    );
+    Ok(t)
+}
+
+/// Creates a tenant room type (201); 409 if the code exists (seeded or own).
+#[utoipa::path(post, path = "/api/v1/room-types", tag = "rooms", request_body = RoomTypeBody,
+    responses((status = 201, description = "the room type"), (status = 409, body = super::ErrorBody), (status = 422, body = super::ErrorBody)))]
+pub async fn create_room_type(
+    State(app): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<RoomTypeBody>,
+) -> ApiResult<Response> {
+    caller.require_admin()?;
+    let code = body
+        .code
+        .clone()
+        .ok_or_else(|| ApiError::new(ErrorCode::Invalid, "field `code`: missing"))?;
+    if app.node.room_type(&caller.tenant, &code).is_some() {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!("room type {code} exists"),
+        ));
+    }
+    let t = save_room_type(&app, &caller, &code, body).await?;
+    Ok(created(t))
+}
+
+/// Creates or replaces a tenant room type (seeded types can't be changed: 409).
+#[utoipa::path(put, path = "/api/v1/room-types/{code}", tag = "rooms", params(("code" = String, Path)), request_body = RoomTypeBody,
+    responses((status = 200, description = "the room type"), (status = 409, body = super::ErrorBody), (status = 422, body = super::ErrorBody)))]
+pub async fn put_room_type(
+    State(app): State<AppState>,
+    caller: Caller,
+    ApiPath(code): ApiPath<String>,
+    ApiJson(body): ApiJson<RoomTypeBody>,
+) -> ApiResult<Json<RoomType>> {
+    caller.require_admin()?;
+    Ok(Json(save_room_type(&app, &caller, &code, body).await?))
+}
+
+/// Deletes a tenant room type (rooms created with it keep their settings).
+#[utoipa::path(delete, path = "/api/v1/room-types/{code}", tag = "rooms", params(("code" = String, Path)),
+    responses((status = 204, description = "deleted"), (status = 404, body = super::ErrorBody), (status = 409, body = super::ErrorBody)))]
+pub async fn delete_room_type(
+    State(app): State<AppState>,
+    caller: Caller,
+    ApiPath(code): ApiPath<String>,
+) -> ApiResult<Response> {
+    caller.require_admin()?;
+    if app.node.is_seeded_type(&code) {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!("{code} is a seeded room type and can't be deleted"),
+        ));
+    }
+    let stored = app
+        .node
+        .store
+        .delete_room_type(caller.tenant.as_str(), &code)
+        .await?;
+    if !app.node.remove_room_type(&caller.tenant, &code) && !stored {
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            format!("no room type {code}"),
+        ));
+    }
+    app.node.record(
+        &caller.tenant,
+        "room_type_deleted",
+        Some(&caller.actor()),
+        None,
+        None,
+        None,
+        serde_json::json!({"code": code}),
+    );
+    Ok(no_content())
+}
+
+/// Writes a room's settings to the store (insert or replace).
+async fn save_room(app: &AppState, id: &RoomId, settings: &RoomSettings) -> ApiResult<()> {
+    let row = records::room_to_store(id, settings, unix_ms(app.node.clock.wall_now()));
+    match app.node.store.update_room(&row).await {
+        Err(StoreError::NotFound) => Ok(app.node.store.insert_room(&row).await?),
+        other => Ok(other?),
+    }
+}
+
+fn full_patch(s: &RoomSettings) -> RoomPatch {
+    RoomPatch {
+        room_type: Some(s.room_type.clone()),
+        capacity: Some(s.capacity),
+        idle_ttl: Some(s.idle_ttl),
+        visibility: Some(s.visibility),
+        status: Some(s.status),
+        tags: Some(s.tags.clone()),
+        attributes: Some(s.attributes.clone()),
+    }
+}
+
+fn admin_record(app: &AppState, caller: &Caller, kind: &str, id: &RoomId, details: Value) {
+    app.node.record(
+        &id.tenant,
+        kind,
+        Some(&caller.actor()),
+        None,
+        Some(&id.key),
+        None,
+        details,
+    );
 }

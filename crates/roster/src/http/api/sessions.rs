@@ -1,12 +1,12 @@
 //! Sessions: list (monitor) and kick (admin).
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::response::Response;
 use axum::routing::{delete, get};
 use axum::{Json, Router};
 use serde::Deserialize;
 
-use super::{no_content, ApiError, ApiResult, Caller, Page, PageQuery};
+use super::{no_content, ApiError, ApiPath, ApiQuery, ApiResult, Caller, Page, PageQuery};
 use crate::core::error::ErrorCode;
 use crate::core::types::LeaveReason;
 use crate::http::AppState;
@@ -36,7 +36,7 @@ pub struct SessionFilter {
 pub async fn list(
     State(app): State<AppState>,
     caller: Caller,
-    Query(f): Query<SessionFilter>,
+    ApiQuery(f): ApiQuery<SessionFilter>,
 ) -> ApiResult<Json<Page<SessionInfoView>>> {
     caller.require_monitor()?;
     let status = match f.status.as_deref() {
@@ -75,7 +75,7 @@ pub async fn list(
 pub async fn kick(
     State(app): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
     caller.require_admin()?;
     let not_found = || ApiError::new(ErrorCode::NotFound, format!("no session {id}"));
@@ -84,6 +84,15 @@ pub async fn kick(
     if s.user_ref.tenant != caller.tenant {
         return Err(not_found());
     }
+    app.node.record(
+        &caller.tenant,
+        "admin_kick",
+        Some(&caller.actor()),
+        Some(&s.meta.user),
+        None,
+        Some(&sid),
+        serde_json::Value::Object(Default::default()),
+    );
     app.node
         .close_and_end(&sid, close::KICKED, LeaveReason::Kicked)
         .await;

@@ -1,0 +1,242 @@
+//! A database outage never blocks presence: PostgreSQL sits behind a TCP proxy
+//! this test starts and stops; presence keeps working, rows wait in the bounded
+//! queue, and when the database is back every row is written (none lost below
+//! the queue bound). Above the bound, rows are dropped and counted, never waited on.
+
+mod common;
+use common::*;
+use serde_json::json;
+use sqlx::Connection;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const PG: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// A TCP proxy to PostgreSQL that can be "unplugged".
+struct Proxy {
+    port: u16,
+    up: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Proxy {
+    async fn start() -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(AtomicBool::new(true));
+        let conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Default::default();
+        let (up2, conns2) = (up.clone(), conns.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !up2.load(Ordering::SeqCst) {
+                    drop(client); // unplugged: refuse by hanging up at once
+                    continue;
+                }
+                let task = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect("127.0.0.1:5432").await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                conns2.lock().unwrap().push(task);
+            }
+        });
+        Proxy { port, up, conns }
+    }
+
+    fn unplug(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for t in self.conns.lock().unwrap().drain(..) {
+            t.abort();
+        }
+    }
+
+    fn plug(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+async fn fresh_schema() -> String {
+    let schema = format!("roster_outage_{}_{}", std::process::id(), rand_suffix());
+    let mut c = sqlx::PgConnection::connect(PG)
+        .await
+        .expect("PostgreSQL at 127.0.0.1:5432 (scripts/ensure-postgres.sh starts it)");
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&mut c)
+        .await
+        .unwrap();
+    schema
+}
+
+fn rand_suffix() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos()
+}
+
+async fn count(schema: &str, kind: &str) -> i64 {
+    let mut c = sqlx::PgConnection::connect(PG).await.unwrap();
+    sqlx::query_scalar::<_, i64>(&format!(
+        "SELECT count(*) FROM {schema}.activity WHERE kind = $1"
+    ))
+    .bind(kind)
+    .fetch_one(&mut c)
+    .await
+    .unwrap()
+}
+
+async fn drop_schema(schema: &str) {
+    if let Ok(mut c) = sqlx::PgConnection::connect(PG).await {
+        let _ = sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+            .execute(&mut c)
+            .await;
+    }
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Every client joins and leaves `room` `rounds` times; the other members must
+/// see each change (presence works whatever the database does).
+async fn churn(
+    s: &Server,
+    watcher: &mut roster_client::Client,
+    clients: &mut [roster_client::Client],
+    room: &str,
+    rounds: usize,
+) {
+    for _ in 0..rounds {
+        for c in clients.iter_mut() {
+            c.sub(room, None).await.expect("SUB works");
+            c.request(json!({"type": "UNSUB", "room": room}), "UNSUB_ACK", T)
+                .await
+                .expect("UNSUB works");
+        }
+    }
+    // The watcher saw the last leave.
+    let last = clients.last().unwrap().session_id().unwrap().to_string();
+    let end = tokio::time::Instant::now() + T;
+    'outer: loop {
+        let d = next_diff(watcher, room).await;
+        for l in d["leaves"].as_array().unwrap() {
+            if l["sessionId"] == last.as_str() {
+                break 'outer;
+            }
+        }
+        assert!(tokio::time::Instant::now() < end);
+    }
+    let _ = s;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_keeps_working_while_postgres_is_down_and_no_row_is_lost() {
+    let proxy = Proxy::start().await;
+    let schema = fresh_schema().await;
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{}/test?options=-c%20search_path%3D{schema}",
+        proxy.port
+    );
+    let s = Server::start_with(&[
+        ("ROSTER_DATABASE_URL", url.as_str()),
+        ("ROSTER_DATABASE_BATCH_INTERVAL", "100ms"),
+        ("ROSTER_DATABASE_BATCH_SIZE", "10"),
+    ])
+    .await;
+    let mut watcher = s.client("watcher").await;
+    watcher.sub("Busy", None).await.unwrap();
+    let mut clients = vec![];
+    for i in 0..5 {
+        clients.push(s.client(&format!("u{i}")).await);
+    }
+    churn(&s, &mut watcher, &mut clients, "Busy", 3).await; // 15 joins, 15 leaves
+
+    proxy.unplug();
+    churn(&s, &mut watcher, &mut clients, "Busy", 3).await; // 15 more of each, database down
+    assert_eq!(
+        reqwest::get(s.url("/readyz"))
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200,
+        "presence is ready"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let m = s.metrics().await;
+    assert!(
+        metric(&m, "roster_journal_write_errors_total") >= 1.0,
+        "writes failed while down:\n{m}"
+    );
+    assert_eq!(metric(&m, "roster_journal_dropped_total"), 0.0);
+
+    proxy.plug();
+    let end = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (joins, leaves) = (count(&schema, "join").await, count(&schema, "leave").await);
+        // 31 joins: the watcher's own plus 30.
+        if joins == 31 && leaves == 30 {
+            break;
+        }
+        assert!(
+            joins <= 31 && leaves <= 30,
+            "rows written twice: {joins} joins, {leaves} leaves"
+        );
+        assert!(
+            tokio::time::Instant::now() < end,
+            "rows missing after the database came back: {joins} joins, {leaves} leaves"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(s);
+    drop_schema(&schema).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn above_the_queue_bound_rows_are_dropped_and_counted_never_waited_on() {
+    let proxy = Proxy::start().await;
+    let schema = fresh_schema().await;
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{}/test?options=-c%20search_path%3D{schema}",
+        proxy.port
+    );
+    let s = Server::start_with(&[
+        ("ROSTER_DATABASE_URL", url.as_str()),
+        ("ROSTER_DATABASE_BATCH_INTERVAL", "100ms"),
+        ("ROSTER_DATABASE_BATCH_SIZE", "5"),
+        ("ROSTER_DATABASE_QUEUE_SIZE", "10"),
+    ])
+    .await;
+    let mut watcher = s.client("watcher").await;
+    watcher.sub("Busy", None).await.unwrap();
+    let mut clients = vec![s.client("a").await, s.client("b").await];
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.unplug();
+    let started = std::time::Instant::now();
+    churn(&s, &mut watcher, &mut clients, "Busy", 20).await; // 80 rows, queue holds 10
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "presence never waited on the database"
+    );
+    let m = s.metrics().await;
+    assert!(
+        metric(&m, "roster_journal_dropped_total") > 0.0,
+        "drops are counted:\n{m}"
+    );
+    assert!(
+        s.log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("journal queue full")),
+        "and logged"
+    );
+    proxy.plug();
+    drop(s);
+    drop_schema(&schema).await;
+}
