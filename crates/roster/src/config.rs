@@ -142,7 +142,7 @@ pub struct DatabaseConfig {
     pub batch_size: usize,
     /// …or this long after its first row.
     pub batch_interval: Dur,
-    /// Activity rows older than this are purged.
+    /// Activity rows (and the history of sessions that ended) older than this are purged.
     pub activity_retention: Dur,
     /// Statistics buckets older than this are purged, per resolution.
     pub stats_retention_1m: Dur,

@@ -255,6 +255,9 @@ async fn maintenance(store: Arc<dyn Store>, config: Arc<Config>, stop: Cancellat
         }
         if n.is_multiple_of(10) {
             let before = |d: crate::config::Dur| now - d.0.as_millis() as i64;
+            if let Err(e) = store.purge_sessions(before(db.activity_retention)).await {
+                tracing::warn!("session history purge failed (will retry): {e}");
+            }
             match store.purge_activity(before(db.activity_retention)).await {
                 Ok(k) if k > 0 => tracing::info!(rows = k, "activity retention: purged"),
                 Ok(_) => {}

@@ -126,6 +126,7 @@ conformance!(
     activity_stream_returns_every_row_in_order,
     activity_stats_by_type_and_hour,
     purge_activity_deletes_old_rows_only,
+    purge_sessions_deletes_old_ended_sessions_only,
     room_audit_time_spent_locks_and_timeline,
     room_stats_minutes_rollup_and_purge,
     stats_overview_breakdowns,
@@ -1762,4 +1763,51 @@ async fn sqlite_urls_without_slashes_and_in_memory_work() {
     memory.migrate().await.expect("migrate");
     memory.insert_room(&room("t", "r")).await.expect("insert");
     assert!(memory.get_room("t", "r").await.expect("get").is_some());
+}
+
+async fn purge_sessions_deletes_old_ended_sessions_only(store: Arc<dyn Store>) {
+    let mut ops = vec![];
+    for (i, started) in [T0, T0 + DAY, T0 + 2 * DAY].iter().enumerate() {
+        let mut rec = session("t1", &format!("s{i}"), "u", *started);
+        rec.rooms = vec!["R".into()];
+        ops.push(WriteOp::SessionStarted(rec));
+    }
+    // s0 ended long ago, s1 ended recently, s2 is live.
+    for (id, end) in [("s0", T0 + 1000), ("s1", T0 + 20 * DAY)] {
+        ops.push(WriteOp::SessionEnded {
+            tenant: "t1".into(),
+            session_id: id.into(),
+            ended_at: end,
+            reason: "left".into(),
+            rooms: vec!["R".into()],
+        });
+    }
+    store.write_batch(&ops).await.expect("write");
+    let purged = store.purge_sessions(T0 + 10 * DAY).await.expect("purge");
+    assert_eq!(purged, 1);
+    let left = store
+        .list_session_history(
+            "t1",
+            SessionFilter {
+                limit: 100,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("history");
+    let mut ids: Vec<_> = left.iter().map(|r| r.session_id.clone()).collect();
+    ids.sort();
+    assert_eq!(ids, vec!["s1".to_string(), "s2".to_string()]);
+    let by_room = store
+        .list_session_history(
+            "t1",
+            SessionFilter {
+                room: Some("R".into()),
+                limit: 100,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("history by room");
+    assert_eq!(by_room.len(), 2, "the room index went with the session");
 }

@@ -404,6 +404,8 @@ pub trait Store: Send + Sync {
     ) -> Result<ActivityStats, StoreError>;
     /// Deletes rows with `at < older_than` (every tenant); returns how many.
     async fn purge_activity(&self, older_than: UnixMs) -> Result<u64, StoreError>;
+    /// Deletes session history rows of sessions that ended before `older_than`.
+    async fn purge_sessions(&self, older_than: UnixMs) -> Result<u64, StoreError>;
     /// Built from the room's `join` / `leave` / `timeout` rows in `[from, to)`,
     /// paired per session; a membership still open counts up to `to`, one that
     /// ends without a join in the window counts from `from`.

@@ -171,3 +171,21 @@ pub(super) async fn history(
     let rows = db.fetch(c.query(&head, &tail, Some(page(f.limit)))).await?;
     rows.iter().map(session_from_row).collect()
 }
+
+/// Deletes ended sessions (and their room index rows) that ended before
+/// `older_than`; live sessions are kept whatever their age.
+pub(super) async fn purge(db: &dyn Driver, older_than: UnixMs) -> Result<u64, StoreError> {
+    db.execute(
+        Query::new(
+            "DELETE FROM session_rooms WHERE (tenant, session_id) IN \
+             (SELECT tenant, session_id FROM sessions WHERE ended_at IS NOT NULL AND ended_at < $1)",
+        )
+        .int(older_than),
+    )
+    .await?;
+    db.execute(
+        Query::new("DELETE FROM sessions WHERE ended_at IS NOT NULL AND ended_at < $1")
+            .int(older_than),
+    )
+    .await
+}

@@ -397,6 +397,9 @@ impl Store for SqlStore {
     async fn purge_activity(&self, older_than: UnixMs) -> Result<u64, StoreError> {
         activity::purge(&*self.db, older_than).await
     }
+    async fn purge_sessions(&self, older_than: UnixMs) -> Result<u64, StoreError> {
+        sessions::purge(&*self.db, older_than).await
+    }
     async fn room_audit(
         &self,
         tenant: &str,
