@@ -6,7 +6,7 @@ use axum::routing::{delete, get};
 use axum::{Json, Router};
 use serde::Serialize;
 
-use super::{no_content, ApiError, ApiPath, ApiResult, Caller, Page};
+use super::{no_content, visible_room, ApiError, ApiPath, ApiResult, Caller, Page};
 use crate::core::error::ErrorCode;
 use crate::http::AppState;
 
@@ -32,14 +32,7 @@ pub async fn list(
     caller: Caller,
     ApiPath(room): ApiPath<String>,
 ) -> ApiResult<Json<Page<LockItem>>> {
-    let id = caller.room(&room)?;
-    let summary = app
-        .node
-        .engine
-        .room(&id)
-        .await
-        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no room {room}")))?;
-    caller.may_see(&summary.settings)?;
+    let (id, _) = visible_room(&app, &caller, &room).await?;
     let locks = app
         .node
         .engine

@@ -342,6 +342,33 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
     }
 }
 
+/// The caller's room `key` as the engine holds it, or 404.
+pub async fn room_or_404(
+    app: &super::AppState,
+    caller: &Caller,
+    key: &str,
+) -> ApiResult<(RoomId, crate::engine::RoomSummary)> {
+    let id = caller.room(key)?;
+    let summary = app
+        .node
+        .engine
+        .room(&id)
+        .await
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no room {key}")))?;
+    Ok((id, summary))
+}
+
+/// Like [`room_or_404`], and the caller may see it (private rooms: 403).
+pub async fn visible_room(
+    app: &super::AppState,
+    caller: &Caller,
+    key: &str,
+) -> ApiResult<(RoomId, crate::engine::RoomSummary)> {
+    let (id, summary) = room_or_404(app, caller, key).await?;
+    caller.may_see(&summary.settings)?;
+    Ok((id, summary))
+}
+
 /// Path parameters, percent-decoded; a bad encoding is a 422 in the API's shape.
 pub struct ApiPath<T>(pub T);
 

@@ -8,7 +8,7 @@ use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::{ApiError, ApiJson, ApiPath, ApiResult, Caller};
+use super::{visible_room, ApiError, ApiJson, ApiPath, ApiResult, Caller};
 use crate::core::error::ErrorCode;
 use crate::core::types::Status;
 use crate::http::AppState;
@@ -33,14 +33,7 @@ pub async fn room_presence(
     caller: Caller,
     ApiPath(room): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
-    let id = caller.room(&room)?;
-    let summary = app
-        .node
-        .engine
-        .room(&id)
-        .await
-        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no room {room}")))?;
-    caller.may_see(&summary.settings)?;
+    let (id, _) = visible_room(&app, &caller, &room).await?;
     let snap = app
         .node
         .engine

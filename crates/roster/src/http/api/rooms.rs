@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{
-    created, no_content, parse_duration_field, ApiError, ApiJson, ApiPath, ApiQuery, ApiResult,
-    Caller, Page, PageQuery,
+    created, no_content, parse_duration_field, room_or_404, visible_room, ApiError, ApiJson,
+    ApiPath, ApiQuery, ApiResult, Caller, Page, PageQuery,
 };
 use crate::clock::iso;
 use crate::core::error::ErrorCode;
@@ -272,14 +272,7 @@ pub async fn read(
     caller: Caller,
     ApiPath(room): ApiPath<String>,
 ) -> ApiResult<Json<RoomView>> {
-    let id = caller.room(&room)?;
-    let r = app
-        .node
-        .engine
-        .room(&id)
-        .await
-        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no room {room}")))?;
-    caller.may_see(&r.settings)?;
+    let (_, r) = visible_room(&app, &caller, &room).await?;
     Ok(Json(r.into()))
 }
 
@@ -315,12 +308,7 @@ pub async fn patch(
         attributes: body.attributes,
     };
     let closing = patch.status == Some(RoomStatus::Closed);
-    let current = app
-        .node
-        .engine
-        .room(&id)
-        .await
-        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no room {room}")))?;
+    let (_, current) = room_or_404(&app, &caller, &room).await?;
     let mut next = current.settings.clone();
     patch.apply(&mut next);
     save_room(&app, &id, &next).await?;
@@ -388,12 +376,7 @@ pub async fn put_participant(
     let id = caller.room(&room)?;
     let user = UserId::parse(&user)
         .map_err(|e| ApiError::new(ErrorCode::Invalid, format!("path `user`: {}", e.0)))?;
-    let current = app
-        .node
-        .engine
-        .room(&id)
-        .await
-        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no room {room}")))?;
+    let (_, current) = room_or_404(&app, &caller, &room).await?;
     // A room with participants is a declared room: it must survive a restart,
     // and idle expiry must not drop it.
     save_room(&app, &id, &current.settings).await?;
@@ -462,14 +445,7 @@ pub async fn list_participants(
     caller: Caller,
     ApiPath(room): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
-    let id = caller.room(&room)?;
-    let r = app
-        .node
-        .engine
-        .room(&id)
-        .await
-        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no room {room}")))?;
-    caller.may_see(&r.settings)?;
+    let (_, r) = visible_room(&app, &caller, &room).await?;
     let items: Vec<Value> = r
         .settings
         .participants
