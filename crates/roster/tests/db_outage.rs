@@ -240,3 +240,44 @@ async fn above_the_queue_bound_rows_are_dropped_and_counted_never_waited_on() {
     drop(s);
     drop_schema(&schema).await;
 }
+
+/// PostgreSQL over TLS: `sslmode=require` encrypts (when the server has TLS on,
+/// as Debian's cluster does) or fails at start-up with a clear error.
+#[tokio::test]
+async fn sslmode_require_uses_tls_to_postgres() {
+    let schema = fresh_schema().await;
+    let mut c = sqlx::PgConnection::connect(PG).await.unwrap();
+    let ssl: String = sqlx::query_scalar("SHOW ssl")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    let url = format!("postgres://postgres@127.0.0.1:5432/test?sslmode=require&options=-c%20search_path%3D{schema}");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_roster"))
+        .args(["migrate", "--database-url", &url])
+        .env_clear()
+        .output()
+        .await
+        .unwrap();
+    if ssl == "on" {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let tables: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = $1",
+        )
+        .bind(&schema)
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+        assert!(tables >= 5, "migrated over TLS into {schema}");
+    } else {
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "no TLS on the server: a clear start-up error"
+        );
+    }
+    drop_schema(&schema).await;
+}
