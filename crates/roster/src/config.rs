@@ -140,8 +140,10 @@ pub struct DatabaseConfig {
     pub queue_size: usize,
     /// A batch is written when it has this many rows…
     pub batch_size: usize,
-    /// …or this long after its first row.
+    /// …or when this much time has passed while it filled.
     pub batch_interval: Dur,
+    /// A batch write slower than this is abandoned (rolled back) and retried.
+    pub write_timeout: Dur,
     /// Activity rows (and the history of sessions that ended) older than this are purged.
     pub activity_retention: Dur,
     /// Statistics buckets older than this are purged, per resolution.
@@ -162,6 +164,7 @@ impl Default for DatabaseConfig {
             queue_size: 100_000,
             batch_size: 100,
             batch_interval: Dur(Duration::from_secs(1)),
+            write_timeout: Dur(Duration::from_secs(10)),
             activity_retention: days(30),
             stats_retention_1m: days(7),
             stats_retention_1h: days(90),
@@ -293,6 +296,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("database.queue_size", Kind::Int),
     ("database.batch_size", Kind::Int),
     ("database.batch_interval", Kind::Str),
+    ("database.write_timeout", Kind::Str),
     ("database.activity_retention", Kind::Str),
     ("database.stats_retention_1m", Kind::Str),
     ("database.stats_retention_1h", Kind::Str),
@@ -391,6 +395,7 @@ impl Config {
             ("timing.hello_timeout", t.hello_timeout),
             ("timing.sweep_interval", t.sweep_interval),
             ("database.batch_interval", self.database.batch_interval),
+            ("database.write_timeout", self.database.write_timeout),
             (
                 "database.activity_retention",
                 self.database.activity_retention,

@@ -19,6 +19,8 @@ use crate::store::{Store, WriteOp};
 pub struct Journal {
     tx: mpsc::Sender<WriteOp>,
     dropped: Arc<AtomicU64>,
+    /// Rows the writer has taken from the queue and not yet written.
+    in_flight: Arc<AtomicU64>,
 }
 
 /// Batching and queue settings (`database.*`).
@@ -27,20 +29,27 @@ pub struct JournalSettings {
     pub queue_size: usize,
     pub batch_size: usize,
     pub batch_interval: Duration,
+    /// A batch write taking longer than this is abandoned (rolled back) and
+    /// retried: a write stuck on a lock or a dead connection must not stall
+    /// the journal silently.
+    pub write_timeout: Duration,
 }
 
 impl Journal {
     pub fn new(settings: JournalSettings, store: Arc<dyn Store>) -> (Journal, JournalWriter) {
         let (tx, rx) = mpsc::channel(settings.queue_size);
+        let in_flight = Arc::new(AtomicU64::new(0));
         let journal = Journal {
             tx,
             dropped: Arc::new(AtomicU64::new(0)),
+            in_flight: in_flight.clone(),
         };
         let writer = JournalWriter {
             rx,
             store,
             settings,
             pending: Vec::with_capacity(settings.batch_size),
+            in_flight,
         };
         (journal, writer)
     }
@@ -64,8 +73,10 @@ impl Journal {
         }
     }
 
+    /// Rows waiting: in the queue, plus the batch the writer holds.
     pub fn depth(&self) -> usize {
         self.tx.max_capacity() - self.tx.capacity()
+            + self.in_flight.load(Ordering::Relaxed) as usize
     }
 }
 
@@ -75,6 +86,7 @@ pub struct JournalWriter {
     settings: JournalSettings,
     /// The batch being written; kept across failed attempts.
     pending: Vec<WriteOp>,
+    in_flight: Arc<AtomicU64>,
 }
 
 impl JournalWriter {
@@ -97,8 +109,10 @@ impl JournalWriter {
                     }
                 }
             }
-            metrics::gauge!(m::JOURNAL_QUEUE)
-                .set((self.rx.max_capacity() - self.rx.capacity()) as f64);
+            self.in_flight
+                .store(self.pending.len() as u64, Ordering::Relaxed);
+            let queued = self.rx.max_capacity() - self.rx.capacity();
+            metrics::gauge!(m::JOURNAL_QUEUE).set((queued + self.pending.len()) as f64);
             if self.pending.is_empty() {
                 continue;
             }
@@ -116,12 +130,21 @@ impl JournalWriter {
 
     async fn write(&mut self) -> bool {
         let started = std::time::Instant::now();
-        match self.store.write_batch(&self.pending).await {
+        let write = self.store.write_batch(&self.pending);
+        let result = match tokio::time::timeout(self.settings.write_timeout, write).await {
+            Ok(r) => r,
+            Err(_) => Err(crate::store::StoreError::Unavailable(format!(
+                "batch write took longer than {:?}",
+                self.settings.write_timeout
+            ))),
+        };
+        match result {
             Ok(()) => {
                 metrics::counter!(m::JOURNAL_WRITTEN).increment(self.pending.len() as u64);
                 metrics::histogram!(m::JOURNAL_BATCH_SECONDS)
                     .record(started.elapsed().as_secs_f64());
                 self.pending.clear();
+                self.in_flight.store(0, Ordering::Relaxed);
                 true
             }
             Err(e) if e.is_retryable() => {
@@ -142,7 +165,15 @@ impl JournalWriter {
                 );
                 let rows = std::mem::take(&mut self.pending);
                 for (i, op) in rows.iter().enumerate() {
-                    match self.store.write_batch(std::slice::from_ref(op)).await {
+                    let one = self.store.write_batch(std::slice::from_ref(op));
+                    let result = tokio::time::timeout(self.settings.write_timeout, one)
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(crate::store::StoreError::Unavailable(
+                                "row write timed out".into(),
+                            ))
+                        });
+                    match result {
                         Ok(()) => metrics::counter!(m::JOURNAL_WRITTEN).increment(1),
                         Err(e) if e.is_retryable() => {
                             // The database went away meanwhile: keep the rest.
@@ -157,6 +188,7 @@ impl JournalWriter {
                         }
                     }
                 }
+                self.in_flight.store(0, Ordering::Relaxed);
                 true
             }
         }

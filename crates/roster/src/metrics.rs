@@ -37,6 +37,7 @@ pub fn install() -> PrometheusHandle {
             let handle = recorder.handle();
             let _ = metrics::set_global_recorder(recorder);
             describe();
+            register_zeroes();
             handle
         })
         .clone()
@@ -95,4 +96,25 @@ fn describe() {
         Unit::Seconds,
         "time to write one batch"
     );
+}
+
+/// Unlabelled counters and gauges exist from the start (at 0), so a scrape can
+/// tell "nothing happened" from "not exported".
+fn register_zeroes() {
+    for c in [
+        DIFFS_SENT,
+        SESSION_TIMEOUTS,
+        LOCK_ACQUISITIONS,
+        LOCK_CONTENTION,
+        SEND_QUEUE_DROPS,
+        SESSIONS_RESUMED,
+        JOURNAL_DROPPED,
+        JOURNAL_WRITTEN,
+        JOURNAL_WRITE_ERRORS,
+    ] {
+        metrics::counter!(c).increment(0);
+    }
+    for g in [CONNECTIONS, SESSIONS, ROOMS, EXPIRY_QUEUE, JOURNAL_QUEUE] {
+        metrics::gauge!(g).set(0.0);
+    }
 }

@@ -158,6 +158,7 @@ pub async fn start(config: Config, stop: CancellationToken) -> Result<Running, S
             queue_size: db.queue_size,
             batch_size: db.batch_size,
             batch_interval: db.batch_interval.0,
+            write_timeout: db.write_timeout.0,
         },
         store.clone(),
     );

@@ -94,14 +94,6 @@ async fn drop_schema(schema: &str) {
     }
 }
 
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// Every client joins and leaves `room` `rounds` times; the other members must
 /// see each change (presence works whatever the database does).
 async fn churn(
@@ -280,4 +272,76 @@ async fn sslmode_require_uses_tls_to_postgres() {
         );
     }
     drop_schema(&schema).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_stuck_on_a_lock_times_out_is_counted_and_retried() {
+    let schema = fresh_schema().await;
+    let url =
+        format!("postgres://postgres@127.0.0.1:5432/test?options=-c%20search_path%3D{schema}");
+    let s = Server::start_with(&[
+        ("ROSTER_DATABASE_URL", url.as_str()),
+        ("ROSTER_DATABASE_BATCH_INTERVAL", "100ms"),
+        ("ROSTER_DATABASE_WRITE_TIMEOUT", "300ms"),
+    ])
+    .await;
+    let mut watcher = s.client("watcher").await;
+    watcher.sub("Busy", None).await.unwrap();
+    let mut clients = vec![s.client("a").await];
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Hold the activity table locked for a while, as a long migration or a
+    // stuck transaction would.
+    let mut locker = sqlx::PgConnection::connect(PG).await.unwrap();
+    let mut tx = sqlx::Connection::begin(&mut locker).await.unwrap();
+    sqlx::query(&format!(
+        "LOCK TABLE {schema}.activity IN ACCESS EXCLUSIVE MODE"
+    ))
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    churn(&s, &mut watcher, &mut clients, "Busy", 5).await; // 10 rows
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let m = s.metrics().await;
+    assert!(
+        metric(&m, "roster_journal_write_errors_total") >= 1.0,
+        "the stuck write timed out:\n{m}"
+    );
+    assert!(
+        metric(&m, "roster_journal_queue_depth") >= 10.0,
+        "the waiting rows show as queue depth:\n{m}"
+    );
+    tx.rollback().await.unwrap();
+    let end = tokio::time::Instant::now() + Duration::from_secs(15);
+    while count(&schema, "join").await < 6 || count(&schema, "leave").await < 5 {
+        assert!(
+            tokio::time::Instant::now() < end,
+            "rows never written after the lock went"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        (count(&schema, "join").await, count(&schema, "leave").await),
+        (6, 5),
+        "each row once"
+    );
+    drop(s);
+    drop_schema(&schema).await;
+}
+
+#[tokio::test]
+async fn journal_metrics_are_exported_from_the_start() {
+    let s = Server::start().await;
+    let m = s.metrics().await;
+    for name in [
+        "roster_journal_queue_depth",
+        "roster_journal_dropped_total",
+        "roster_journal_write_errors_total",
+        "roster_journal_rows_written_total",
+        "roster_session_timeouts_total",
+    ] {
+        assert!(
+            m.lines().any(|l| l.starts_with(name)),
+            "{name} missing:\n{m}"
+        );
+    }
 }

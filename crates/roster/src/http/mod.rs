@@ -101,6 +101,8 @@ async fn readyz(State(app): State<AppState>) -> Response {
 
 async fn metrics(State(app): State<AppState>) -> Response {
     metrics::gauge!(crate::metrics::ROOMS).set(app.node.engine_room_count().await as f64);
+    // Read live: the writer only updates it between batches.
+    metrics::gauge!(crate::metrics::JOURNAL_QUEUE).set(app.node.journal.depth() as f64);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         app.metrics.render(),

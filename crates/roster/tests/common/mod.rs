@@ -337,3 +337,12 @@ pub fn session_ids(presence: &Value) -> Vec<String> {
     out.sort();
     out
 }
+
+/// The value of an unlabelled metric in a Prometheus text page (0 if absent).
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
