@@ -1,6 +1,7 @@
 //! A minimal HTTP/1.1 client for the few REST calls a run needs (declaring a room with
-//! a capacity before a fan-out). Plain `http://host:port` on loopback only; one
-//! request per connection; never used on a measured path.
+//! a capacity before a fan-out, scraping `/metrics` during a churn run). Plain
+//! `http://host:port` on loopback only; one request per connection; never used on a
+//! measured path.
 
 use std::time::Duration;
 
@@ -15,6 +16,27 @@ pub async fn request_json(
     bearer: &str,
     body: &str,
 ) -> Result<(u16, String), String> {
+    let headers = format!(
+        "authorization: Bearer {bearer}\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\n",
+        body.len()
+    );
+    request(base, method, path, &headers, body).await
+}
+
+/// `GET path` without credentials (e.g. `/metrics`); returns (status, body).
+pub async fn get(base: &str, path: &str) -> Result<(u16, String), String> {
+    request(base, "GET", path, "", "").await
+}
+
+/// One request on a fresh connection; `headers` are complete `name: value\r\n` lines.
+async fn request(
+    base: &str,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &str,
+) -> Result<(u16, String), String> {
     let host = base
         .strip_prefix("http://")
         .ok_or_else(|| format!("only http:// bases are supported, got {base:?}"))?
@@ -24,9 +46,7 @@ pub async fn request_json(
             .await
             .map_err(|e| format!("connect {host}: {e}"))?;
         let req = format!(
-            "{method} {path} HTTP/1.1\r\nhost: {host}\r\nauthorization: Bearer {bearer}\r\n\
-             content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-            body.len()
+            "{method} {path} HTTP/1.1\r\nhost: {host}\r\n{headers}connection: close\r\n\r\n{body}"
         );
         tcp.write_all(req.as_bytes())
             .await
@@ -55,11 +75,39 @@ fn parse_response(raw: &[u8]) -> Result<(u16, String), String> {
                 text.chars().take(80).collect::<String>()
             )
         })?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase()
+            .strip_prefix("transfer-encoding:")
+            .is_some_and(|v| v.contains("chunked"))
+    });
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
     Ok((status, body))
+}
+
+/// The payload of a `Transfer-Encoding: chunked` body (extensions and trailers
+/// ignored; a truncated or malformed body yields what was complete).
+fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    while let Some((size_line, after)) = rest.split_once("\r\n") {
+        let size_hex = size_line.split(';').next().unwrap_or("").trim();
+        let Ok(size) = usize::from_str_radix(size_hex, 16) else {
+            break;
+        };
+        let Some(chunk) = after.get(..size) else {
+            break;
+        };
+        if size == 0 {
+            break;
+        }
+        out.push_str(chunk);
+        rest = after[size..].strip_prefix("\r\n").unwrap_or(&after[size..]);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -72,5 +120,12 @@ mod tests {
             parse_response(b"HTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\n{}").unwrap();
         assert_eq!((s, b.as_str()), (201, "{}"));
         assert!(parse_response(b"garbage").is_err());
+    }
+
+    #[test]
+    fn chunked_bodies_are_joined() {
+        let raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n3;x=1\r\nefg\r\n0\r\n\r\n";
+        let (s, b) = parse_response(raw).unwrap();
+        assert_eq!((s, b.as_str()), (200, "abcdefg"));
     }
 }

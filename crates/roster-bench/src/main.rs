@@ -5,13 +5,16 @@
 //! run with the exact command line and its own CPU time, so a saturated client is
 //! never read as a slow server. Latencies are measured open-loop from the *intended*
 //! send time into HdrHistograms. It never changes the server's state beyond the
-//! sessions, rooms and locks it creates in its own tenant.
+//! sessions, rooms and locks it creates in its own tenant (and, for `churn`, the
+//! activity it causes the server to journal).
 
+mod churn;
 mod connect;
 mod fanout;
 mod http;
 mod locks;
 mod measure;
+mod prom;
 mod server;
 mod token;
 mod wire;
@@ -44,6 +47,9 @@ enum Command {
     Fanout(fanout::FanoutArgs),
     /// Sessions of one room race LOCK on one field each round; lock latency and exclusivity.
     Locks(locks::LocksArgs),
+    /// Sessions join and leave random rooms open-loop while the server journals to its
+    /// database; presence latency and journal throughput, backlog, drops and errors.
+    Churn(churn::ChurnArgs),
 }
 
 /// Which server to measure, and how to authenticate against it.
@@ -134,6 +140,7 @@ fn main() -> ExitCode {
             Command::ConnectWorker(a) => connect::run_worker(a).await,
             Command::Fanout(a) => fanout::run(a).await,
             Command::Locks(a) => locks::run(a).await,
+            Command::Churn(a) => churn::run(a).await,
         }
     });
     match result {

@@ -1,6 +1,6 @@
 //! Lean raw sockets for thousands of bench sessions: tokio-tungstenite with small
 //! buffers (4 KiB reads, unbuffered writes) and TCP_NODELAY, plus the HELLO → WELCOME
-//! → SUB → PRESENCE opening. `roster-client` is used where a few rich clients suffice
+//! (→ SUB → PRESENCE) opening. `roster-client` is used where a few rich clients suffice
 //! (locks); here one task per socket and no per-session queue keeps the bench's own
 //! footprint and CPU low.
 
@@ -39,17 +39,7 @@ pub async fn open_session(
     timeout: Duration,
 ) -> Result<Opened, String> {
     let fut = async {
-        let (mut ws, _) =
-            tokio_tungstenite::connect_async_with_config(url, Some(lean_config()), true)
-                .await
-                .map_err(|e| format!("connect: {e}"))?;
-        let hello = json!({"type": "HELLO", "ref": "h", "token": token, "clientId": client_id, "device": "desktop"});
-        send_json(&mut ws, &hello)
-            .await
-            .map_err(|e| format!("HELLO: {e}"))?;
-        await_type(&mut ws, "WELCOME", None)
-            .await
-            .map_err(|e| format!("HELLO: {e}"))?;
+        let mut ws = hello(url, token, client_id).await?;
         let sub = json!({"type": "SUB", "ref": "s", "room": room});
         send_json(&mut ws, &sub)
             .await
@@ -63,6 +53,33 @@ pub async fn open_session(
     tokio::time::timeout(timeout, fut)
         .await
         .map_err(|_| format!("no WELCOME/PRESENCE within {timeout:?}"))?
+}
+
+/// Connects and sends `HELLO`; returns once the server answered `WELCOME` (a session
+/// in no room).
+pub async fn open_hello(
+    url: &str,
+    token: &str,
+    client_id: &str,
+    timeout: Duration,
+) -> Result<Ws, String> {
+    tokio::time::timeout(timeout, hello(url, token, client_id))
+        .await
+        .map_err(|_| format!("no WELCOME within {timeout:?}"))?
+}
+
+async fn hello(url: &str, token: &str, client_id: &str) -> Result<Ws, String> {
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(lean_config()), true)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let hello = json!({"type": "HELLO", "ref": "h", "token": token, "clientId": client_id, "device": "desktop"});
+    send_json(&mut ws, &hello)
+        .await
+        .map_err(|e| format!("HELLO: {e}"))?;
+    await_type(&mut ws, "WELCOME", None)
+        .await
+        .map_err(|e| format!("HELLO: {e}"))?;
+    Ok(ws)
 }
 
 pub async fn send_json(ws: &mut Ws, v: &Value) -> Result<(), String> {

@@ -173,3 +173,56 @@ fn locks_have_exactly_one_winner_per_round() {
     assert_eq!(r["lock_latency_ms"]["count"], 200);
     assert_eq!(r["unlock_latency_ms"]["count"], 20);
 }
+
+#[test]
+fn churn_journals_every_join_and_leave_to_sqlite() {
+    let r = run_bench(&[
+        "churn",
+        "--sessions",
+        "20",
+        "--rooms",
+        "4",
+        "--joins-per-sec",
+        "20",
+        "--hold",
+        "200ms",
+        "--duration",
+        "2s",
+        "--warmup",
+        "500ms",
+        "--drain",
+        "500ms",
+    ]);
+    // Every SUB and UNSUB of the window was answered, in time, without an error.
+    let joins = r["joins_sent_in_window"].as_u64().unwrap();
+    assert!((38..=42).contains(&joins), "joins {joins}");
+    assert_eq!(r["join_latency_ms"]["count"], joins, "{r}");
+    assert_eq!(r["leave_latency_ms"]["count"], r["leaves_sent_in_window"]);
+    assert!(
+        r["join_latency_ms"]["p99"].as_f64().unwrap() < 1000.0,
+        "{r}"
+    );
+    assert_eq!(r["replies_missing"], 0, "{r}");
+    assert_eq!(r["sessions_disconnected"], 0, "{r}");
+    assert!(is_empty_array(&r["first_errors"]), "{r}");
+    assert!(is_empty_array(&r["send_errors"]), "{r}");
+    assert!(is_empty_array(&r["metrics_scrape_errors"]), "{r}");
+    // The journal wrote rows to the default SQLite database, dropped none, failed none.
+    let j = &r["journal"];
+    assert_eq!(j["exported"], true, "{r}");
+    assert!(j["rows_written_in_window"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(j["rows_per_s"].as_f64().unwrap() > 0.0, "{r}");
+    assert_eq!(j["dropped_in_window"], 0.0, "{r}");
+    assert_eq!(j["write_errors_in_window"], 0.0, "{r}");
+    assert_eq!(j["after_run"]["dropped_total"], 0.0, "{r}");
+    assert_eq!(j["after_run"]["write_errors_total"], 0.0, "{r}");
+    // At least a join row and a leave row for every operation answered.
+    let ops = r["join_latency_ms"]["count"].as_u64().unwrap()
+        + r["leave_latency_ms"]["count"].as_u64().unwrap();
+    assert!(
+        j["after_run"]["rows_written_total"].as_f64().unwrap() >= ops as f64,
+        "{r}"
+    );
+    assert_eq!(r["database"]["log_activity"], "default (true)");
+    assert!(r["server_cpu_in_window"]["cores"].is_number(), "{r}");
+}

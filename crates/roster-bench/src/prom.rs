@@ -1,0 +1,68 @@
+//! Reading a Prometheus text exposition (`/metrics`): each metric's value summed over
+//! its label sets. Enough for the counters and gauges a run samples; histograms'
+//! `_bucket`/`_sum`/`_count` series come out as their own names.
+
+use std::collections::HashMap;
+
+/// `name → value`, summed over label sets. A metric the server has not registered yet
+/// (the exporter lists a counter only after its first increment) is simply absent.
+pub fn parse(text: &str) -> HashMap<String, f64> {
+    let mut out = HashMap::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (name, rest) = match line.find(['{', ' ', '\t']) {
+            Some(i) if line.as_bytes()[i] == b'{' => {
+                // Label values may hold spaces and braces inside quotes: the value
+                // follows the last closing brace.
+                match line.rfind('}') {
+                    Some(j) if j > i => (&line[..i], &line[j + 1..]),
+                    _ => continue,
+                }
+            }
+            Some(i) => (&line[..i], &line[i..]),
+            None => continue,
+        };
+        let Some(value) = rest.split_whitespace().next() else {
+            continue;
+        };
+        let value = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => match v.parse::<f64>() {
+                Ok(v) => v,
+                Err(_) => continue,
+            },
+        };
+        *out.entry(name.to_owned()).or_insert(0.0) += value;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_summed_over_label_sets() {
+        let text = "# HELP roster_journal_rows_written_total rows\n\
+                    # TYPE roster_journal_rows_written_total counter\n\
+                    roster_journal_rows_written_total 1234\n\
+                    roster_journal_queue_depth 7\n\
+                    roster_messages_in_total{type=\"SUB\"} 10\n\
+                    roster_messages_in_total{type=\"UNSUB\"} 5 1700000000000\n\
+                    odd{label=\"a } b\"} 2\n\
+                    garbage line\n\
+                    roster_journal_batch_seconds{quantile=\"0.5\"} NaN\n";
+        let m = parse(text);
+        assert_eq!(m["roster_journal_rows_written_total"], 1234.0);
+        assert_eq!(m["roster_journal_queue_depth"], 7.0);
+        assert_eq!(m["roster_messages_in_total"], 15.0);
+        assert_eq!(m["odd"], 2.0);
+        assert!(!m.contains_key("garbage"));
+        assert!(m["roster_journal_batch_seconds"].is_nan());
+        assert!(!m.contains_key("roster_journal_dropped_total"));
+    }
+}
