@@ -10,8 +10,14 @@ bash scripts/ensure-postgres.sh
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+status=0
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --locked --no-fail-fast
+  cargo nextest run --workspace --locked --no-fail-fast || status=$?
 else
-  cargo test --workspace --locked --no-fail-fast
+  cargo test --workspace --locked --no-fail-fast || status=$?
 fi
+
+# The TypeScript client (clients/typescript): unit tests, and integration tests
+# against the `roster` binary the Rust tests just built.
+ROSTER_BIN="$PWD/target/debug/roster" bash scripts/test-typescript.sh || status=$?
+exit "$status"
