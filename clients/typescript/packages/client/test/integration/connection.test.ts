@@ -24,9 +24,11 @@ describe("connection lifecycle against the real server", () => {
     const states: ConnectionState[] = [];
     a.client.on("state", (s) => states.push(s.state));
 
+    // Listen before dropping: the reconnect can complete before a later listener.
+    const reopened = new Promise<{ resumed: boolean; sessionId: string }>((r) => a.client.once("open", r));
     a.dropConnection();
     await waitFor(() => states.includes("reconnecting"), "alice notices the drop");
-    const welcome = await new Promise<{ resumed: boolean; sessionId: string }>((r) => a.client.once("open", r));
+    const welcome = await reopened;
     expect(welcome.resumed).toBe(true);
     expect(welcome.sessionId).toBe(sessionId);
     expect(a.sockets).toHaveLength(2);
