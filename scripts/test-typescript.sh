@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Builds, type-checks and tests the TypeScript client packages (clients/typescript):
-# unit tests and integration tests against the real `roster` server. The test
-# setup builds target/release/roster with cargo itself when it is missing or older
-# than its sources (ROSTER_BIN=/path/to/roster uses a given binary instead).
+# @roster/client's unit tests and integration tests against the real `roster`
+# server, and @roster/react's hook and component tests (jsdom), also against the
+# real server. The shared test setup (clients/typescript/test-support) builds
+# target/release/roster with cargo itself when it is missing or older than its
+# sources (ROSTER_BIN=/path/to/roster uses a given binary instead).
 set -euo pipefail
 cd "$(dirname "$0")/../clients/typescript"
 
@@ -13,16 +15,25 @@ else
   npm install --no-audit --no-fund
 fi
 
+# Reports of an earlier run must not be counted if this one stops before its tests.
+rm -f packages/*/test-results/vitest.json
 status=0
 npm test || status=$?
 
-# One closing line for tools that read the summary ("N passed, N failed").
-report=packages/client/test-results/vitest.json
-if [ -f "$report" ]; then
-  node -e '
-    const r = require(process.argv[1]);
-    const skipped = (r.numPendingTests || 0) + (r.numTodoTests || 0);
-    console.log(`typescript: ${r.numPassedTests} passed, ${r.numFailedTests} failed` + (skipped ? `, ${skipped} skipped` : ""));
-  ' "$PWD/$report"
-fi
+# One closing line for tools that read the summary ("N passed, N failed"), summed
+# over the packages' Vitest reports (packages/*/test-results/vitest.json).
+node -e '
+  const fs = require("fs"), path = require("path");
+  let passed = 0, failed = 0, skipped = 0, found = 0;
+  for (const p of fs.readdirSync("packages").sort()) {
+    const f = path.resolve("packages", p, "test-results", "vitest.json");
+    if (!fs.existsSync(f)) continue;
+    const r = JSON.parse(fs.readFileSync(f, "utf8"));
+    found++;
+    passed += r.numPassedTests || 0;
+    failed += r.numFailedTests || 0;
+    skipped += (r.numPendingTests || 0) + (r.numTodoTests || 0);
+  }
+  if (found) console.log(`typescript: ${passed} passed, ${failed} failed` + (skipped ? `, ${skipped} skipped` : ""));
+'
 exit "$status"

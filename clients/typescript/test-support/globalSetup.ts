@@ -1,12 +1,15 @@
 /**
- * Starts the real `roster` server once for all integration tests:
+ * Vitest `globalSetup` shared by the packages' tests against the real server
+ * (`packages/client` integration tests, `packages/react` hook and component tests).
+ * Starts the real `roster` server once per Vitest run:
  *
  * 1. finds the repository root (the directory with `crates/roster`);
  * 2. builds `target/release/roster` with cargo if it is missing or older than the
  *    sources it is built from (set `ROSTER_BIN` to use another binary as is);
  * 3. runs it on 127.0.0.1:0 with a fresh SQLite database, a random JWT secret and
  *    short timings, and reads the bound address from its stderr;
- * 4. hands the address and secret to the tests (`inject("roster")`).
+ * 4. hands the address and secret to the tests (`inject("roster")`, read by
+ *    `./server.ts`).
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";

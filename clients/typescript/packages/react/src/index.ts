@@ -1,0 +1,21 @@
+export { RosterContext, RosterProvider, useRoster, useRosterClient } from "./context.js";
+export type { RosterProviderProps, UseRosterResult } from "./context.js";
+export {
+  useEntityState,
+  useFieldLock,
+  useLockState,
+  useMyState,
+  useOnlineStatus,
+  usePresence,
+  useUserStatus,
+} from "./hooks.js";
+export type { FieldLock, FieldLockBindings, LockState, PresenceResult, SetMyState } from "./hooks.js";
+export { isRoom } from "./room.js";
+export type { RoomInput } from "./room.js";
+export { PresenceIndicator } from "./components/PresenceIndicator.js";
+export type { PresenceIndicatorProps } from "./components/PresenceIndicator.js";
+export { FieldLockIndicator } from "./components/FieldLockIndicator.js";
+export type { FieldLockIndicatorProps } from "./components/FieldLockIndicator.js";
+export { LastSeen, userLocale } from "./components/LastSeen.js";
+export type { LastSeenProps } from "./components/LastSeen.js";
+export { DeviceIcon, initials } from "./components/util.js";
