@@ -81,7 +81,10 @@ mod tests {
     fn ten_seeded_types() {
         let t = seeded();
         assert_eq!(t.len(), 10);
-        assert!(t.iter().any(|t| t.code.0 == GENERIC), "Node::generic relies on it");
+        assert!(
+            t.iter().any(|t| t.code.0 == GENERIC),
+            "Node::generic relies on it"
+        );
         let gaming = t.iter().find(|t| t.code.0 == "GAMING").unwrap();
         assert_eq!(gaming.capacity, 16);
         assert_eq!(gaming.idle_ttl, Duration::from_secs(7200));

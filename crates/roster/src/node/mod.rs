@@ -474,6 +474,19 @@ impl Node {
         self.user_changed(&s.user_ref, change).await;
     }
 
+    /// An activity row about a session in a room (join, leave, its locks).
+    fn record_member(&self, s: &SessionHandle, room: &RoomId, kind: &str, details: Value) {
+        self.record(
+            &room.tenant,
+            kind,
+            None,
+            Some(&s.meta.user),
+            Some(&room.key),
+            Some(&s.meta.id),
+            details,
+        );
+    }
+
     /// One activity row (SPEC §5), queued; never waits.
     #[allow(clippy::too_many_arguments)]
     pub fn record(
@@ -556,13 +569,10 @@ impl Node {
             );
             self.stats.left(room, reason, self.clock.wall(now));
             for field in left.released_locks {
-                self.record(
-                    &room.tenant,
+                self.record_member(
+                    s,
+                    room,
                     "lock_released",
-                    None,
-                    Some(&s.meta.user),
-                    Some(&room.key),
-                    Some(&s.meta.id),
                     serde_json::json!({"field": field, "reason": reason.as_str()}),
                 );
                 self.send_lock_event(room, &field, None, Some("released"))
@@ -671,13 +681,10 @@ impl Node {
         s.rooms.lock().insert(id.clone());
         if !joined.already_member {
             s.visited.lock().insert(id.key.to_string());
-            self.record(
-                &id.tenant,
+            self.record_member(
+                s,
+                &id,
                 "join",
-                None,
-                Some(&s.meta.user),
-                Some(&id.key),
-                Some(&s.meta.id),
                 serde_json::json!({"device": s.meta.device.device}),
             );
             self.stats.joined(&id, &s.meta.user, self.clock.wall_now());
@@ -1023,15 +1030,7 @@ impl Node {
         metrics::counter!(m::MESSAGES_OUT, "type" => "LOCK_ACK").increment(1);
         if success {
             metrics::counter!(m::LOCK_ACQUISITIONS).increment(1);
-            self.record(
-                &id.tenant,
-                "lock_acquired",
-                None,
-                Some(&s.meta.user),
-                Some(&id.key),
-                Some(&s.meta.id),
-                serde_json::json!({"field": field}),
-            );
+            self.record_member(s, &id, "lock_acquired", serde_json::json!({"field": field}));
             self.schedule(
                 lock.expires_at,
                 Deadline::LockExpiry(id.clone(), field.to_string()),
@@ -1056,13 +1055,10 @@ impl Node {
         hub::send_to(s, &Frame::encode("UNLOCK_ACK", &ack, reply_ref));
         metrics::counter!(m::MESSAGES_OUT, "type" => "UNLOCK_ACK").increment(1);
         if released {
-            self.record(
-                &id.tenant,
+            self.record_member(
+                s,
+                &id,
                 "lock_released",
-                None,
-                Some(&s.meta.user),
-                Some(&id.key),
-                Some(&s.meta.id),
                 serde_json::json!({"field": field, "reason": "unlock"}),
             );
             self.send_lock_event(&id, field, None, Some("released"))
