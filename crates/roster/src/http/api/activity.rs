@@ -10,14 +10,15 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use base64::Engine as _;
 use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use super::{ApiError, ApiPath, ApiQuery, ApiResult, Caller};
+use super::{
+    decode_cursor, encode_cursor, page_limit, ApiError, ApiPath, ApiQuery, ApiResult, Caller,
+};
 use crate::clock::iso;
 use crate::core::error::ErrorCode;
 use crate::http::AppState;
@@ -58,33 +59,6 @@ fn time_param(name: &str, v: &Option<String>) -> ApiResult<Option<UnixMs>> {
     }
 }
 
-fn limit(l: Option<usize>) -> ApiResult<usize> {
-    match l.unwrap_or(100) {
-        n @ 1..=1000 => Ok(n),
-        _ => Err(ApiError::new(
-            ErrorCode::Invalid,
-            "field `limit`: between 1 and 1000",
-        )),
-    }
-}
-
-fn encode_cursor(s: &str) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
-}
-
-fn decode_cursor(c: &str) -> ApiResult<String> {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(c)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::Invalid,
-                "field `cursor`: not a cursor from this API",
-            )
-        })
-}
-
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct ActivityQuery {
     pub room: Option<String>,
@@ -119,7 +93,7 @@ impl ActivityQuery {
             from: time_param("from", &self.from)?,
             to: time_param("to", &self.to)?,
             after_id,
-            limit: limit(self.limit)?,
+            limit: page_limit(self.limit)?,
         })
     }
 }
@@ -421,7 +395,7 @@ pub async fn history(
     ApiQuery(q): ApiQuery<HistoryQuery>,
 ) -> ApiResult<Json<Value>> {
     caller.require_monitor()?;
-    let lim = limit(q.limit)?;
+    let lim = page_limit(q.limit)?;
     let after = match &q.cursor {
         None => None,
         Some(c) => {

@@ -383,6 +383,35 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath
     }
 }
 
+/// A page size: default 100, 1 to 1000 (SPEC §4).
+pub fn page_limit(l: Option<usize>) -> ApiResult<usize> {
+    match l.unwrap_or(100) {
+        n @ 1..=1000 => Ok(n),
+        _ => Err(ApiError::new(
+            ErrorCode::Invalid,
+            "field `limit`: between 1 and 1000",
+        )),
+    }
+}
+
+/// Cursors are opaque to clients: the key of the last item, base64url.
+pub fn encode_cursor(key: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key)
+}
+
+pub fn decode_cursor(c: &str) -> ApiResult<String> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(c)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::Invalid,
+                "field `cursor`: not a cursor from this API",
+            )
+        })
+}
+
 /// `limit` (default 100, max 1000) and an opaque `cursor`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct PageQuery {
@@ -404,36 +433,15 @@ impl PageQuery {
         items: Vec<T>,
         key: impl Fn(&T) -> String,
     ) -> ApiResult<Page<T>> {
-        let limit = self.limit.unwrap_or(100);
-        if limit == 0 || limit > 1000 {
-            return Err(ApiError::new(
-                ErrorCode::Invalid,
-                "field `limit`: between 1 and 1000",
-            ));
-        }
-        let after = match &self.cursor {
-            None => None,
-            Some(c) => Some(
-                base64::engine::general_purpose::URL_SAFE_NO_PAD
-                    .decode(c)
-                    .ok()
-                    .and_then(|b| String::from_utf8(b).ok())
-                    .ok_or_else(|| {
-                        ApiError::new(
-                            ErrorCode::Invalid,
-                            "field `cursor`: not a cursor from this API",
-                        )
-                    })?,
-            ),
-        };
+        let limit = page_limit(self.limit)?;
+        let after = self.cursor.as_deref().map(decode_cursor).transpose()?;
         let mut rest: Vec<T> = items
             .into_iter()
             .filter(|i| after.as_ref().is_none_or(|a| key(i) > *a))
             .collect();
         let next_cursor = if rest.len() > limit {
             rest.truncate(limit);
-            rest.last()
-                .map(|i| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key(i)))
+            rest.last().map(|i| encode_cursor(&key(i)))
         } else {
             None
         };
