@@ -37,6 +37,17 @@ impl Clock {
         }
     }
 
+    /// The instant of this clock at a wall-clock time (times shared between nodes).
+    pub fn from_wall(&self, t: SystemTime) -> Instant {
+        match t.duration_since(self.anchor_wall) {
+            Ok(d) => self.anchor_instant + d,
+            Err(e) => self
+                .anchor_instant
+                .checked_sub(e.duration())
+                .unwrap_or(self.anchor_instant),
+        }
+    }
+
     pub fn wall_now(&self) -> SystemTime {
         self.wall(self.now())
     }

@@ -458,11 +458,25 @@ impl Config {
                 "at least 1024",
             );
         }
-        if self.engine.url != "memory" {
+        let e = &self.engine.url;
+        if !(e == "memory" || e.starts_with("redis://") || e.starts_with("rediss://")) {
             return bad(
                 "engine.url",
-                &self.engine.url,
-                "\"memory\" (the Redis engine is not part of this build yet)",
+                e,
+                "\"memory\" or redis://[:password@]host:port[/db]",
+            );
+        }
+        if self.engine.prefix.is_empty()
+            || !self
+                .engine
+                .prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b))
+        {
+            return bad(
+                "engine.prefix",
+                &self.engine.prefix,
+                "a non-empty key prefix of [A-Za-z0-9_.:-]",
             );
         }
         let db = &self.database.url;

@@ -33,6 +33,8 @@ pub enum StartError {
     },
     #[error("{0}")]
     Auth(String),
+    #[error("engine {url}: {reason}")]
+    Engine { url: String, reason: String },
 }
 
 /// Binds with a large accept backlog: tokio's default of 128 drops SYNs when a
@@ -151,6 +153,29 @@ pub async fn start(config: Config, stop: CancellationToken) -> Result<Running, S
         source,
     })?;
 
+    let clock = Clock::new();
+    let hub = Arc::new(Hub::default());
+    // The engine first: an unreachable Redis stops start-up before the database
+    // is touched.
+    let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
+    let engine: Arc<dyn crate::engine::Engine> = if config.engine.url == "memory" {
+        Arc::new(MemoryEngine::new(hub.clone(), clock))
+    } else {
+        let e = crate::engine::redis::RedisEngine::connect(
+            &config.engine.url,
+            &config.engine.prefix,
+            hub.clone(),
+            clock,
+            events_tx,
+        )
+        .await
+        .map_err(|reason| StartError::Engine {
+            url: redact(&config.engine.url),
+            reason,
+        })?;
+        tracing::info!(node = e.node_id(), "redis engine ready");
+        Arc::new(e)
+    };
     let store = open_store(&config.database.url).await?;
     let db = &config.database;
     let (journal, writer) = Journal::new(
@@ -162,10 +187,8 @@ pub async fn start(config: Config, stop: CancellationToken) -> Result<Running, S
         },
         store.clone(),
     );
-    let clock = Clock::new();
-    let hub = Arc::new(Hub::default());
-    let engine = Arc::new(MemoryEngine::new(hub.clone(), clock));
     let node = Node::new(config.clone(), clock, engine, hub, journal, store.clone());
+    tokio::spawn(node.clone().run_engine_events(events_rx));
     let loaded = load_rooms(&*store, &node)
         .await
         .map_err(|source| StartError::Database {

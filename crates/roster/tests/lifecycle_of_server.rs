@@ -140,8 +140,22 @@ fn bad_configuration_stops_start_up_with_a_message_naming_key_value_and_expectat
         ),
         (
             &["serve"],
-            &[("ROSTER_ENGINE_URL", "redis://127.0.0.1")],
-            &["engine.url", "memory"],
+            &[("ROSTER_ENGINE_URL", "mongodb://127.0.0.1")],
+            &["engine.url", "mongodb://127.0.0.1", "redis://"],
+        ),
+        (
+            &["serve"],
+            &[("ROSTER_ENGINE_PREFIX", "a b")],
+            &["engine.prefix", "a b"],
+        ),
+        (
+            // Nothing listens on port 1: a clear error, not a hang.
+            &["serve", "--engine", "redis://127.0.0.1:1"],
+            &[
+                ("ROSTER_AUTH_JWT_SECRET", "x"),
+                ("ROSTER_LISTEN", "127.0.0.1:0"),
+            ],
+            &["engine redis://127.0.0.1:1"],
         ),
         (&["serve"], &[("ROSTER_LOG_FORMAT", "xml")], &["log.format"]),
         (

@@ -24,6 +24,9 @@ pub enum Deadline {
     RoomIdle(RoomId),
     /// Server pings to every connection, once per `heartbeat_interval`.
     PingAll,
+    /// Shared engine only, once per `sweep_interval`: this node's sessions are
+    /// marked alive, and sessions of nodes that stopped doing so are claimed.
+    Liveness,
 }
 
 #[derive(Debug, Default)]

@@ -760,7 +760,7 @@ impl Flush {
 
 // ---- wire views (SPEC §3 shapes, camelCase) ----
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionView {
     pub session_id: SessionId,
@@ -802,7 +802,7 @@ pub struct PresenceDiff {
     pub updates: Vec<MemberView>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct UserEntry {
     pub user_id: UserId,

@@ -25,14 +25,14 @@ use crate::frame::Frame;
 use crate::ids::{RoomId, SessionId, TenantId, UserId, UserRef};
 
 struct UserEntry {
-    sessions: BTreeMap<SessionId, Status>,
+    sessions: BTreeMap<SessionId, (Status, String)>,
     last_seen: Option<SystemTime>,
     cell: Arc<AtomicU8>,
 }
 
 impl UserEntry {
     fn merged(&self) -> Status {
-        Status::merge(self.sessions.values().copied())
+        Status::merge(self.sessions.values().map(|(s, _)| *s))
     }
 }
 
@@ -285,7 +285,7 @@ impl Engine for MemoryEngine {
             })
     }
 
-    async fn touch(&self, id: &RoomId, session: &SessionId) -> NeedsFlush {
+    async fn touch(&self, id: &RoomId, session: &SessionId, _status: Status) -> NeedsFlush {
         self.with(id, |r| r.touch(session)).unwrap_or(false)
     }
 
@@ -403,7 +403,13 @@ impl Engine for MemoryEngine {
             })
     }
 
-    async fn refresh_locks(&self, id: &RoomId, session: &SessionId, until: Instant) -> Vec<String> {
+    async fn refresh_locks(
+        &self,
+        id: &RoomId,
+        session: &SessionId,
+        until: Instant,
+        _latency_ms: Option<u32>,
+    ) -> Vec<String> {
         self.with(id, |r| r.refresh_locks(session, until))
             .unwrap_or_default()
     }
@@ -472,9 +478,11 @@ impl Engine for MemoryEngine {
         user: &UserRef,
         session: &SessionId,
         status: Status,
+        device: &str,
     ) -> (UserChange, Arc<AtomicU8>) {
         let change = self.user_change(user, |e| {
-            e.sessions.insert(session.clone(), status);
+            e.sessions
+                .insert(session.clone(), (status, device.to_string()));
         });
         let cell = self
             .users
@@ -505,7 +513,7 @@ impl Engine for MemoryEngine {
     ) -> UserChange {
         self.user_change(user, |e| {
             if let Some(s) = e.sessions.get_mut(session) {
-                *s = status;
+                s.0 = status;
             }
         })
     }
@@ -524,11 +532,18 @@ impl Engine for MemoryEngine {
                 status: e.merged(),
                 last_seen: e.last_seen,
                 sessions: e.sessions.keys().cloned().collect(),
+                devices: {
+                    let mut d: Vec<String> = e.sessions.values().map(|(_, d)| d.clone()).collect();
+                    d.sort();
+                    d.dedup();
+                    d
+                },
             },
             None => UserRecord {
                 status: Status::Offline,
                 last_seen: None,
                 sessions: vec![],
+                devices: vec![],
             },
         }
     }

@@ -6,6 +6,7 @@
 //! that follows it.
 
 pub mod memory;
+pub mod redis;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU8;
@@ -41,6 +42,9 @@ pub enum Outgoing<'a> {
     Diff(&'a PresenceDiff),
     /// An already encoded frame (LOCK, ENTITY events).
     Encoded(&'a crate::frame::Frame),
+    /// An already encoded message of a known type (a diff built in Redis),
+    /// counted under that type.
+    Typed(&'static str, &'a crate::frame::Frame),
 }
 
 pub trait Outbox: Send + Sync {
@@ -114,6 +118,25 @@ pub struct UserRecord {
     pub status: Status,
     pub last_seen: Option<SystemTime>,
     pub sessions: Vec<SessionId>,
+    /// Distinct device kinds of the live sessions, sorted.
+    pub devices: Vec<String>,
+}
+
+/// What another node did that this node must act on (shared engines only).
+#[derive(Debug, Clone)]
+pub enum EngineEvent {
+    /// A user's sessions or status changed elsewhere: tell local watchers.
+    UserChanged(UserRef),
+    /// Close a local session (kicked from another node).
+    Kick(SessionId, u16),
+}
+
+/// A session found dead by the liveness sweep (its node stopped refreshing it).
+#[derive(Debug, Clone)]
+pub struct DeadSession {
+    pub id: SessionId,
+    pub user: UserRef,
+    pub rooms: Vec<RoomId>,
 }
 
 #[async_trait]
@@ -169,7 +192,9 @@ pub trait Engine: Send + Sync + 'static {
         session: &SessionId,
         state: Value,
     ) -> Result<NeedsFlush, CoreError>;
-    async fn touch(&self, id: &RoomId, session: &SessionId) -> NeedsFlush;
+    /// Something shown in the member's entry changed; `status` is the user's
+    /// merged status now.
+    async fn touch(&self, id: &RoomId, session: &SessionId, status: Status) -> NeedsFlush;
     /// Flushes the pending diff to members (one `seq`). Returns the number of
     /// deliveries made.
     async fn flush(&self, id: &RoomId, list_limit: usize) -> usize;
@@ -195,7 +220,15 @@ pub trait Engine: Send + Sync + 'static {
         field: &str,
         session: &SessionId,
     ) -> Result<Option<FieldLock>, CoreError>;
-    async fn refresh_locks(&self, id: &RoomId, session: &SessionId, until: Instant) -> Vec<String>;
+    /// A heartbeat of a member: its locks last until `until`; its measured
+    /// latency (shown in its entry) is `latency_ms`.
+    async fn refresh_locks(
+        &self,
+        id: &RoomId,
+        session: &SessionId,
+        until: Instant,
+        latency_ms: Option<u32>,
+    ) -> Vec<String>;
     async fn expire_lock(&self, id: &RoomId, field: &str, now: Instant) -> Option<FieldLock>;
     async fn force_unlock(&self, id: &RoomId, field: &str) -> Option<FieldLock>;
     async fn locks(&self, id: &RoomId) -> Option<BTreeMap<String, LockOwnerView>>;
@@ -227,6 +260,7 @@ pub trait Engine: Send + Sync + 'static {
         user: &UserRef,
         session: &SessionId,
         status: Status,
+        device: &str,
     ) -> (UserChange, Arc<AtomicU8>);
     async fn user_detach(&self, user: &UserRef, session: &SessionId, now: SystemTime)
         -> UserChange;
@@ -239,4 +273,39 @@ pub trait Engine: Send + Sync + 'static {
     async fn user(&self, user: &UserRef) -> UserRecord;
     /// Remembers an earlier `last_seen` (from the store) for a user with none.
     async fn user_seen(&self, user: &UserRef, at: SystemTime);
+
+    // ---- several nodes (no-ops for an engine that lives in one process) ----
+    /// Whether other nodes share this state (then the node runs the liveness sweep).
+    fn shared(&self) -> bool {
+        false
+    }
+    /// Whether the shared state is reachable (`/readyz`).
+    fn healthy(&self) -> bool {
+        true
+    }
+    /// The rooms a session (possibly of another node) is in.
+    async fn session_rooms(&self, _session: &SessionId) -> Vec<RoomId> {
+        vec![]
+    }
+    /// A session of this node started: registered for the liveness sweep.
+    async fn session_opened(
+        &self,
+        _session: &SessionId,
+        _user: &UserRef,
+        _client_id: Option<&str>,
+    ) {
+    }
+    /// A session of this node ended normally.
+    async fn session_closed(&self, _session: &SessionId) {}
+    /// This node's sessions are alive until `until` (called every sweep interval).
+    async fn sessions_alive(&self, _sessions: &[SessionId], _until: SystemTime) {}
+    /// Claims sessions whose node stopped refreshing them; each is claimed by
+    /// exactly one caller cluster-wide.
+    async fn claim_dead(&self, _now: SystemTime) -> Vec<DeadSession> {
+        vec![]
+    }
+    /// Closes a session that may live on another node.
+    async fn kick_remote(&self, _session: &SessionId, _code: u16) {}
+    /// Tells other nodes that a user's status or sessions changed.
+    async fn announce_user(&self, _user: &UserRef) {}
 }

@@ -94,6 +94,12 @@ async fn readyz(State(app): State<AppState>) -> Response {
         .load(std::sync::atomic::Ordering::Relaxed)
     {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response()
+    } else if !app.node.engine.healthy() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "presence engine (Redis) unreachable",
+        )
+            .into_response()
     } else {
         "ready".into_response()
     }

@@ -143,6 +143,9 @@ impl Node {
             clock.now() + node.timing().heartbeat_interval.0,
             Deadline::PingAll,
         );
+        if node.engine.shared() {
+            node.schedule(clock.now(), Deadline::Liveness);
+        }
         node
     }
 
@@ -272,7 +275,7 @@ impl Node {
         };
         let (change, cell) = self
             .engine
-            .user_attach(&user_ref, &id, Status::Online)
+            .user_attach(&user_ref, &id, Status::Online, &device)
             .await;
         let meta = Arc::new(SessionMeta::new(
             id.clone(),
@@ -314,14 +317,26 @@ impl Node {
                 &handle.meta,
             )));
         self.hub.sessions.insert(id.clone(), handle);
-        if let Some(cid) = hello.client_id {
-            self.client_ids.insert((user_ref.clone(), cid), id.clone());
+        if let Some(cid) = &hello.client_id {
+            self.client_ids
+                .insert((user_ref.clone(), cid.clone()), id.clone());
         }
         metrics::gauge!(m::SESSIONS).set(self.hub.sessions.len() as f64);
         self.schedule(
             now + self.timing().session_timeout.0,
             Deadline::SessionTimeout(id.clone()),
         );
+        if self.engine.shared() {
+            self.engine
+                .session_opened(&id, &user_ref, hello.client_id.as_deref())
+                .await;
+            self.engine
+                .sessions_alive(
+                    std::slice::from_ref(&id),
+                    self.clock.wall(now + self.timing().session_timeout.0),
+                )
+                .await;
+        }
         self.user_changed(&user_ref, change).await;
         self.welcome(&id, &user_ref, false, vec![])
     }
@@ -446,6 +461,7 @@ impl Node {
             self.watchers.remove_if(&key, |_, w| w.is_empty());
         }
         self.hub.sessions.remove(sid);
+        self.engine.session_closed(sid).await;
         if let Some(cid) = &s.meta.client_id {
             self.client_ids
                 .remove_if(&(s.user_ref.clone(), cid.clone()), |_, v| v == sid);
@@ -531,18 +547,65 @@ impl Node {
             );
             let record = self.engine.user(user).await;
             for sid in record.sessions {
-                let Some(other) = self.hub.get(&sid) else {
-                    continue;
+                let rooms: Vec<RoomId> = match self.hub.get(&sid) {
+                    Some(other) => other.rooms.lock().iter().cloned().collect(),
+                    // A session of the user on another node.
+                    None => self.engine.session_rooms(&sid).await,
                 };
-                let rooms: Vec<RoomId> = other.rooms.lock().iter().cloned().collect();
                 for room in rooms {
-                    if self.engine.touch(&room, &sid).await {
+                    if self.engine.touch(&room, &sid, change.after).await {
                         self.schedule_flush(&room).await;
                     }
                 }
             }
         }
         self.notify_watchers(user).await;
+        self.engine.announce_user(user).await;
+    }
+
+    /// What another node asks of this one (shared engine).
+    pub async fn run_engine_events(
+        self: Arc<Self>,
+        mut rx: tokio::sync::mpsc::UnboundedReceiver<crate::engine::EngineEvent>,
+    ) {
+        use crate::engine::EngineEvent;
+        while let Some(e) = rx.recv().await {
+            match e {
+                EngineEvent::UserChanged(u) => self.notify_watchers(&u).await,
+                EngineEvent::Kick(sid, code) => {
+                    self.close_and_end(&sid, code, LeaveReason::Kicked).await;
+                }
+            }
+        }
+    }
+
+    /// A session whose node died (found by the liveness sweep, claimed by this
+    /// node alone): it times out here, once, for everyone.
+    async fn end_dead_session(&self, d: crate::engine::DeadSession) {
+        let now = self.clock.now();
+        metrics::counter!(m::SESSION_TIMEOUTS).increment(1);
+        tracing::info!(session = %d.id, user = %d.user.user, tenant = %d.user.tenant, "session of a dead node timed out");
+        for room in &d.rooms {
+            self.leave_room_as(room, &d.id, &d.user.user, LeaveReason::Timeout, now)
+                .await;
+        }
+        let wall = self.clock.wall(now);
+        let change = self.engine.user_detach(&d.user, &d.id, wall).await;
+        self.journal.record(WriteOp::SessionEnded {
+            tenant: d.user.tenant.to_string(),
+            session_id: d.id.to_string(),
+            ended_at: unix_ms(wall),
+            reason: LeaveReason::Timeout.as_str().to_string(),
+            rooms: d.rooms.iter().map(|r| r.key.to_string()).collect(),
+        });
+        if change.after == Status::Offline {
+            self.journal.record(WriteOp::LastSeen {
+                tenant: d.user.tenant.to_string(),
+                user: d.user.user.to_string(),
+                at: unix_ms(wall),
+            });
+        }
+        self.user_changed(&d.user, change).await;
     }
 
     async fn leave_room(
@@ -552,7 +615,19 @@ impl Node {
         reason: LeaveReason,
         now: Instant,
     ) {
-        if let Some(left) = self.engine.leave(room, &s.meta.id, reason, now).await {
+        self.leave_room_as(room, &s.meta.id, &s.meta.user, reason, now)
+            .await
+    }
+
+    async fn leave_room_as(
+        &self,
+        room: &RoomId,
+        sid: &SessionId,
+        user: &UserId,
+        reason: LeaveReason,
+        now: Instant,
+    ) {
+        if let Some(left) = self.engine.leave(room, sid, reason, now).await {
             let kind = if reason == LeaveReason::Timeout {
                 "timeout"
             } else {
@@ -562,17 +637,20 @@ impl Node {
                 &room.tenant,
                 kind,
                 None,
-                Some(&s.meta.user),
+                Some(user),
                 Some(&room.key),
-                Some(&s.meta.id),
+                Some(sid),
                 serde_json::json!({"reason": reason.as_str()}),
             );
             self.stats.left(room, reason, self.clock.wall(now));
             for field in left.released_locks {
-                self.record_member(
-                    s,
-                    room,
+                self.record(
+                    &room.tenant,
                     "lock_released",
+                    None,
+                    Some(user),
+                    Some(&room.key),
+                    Some(sid),
                     serde_json::json!({"field": field, "reason": reason.as_str()}),
                 );
                 self.send_lock_event(room, &field, None, Some("released"))
@@ -770,7 +848,11 @@ impl Node {
         let until = now + self.timing().lock_ttl.0;
         let rooms: Vec<RoomId> = s.rooms.lock().iter().cloned().collect();
         for room in &rooms {
-            for field in self.engine.refresh_locks(room, &s.meta.id, until).await {
+            for field in self
+                .engine
+                .refresh_locks(room, &s.meta.id, until, s.meta.latency_ms())
+                .await
+            {
                 self.schedule(until, Deadline::LockExpiry(room.clone(), field));
             }
         }
@@ -845,13 +927,7 @@ impl Node {
     /// start-up (bounded); otherwise answer from memory only.
     async fn user_status_with(&self, user: &UserRef, lookup: bool) -> UserStatusView {
         let record = self.engine.user(user).await;
-        let mut devices: Vec<String> = record
-            .sessions
-            .iter()
-            .filter_map(|sid| self.hub.get(sid).map(|s| s.meta.device.device.clone()))
-            .collect();
-        devices.sort();
-        devices.dedup();
+        let devices = record.devices;
         let last_seen = if record.status == Status::Offline {
             match record.last_seen {
                 Some(t) => Some(iso(t)),
@@ -1197,8 +1273,13 @@ impl Node {
     /// reason `kicked` in every room it was in.
     pub async fn kick_sessions(&self, sessions: Vec<SessionId>) {
         for sid in sessions {
-            self.close_and_end(&sid, close::KICKED, LeaveReason::Kicked)
-                .await;
+            if !self
+                .close_and_end(&sid, close::KICKED, LeaveReason::Kicked)
+                .await
+            {
+                // Not here: maybe on another node.
+                self.engine.kick_remote(&sid, close::KICKED).await;
+            }
         }
     }
 
@@ -1359,6 +1440,20 @@ impl Node {
                     }
                 }
                 self.schedule(now + self.timing().heartbeat_interval.0, Deadline::PingAll);
+            }
+            Deadline::Liveness => {
+                let ids: Vec<SessionId> =
+                    self.hub.sessions.iter().map(|e| e.key().clone()).collect();
+                let until = self.clock.wall(now + self.timing().session_timeout.0);
+                self.engine.sessions_alive(&ids, until).await;
+                for dead in self.engine.claim_dead(self.clock.wall(now)).await {
+                    if self.hub.get(&dead.id).is_none() {
+                        self.end_dead_session(dead).await;
+                    }
+                }
+                if !self.shutting_down.load(Ordering::SeqCst) {
+                    self.schedule(now + self.timing().sweep_interval.0, Deadline::Liveness);
+                }
             }
         }
     }

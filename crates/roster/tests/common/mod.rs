@@ -67,6 +67,12 @@ impl Server {
             .current_dir(&dir)
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        // The conformance run: the same tests against the Redis engine, each
+        // server in its own key prefix (a test may set a shared one).
+        if let Some(url) = test_engine() {
+            cmd.env("ROSTER_ENGINE_URL", url)
+                .env("ROSTER_ENGINE_PREFIX", unique_prefix());
+        }
         for (k, v) in FAST.iter().chain(env.iter()) {
             cmd.env(k, v);
         }
@@ -212,6 +218,29 @@ impl Drop for Server {
 }
 
 /// A fresh directory for one test's files.
+/// `ROSTER_TEST_ENGINE`: the engine URL the behaviour tests run against
+/// (unset: the memory engine).
+pub fn test_engine() -> Option<String> {
+    std::env::var("ROSTER_TEST_ENGINE")
+        .ok()
+        .filter(|v| !v.is_empty() && v != "memory")
+}
+
+/// A Redis key prefix no other test uses.
+pub fn unique_prefix() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "rt{}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0)
+    )
+}
+
 pub fn temp_dir(what: &str) -> std::path::PathBuf {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);

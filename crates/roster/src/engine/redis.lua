@@ -1,0 +1,449 @@
+-- Roster's Redis engine: every presence transition is one of these scripts, so it
+-- is atomic across nodes. The file is split at `--@@ name` lines; the part before
+-- the first marker is the prelude, prepended to every script.
+--
+-- A room's keys share one hash tag (KEYS[1] = "<prefix>:r:{<tenant>|<room>}"), so a
+-- script touches one Cluster slot. Suffixes:
+--   cfg    hash   settings (type cap idle vis status tags attrs decl created)
+--   parts  hash   user -> role digit (participants)
+--   m      hash   sid -> member head JSON: `{"userId":..,"name":..,"info":..` (open)
+--   ss     hash   sid -> session view JSON without state: `{"sessionId":..,"joinedAt":..` (open)
+--   st     hash   sid -> state JSON
+--   x      hash   sid -> 5 digits: role, token role, admin, count mode, user status
+--   u      hash   sid -> user id
+--   p      list   pending diff ops: "J:sid" join, "T:sid" join then changed,
+--                 "U:sid" update, "L:<leave JSON>"
+--   seq    string the room's diff sequence
+--   l      hash   field -> "<sid>\31<user>\31<expires ms>"
+--   e      hash   entity: stale, busy, ver, until
+--   meta   hash   over (0/1), last (count at last flush), empty (ms since empty)
+--   ch     the room's pub/sub channel
+local R = KEYS[1]
+local function k(s) return R .. ':' .. s end
+local STATUS = { [0] = 'offline', [1] = 'away', [2] = 'online' }
+local SEP = '\31'
+
+local function xrole(x) return tonumber(string.sub(x, 1, 1)) end
+local function xstatus(x) return STATUS[tonumber(string.sub(x, 5, 5))] end
+
+local function split3(v)
+  local a = string.find(v, SEP, 1, true)
+  local b = string.find(v, SEP, a + 1, true)
+  return string.sub(v, 1, a - 1), string.sub(v, a + 1, b - 1), string.sub(v, b + 1)
+end
+
+local function view(sid)
+  local head = redis.call('HGET', k('m'), sid)
+  if not head then return nil end
+  local x = redis.call('HGET', k('x'), sid)
+  return head .. ',"status":"' .. xstatus(x) .. '","session":' .. redis.call('HGET', k('ss'), sid)
+    .. ',"state":' .. redis.call('HGET', k('st'), sid) .. '}}'
+end
+
+-- Records a change, coalescing with what is pending (as core::room::Room::push).
+-- Returns 1 when the pending list was empty before (the caller schedules a flush).
+local function push(kind, sid, payload)
+  local p = redis.call('LRANGE', k('p'), 0, -1)
+  local was_empty = (#p == 0) and 1 or 0
+  if kind == 'U' then
+    for i, op in ipairs(p) do
+      local t = string.sub(op, 1, 1)
+      if t ~= 'L' and string.sub(op, 3) == sid then
+        if t == 'J' then redis.call('LSET', k('p'), i - 1, 'T:' .. sid) end
+        return 0
+      end
+    end
+    redis.call('RPUSH', k('p'), 'U:' .. sid)
+  elseif kind == 'J' then
+    redis.call('RPUSH', k('p'), 'J:' .. sid)
+  else
+    redis.call('LREM', k('p'), 0, 'J:' .. sid)
+    redis.call('LREM', k('p'), 0, 'T:' .. sid)
+    redis.call('LREM', k('p'), 0, 'U:' .. sid)
+    redis.call('RPUSH', k('p'), 'L:' .. payload)
+  end
+  return was_empty
+end
+
+local function hmap(key)
+  local a = redis.call('HGETALL', k(key))
+  local m = {}
+  for i = 1, #a, 2 do m[a[i]] = a[i + 1] end
+  return m
+end
+
+-- The users array of a PRESENCE snapshot, grouped by user (users and their
+-- sessions in id order, as the memory engine does), and the member count.
+local function users_json()
+  local heads = redis.call('HGETALL', k('m'))
+  local head, sids = {}, {}
+  for i = 1, #heads, 2 do
+    head[heads[i]] = heads[i + 1]
+    sids[#sids + 1] = heads[i]
+  end
+  table.sort(sids)
+  local ss, st, x, u = hmap('ss'), hmap('st'), hmap('x'), hmap('u')
+  local users, order = {}, {}
+  for _, sid in ipairs(sids) do
+    local user = u[sid]
+    local e = users[user]
+    if not e then
+      e = { head = head[sid], status = xstatus(x[sid]), sessions = {} }
+      users[user] = e
+      order[#order + 1] = user
+    end
+    e.sessions[#e.sessions + 1] = ss[sid] .. ',"state":' .. st[sid] .. '}'
+  end
+  table.sort(order)
+  local out = {}
+  for _, user in ipairs(order) do
+    local e = users[user]
+    out[#out + 1] = e.head .. ',"status":"' .. e.status .. '","sessions":[' .. table.concat(e.sessions, ',') .. ']}'
+  end
+  return '[' .. table.concat(out, ',') .. ']', #sids
+end
+
+local function seq() return tonumber(redis.call('GET', k('seq')) or '0') end
+
+local function entity()
+  local e = redis.call('HMGET', k('e'), 'stale', 'busy', 'ver')
+  return { e[1] or '0', e[2] or '', tonumber(e[3] or '0') }
+end
+
+-- {'list', seq, count, users, stale, busy, ver, locks} or {'count', seq, count}
+local function answer(count_mode, limit)
+  local n = redis.call('HLEN', k('m'))
+  if count_mode or n > limit then return { 'count', seq(), n } end
+  local users, count = users_json()
+  local e = entity()
+  return { 'list', seq(), count, users, e[1], e[2], e[3], redis.call('HGETALL', k('l')) }
+end
+
+local ROOM_KEYS = { 'cfg', 'parts', 'm', 'ss', 'st', 'x', 'u', 'p', 'seq', 'l', 'e', 'meta' }
+local function drop()
+  for _, s in ipairs(ROOM_KEYS) do redis.call('DEL', k(s)) end
+end
+
+local function role_of(user, open_role, admin)
+  if admin == '1' then return 3 end
+  local pr = redis.call('HGET', k('parts'), user)
+  if pr then return tonumber(pr) end
+  if redis.call('HGET', k('cfg'), 'vis') == 'private' then return nil end
+  return tonumber(open_role)
+end
+
+-- After a participant or visibility change: members' roles recomputed; who must
+-- go and which locks were lost (as core::room::Room::reapply_roles).
+local function reapply()
+  local private = redis.call('HGET', k('cfg'), 'vis') == 'private'
+  local xs, u = hmap('x'), hmap('u')
+  local evicted, released = {}, {}
+  for sid, x in pairs(xs) do
+    local role
+    if string.sub(x, 3, 3) == '1' then
+      role = 3
+    else
+      local pr = redis.call('HGET', k('parts'), u[sid])
+      if pr then role = tonumber(pr)
+      elseif not private then role = tonumber(string.sub(x, 2, 2)) end
+    end
+    if role then
+      redis.call('HSET', k('x'), sid, tostring(role) .. string.sub(x, 2))
+    else
+      evicted[#evicted + 1] = sid
+    end
+  end
+  local locks = redis.call('HGETALL', k('l'))
+  for i = 1, #locks, 2 do
+    local owner = split3(locks[i + 1])
+    local x = redis.call('HGET', k('x'), owner)
+    if not x or xrole(x) < 2 then
+      redis.call('HDEL', k('l'), locks[i])
+      released[#released + 1] = locks[i]
+    end
+  end
+  table.sort(evicted)
+  return { evicted, released }
+end
+
+local function create(now, first, last)
+  redis.call('HSET', k('cfg'), unpack(ARGV, first, last))
+  redis.call('HSET', k('meta'), 'empty', now)
+end
+
+--@@ join
+-- ARGV: sid user now head ss st open_role admin count status limit has_state cfg...
+local sid, now = ARGV[1], ARGV[3]
+local created = 0
+if redis.call('EXISTS', k('cfg')) == 0 then
+  create(now, 13, #ARGV)
+  created = 1
+end
+local count_mode = ARGV[9] == '1'
+local limit = tonumber(ARGV[11])
+if redis.call('HEXISTS', k('m'), sid) == 1 then
+  return { 'ok', 1, 0, created, answer(count_mode, limit) }
+end
+local function fail(code, detail)
+  if created == 1 then drop() end
+  return { 'err', code, detail }
+end
+local status = redis.call('HGET', k('cfg'), 'status')
+if status ~= 'active' then return fail('room_closed', status) end
+local role = role_of(ARGV[2], ARGV[7], ARGV[8])
+if not role then return fail('forbidden', 'private') end
+if role < 1 and ARGV[12] == '1' then return fail('forbidden', 'state') end
+local cap = tonumber(redis.call('HGET', k('cfg'), 'cap'))
+if redis.call('HLEN', k('m')) >= cap then return fail('room_full', tostring(cap)) end
+redis.call('HSET', k('m'), sid, ARGV[4])
+redis.call('HSET', k('ss'), sid, ARGV[5])
+redis.call('HSET', k('st'), sid, ARGV[6])
+redis.call('HSET', k('x'), sid, tostring(role) .. ARGV[7] .. ARGV[8] .. ARGV[9] .. ARGV[10])
+redis.call('HSET', k('u'), sid, ARGV[2])
+redis.call('HDEL', k('meta'), 'empty')
+local nf = push('J', sid)
+return { 'ok', 0, nf, created, answer(count_mode, limit) }
+
+--@@ leave
+-- ARGV: sid reason now. Exactly once: a second caller finds no member.
+local sid = ARGV[1]
+local user = redis.call('HGET', k('u'), sid)
+if not user then return false end
+for _, s in ipairs({ 'm', 'ss', 'st', 'x', 'u' }) do redis.call('HDEL', k(s), sid) end
+local released = {}
+local locks = redis.call('HGETALL', k('l'))
+for i = 1, #locks, 2 do
+  if split3(locks[i + 1]) == sid then
+    redis.call('HDEL', k('l'), locks[i])
+    released[#released + 1] = locks[i]
+  end
+end
+local leave = '{"userId":' .. cjson.encode(user) .. ',"sessionId":"' .. sid .. '","reason":"' .. ARGV[2] .. '"}'
+local nf = push('L', sid, leave)
+local n = redis.call('HLEN', k('m'))
+if n == 0 then redis.call('HSET', k('meta'), 'empty', ARGV[3]) end
+return { nf, n == 0 and 1 or 0, released }
+
+--@@ set_state
+-- ARGV: sid state
+local sid = ARGV[1]
+local x = redis.call('HGET', k('x'), sid)
+if not x then return { 'err', 'not_subscribed' } end
+if redis.call('HGET', k('st'), sid) == ARGV[2] then return { 'ok', 0 } end
+if xrole(x) < 1 then return { 'err', 'forbidden', tostring(xrole(x)) } end
+redis.call('HSET', k('st'), sid, ARGV[2])
+return { 'ok', push('U', sid) }
+
+--@@ touch
+-- ARGV: sid status [latency_json ss]
+local sid = ARGV[1]
+local x = redis.call('HGET', k('x'), sid)
+if not x then return 0 end
+redis.call('HSET', k('x'), sid, string.sub(x, 1, 4) .. ARGV[2])
+return push('U', sid)
+
+--@@ flush
+-- ARGV: room_json limit publish_command
+local ops = redis.call('LRANGE', k('p'), 0, -1)
+if #ops == 0 then return 0 end
+redis.call('DEL', k('p'))
+local s = redis.call('INCR', k('seq'))
+local joins, leaves, updates, jsids, touched = {}, {}, {}, {}, {}
+for _, op in ipairs(ops) do
+  local t, rest = string.sub(op, 1, 1), string.sub(op, 3)
+  if t == 'J' or t == 'T' then
+    local v = view(rest)
+    if v then
+      joins[#joins + 1] = v
+      jsids[#jsids + 1] = '"' .. rest .. '"'
+      if t == 'T' then touched[#touched + 1] = '"' .. rest .. '"' end
+    end
+  elseif t == 'U' then
+    local v = view(rest)
+    if v then updates[#updates + 1] = v end
+  else
+    leaves[#leaves + 1] = rest
+  end
+end
+local count = redis.call('HLEN', k('m'))
+local over = count > tonumber(ARGV[2])
+local meta = redis.call('HMGET', k('meta'), 'over', 'last')
+local back_under = meta[1] == '1' and not over
+local changed = tostring(count) ~= (meta[2] or '0')
+redis.call('HSET', k('meta'), 'over', over and '1' or '0', 'last', tostring(count))
+local frame = '{"type":"PRESENCE_DIFF","room":' .. ARGV[1] .. ',"seq":' .. s
+  .. ',"joins":[' .. table.concat(joins, ',') .. '],"leaves":[' .. table.concat(leaves, ',')
+  .. '],"updates":[' .. table.concat(updates, ',') .. ']}'
+local hdr = '{"seq":' .. s .. ',"count":' .. count .. ',"over":' .. tostring(over)
+  .. ',"backUnder":' .. tostring(back_under) .. ',"countChanged":' .. tostring(changed)
+  .. ',"joins":[' .. table.concat(jsids, ',') .. '],"touched":[' .. table.concat(touched, ',') .. ']}'
+redis.call(ARGV[3], k('ch'), 'D' .. hdr .. '\n' .. frame)
+return 1
+
+--@@ snapshot
+-- ARGV: limit (0 = always the list)
+if redis.call('EXISTS', k('cfg')) == 0 then return false end
+local users, count = users_json()
+local e = entity()
+return { 'list', seq(), count, users, e[1], e[2], e[3], redis.call('HGETALL', k('l')) }
+
+--@@ lock
+-- ARGV: sid field now ttl
+local sid, field, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local x = redis.call('HGET', k('x'), sid)
+if not x then return { 'err', 'not_subscribed' } end
+if xrole(x) < 2 then return { 'err', 'forbidden', tostring(xrole(x)) } end
+local cur = redis.call('HGET', k('l'), field)
+if cur then
+  local s, u, e = split3(cur)
+  if tonumber(e) > now and s ~= sid then return { 'held', s, u, e } end
+end
+local user = redis.call('HGET', k('u'), sid)
+local exp = tostring(now + tonumber(ARGV[4]))
+redis.call('HSET', k('l'), field, sid .. SEP .. user .. SEP .. exp)
+return { 'acquired', sid, user, exp }
+
+--@@ unlock
+-- ARGV: sid field
+local sid, field = ARGV[1], ARGV[2]
+if redis.call('HEXISTS', k('x'), sid) == 0 then return { 'err', 'not_subscribed' } end
+local cur = redis.call('HGET', k('l'), field)
+if not cur then return { 'none' } end
+local s, u, e = split3(cur)
+if s ~= sid then return { 'err', 'not_lock_owner' } end
+redis.call('HDEL', k('l'), field)
+return { 'released', s, u, e }
+
+--@@ refresh_locks
+-- A heartbeat, per room: ARGV: sid until latency ('' = unknown). The owner's
+-- locks are refreshed and the member's latency updated.
+local sid = ARGV[1]
+local out = {}
+if ARGV[3] ~= '' then
+  local ss = redis.call('HGET', k('ss'), sid)
+  if ss then
+    redis.call('HSET', k('ss'), sid, (string.gsub(ss, '"latencyMs":[%dnul]+', '"latencyMs":' .. ARGV[3], 1)))
+  end
+end
+local locks = redis.call('HGETALL', k('l'))
+for i = 1, #locks, 2 do
+  local s, u = split3(locks[i + 1])
+  if s == sid then
+    redis.call('HSET', k('l'), locks[i], s .. SEP .. u .. SEP .. ARGV[2])
+    out[#out + 1] = locks[i]
+  end
+end
+return out
+
+--@@ expire_lock
+-- ARGV: field now ('' = force)
+local cur = redis.call('HGET', k('l'), ARGV[1])
+if not cur then return false end
+local s, u, e = split3(cur)
+if ARGV[2] ~= '' and tonumber(e) > tonumber(ARGV[2]) then return false end
+redis.call('HDEL', k('l'), ARGV[1])
+return { s, u, e }
+
+--@@ lifecycle
+-- ARGV: mode by now ttl cfg...
+local now = ARGV[3]
+local created = 0
+if redis.call('EXISTS', k('cfg')) == 0 then
+  create(now, 5, #ARGV)
+  created = 1
+end
+if ARGV[1] == 'mutating' then
+  redis.call('HSET', k('e'), 'stale', '1', 'busy', ARGV[2], 'until', tostring(tonumber(now) + tonumber(ARGV[4])))
+else
+  redis.call('HSET', k('e'), 'stale', '0', 'busy', '', 'until', '')
+  redis.call('HINCRBY', k('e'), 'ver', 1)
+end
+local e = entity()
+return { created, e[1], e[2], e[3] }
+
+--@@ expire_stale
+-- ARGV: now
+local u = redis.call('HGET', k('e'), 'until')
+if not u or u == '' or tonumber(u) > tonumber(ARGV[1]) then return false end
+redis.call('HSET', k('e'), 'stale', '0', 'busy', '', 'until', '')
+local e = entity()
+return { e[1], e[2], e[3] }
+
+--@@ remove_if_idle
+-- ARGV: now
+local cfg = redis.call('HMGET', k('cfg'), 'decl', 'idle')
+if not cfg[2] or cfg[1] == '1' then return 0 end
+if redis.call('HLEN', k('m')) > 0 or redis.call('LLEN', k('p')) > 0 then return 0 end
+local empty = redis.call('HGET', k('meta'), 'empty')
+if not empty or tonumber(ARGV[1]) - tonumber(empty) < tonumber(cfg[2]) then return 0 end
+drop()
+return 1
+
+--@@ create_room
+-- ARGV: now n_cfg cfg... parts...
+if redis.call('EXISTS', k('cfg')) == 1 then return 0 end
+local n = tonumber(ARGV[2])
+create(ARGV[1], 3, 2 + n)
+if #ARGV > 2 + n then redis.call('HSET', k('parts'), unpack(ARGV, 3 + n, #ARGV)) end
+return 1
+
+--@@ update_room
+-- ARGV: reapply(0/1) cfg...
+if redis.call('EXISTS', k('cfg')) == 0 then return false end
+if #ARGV > 1 then redis.call('HSET', k('cfg'), unpack(ARGV, 2, #ARGV)) end
+redis.call('HSET', k('cfg'), 'decl', '1')
+if ARGV[1] == '1' then return reapply() end
+return { {}, {} }
+
+--@@ delete_room
+if redis.call('EXISTS', k('cfg')) == 0 then return false end
+local members = redis.call('HKEYS', k('m'))
+drop()
+return { members }
+
+--@@ set_participant
+-- ARGV: user role ('' = remove)
+if redis.call('EXISTS', k('cfg')) == 0 then return false end
+if ARGV[2] == '' then
+  redis.call('HDEL', k('parts'), ARGV[1])
+else
+  redis.call('HSET', k('parts'), ARGV[1], ARGV[2])
+end
+return reapply()
+
+--@@ user_change
+-- KEYS[1] = the user's hash. ARGV: op sid status device now
+-- op: attach | detach | status | seen. Returns {before, after}.
+local function merged()
+  local best = 0
+  local all = redis.call('HGETALL', R)
+  for i = 1, #all, 2 do
+    if all[i] ~= '_seen' then
+      local s = tonumber(string.sub(all[i + 1], 1, 1))
+      if s > best then best = s end
+    end
+  end
+  return best
+end
+local before = merged()
+local op, sid = ARGV[1], ARGV[2]
+if op == 'attach' then
+  redis.call('HSET', R, sid, ARGV[3] .. ARGV[4])
+elseif op == 'detach' then
+  if redis.call('HDEL', R, sid) == 1 then redis.call('HSET', R, '_seen', ARGV[5]) end
+elseif op == 'status' then
+  local cur = redis.call('HGET', R, sid)
+  if cur then redis.call('HSET', R, sid, ARGV[3] .. string.sub(cur, 2)) end
+elseif op == 'seen' then
+  local cur = redis.call('HGET', R, '_seen')
+  if not cur or tonumber(cur) < tonumber(ARGV[5]) then redis.call('HSET', R, '_seen', ARGV[5]) end
+end
+return { before, merged() }
+
+--@@ claim_expired
+-- KEYS[1] = the liveness sorted set. ARGV: now max. Removes and returns the
+-- sessions whose deadline has passed: whoever runs this owns their leaves, so
+-- each dead session is announced exactly once.
+local due = redis.call('ZRANGEBYSCORE', R, '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, sid in ipairs(due) do redis.call('ZREM', R, sid) end
+return due

@@ -1,0 +1,1888 @@
+//! The shared engine: presence state in Redis, so several nodes serve one truth
+//! (SPEC §6). Every transition is one Lua script (`redis.lua`), atomic across
+//! nodes; what members must see is published by the script itself on the room's
+//! channel, so every node receives a room's diffs in `seq` order and delivers
+//! them to its own members. Nothing is read, changed and written back from here.
+//!
+//! Key layout: `docs/ARCHITECTURE.md` §13 and the header of `redis.lua`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use dashmap::DashMap;
+use parking_lot::Mutex;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{PushInfo, PushKind, Script, Value as RValue};
+use serde::Deserialize;
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::{
+    DeadSession, Engine, EngineEvent, Outbox, Outgoing, RoomPatch, RoomSummary, SubMode,
+    UserChange, UserRecord,
+};
+use crate::clock::Clock;
+use crate::core::error::{CoreError, ErrorCode};
+use crate::core::room::{
+    AccessChange, Actor, EntityView, FieldLock, Joined, Left, LockOutcome, LockOwnerView, Member,
+    NeedsFlush, PresenceSnapshot, RoomSettings, RoomStatus, UserEntry,
+};
+use crate::core::room_type::Visibility;
+use crate::core::types::{LeaveReason, Role, Status};
+use crate::frame::Frame;
+use crate::ids::{RoomId, RoomKey, SessionId, TenantId, UserId, UserRef};
+
+const SCRIPTS: &str = include_str!("redis.lua");
+
+/// The scripts of `redis.lua`, each with the prelude in front.
+struct Scripts(HashMap<&'static str, Script>);
+
+impl Scripts {
+    fn load() -> Self {
+        let mut parts = SCRIPTS.split("\n--@@ ");
+        let prelude = parts.next().unwrap_or_default();
+        let mut map = HashMap::new();
+        for part in parts {
+            let (name, body) = part.split_once('\n').unwrap_or((part, ""));
+            map.insert(name.trim(), Script::new(&format!("{prelude}\n{body}")));
+        }
+        Self(map)
+    }
+    fn get(&self, name: &str) -> &Script {
+        // Names are literals of this module; a unit test checks each exists.
+        &self.0[name]
+    }
+}
+
+/// One node's view of a room it has members in: who they are and what each has
+/// been sent, so a diff reaches each exactly once and after its snapshot.
+#[derive(Default)]
+struct LocalRoom {
+    members: Mutex<HashMap<SessionId, LocalMember>>,
+    /// Whether this node is subscribed to the room's channel. Held across the
+    /// (un)subscribe so a join never races an unsubscribe.
+    subscribed: Arc<tokio::sync::Mutex<bool>>,
+    removed: AtomicBool,
+}
+
+struct LocalMember {
+    count_mode: bool,
+    /// The `seq` of the last diff or snapshot this member was sent.
+    last_seq: u64,
+    /// Messages that arrived while this member's snapshot was being taken.
+    buffer: Option<Vec<Arc<RoomMsg>>>,
+}
+
+enum RoomMsg {
+    Diff { hdr: DiffHeader, frame: Frame },
+    Event(Frame),
+}
+
+/// What the flush script says about a diff besides the diff itself.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DiffHeader {
+    seq: u64,
+    count: usize,
+    over: bool,
+    back_under: bool,
+    count_changed: bool,
+    joins: Vec<SessionId>,
+    touched: Vec<SessionId>,
+}
+
+struct Inner {
+    conn: ConnectionManager,
+    sub: ConnectionManager,
+    prefix: String,
+    node_id: String,
+    scripts: Scripts,
+    outbox: Arc<dyn Outbox>,
+    clock: Clock,
+    local: DashMap<RoomId, Arc<LocalRoom>>,
+    channels: DashMap<String, RoomId>,
+    events: mpsc::UnboundedSender<EngineEvent>,
+    healthy: AtomicBool,
+    user_cells: DashMap<UserRef, Arc<AtomicU8>>,
+}
+
+pub struct RedisEngine {
+    inner: Arc<Inner>,
+}
+
+fn ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn unavailable(e: redis::RedisError) -> CoreError {
+    tracing::warn!("redis: {e}");
+    CoreError::new(
+        ErrorCode::Internal,
+        "the presence engine (Redis) is unavailable; try again",
+    )
+}
+
+// ---- reading script replies -------------------------------------------------
+
+fn is_none(v: &RValue) -> bool {
+    matches!(v, RValue::Nil | RValue::Boolean(false))
+}
+fn text(v: &RValue) -> String {
+    match v {
+        RValue::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        RValue::SimpleString(s) => s.clone(),
+        RValue::VerbatimString { text, .. } => text.clone(),
+        RValue::Int(i) => i.to_string(),
+        RValue::Double(d) => d.to_string(),
+        RValue::Okay => "OK".into(),
+        _ => String::new(),
+    }
+}
+fn int(v: &RValue) -> i64 {
+    match v {
+        RValue::Int(i) => *i,
+        RValue::Boolean(b) => *b as i64,
+        other => text(other).parse().unwrap_or(0),
+    }
+}
+fn arr(v: &RValue) -> &[RValue] {
+    match v {
+        RValue::Array(a) | RValue::Set(a) => a,
+        _ => &[],
+    }
+}
+fn texts(v: &RValue) -> Vec<String> {
+    arr(v).iter().map(text).collect()
+}
+/// A flat `[k, v, k, v…]` array (or a RESP3 map) as pairs.
+fn pairs(v: &RValue) -> Vec<(String, String)> {
+    match v {
+        RValue::Map(m) => m.iter().map(|(k, v)| (text(k), text(v))).collect(),
+        _ => arr(v)
+            .chunks(2)
+            .filter(|c| c.len() == 2)
+            .map(|c| (text(&c[0]), text(&c[1])))
+            .collect(),
+    }
+}
+
+fn vis_str(v: Visibility) -> &'static str {
+    match v {
+        Visibility::Open => "open",
+        Visibility::Private => "private",
+    }
+}
+fn status_str(s: RoomStatus) -> &'static str {
+    match s {
+        RoomStatus::Active => "active",
+        RoomStatus::Maintenance => "maintenance",
+        RoomStatus::Closed => "closed",
+    }
+}
+fn role_digit(r: Role) -> u8 {
+    r as u8
+}
+fn role_from(d: &str) -> Role {
+    match d {
+        "3" => Role::Owner,
+        "2" => Role::Operator,
+        "1" => Role::Commenter,
+        _ => Role::Viewer,
+    }
+}
+
+/// The settings as `cfg` hash fields, in script argument order.
+fn cfg_args(s: &RoomSettings) -> Vec<String> {
+    vec![
+        "type".into(),
+        s.room_type.clone(),
+        "cap".into(),
+        s.capacity.to_string(),
+        "idle".into(),
+        (s.idle_ttl.as_millis() as u64).to_string(),
+        "vis".into(),
+        vis_str(s.visibility).into(),
+        "status".into(),
+        status_str(s.status).into(),
+        "tags".into(),
+        serde_json::to_string(&s.tags).unwrap_or_else(|_| "[]".into()),
+        "attrs".into(),
+        serde_json::to_string(&s.attributes).unwrap_or_else(|_| "{}".into()),
+        "decl".into(),
+        if s.declared { "1" } else { "0" }.into(),
+        "created".into(),
+        ms(s.created_at).to_string(),
+    ]
+}
+
+fn patch_args(p: &RoomPatch) -> Vec<String> {
+    let mut a = vec![];
+    let mut put = |k: &str, v: String| {
+        a.push(k.to_string());
+        a.push(v);
+    };
+    if let Some(v) = &p.room_type {
+        put("type", v.clone());
+    }
+    if let Some(v) = p.capacity {
+        put("cap", v.to_string());
+    }
+    if let Some(v) = p.idle_ttl {
+        put("idle", (v.as_millis() as u64).to_string());
+    }
+    if let Some(v) = p.visibility {
+        put("vis", vis_str(v).into());
+    }
+    if let Some(v) = p.status {
+        put("status", status_str(v).into());
+    }
+    if let Some(v) = &p.tags {
+        put(
+            "tags",
+            serde_json::to_string(v).unwrap_or_else(|_| "[]".into()),
+        );
+    }
+    if let Some(v) = &p.attributes {
+        put(
+            "attrs",
+            serde_json::to_string(v).unwrap_or_else(|_| "{}".into()),
+        );
+    }
+    a
+}
+
+fn settings_from(cfg: &[(String, String)], parts: &[(String, String)]) -> Option<RoomSettings> {
+    let get = |k: &str| cfg.iter().find(|(f, _)| f == k).map(|(_, v)| v.as_str());
+    Some(RoomSettings {
+        room_type: get("type")?.to_string(),
+        capacity: get("cap")?.parse().ok()?,
+        idle_ttl: Duration::from_millis(get("idle")?.parse().ok()?),
+        visibility: if get("vis") == Some("private") {
+            Visibility::Private
+        } else {
+            Visibility::Open
+        },
+        status: match get("status") {
+            Some("maintenance") => RoomStatus::Maintenance,
+            Some("closed") => RoomStatus::Closed,
+            _ => RoomStatus::Active,
+        },
+        participants: parts
+            .iter()
+            .filter_map(|(u, r)| Some((UserId::parse(u).ok()?, role_from(r))))
+            .collect(),
+        tags: get("tags")
+            .and_then(|t| serde_json::from_str(t).ok())
+            .unwrap_or_default(),
+        attributes: get("attrs")
+            .and_then(|t| serde_json::from_str(t).ok())
+            .unwrap_or_default(),
+        declared: get("decl") == Some("1"),
+        created_at: UNIX_EPOCH + Duration::from_millis(get("created")?.parse().ok()?),
+    })
+}
+
+/// `{"userId":…,"name":…,"info":…` — a member view's head, left open.
+fn member_head(m: &Member) -> String {
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Head<'a> {
+        user_id: &'a UserId,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        name: &'a Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        info: &'a Option<Value>,
+    }
+    let s = serde_json::to_string(&Head {
+        user_id: &m.meta.user,
+        name: &m.meta.name,
+        info: &m.meta.info,
+    })
+    .unwrap_or_else(|_| "{}".into());
+    s[..s.len() - 1].to_string()
+}
+
+/// `{"sessionId":…,"joinedAt":…` — a session view without its state, left open.
+fn session_head(m: &Member) -> String {
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Head<'a> {
+        session_id: &'a SessionId,
+        device: &'a str,
+        os: &'a Option<String>,
+        app_version: &'a Option<String>,
+        latency_ms: Option<u32>,
+        joined_at: String,
+    }
+    let s = serde_json::to_string(&Head {
+        session_id: &m.meta.id,
+        device: &m.meta.device.device,
+        os: &m.meta.device.os,
+        app_version: &m.meta.device.app_version,
+        latency_ms: m.meta.latency_ms(),
+        joined_at: crate::clock::iso(m.joined_at),
+    })
+    .unwrap_or_else(|_| "{}".into());
+    s[..s.len() - 1].to_string()
+}
+
+impl RedisEngine {
+    /// Connects (failing fast when Redis is not there) and starts the task that
+    /// receives this node's subscriptions.
+    pub async fn connect(
+        url: &str,
+        prefix: &str,
+        outbox: Arc<dyn Outbox>,
+        clock: Clock,
+        events: mpsc::UnboundedSender<EngineEvent>,
+    ) -> Result<Self, String> {
+        let url3 = if url.contains('?') {
+            format!("{url}&protocol=resp3")
+        } else {
+            format!("{url}?protocol=resp3")
+        };
+        let client = redis::Client::open(url3.as_str()).map_err(|e| e.to_string())?;
+        let base = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = client
+            .get_connection_manager_with_config(base.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        let (tx, rx) = mpsc::unbounded_channel::<PushInfo>();
+        let sub = client
+            .get_connection_manager_with_config(
+                base.set_push_sender(tx).set_automatic_resubscription(),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let inner = Arc::new(Inner {
+            conn,
+            sub,
+            prefix: prefix.to_string(),
+            node_id: SessionId::new_random().to_string(),
+            scripts: Scripts::load(),
+            outbox,
+            clock,
+            local: DashMap::new(),
+            channels: DashMap::new(),
+            events,
+            healthy: AtomicBool::new(true),
+            user_cells: DashMap::new(),
+        });
+        let ctl = inner.ctl_channel();
+        inner
+            .sub
+            .clone()
+            .subscribe(&ctl)
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(inner.clone().pump(rx));
+        tokio::spawn(Arc::downgrade(&inner).health_loop());
+        Ok(Self { inner })
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.inner.node_id
+    }
+}
+
+trait WeakHealth {
+    fn health_loop(self) -> impl std::future::Future<Output = ()> + Send;
+}
+
+impl WeakHealth for std::sync::Weak<Inner> {
+    /// Pings Redis every second: `/readyz` follows, and after an outage every
+    /// local member gets a fresh snapshot (diffs may have been missed).
+    async fn health_loop(self) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let Some(inner) = self.upgrade() else { return };
+            let ok = redis::cmd("PING")
+                .query_async::<String>(&mut inner.conn.clone())
+                .await
+                .is_ok();
+            let was = inner.healthy.swap(ok, Ordering::SeqCst);
+            if ok && !was {
+                tracing::info!("redis is back: re-syncing local members");
+                inner.resync_all().await;
+            } else if !ok && was {
+                tracing::warn!("redis unreachable");
+            }
+        }
+    }
+}
+
+impl Inner {
+    fn room_key(&self, id: &RoomId) -> String {
+        format!("{}:r:{{{}|{}}}", self.prefix, id.tenant, id.key)
+    }
+    fn channel(&self, id: &RoomId) -> String {
+        format!("{}:ch", self.room_key(id))
+    }
+    fn user_key(&self, u: &UserRef) -> String {
+        format!("{}:u:{{{}|{}}}", self.prefix, u.tenant, u.user)
+    }
+    fn session_key(&self, sid: &SessionId) -> String {
+        format!("{}:s:{{{}}}", self.prefix, sid)
+    }
+    fn live_key(&self) -> String {
+        format!("{}:live", self.prefix)
+    }
+    fn rooms_index(&self, t: &TenantId) -> String {
+        format!("{}:rooms:{}", self.prefix, t)
+    }
+    fn tenants_key(&self) -> String {
+        format!("{}:tenants", self.prefix)
+    }
+    fn ctl_channel(&self) -> String {
+        format!("{}:ctl", self.prefix)
+    }
+
+    async fn script(&self, name: &str, key: &str, args: &[String]) -> redis::RedisResult<RValue> {
+        let mut inv = self.scripts.get(name).prepare_invoke();
+        inv.key(key);
+        for a in args {
+            inv.arg(a);
+        }
+        inv.invoke_async(&mut self.conn.clone()).await
+    }
+
+    async fn cmd<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> redis::RedisResult<T> {
+        cmd.query_async(&mut self.conn.clone()).await
+    }
+
+    async fn index_room(&self, id: &RoomId) {
+        let mut p = redis::pipe();
+        p.sadd(self.tenants_key(), id.tenant.as_str())
+            .ignore()
+            .sadd(self.rooms_index(&id.tenant), id.key.as_str())
+            .ignore();
+        let _: redis::RedisResult<()> = p.query_async(&mut self.conn.clone()).await;
+    }
+
+    async fn unindex_room(&self, id: &RoomId) {
+        let _: redis::RedisResult<()> = self
+            .cmd(
+                redis::cmd("SREM")
+                    .arg(self.rooms_index(&id.tenant))
+                    .arg(id.key.as_str()),
+            )
+            .await;
+    }
+
+    fn lock_from(&self, s: &str, u: &str, e: &str) -> Option<FieldLock> {
+        let at = UNIX_EPOCH + Duration::from_millis(e.parse().ok()?);
+        Some(FieldLock {
+            session: SessionId::parse(s).ok()?,
+            user: UserId::parse(u).ok()?,
+            expires_at: self.clock.from_wall(at),
+        })
+    }
+
+    fn lock_at(&self, v: &RValue, from: usize) -> Option<FieldLock> {
+        let a = arr(v);
+        self.lock_from(
+            &text(a.get(from)?),
+            &text(a.get(from + 1)?),
+            &text(a.get(from + 2)?),
+        )
+    }
+
+    /// A `['list', seq, count, users, stale, busy, ver, locks]` reply.
+    fn snapshot_from(&self, id: &RoomId, a: &[RValue]) -> Option<PresenceSnapshot> {
+        let users: Vec<UserEntry> = serde_json::from_str(&text(a.get(3)?))
+            .map_err(|e| tracing::error!("redis snapshot of {}: {e}", id.key))
+            .ok()?;
+        let mut locks = BTreeMap::new();
+        for (field, v) in pairs(a.get(7)?) {
+            let mut it = v.split('\u{1f}');
+            if let (Some(s), Some(u), Some(e)) = (it.next(), it.next(), it.next()) {
+                if let Some(l) = self.lock_from(s, u, e) {
+                    locks.insert(field, LockOwnerView::new(&l, &self.clock));
+                }
+            }
+        }
+        let busy = text(a.get(5)?);
+        Some(PresenceSnapshot {
+            room: id.key.as_str().to_string(),
+            seq: int(a.get(1)?) as u64,
+            count: int(a.get(2)?) as usize,
+            users,
+            stale: text(a.get(4)?) == "1",
+            busy_by: UserId::parse(&busy).ok(),
+            version: int(a.get(6)?) as u64,
+            locks,
+        })
+    }
+
+    fn entity_from(id: &RoomId, stale: &RValue, busy: &RValue, ver: &RValue) -> EntityView {
+        EntityView {
+            room: id.key.as_str().to_string(),
+            stale: text(stale) == "1",
+            busy_by: UserId::parse(&text(busy)).ok(),
+            version: int(ver) as u64,
+        }
+    }
+
+    async fn summary(&self, id: &RoomId) -> redis::RedisResult<Option<RoomSummary>> {
+        let k = self.room_key(id);
+        let mut p = redis::pipe();
+        p.hgetall(format!("{k}:cfg"))
+            .hgetall(format!("{k}:parts"))
+            .hlen(format!("{k}:m"))
+            .get(format!("{k}:seq"))
+            .cmd("HMGET")
+            .arg(format!("{k}:e"))
+            .arg("stale")
+            .arg("busy")
+            .arg("ver");
+        let r: Vec<RValue> = p.query_async(&mut self.conn.clone()).await?;
+        let (cfg, parts) = (pairs(&r[0]), pairs(&r[1]));
+        let Some(settings) = settings_from(&cfg, &parts) else {
+            return Ok(None);
+        };
+        let e = arr(&r[4]);
+        let nil = RValue::Nil;
+        Ok(Some(RoomSummary {
+            id: id.clone(),
+            settings,
+            sessions: int(&r[2]) as usize,
+            seq: int(&r[3]) as u64,
+            entity: Self::entity_from(
+                id,
+                e.first().unwrap_or(&nil),
+                e.get(1).unwrap_or(&nil),
+                e.get(2).unwrap_or(&nil),
+            ),
+        }))
+    }
+
+    // ---- local delivery ------------------------------------------------------
+
+    /// The local room, subscribed, with its subscription guard held: the caller
+    /// registers its member before letting go, so no unsubscribe slips between.
+    async fn local_room(
+        &self,
+        id: &RoomId,
+    ) -> Result<(Arc<LocalRoom>, tokio::sync::OwnedMutexGuard<bool>), CoreError> {
+        loop {
+            let lr = self.local.entry(id.clone()).or_default().value().clone();
+            let guard = lr.subscribed.clone().lock_owned().await;
+            if lr.removed.load(Ordering::SeqCst) {
+                continue;
+            }
+            let mut guard = guard;
+            if !*guard {
+                let ch = self.channel(id);
+                self.channels.insert(ch.clone(), id.clone());
+                self.sub.clone().subscribe(&ch).await.map_err(unavailable)?;
+                *guard = true;
+            }
+            return Ok((lr, guard));
+        }
+    }
+
+    /// Drops the local room (and its subscription) once no local member is left.
+    async fn release_local(&self, id: &RoomId) {
+        let Some(lr) = self.local.get(id).map(|e| e.value().clone()) else {
+            return;
+        };
+        if !lr.members.lock().is_empty() {
+            return;
+        }
+        let mut guard = lr.subscribed.clone().lock_owned().await;
+        if !lr.members.lock().is_empty() || lr.removed.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        self.local.remove_if(id, |_, v| Arc::ptr_eq(v, &lr));
+        if *guard {
+            let ch = self.channel(id);
+            self.channels.remove(&ch);
+            let _ = self.sub.clone().unsubscribe(&ch).await;
+            *guard = false;
+        }
+    }
+
+    async fn pump(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<PushInfo>) {
+        let ctl = self.ctl_channel();
+        while let Some(push) = rx.recv().await {
+            match push.kind {
+                PushKind::Message | PushKind::SMessage => {
+                    let (Some(ch), Some(payload)) = (push.data.first(), push.data.get(1)) else {
+                        continue;
+                    };
+                    let ch = text(ch);
+                    let payload = text(payload);
+                    if ch == ctl {
+                        self.control(&payload);
+                    } else if let Some(room) = self.channels.get(&ch).map(|r| r.value().clone()) {
+                        self.room_message(&room, &payload);
+                    }
+                }
+                PushKind::Disconnection => {
+                    self.healthy.store(false, Ordering::SeqCst);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn control(&self, payload: &str) {
+        let mut it = payload.splitn(3, ' ');
+        match (it.next(), it.next(), it.next()) {
+            (Some("K"), Some(sid), Some(code)) => {
+                if let (Ok(sid), Ok(code)) = (SessionId::parse(sid), code.parse()) {
+                    let _ = self.events.send(EngineEvent::Kick(sid, code));
+                }
+            }
+            (Some("U"), Some(node), Some(user)) if node != self.node_id => {
+                if let Some((t, u)) = user.split_once('\u{1f}') {
+                    if let (Ok(tenant), Ok(user)) = (TenantId::parse(t), UserId::parse(u)) {
+                        let _ = self
+                            .events
+                            .send(EngineEvent::UserChanged(UserRef { tenant, user }));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn room_message(self: &Arc<Self>, room: &RoomId, payload: &str) {
+        let msg = match payload.as_bytes().first() {
+            Some(b'D') => {
+                let Some((hdr, frame)) = payload[1..].split_once('\n') else {
+                    return;
+                };
+                let Ok(hdr) = serde_json::from_str::<DiffHeader>(hdr) else {
+                    tracing::error!("bad diff header from redis: {hdr}");
+                    return;
+                };
+                RoomMsg::Diff {
+                    hdr,
+                    frame: Frame(Arc::new(frame.to_string().into())),
+                }
+            }
+            Some(b'E') => RoomMsg::Event(Frame(Arc::new(payload[1..].to_string().into()))),
+            _ => return,
+        };
+        let Some(lr) = self.local.get(room).map(|e| e.value().clone()) else {
+            return;
+        };
+        let msg = Arc::new(msg);
+        let mut members = lr.members.lock();
+        let mut list: Vec<SessionId> = vec![];
+        let mut need_snapshot: Vec<SessionId> = vec![];
+        for (sid, m) in members.iter_mut() {
+            if let Some(buf) = &mut m.buffer {
+                buf.push(msg.clone());
+                continue;
+            }
+            match &*msg {
+                RoomMsg::Diff { hdr, .. } => {
+                    if hdr.seq <= m.last_seq {
+                        continue;
+                    }
+                    m.last_seq = hdr.seq;
+                    if m.count_mode || hdr.over || hdr.joins.contains(sid) {
+                        self.deliver_one(room, sid, m.count_mode, &msg);
+                    } else if hdr.back_under {
+                        need_snapshot.push(sid.clone());
+                    } else {
+                        list.push(sid.clone());
+                    }
+                }
+                RoomMsg::Event(_) => list.push(sid.clone()),
+            }
+        }
+        drop(members);
+        match &*msg {
+            RoomMsg::Diff { frame, .. } if !list.is_empty() => self
+                .outbox
+                .deliver(&mut list.iter(), Outgoing::Typed("PRESENCE_DIFF", frame)),
+            RoomMsg::Event(frame) if !list.is_empty() => self
+                .outbox
+                .deliver(&mut list.iter(), Outgoing::Encoded(frame)),
+            _ => {}
+        }
+        if !need_snapshot.is_empty() {
+            let inner = self.clone();
+            let room = room.clone();
+            tokio::spawn(async move {
+                inner.send_snapshots(&room, need_snapshot).await;
+            });
+        }
+    }
+
+    /// Delivers one message to one member that needs its own version: a count,
+    /// its own join taken out, or an event.
+    fn deliver_one(&self, room: &RoomId, sid: &SessionId, count_mode: bool, msg: &RoomMsg) {
+        let to = [sid.clone()];
+        match msg {
+            RoomMsg::Event(f) => self.outbox.deliver(&mut to.iter(), Outgoing::Encoded(f)),
+            RoomMsg::Diff { hdr, frame } => {
+                if count_mode || hdr.over {
+                    if hdr.count_changed {
+                        self.outbox.deliver(
+                            &mut to.iter(),
+                            Outgoing::PresenceCount {
+                                room: room.key.as_str(),
+                                count: hdr.count,
+                                seq: hdr.seq,
+                                reply_ref: None,
+                            },
+                        );
+                    }
+                } else if hdr.joins.contains(sid) {
+                    let own = diff_for_joiner(frame, sid, hdr.touched.contains(sid));
+                    self.outbox
+                        .deliver(&mut to.iter(), Outgoing::Typed("PRESENCE_DIFF", &own));
+                } else if !hdr.back_under {
+                    self.outbox
+                        .deliver(&mut to.iter(), Outgoing::Typed("PRESENCE_DIFF", frame));
+                }
+            }
+        }
+    }
+
+    /// Fresh snapshots for local members (after the room fell back under the list
+    /// limit, or after an outage in which diffs may have been lost).
+    async fn send_snapshots(&self, room: &RoomId, sessions: Vec<SessionId>) {
+        let k = self.room_key(room);
+        let Ok(v) = self.script("snapshot", &k, &[]).await else {
+            return;
+        };
+        if is_none(&v) {
+            return;
+        }
+        let Some(snap) = self.snapshot_from(room, arr(&v)) else {
+            return;
+        };
+        let Some(lr) = self.local.get(room).map(|e| e.value().clone()) else {
+            return;
+        };
+        let mut members = lr.members.lock();
+        let mut to = vec![];
+        let mut counted = vec![];
+        for sid in sessions {
+            if let Some(m) = members.get_mut(&sid) {
+                if m.buffer.is_some() || m.last_seq > snap.seq {
+                    continue;
+                }
+                m.last_seq = snap.seq;
+                if m.count_mode {
+                    counted.push(sid);
+                } else {
+                    to.push(sid);
+                }
+            }
+        }
+        drop(members);
+        self.outbox.deliver(
+            &mut to.iter(),
+            Outgoing::Presence {
+                snapshot: &snap,
+                reply_ref: None,
+            },
+        );
+        self.outbox.deliver(
+            &mut counted.iter(),
+            Outgoing::PresenceCount {
+                room: room.key.as_str(),
+                count: snap.count,
+                seq: snap.seq,
+                reply_ref: None,
+            },
+        );
+    }
+
+    async fn resync_all(&self) {
+        let rooms: Vec<(RoomId, Vec<SessionId>)> = self
+            .local
+            .iter()
+            .map(|e| {
+                (
+                    e.key().clone(),
+                    e.value().members.lock().keys().cloned().collect(),
+                )
+            })
+            .collect();
+        for (room, sessions) in rooms {
+            // Any seq is accepted again: the snapshot sets it.
+            if let Some(lr) = self.local.get(&room).map(|e| e.value().clone()) {
+                for m in lr.members.lock().values_mut() {
+                    m.last_seq = 0;
+                }
+            }
+            self.send_snapshots(&room, sessions).await;
+        }
+    }
+
+    fn cell(&self, user: &UserRef, status: i64) -> Arc<AtomicU8> {
+        let cell = self
+            .user_cells
+            .entry(user.clone())
+            .or_insert_with(|| Arc::new(AtomicU8::new(0)))
+            .value()
+            .clone();
+        cell.store(status as u8, Ordering::Relaxed);
+        cell
+    }
+
+    async fn user_op(
+        &self,
+        user: &UserRef,
+        op: &str,
+        sid: &str,
+        status: Status,
+        device: &str,
+        at: SystemTime,
+    ) -> UserChange {
+        let args = [
+            op.to_string(),
+            sid.to_string(),
+            status.as_u8().to_string(),
+            device.to_string(),
+            ms(at).to_string(),
+        ];
+        match self
+            .script("user_change", &self.user_key(user), &args)
+            .await
+        {
+            Ok(v) => {
+                let a = arr(&v);
+                let before = a.first().map(int).unwrap_or(0);
+                let after = a.get(1).map(int).unwrap_or(0);
+                self.cell(user, after);
+                UserChange {
+                    before: Status::from_u8(before as u8),
+                    after: Status::from_u8(after as u8),
+                }
+            }
+            Err(e) => {
+                tracing::warn!("redis user change: {e}");
+                UserChange {
+                    before: status,
+                    after: status,
+                }
+            }
+        }
+    }
+}
+
+/// The diff as a joiner gets it (see `core::room::Flush::diff_for_joiner`).
+fn diff_for_joiner(frame: &Frame, sid: &SessionId, touched: bool) -> Frame {
+    let Ok(mut v) = serde_json::from_str::<Value>(frame.as_str()) else {
+        return frame.clone();
+    };
+    let is_own =
+        |m: &Value| m.pointer("/session/sessionId").and_then(Value::as_str) == Some(sid.as_str());
+    let mut own = None;
+    if let Some(joins) = v.get_mut("joins").and_then(Value::as_array_mut) {
+        if let Some(i) = joins.iter().position(is_own) {
+            own = Some(joins.remove(i));
+        }
+    }
+    if let (true, Some(own)) = (touched, own) {
+        if let Some(u) = v.get_mut("updates").and_then(Value::as_array_mut) {
+            u.push(own);
+        }
+    }
+    if let Some(leaves) = v.get_mut("leaves").and_then(Value::as_array_mut) {
+        leaves.retain(|l| l.get("sessionId").and_then(Value::as_str) != Some(sid.as_str()));
+    }
+    if let Some(o) = v.as_object_mut() {
+        o.remove("type");
+    }
+    Frame::encode("PRESENCE_DIFF", &v, None)
+}
+
+fn core_err(code: &str, id: &RoomId, detail: &str) -> CoreError {
+    match code {
+        "room_closed" => CoreError::new(
+            ErrorCode::RoomClosed,
+            format!(
+                "room {} is {}",
+                id.key,
+                if detail == "closed" {
+                    "closed"
+                } else {
+                    "in maintenance"
+                }
+            ),
+        ),
+        "forbidden" if detail == "private" => CoreError::new(
+            ErrorCode::Forbidden,
+            format!("room {} is private and you are no participant", id.key),
+        ),
+        "forbidden" if detail == "state" => CoreError::new(
+            ErrorCode::Forbidden,
+            format!(
+                "publishing member state needs role commenter or higher in {}; you are viewer",
+                id.key
+            ),
+        ),
+        "room_full" => CoreError::new(
+            ErrorCode::RoomFull,
+            format!("room {} is full ({detail} sessions)", id.key),
+        ),
+        "not_lock_owner" => CoreError::new(
+            ErrorCode::NotLockOwner,
+            format!("the field in {} is locked by another session", id.key),
+        ),
+        _ => CoreError::new(
+            ErrorCode::NotSubscribed,
+            format!("not subscribed to {}", id.key),
+        ),
+    }
+}
+
+fn role_err(id: &RoomId, action: &str, needed: Role, have: Role) -> CoreError {
+    CoreError::new(
+        ErrorCode::Forbidden,
+        format!(
+            "{action} needs role {needed:?} or higher in {}; you are {have:?}",
+            id.key
+        )
+        .to_lowercase(),
+    )
+}
+
+#[async_trait]
+impl Engine for RedisEngine {
+    async fn create_room(&self, id: RoomId, settings: RoomSettings) -> Result<(), CoreError> {
+        let i = &self.inner;
+        let cfg = cfg_args(&settings);
+        let mut args = vec![ms(SystemTime::now()).to_string(), cfg.len().to_string()];
+        args.extend(cfg);
+        for (u, r) in &settings.participants {
+            args.push(u.to_string());
+            args.push(role_digit(*r).to_string());
+        }
+        let created = i
+            .script("create_room", &i.room_key(&id), &args)
+            .await
+            .map_err(unavailable)?;
+        i.index_room(&id).await;
+        if int(&created) == 0 {
+            return Err(CoreError::new(
+                ErrorCode::Conflict,
+                format!("room {} already exists", id.key),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn room(&self, id: &RoomId) -> Option<RoomSummary> {
+        self.inner.summary(id).await.ok().flatten()
+    }
+
+    async fn update_room(
+        &self,
+        id: &RoomId,
+        p: RoomPatch,
+    ) -> Result<(RoomSummary, AccessChange), CoreError> {
+        let i = &self.inner;
+        let mut args = vec![if p.visibility.is_some() { "1" } else { "0" }.to_string()];
+        args.extend(patch_args(&p));
+        let v = i
+            .script("update_room", &i.room_key(id), &args)
+            .await
+            .map_err(unavailable)?;
+        if is_none(&v) {
+            return Err(CoreError::new(
+                ErrorCode::NotFound,
+                format!("no room {}", id.key),
+            ));
+        }
+        let change = access_change(&v);
+        let summary =
+            i.summary(id).await.map_err(unavailable)?.ok_or_else(|| {
+                CoreError::new(ErrorCode::NotFound, format!("no room {}", id.key))
+            })?;
+        Ok((summary, change))
+    }
+
+    async fn delete_room(&self, id: &RoomId) -> Option<Vec<SessionId>> {
+        let i = &self.inner;
+        let v = i.script("delete_room", &i.room_key(id), &[]).await.ok()?;
+        i.unindex_room(id).await;
+        if is_none(&v) {
+            return None;
+        }
+        Some(
+            arr(&v)
+                .first()
+                .map(texts)
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|s| SessionId::parse(s).ok())
+                .collect(),
+        )
+    }
+
+    async fn set_participant(
+        &self,
+        id: &RoomId,
+        user: UserId,
+        role: Option<Role>,
+    ) -> Result<AccessChange, CoreError> {
+        let i = &self.inner;
+        let args = [
+            user.to_string(),
+            role.map(|r| role_digit(r).to_string()).unwrap_or_default(),
+        ];
+        let v = i
+            .script("set_participant", &i.room_key(id), &args)
+            .await
+            .map_err(unavailable)?;
+        if is_none(&v) {
+            return Err(CoreError::new(
+                ErrorCode::NotFound,
+                format!("no room {}", id.key),
+            ));
+        }
+        Ok(access_change(&v))
+    }
+
+    async fn list_rooms(&self, tenant: &TenantId) -> Vec<RoomSummary> {
+        let i = &self.inner;
+        let keys: Vec<String> = i
+            .cmd(redis::cmd("SMEMBERS").arg(i.rooms_index(tenant)))
+            .await
+            .unwrap_or_default();
+        let mut out = vec![];
+        for k in keys {
+            let Ok(key) = RoomKey::parse(&k) else {
+                continue;
+            };
+            let id = RoomId {
+                tenant: tenant.clone(),
+                key,
+            };
+            match i.summary(&id).await {
+                Ok(Some(s)) => out.push(s),
+                Ok(None) => i.unindex_room(&id).await,
+                Err(_) => {}
+            }
+        }
+        out.sort_by(|a, b| a.id.key.cmp(&b.id.key));
+        out
+    }
+
+    async fn room_count(&self) -> usize {
+        let i = &self.inner;
+        let tenants: Vec<String> = i
+            .cmd(redis::cmd("SMEMBERS").arg(i.tenants_key()))
+            .await
+            .unwrap_or_default();
+        let mut n = 0;
+        for t in tenants {
+            if let Ok(t) = TenantId::parse(&t) {
+                n += i
+                    .cmd::<usize>(redis::cmd("SCARD").arg(i.rooms_index(&t)))
+                    .await
+                    .unwrap_or(0);
+            }
+        }
+        n
+    }
+
+    async fn all_rooms(&self) -> Vec<RoomSummary> {
+        let i = &self.inner;
+        let tenants: Vec<String> = i
+            .cmd(redis::cmd("SMEMBERS").arg(i.tenants_key()))
+            .await
+            .unwrap_or_default();
+        let mut out = vec![];
+        for t in tenants {
+            if let Ok(t) = TenantId::parse(&t) {
+                out.extend(self.list_rooms(&t).await);
+            }
+        }
+        out
+    }
+
+    async fn join(
+        &self,
+        id: &RoomId,
+        create: RoomSettings,
+        member: Member,
+        actor: Actor<'_>,
+        mode: SubMode,
+        list_limit: usize,
+        reply_ref: Option<&Value>,
+    ) -> Result<Joined, CoreError> {
+        let i = &self.inner;
+        let sid = member.meta.id.clone();
+        let count_mode = mode == SubMode::Count;
+        let state = serde_json::to_string(&member.state).unwrap_or_else(|_| "{}".into());
+        let has_state = member.state.as_object().is_some_and(|o| !o.is_empty());
+        let mut args = vec![
+            sid.to_string(),
+            member.meta.user.to_string(),
+            ms(SystemTime::now()).to_string(),
+            member_head(&member),
+            session_head(&member),
+            state,
+            role_digit(actor.open_role).to_string(),
+            if actor.is_admin { "1" } else { "0" }.into(),
+            if count_mode { "1" } else { "0" }.into(),
+            member.meta.user_status().as_u8().to_string(),
+            list_limit.to_string(),
+            if has_state { "1" } else { "0" }.into(),
+        ];
+        args.extend(cfg_args(&create));
+        let (lr, guard) = i.local_room(id).await?;
+        {
+            let mut members = lr.members.lock();
+            members
+                .entry(sid.clone())
+                .and_modify(|m| {
+                    m.buffer.get_or_insert_with(Vec::new);
+                })
+                .or_insert(LocalMember {
+                    count_mode,
+                    last_seq: 0,
+                    buffer: Some(vec![]),
+                });
+        }
+        drop(guard);
+        let reply = i.script("join", &i.room_key(id), &args).await;
+        let v = match reply {
+            Ok(v) => v,
+            Err(e) => {
+                lr.members.lock().remove(&sid);
+                i.release_local(id).await;
+                return Err(unavailable(e));
+            }
+        };
+        let a = arr(&v);
+        if a.first().map(text).as_deref() != Some("ok") {
+            lr.members.lock().remove(&sid);
+            i.release_local(id).await;
+            let code = a.get(1).map(text).unwrap_or_default();
+            let detail = a.get(2).map(text).unwrap_or_default();
+            return Err(core_err(&code, id, &detail));
+        }
+        let already = a.get(1).map(int) == Some(1);
+        let needs_flush = a.get(2).map(int) == Some(1);
+        if a.get(3).map(int) == Some(1) {
+            i.index_room(id).await;
+        }
+        let answer = a.get(4).map(arr).unwrap_or_default();
+        let kind = answer.first().map(text).unwrap_or_default();
+        let to = [sid.clone()];
+        {
+            let mut members = lr.members.lock();
+            let seq = answer.get(1).map(int).unwrap_or(0) as u64;
+            if kind == "list" {
+                if let Some(snapshot) = i.snapshot_from(id, answer) {
+                    i.outbox.deliver(
+                        &mut to.iter(),
+                        Outgoing::Presence {
+                            snapshot: &snapshot,
+                            reply_ref,
+                        },
+                    );
+                }
+            } else {
+                i.outbox.deliver(
+                    &mut to.iter(),
+                    Outgoing::PresenceCount {
+                        room: id.key.as_str(),
+                        count: answer.get(2).map(int).unwrap_or(0) as usize,
+                        seq,
+                        reply_ref,
+                    },
+                );
+            }
+            if let Some(m) = members.get_mut(&sid) {
+                m.count_mode = count_mode;
+                m.last_seq = seq;
+                for msg in m.buffer.take().unwrap_or_default() {
+                    if let RoomMsg::Diff { hdr, .. } = &*msg {
+                        if hdr.seq <= m.last_seq {
+                            continue;
+                        }
+                        m.last_seq = hdr.seq;
+                    }
+                    i.deliver_one(id, &sid, m.count_mode, &msg);
+                }
+            }
+        }
+        if !already {
+            let _: redis::RedisResult<()> = i
+                .cmd(
+                    redis::cmd("SADD")
+                        .arg(format!("{}:r", i.session_key(&sid)))
+                        .arg(format!("{}|{}", id.tenant, id.key)),
+                )
+                .await;
+        }
+        Ok(Joined {
+            already_member: already,
+            needs_flush,
+        })
+    }
+
+    async fn leave(
+        &self,
+        id: &RoomId,
+        session: &SessionId,
+        reason: LeaveReason,
+        now: Instant,
+    ) -> Option<Left> {
+        let i = &self.inner;
+        let args = [
+            session.to_string(),
+            reason.as_str().to_string(),
+            ms(i.clock.wall(now)).to_string(),
+        ];
+        let reply = i.script("leave", &i.room_key(id), &args).await;
+        if let Some(lr) = i.local.get(id).map(|e| e.value().clone()) {
+            if lr.members.lock().remove(session).is_some() {
+                i.release_local(id).await;
+            }
+        }
+        let _: redis::RedisResult<()> = i
+            .cmd(
+                redis::cmd("SREM")
+                    .arg(format!("{}:r", i.session_key(session)))
+                    .arg(format!("{}|{}", id.tenant, id.key)),
+            )
+            .await;
+        let v = reply.map_err(unavailable).ok()?;
+        if is_none(&v) {
+            return None;
+        }
+        let a = arr(&v);
+        Some(Left {
+            needs_flush: a.first().map(int) == Some(1),
+            now_empty: a.get(1).map(int) == Some(1),
+            released_locks: a.get(2).map(texts).unwrap_or_default(),
+        })
+    }
+
+    async fn set_state(
+        &self,
+        id: &RoomId,
+        session: &SessionId,
+        state: Value,
+    ) -> Result<NeedsFlush, CoreError> {
+        let i = &self.inner;
+        let args = [
+            session.to_string(),
+            serde_json::to_string(&state).unwrap_or_else(|_| "{}".into()),
+        ];
+        let v = i
+            .script("set_state", &i.room_key(id), &args)
+            .await
+            .map_err(unavailable)?;
+        let a = arr(&v);
+        match a.first().map(text).as_deref() {
+            Some("ok") => Ok(a.get(1).map(int) == Some(1)),
+            _ if a.get(1).map(text).as_deref() == Some("forbidden") => Err(role_err(
+                id,
+                "publishing member state",
+                Role::Commenter,
+                role_from(&a.get(2).map(text).unwrap_or_default()),
+            )),
+            _ => Err(core_err("not_subscribed", id, "")),
+        }
+    }
+
+    async fn touch(&self, id: &RoomId, session: &SessionId, status: Status) -> NeedsFlush {
+        let i = &self.inner;
+        let args = [session.to_string(), status.as_u8().to_string()];
+        i.script("touch", &i.room_key(id), &args)
+            .await
+            .map(|v| int(&v) == 1)
+            .unwrap_or(false)
+    }
+
+    async fn flush(&self, id: &RoomId, list_limit: usize) -> usize {
+        let i = &self.inner;
+        let args = [
+            serde_json::to_string(id.key.as_str()).unwrap_or_default(),
+            list_limit.to_string(),
+            "PUBLISH".to_string(),
+        ];
+        match i.script("flush", &i.room_key(id), &args).await {
+            Ok(v) => int(&v) as usize,
+            Err(e) => {
+                tracing::warn!("redis flush of {}: {e}", id.key);
+                0
+            }
+        }
+    }
+
+    async fn snapshot(&self, id: &RoomId) -> Option<PresenceSnapshot> {
+        let i = &self.inner;
+        let v = i.script("snapshot", &i.room_key(id), &[]).await.ok()?;
+        if is_none(&v) {
+            return None;
+        }
+        i.snapshot_from(id, arr(&v))
+    }
+
+    async fn members(&self, id: &RoomId) -> Vec<SessionId> {
+        let i = &self.inner;
+        let keys: Vec<String> = i
+            .cmd(redis::cmd("HKEYS").arg(format!("{}:m", i.room_key(id))))
+            .await
+            .unwrap_or_default();
+        keys.iter()
+            .filter_map(|s| SessionId::parse(s).ok())
+            .collect()
+    }
+
+    async fn broadcast(&self, id: &RoomId, frame: &Frame) -> usize {
+        let i = &self.inner;
+        let _: redis::RedisResult<i64> = i
+            .cmd(
+                redis::cmd("PUBLISH")
+                    .arg(i.channel(id))
+                    .arg(format!("E{}", frame.as_str())),
+            )
+            .await;
+        0
+    }
+
+    async fn remove_if_idle(&self, id: &RoomId, now: Instant) -> bool {
+        let i = &self.inner;
+        let args = [ms(i.clock.wall(now)).to_string()];
+        let removed = i
+            .script("remove_if_idle", &i.room_key(id), &args)
+            .await
+            .map(|v| int(&v) == 1)
+            .unwrap_or(false);
+        if removed {
+            i.unindex_room(id).await;
+        }
+        removed
+    }
+
+    async fn lock(
+        &self,
+        id: &RoomId,
+        field: &str,
+        session: &SessionId,
+        now: Instant,
+        ttl: Duration,
+    ) -> Result<LockOutcome, CoreError> {
+        let i = &self.inner;
+        let args = [
+            session.to_string(),
+            field.to_string(),
+            ms(i.clock.wall(now)).to_string(),
+            (ttl.as_millis() as u64).to_string(),
+        ];
+        let v = i
+            .script("lock", &i.room_key(id), &args)
+            .await
+            .map_err(unavailable)?;
+        let a = arr(&v);
+        let lock = i.lock_at(&v, 1);
+        match (a.first().map(text).as_deref(), lock) {
+            (Some("acquired"), Some(l)) => Ok(LockOutcome::Acquired(l)),
+            (Some("held"), Some(l)) => Ok(LockOutcome::Held(l)),
+            _ if a.get(1).map(text).as_deref() == Some("forbidden") => Err(role_err(
+                id,
+                "locking a field",
+                Role::Operator,
+                role_from(&a.get(2).map(text).unwrap_or_default()),
+            )),
+            _ => Err(core_err("not_subscribed", id, "")),
+        }
+    }
+
+    async fn unlock(
+        &self,
+        id: &RoomId,
+        field: &str,
+        session: &SessionId,
+    ) -> Result<Option<FieldLock>, CoreError> {
+        let i = &self.inner;
+        let args = [session.to_string(), field.to_string()];
+        let v = i
+            .script("unlock", &i.room_key(id), &args)
+            .await
+            .map_err(unavailable)?;
+        let a = arr(&v);
+        match a.first().map(text).as_deref() {
+            Some("released") => Ok(i.lock_at(&v, 1)),
+            Some("none") => Ok(None),
+            _ => match a.get(1).map(text).as_deref() {
+                Some("not_lock_owner") => Err(CoreError::new(
+                    ErrorCode::NotLockOwner,
+                    format!("{field} in {} is locked by another session", id.key),
+                )),
+                _ => Err(core_err("not_subscribed", id, "")),
+            },
+        }
+    }
+
+    async fn refresh_locks(
+        &self,
+        id: &RoomId,
+        session: &SessionId,
+        until: Instant,
+        latency_ms: Option<u32>,
+    ) -> Vec<String> {
+        let i = &self.inner;
+        let args = [
+            session.to_string(),
+            ms(i.clock.wall(until)).to_string(),
+            latency_ms.map(|l| l.to_string()).unwrap_or_default(),
+        ];
+        i.script("refresh_locks", &i.room_key(id), &args)
+            .await
+            .map(|v| texts(&v))
+            .unwrap_or_default()
+    }
+
+    async fn expire_lock(&self, id: &RoomId, field: &str, now: Instant) -> Option<FieldLock> {
+        let i = &self.inner;
+        let args = [field.to_string(), ms(i.clock.wall(now)).to_string()];
+        let v = i.script("expire_lock", &i.room_key(id), &args).await.ok()?;
+        i.lock_at(&v, 0)
+    }
+
+    async fn force_unlock(&self, id: &RoomId, field: &str) -> Option<FieldLock> {
+        let i = &self.inner;
+        let args = [field.to_string(), String::new()];
+        let v = i.script("expire_lock", &i.room_key(id), &args).await.ok()?;
+        i.lock_at(&v, 0)
+    }
+
+    async fn locks(&self, id: &RoomId) -> Option<BTreeMap<String, LockOwnerView>> {
+        let i = &self.inner;
+        let k = i.room_key(id);
+        let exists: bool = i
+            .cmd(redis::cmd("EXISTS").arg(format!("{k}:cfg")))
+            .await
+            .ok()?;
+        if !exists {
+            return None;
+        }
+        let v: RValue = i
+            .cmd(redis::cmd("HGETALL").arg(format!("{k}:l")))
+            .await
+            .ok()?;
+        let mut out = BTreeMap::new();
+        for (field, val) in pairs(&v) {
+            let mut it = val.split('\u{1f}');
+            if let (Some(s), Some(u), Some(e)) = (it.next(), it.next(), it.next()) {
+                if let Some(l) = i.lock_from(s, u, e) {
+                    out.insert(field, LockOwnerView::new(&l, &i.clock));
+                }
+            }
+        }
+        Some(out)
+    }
+
+    async fn require_role(
+        &self,
+        id: &RoomId,
+        session: &SessionId,
+        role: Role,
+        action: &str,
+    ) -> Result<(), CoreError> {
+        let i = &self.inner;
+        let x: Option<String> = i
+            .cmd(
+                redis::cmd("HGET")
+                    .arg(format!("{}:x", i.room_key(id)))
+                    .arg(session.as_str()),
+            )
+            .await
+            .map_err(unavailable)?;
+        let Some(x) = x else {
+            return Err(core_err("not_subscribed", id, ""));
+        };
+        let have = role_from(&x[..1.min(x.len())]);
+        if have >= role {
+            Ok(())
+        } else {
+            Err(role_err(id, action, role, have))
+        }
+    }
+
+    async fn mutating(
+        &self,
+        id: &RoomId,
+        create: RoomSettings,
+        by: UserId,
+        now: Instant,
+        stale_ttl: Duration,
+    ) -> EntityView {
+        self.lifecycle(id, create, "mutating", by.as_str(), now, stale_ttl)
+            .await
+    }
+
+    async fn mutated(&self, id: &RoomId, create: RoomSettings) -> EntityView {
+        let now = self.inner.clock.now();
+        self.lifecycle(id, create, "mutated", "", now, Duration::ZERO)
+            .await
+    }
+
+    async fn expire_stale(&self, id: &RoomId, now: Instant) -> Option<EntityView> {
+        let i = &self.inner;
+        let args = [ms(i.clock.wall(now)).to_string()];
+        let v = i
+            .script("expire_stale", &i.room_key(id), &args)
+            .await
+            .ok()?;
+        if is_none(&v) {
+            return None;
+        }
+        let a = arr(&v);
+        Some(Inner::entity_from(id, a.first()?, a.get(1)?, a.get(2)?))
+    }
+
+    async fn user_attach(
+        &self,
+        user: &UserRef,
+        session: &SessionId,
+        status: Status,
+        device: &str,
+    ) -> (UserChange, Arc<AtomicU8>) {
+        let i = &self.inner;
+        let change = i
+            .user_op(
+                user,
+                "attach",
+                session.as_str(),
+                status,
+                device,
+                SystemTime::now(),
+            )
+            .await;
+        let cell = i.cell(user, change.after.as_u8() as i64);
+        (change, cell)
+    }
+
+    async fn user_detach(
+        &self,
+        user: &UserRef,
+        session: &SessionId,
+        now: SystemTime,
+    ) -> UserChange {
+        self.inner
+            .user_op(user, "detach", session.as_str(), Status::Offline, "", now)
+            .await
+    }
+
+    async fn user_set_status(
+        &self,
+        user: &UserRef,
+        session: &SessionId,
+        status: Status,
+    ) -> UserChange {
+        self.inner
+            .user_op(
+                user,
+                "status",
+                session.as_str(),
+                status,
+                "",
+                SystemTime::now(),
+            )
+            .await
+    }
+
+    async fn user(&self, user: &UserRef) -> UserRecord {
+        let i = &self.inner;
+        let v: RValue = i
+            .cmd(redis::cmd("HGETALL").arg(i.user_key(user)))
+            .await
+            .unwrap_or(RValue::Nil);
+        let mut best = 0u8;
+        let mut sessions = vec![];
+        let mut devices = vec![];
+        let mut last_seen = None;
+        for (f, val) in pairs(&v) {
+            if f == "_seen" {
+                last_seen = val
+                    .parse::<u64>()
+                    .ok()
+                    .map(|m| UNIX_EPOCH + Duration::from_millis(m));
+                continue;
+            }
+            let st = val[..1.min(val.len())].parse::<u8>().unwrap_or(0);
+            best = best.max(st);
+            if let Ok(sid) = SessionId::parse(&f) {
+                sessions.push(sid);
+            }
+            devices.push(val.get(1..).unwrap_or_default().to_string());
+        }
+        devices.sort();
+        devices.dedup();
+        sessions.sort();
+        i.cell(user, best as i64);
+        UserRecord {
+            status: Status::from_u8(best),
+            last_seen,
+            sessions,
+            devices,
+        }
+    }
+
+    async fn user_seen(&self, user: &UserRef, at: SystemTime) {
+        self.inner
+            .user_op(user, "seen", "", Status::Offline, "", at)
+            .await;
+    }
+
+    fn healthy(&self) -> bool {
+        self.inner.healthy.load(Ordering::SeqCst)
+    }
+
+    async fn session_rooms(&self, session: &SessionId) -> Vec<RoomId> {
+        let i = &self.inner;
+        let v: Vec<String> = i
+            .cmd(redis::cmd("SMEMBERS").arg(format!("{}:r", i.session_key(session))))
+            .await
+            .unwrap_or_default();
+        v.iter().filter_map(|s| parse_room(s)).collect()
+    }
+
+    async fn session_opened(&self, session: &SessionId, user: &UserRef, client_id: Option<&str>) {
+        let i = &self.inner;
+        let mut p = redis::pipe();
+        p.hset_multiple(
+            i.session_key(session),
+            &[
+                ("t", user.tenant.as_str()),
+                ("u", user.user.as_str()),
+                ("n", i.node_id.as_str()),
+                ("c", client_id.unwrap_or_default()),
+            ],
+        )
+        .ignore();
+        let _: redis::RedisResult<()> = p.query_async(&mut i.conn.clone()).await;
+    }
+
+    async fn session_closed(&self, session: &SessionId) {
+        let i = &self.inner;
+        let k = i.session_key(session);
+        let mut p = redis::pipe();
+        p.del(&k)
+            .ignore()
+            .del(format!("{k}:r"))
+            .ignore()
+            .zrem(i.live_key(), session.as_str())
+            .ignore();
+        let _: redis::RedisResult<()> = p.query_async(&mut i.conn.clone()).await;
+    }
+
+    async fn sessions_alive(&self, sessions: &[SessionId], until: SystemTime) {
+        let i = &self.inner;
+        let score = ms(until);
+        for chunk in sessions.chunks(1000) {
+            let mut c = redis::cmd("ZADD");
+            c.arg(i.live_key());
+            for sid in chunk {
+                c.arg(score).arg(sid.as_str());
+            }
+            let _: redis::RedisResult<i64> = i.cmd(&c).await;
+        }
+    }
+
+    async fn claim_dead(&self, now: SystemTime) -> Vec<DeadSession> {
+        let i = &self.inner;
+        let args = [ms(now).to_string(), "500".to_string()];
+        let Ok(v) = i.script("claim_expired", &i.live_key(), &args).await else {
+            return vec![];
+        };
+        let mut out = vec![];
+        for sid in texts(&v) {
+            let Ok(id) = SessionId::parse(&sid) else {
+                continue;
+            };
+            let k = i.session_key(&id);
+            let mut p = redis::pipe();
+            p.hgetall(&k)
+                .smembers(format!("{k}:r"))
+                .del(&k)
+                .ignore()
+                .del(format!("{k}:r"))
+                .ignore();
+            let Ok((rec, rooms)): redis::RedisResult<(RValue, Vec<String>)> =
+                p.query_async(&mut i.conn.clone()).await
+            else {
+                continue;
+            };
+            let rec = pairs(&rec);
+            let get = |f: &str| {
+                rec.iter()
+                    .find(|(k, _)| k == f)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default()
+            };
+            let (Ok(tenant), Ok(user)) = (TenantId::parse(&get("t")), UserId::parse(&get("u")))
+            else {
+                continue;
+            };
+            out.push(DeadSession {
+                id,
+                user: UserRef { tenant, user },
+                rooms: rooms.iter().filter_map(|r| parse_room(r)).collect(),
+            });
+        }
+        out
+    }
+
+    async fn kick_remote(&self, session: &SessionId, code: u16) {
+        let i = &self.inner;
+        let _: redis::RedisResult<i64> = i
+            .cmd(
+                redis::cmd("PUBLISH")
+                    .arg(i.ctl_channel())
+                    .arg(format!("K {session} {code}")),
+            )
+            .await;
+    }
+
+    async fn announce_user(&self, user: &UserRef) {
+        let i = &self.inner;
+        let _: redis::RedisResult<i64> = i
+            .cmd(redis::cmd("PUBLISH").arg(i.ctl_channel()).arg(format!(
+                "U {} {}\u{1f}{}",
+                i.node_id, user.tenant, user.user
+            )))
+            .await;
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+}
+
+impl RedisEngine {
+    async fn lifecycle(
+        &self,
+        id: &RoomId,
+        create: RoomSettings,
+        mode: &str,
+        by: &str,
+        now: Instant,
+        ttl: Duration,
+    ) -> EntityView {
+        let i = &self.inner;
+        let mut args = vec![
+            mode.to_string(),
+            by.to_string(),
+            ms(i.clock.wall(now)).to_string(),
+            (ttl.as_millis() as u64).to_string(),
+        ];
+        args.extend(cfg_args(&create));
+        match i.script("lifecycle", &i.room_key(id), &args).await {
+            Ok(v) => {
+                let a = arr(&v);
+                if a.first().map(int) == Some(1) {
+                    i.index_room(id).await;
+                }
+                let nil = RValue::Nil;
+                Inner::entity_from(
+                    id,
+                    a.get(1).unwrap_or(&nil),
+                    a.get(2).unwrap_or(&nil),
+                    a.get(3).unwrap_or(&nil),
+                )
+            }
+            Err(e) => {
+                tracing::warn!("redis lifecycle of {}: {e}", id.key);
+                EntityView {
+                    room: id.key.as_str().to_string(),
+                    stale: false,
+                    busy_by: None,
+                    version: 0,
+                }
+            }
+        }
+    }
+}
+
+fn parse_room(s: &str) -> Option<RoomId> {
+    let (t, k) = s.split_once('|')?;
+    Some(RoomId {
+        tenant: TenantId::parse(t).ok()?,
+        key: RoomKey::parse(k).ok()?,
+    })
+}
+
+fn access_change(v: &RValue) -> AccessChange {
+    let a = arr(v);
+    AccessChange {
+        evicted: a
+            .first()
+            .map(texts)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|s| SessionId::parse(s).ok())
+            .collect(),
+        released_locks: a.get(1).map(texts).unwrap_or_default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_script_is_there() {
+        let s = Scripts::load();
+        for name in [
+            "join",
+            "leave",
+            "set_state",
+            "touch",
+            "flush",
+            "snapshot",
+            "lock",
+            "unlock",
+            "refresh_locks",
+            "expire_lock",
+            "lifecycle",
+            "expire_stale",
+            "remove_if_idle",
+            "create_room",
+            "update_room",
+            "delete_room",
+            "set_participant",
+            "user_change",
+            "claim_expired",
+        ] {
+            assert!(s.0.contains_key(name), "{name}");
+        }
+        assert_eq!(s.0.len(), 19);
+    }
+
+    #[test]
+    fn joiner_diff_drops_own_join() {
+        let f = Frame(Arc::new(
+            r#"{"type":"PRESENCE_DIFF","room":"r","seq":3,"joins":[{"userId":"a","status":"online","session":{"sessionId":"s1","state":{}}},{"userId":"b","status":"online","session":{"sessionId":"s2","state":{}}}],"leaves":[{"userId":"a","sessionId":"s1","reason":"left"}],"updates":[]}"#
+                .to_string()
+                .into(),
+        ));
+        let sid = SessionId::parse("s1").unwrap();
+        let own = diff_for_joiner(&f, &sid, true);
+        let v: Value = serde_json::from_str(own.as_str()).unwrap();
+        assert_eq!(v["type"], "PRESENCE_DIFF");
+        assert_eq!(v["joins"].as_array().unwrap().len(), 1);
+        assert_eq!(v["updates"][0]["session"]["sessionId"], "s1");
+        assert!(v["leaves"].as_array().unwrap().is_empty());
+    }
+}
