@@ -7,14 +7,28 @@ cd "$(dirname "$0")/.."
 # The store tests need PostgreSQL at 127.0.0.1:5432 (database `test`, trust auth);
 # this machine kind installs it but it may have stopped.
 bash scripts/ensure-postgres.sh
+# The Redis engine's tests (multi-node, and the conformance run below) need Redis
+# at 127.0.0.1:6379.
+bash scripts/ensure-redis.sh
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 status=0
+# Conformance: the behaviour tests of the core run a second time, unchanged,
+# with every server on the Redis engine (tests/common picks ROSTER_TEST_ENGINE).
+CONFORMANCE=(presence liveness locks errors rooms watch lifecycle tenancy rest client durable)
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast || status=$?
+  filter=""
+  for t in "${CONFORMANCE[@]}"; do filter="${filter:+$filter | }binary(=$t)"; done
+  ROSTER_TEST_ENGINE=redis://127.0.0.1:6379 \
+    cargo nextest run -p roster --locked --no-fail-fast -E "$filter" || status=$?
 else
   cargo test --workspace --locked --no-fail-fast || status=$?
+  args=()
+  for t in "${CONFORMANCE[@]}"; do args+=(--test "$t"); done
+  ROSTER_TEST_ENGINE=redis://127.0.0.1:6379 \
+    cargo test -p roster --locked --no-fail-fast "${args[@]}" || status=$?
 fi
 
 # The TypeScript client (clients/typescript): unit tests, and integration tests

@@ -167,6 +167,7 @@ pub async fn start(config: Config, stop: CancellationToken) -> Result<Running, S
             hub.clone(),
             clock,
             events_tx,
+            config.timing.sweep_interval.0,
         )
         .await
         .map_err(|reason| StartError::Engine {

@@ -350,3 +350,169 @@ async fn a_room_deleted_on_one_node_kicks_its_members_on_another() {
     assert_eq!(code, 204);
     assert_eq!(c.expect_close(T).await.unwrap(), Some(4011));
 }
+
+/// A private `redis-server` on a free port, so a test can stop it without
+/// disturbing the others.
+struct PrivateRedis {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl PrivateRedis {
+    fn free_port() -> u16 {
+        // Ports 32768–60999 only; ask the kernel for one that is free now.
+        loop {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let p = l.local_addr().unwrap().port();
+            if (32768..=60999).contains(&p) {
+                return p;
+            }
+        }
+    }
+    fn start_on(port: u16) -> Self {
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self { child, port }
+    }
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+    fn signal(&self, sig: &str) {
+        std::process::Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+    }
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.signal("-CONT");
+        self.kill();
+    }
+}
+
+async fn ready(s: &Server) -> u16 {
+    reqwest::get(s.url("/readyz"))
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+async fn wait_ready(ns: &[Server], want: u16) {
+    let end = tokio::time::Instant::now() + Duration::from_secs(10);
+    for n in ns {
+        while ready(n).await != want {
+            assert!(
+                tokio::time::Instant::now() < end,
+                "readyz never became {want}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+async fn sessions_in(s: &Server, room: &str) -> BTreeSet<String> {
+    let (_, p) = s
+        .rest(
+            "GET",
+            &format!("/api/v1/rooms/{room}/presence"),
+            &s.token("x"),
+            None,
+        )
+        .await;
+    session_ids(&p).into_iter().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_lost_and_back_the_nodes_recover_without_ghosts() {
+    let port = PrivateRedis::free_port();
+    let mut redis = PrivateRedis::start_on(port);
+    let prefix = unique_prefix();
+    let url = redis.url();
+    let env = [
+        ("ROSTER_ENGINE_URL", url.as_str()),
+        ("ROSTER_ENGINE_PREFIX", prefix.as_str()),
+        ("ROSTER_TIMING_SWEEP_INTERVAL", "300ms"),
+    ];
+    let ns = vec![
+        Server::start_with(&env).await,
+        Server::start_with(&env).await,
+    ];
+    let mut a = ns[0].client("alice").await;
+    a.sub("Doc:9", None).await.unwrap();
+    let mut b = ns[1].client("bob").await;
+    b.sub("Doc:9", None).await.unwrap();
+    let mut c = ns[1].client("carol").await;
+    c.sub("Doc:9", None).await.unwrap();
+    let (sa, sb) = (
+        a.session_id().unwrap().to_string(),
+        b.session_id().unwrap().to_string(),
+    );
+
+    // 1. Redis hangs (SIGSTOP: it keeps its data). Readiness drops; presence
+    // calls get a clear error; carol leaves meanwhile; nothing crashes.
+    redis.signal("-STOP");
+    wait_ready(&ns, 503).await;
+    let err = expect_error(
+        &mut a,
+        json!({"type":"STATE","room":"Doc:9","state":{"x":1}}),
+    )
+    .await;
+    assert_eq!(err["code"], "internal", "{err}");
+    assert!(err["message"].as_str().unwrap().contains("Redis"), "{err}");
+    c.bye().await.unwrap();
+    let (code, _) = ns[0].rest("GET", "/healthz", "", None).await;
+    assert_eq!(code, 200);
+    redis.signal("-CONT");
+    wait_ready(&ns, 200).await;
+    // Carol's leave could not be written; the liveness sweep finds her session
+    // (no node refreshes it any more) and times it out: no ghost.
+    let want: BTreeSet<String> = [sa.clone(), sb.clone()].into_iter().collect();
+    let end = tokio::time::Instant::now() + Duration::from_secs(8);
+    while sessions_in(&ns[0], "Doc:9").await != want {
+        assert!(tokio::time::Instant::now() < end, "carol stays a ghost");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // 2. Redis dies and comes back empty: the nodes write their sessions back.
+    redis.kill();
+    wait_ready(&ns, 503).await;
+    let _redis = PrivateRedis::start_on(port);
+    wait_ready(&ns, 200).await;
+    for n in &ns {
+        let end = tokio::time::Instant::now() + Duration::from_secs(8);
+        while sessions_in(n, "Doc:9").await != want {
+            assert!(tokio::time::Instant::now() < end, "rosters never converged");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    // And presence works across the nodes again.
+    a.send(json!({"type":"STATE","room":"Doc:9","state":{"x":2}}))
+        .await
+        .unwrap();
+    let u = next_change(&mut b, "Doc:9", "updates", "alice").await;
+    assert_eq!(u["session"]["state"]["x"], 2);
+}

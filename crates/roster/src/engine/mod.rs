@@ -129,6 +129,9 @@ pub enum EngineEvent {
     UserChanged(UserRef),
     /// Close a local session (kicked from another node).
     Kick(SessionId, u16),
+    /// The shared state is reachable again after an outage: the node writes its
+    /// sessions back (Redis may have lost them) and then calls [`Engine::resync`].
+    Recovered,
 }
 
 /// A session found dead by the liveness sweep (its node stopped refreshing it).
@@ -308,4 +311,6 @@ pub trait Engine: Send + Sync + 'static {
     async fn kick_remote(&self, _session: &SessionId, _code: u16) {}
     /// Tells other nodes that a user's status or sessions changed.
     async fn announce_user(&self, _user: &UserRef) {}
+    /// Sends every local member a fresh snapshot (diffs may have been missed).
+    async fn resync(&self) {}
 }

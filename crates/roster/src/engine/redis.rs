@@ -341,6 +341,7 @@ impl RedisEngine {
         outbox: Arc<dyn Outbox>,
         clock: Clock,
         events: mpsc::UnboundedSender<EngineEvent>,
+        health_every: Duration,
     ) -> Result<Self, String> {
         let url3 = if url.contains('?') {
             format!("{url}&protocol=resp3")
@@ -386,7 +387,7 @@ impl RedisEngine {
             .await
             .map_err(|e| e.to_string())?;
         tokio::spawn(inner.clone().pump(rx));
-        tokio::spawn(Arc::downgrade(&inner).health_loop());
+        tokio::spawn(Arc::downgrade(&inner).health_loop(health_every));
         Ok(Self { inner })
     }
 
@@ -396,25 +397,28 @@ impl RedisEngine {
 }
 
 trait WeakHealth {
-    fn health_loop(self) -> impl std::future::Future<Output = ()> + Send;
+    fn health_loop(self, every: Duration) -> impl std::future::Future<Output = ()> + Send;
 }
 
 impl WeakHealth for std::sync::Weak<Inner> {
-    /// Pings Redis every second: `/readyz` follows, and after an outage every
-    /// local member gets a fresh snapshot (diffs may have been missed).
-    async fn health_loop(self) {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
+    /// Pings Redis every `every` (the sweep interval): `/readyz` follows, and
+    /// after an outage the node writes its sessions back and re-syncs.
+    async fn health_loop(self, every: Duration) {
+        let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;
             let Some(inner) = self.upgrade() else { return };
-            let ok = redis::cmd("PING")
-                .query_async::<String>(&mut inner.conn.clone())
-                .await
-                .is_ok();
+            let mut conn = inner.conn.clone();
+            let cmd = redis::cmd("PING");
+            let ping = cmd.query_async::<String>(&mut conn);
+            let ok = matches!(
+                tokio::time::timeout(every.max(Duration::from_millis(200)), ping).await,
+                Ok(Ok(_))
+            );
             let was = inner.healthy.swap(ok, Ordering::SeqCst);
             if ok && !was {
-                tracing::info!("redis is back: re-syncing local members");
-                inner.resync_all().await;
+                tracing::info!("redis is back: writing this node's sessions back and re-syncing");
+                let _ = inner.events.send(EngineEvent::Recovered);
             } else if !ok && was {
                 tracing::warn!("redis unreachable");
             }
@@ -448,7 +452,21 @@ impl Inner {
         format!("{}:ctl", self.prefix)
     }
 
+    /// Fails fast while the health check says Redis is unreachable, instead of
+    /// making every presence call wait for its response timeout.
+    fn up(&self) -> redis::RedisResult<()> {
+        if self.healthy.load(Ordering::SeqCst) {
+            Ok(())
+        } else {
+            Err(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "redis unreachable (health check failing)",
+            )))
+        }
+    }
+
     async fn script(&self, name: &str, key: &str, args: &[String]) -> redis::RedisResult<RValue> {
+        self.up()?;
         let mut inv = self.scripts.get(name).prepare_invoke();
         inv.key(key);
         for a in args {
@@ -457,7 +475,13 @@ impl Inner {
         inv.invoke_async(&mut self.conn.clone()).await
     }
 
+    async fn pipe<T: redis::FromRedisValue>(&self, p: &redis::Pipeline) -> redis::RedisResult<T> {
+        self.up()?;
+        p.query_async(&mut self.conn.clone()).await
+    }
+
     async fn cmd<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> redis::RedisResult<T> {
+        self.up()?;
         cmd.query_async(&mut self.conn.clone()).await
     }
 
@@ -467,7 +491,7 @@ impl Inner {
             .ignore()
             .sadd(self.rooms_index(&id.tenant), id.key.as_str())
             .ignore();
-        let _: redis::RedisResult<()> = p.query_async(&mut self.conn.clone()).await;
+        let _: redis::RedisResult<()> = self.pipe(&p).await;
     }
 
     async fn unindex_room(&self, id: &RoomId) {
@@ -546,7 +570,7 @@ impl Inner {
             .arg("stale")
             .arg("busy")
             .arg("ver");
-        let r: Vec<RValue> = p.query_async(&mut self.conn.clone()).await?;
+        let r: Vec<RValue> = self.pipe(&p).await?;
         let (cfg, parts) = (pairs(&r[0]), pairs(&r[1]));
         let Some(settings) = settings_from(&cfg, &parts) else {
             return Ok(None);
@@ -1671,7 +1695,7 @@ impl Engine for RedisEngine {
             ],
         )
         .ignore();
-        let _: redis::RedisResult<()> = p.query_async(&mut i.conn.clone()).await;
+        let _: redis::RedisResult<()> = i.pipe(&p).await;
     }
 
     async fn session_closed(&self, session: &SessionId) {
@@ -1684,7 +1708,7 @@ impl Engine for RedisEngine {
             .ignore()
             .zrem(i.live_key(), session.as_str())
             .ignore();
-        let _: redis::RedisResult<()> = p.query_async(&mut i.conn.clone()).await;
+        let _: redis::RedisResult<()> = i.pipe(&p).await;
     }
 
     async fn sessions_alive(&self, sessions: &[SessionId], until: SystemTime) {
@@ -1719,8 +1743,7 @@ impl Engine for RedisEngine {
                 .ignore()
                 .del(format!("{k}:r"))
                 .ignore();
-            let Ok((rec, rooms)): redis::RedisResult<(RValue, Vec<String>)> =
-                p.query_async(&mut i.conn.clone()).await
+            let Ok((rec, rooms)): redis::RedisResult<(RValue, Vec<String>)> = i.pipe(&p).await
             else {
                 continue;
             };
@@ -1753,6 +1776,10 @@ impl Engine for RedisEngine {
                     .arg(format!("K {session} {code}")),
             )
             .await;
+    }
+
+    async fn resync(&self) {
+        self.inner.resync_all().await;
     }
 
     async fn announce_user(&self, user: &UserRef) {

@@ -575,8 +575,51 @@ impl Node {
                 EngineEvent::Kick(sid, code) => {
                     self.close_and_end(&sid, code, LeaveReason::Kicked).await;
                 }
+                EngineEvent::Recovered => self.reassert_sessions().await,
             }
         }
+    }
+
+    /// After a Redis outage: Redis may have restarted empty, or kept everything,
+    /// or timed some of ours out meanwhile. Every live session of this node is
+    /// written back (user entry, session record, liveness) and re-joins the rooms
+    /// it is in (a no-op where it still is a member; a join where it was lost);
+    /// then every local member gets a fresh snapshot.
+    async fn reassert_sessions(&self) {
+        let sessions: Vec<Arc<SessionHandle>> = self
+            .hub
+            .sessions
+            .iter()
+            .map(|e| e.value().clone())
+            .collect();
+        let until = self
+            .clock
+            .wall(self.clock.now() + self.timing().session_timeout.0);
+        for s in &sessions {
+            if s.ended.load(Ordering::SeqCst) {
+                continue;
+            }
+            self.engine
+                .user_attach(&s.user_ref, &s.meta.id, s.status(), &s.meta.device.device)
+                .await;
+            self.engine
+                .session_opened(&s.meta.id, &s.user_ref, s.meta.client_id.as_deref())
+                .await;
+            self.engine
+                .sessions_alive(std::slice::from_ref(&s.meta.id), until)
+                .await;
+            let rooms: Vec<RoomId> = s.rooms.lock().iter().cloned().collect();
+            for room in rooms {
+                if let Err(e) = self
+                    .sub(s, room.key.clone(), None, SubMode::List, None)
+                    .await
+                {
+                    tracing::warn!(session = %s.meta.id, room = %room.key, "rejoin after outage: {}", e.message);
+                    s.rooms.lock().remove(&room);
+                }
+            }
+        }
+        self.engine.resync().await;
     }
 
     /// A session whose node died (found by the liveness sweep, claimed by this
