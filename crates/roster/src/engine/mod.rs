@@ -132,6 +132,8 @@ pub enum EngineEvent {
     /// The shared state is reachable again after an outage: the node writes its
     /// sessions back (Redis may have lost them) and then calls [`Engine::resync`].
     Recovered,
+    /// A local session was resumed on another node: drop it here, silently.
+    TakenOver(SessionId),
 }
 
 /// A session found dead by the liveness sweep (its node stopped refreshing it).
@@ -313,4 +315,22 @@ pub trait Engine: Send + Sync + 'static {
     async fn announce_user(&self, _user: &UserRef) {}
     /// Sends every local member a fresh snapshot (diffs may have been missed).
     async fn resync(&self) {}
+    /// A `clientId` resume of a session held by another node: moves it to this
+    /// node (atomically; the other node is told) and returns it with its rooms.
+    async fn take_over(
+        &self,
+        _user: &UserRef,
+        _client_id: &str,
+    ) -> Option<(SessionId, Vec<RoomId>)> {
+        None
+    }
+    /// Delivers to a taken-over session what its rooms publish from now on.
+    async fn adopt_local(&self, _session: &SessionId, _rooms: &[RoomId]) {}
+    /// Stops delivering to a session that moved to another node.
+    async fn forget_local(&self, _session: &SessionId, _rooms: &[RoomId]) {}
+    /// Before a session's leaves: `false` if another node has taken it over
+    /// (then it must not leave anything). Atomic with [`Engine::take_over`].
+    async fn release_session(&self, _session: &SessionId) -> bool {
+        true
+    }
 }

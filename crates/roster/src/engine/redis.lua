@@ -41,16 +41,18 @@ local function view(sid)
 end
 
 -- Records a change, coalescing with what is pending (as core::room::Room::push).
--- Returns 1 when the pending list was empty before (the caller schedules a flush).
+-- Always answers 1: the caller schedules a flush after the diff window. (The
+-- memory engine asks only when the list was empty; here the node that scheduled
+-- the flush of what is pending may have died, and a flush that finds nothing
+-- pending costs one cheap call.)
 local function push(kind, sid, payload)
-  local p = redis.call('LRANGE', k('p'), 0, -1)
-  local was_empty = (#p == 0) and 1 or 0
   if kind == 'U' then
+    local p = redis.call('LRANGE', k('p'), 0, -1)
     for i, op in ipairs(p) do
       local t = string.sub(op, 1, 1)
       if t ~= 'L' and string.sub(op, 3) == sid then
         if t == 'J' then redis.call('LSET', k('p'), i - 1, 'T:' .. sid) end
-        return 0
+        return 1
       end
     end
     redis.call('RPUSH', k('p'), 'U:' .. sid)
@@ -62,7 +64,7 @@ local function push(kind, sid, payload)
     redis.call('LREM', k('p'), 0, 'U:' .. sid)
     redis.call('RPUSH', k('p'), 'L:' .. payload)
   end
-  return was_empty
+  return 1
 end
 
 local function hmap(key)
@@ -447,3 +449,20 @@ return { before, merged() }
 local due = redis.call('ZRANGEBYSCORE', R, '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 for _, sid in ipairs(due) do redis.call('ZREM', R, sid) end
 return due
+
+--@@ take_over
+-- KEYS[1] = a session record. ARGV: tenant user node. Moves a session to `node`
+-- unless it ended meanwhile (see `release`); returns its rooms.
+if redis.call('EXISTS', R) == 0 then return false end
+local rec = redis.call('HMGET', R, 't', 'u', 'n')
+if rec[1] ~= ARGV[1] or rec[2] ~= ARGV[2] or rec[3] == ARGV[3] then return false end
+redis.call('HSET', R, 'n', ARGV[3])
+return { rec[3], redis.call('SMEMBERS', R .. ':r') }
+
+--@@ release
+-- KEYS[1] = a session record. ARGV: node. Before a session's leaves: 0 when
+-- another node has taken it over; else the record goes (no take-over after this).
+local n = redis.call('HGET', R, 'n')
+if n and n ~= ARGV[1] then return 0 end
+redis.call('DEL', R)
+return 1

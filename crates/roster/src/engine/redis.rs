@@ -408,11 +408,16 @@ impl WeakHealth for std::sync::Weak<Inner> {
         loop {
             tick.tick().await;
             let Some(inner) = self.upgrade() else { return };
-            let mut conn = inner.conn.clone();
+            // Both connections: the subscriber one reconnects (and resubscribes)
+            // only when it is used.
+            let (mut conn, mut sub) = (inner.conn.clone(), inner.sub.clone());
             let cmd = redis::cmd("PING");
-            let ping = cmd.query_async::<String>(&mut conn);
+            let pings = async {
+                cmd.query_async::<RValue>(&mut conn).await?;
+                cmd.query_async::<RValue>(&mut sub).await
+            };
             let ok = matches!(
-                tokio::time::timeout(every.max(Duration::from_millis(200)), ping).await,
+                tokio::time::timeout(every.max(Duration::from_millis(200)), pings).await,
                 Ok(Ok(_))
             );
             let was = inner.healthy.swap(ok, Ordering::SeqCst);
@@ -447,6 +452,12 @@ impl Inner {
     }
     fn tenants_key(&self) -> String {
         format!("{}:tenants", self.prefix)
+    }
+    fn client_key(&self, u: &UserRef, client_id: &str) -> String {
+        format!(
+            "{}:c:{{{}|{}|{}}}",
+            self.prefix, u.tenant, u.user, client_id
+        )
     }
     fn ctl_channel(&self) -> String {
         format!("{}:ctl", self.prefix)
@@ -667,6 +678,11 @@ impl Inner {
             (Some("K"), Some(sid), Some(code)) => {
                 if let (Ok(sid), Ok(code)) = (SessionId::parse(sid), code.parse()) {
                     let _ = self.events.send(EngineEvent::Kick(sid, code));
+                }
+            }
+            (Some("H"), Some(sid), Some(node)) if node != self.node_id => {
+                if let Ok(sid) = SessionId::parse(sid) {
+                    let _ = self.events.send(EngineEvent::TakenOver(sid));
                 }
             }
             (Some("U"), Some(node), Some(user)) if node != self.node_id => {
@@ -1695,6 +1711,12 @@ impl Engine for RedisEngine {
             ],
         )
         .ignore();
+        if let Some(cid) = client_id {
+            // Where a `clientId` resume on another node finds the session; kept
+            // a day (a stale entry points at a record that is gone).
+            p.set_ex(i.client_key(user, cid), session.as_str(), 86_400)
+                .ignore();
+        }
         let _: redis::RedisResult<()> = i.pipe(&p).await;
     }
 
@@ -1780,6 +1802,86 @@ impl Engine for RedisEngine {
 
     async fn resync(&self) {
         self.inner.resync_all().await;
+    }
+
+    async fn take_over(&self, user: &UserRef, client_id: &str) -> Option<(SessionId, Vec<RoomId>)> {
+        let i = &self.inner;
+        let sid: Option<String> = i
+            .cmd(redis::cmd("GET").arg(i.client_key(user, client_id)))
+            .await
+            .ok()?;
+        let sid = SessionId::parse(&sid?).ok()?;
+        let args = [
+            user.tenant.to_string(),
+            user.user.to_string(),
+            i.node_id.clone(),
+        ];
+        let v = i
+            .script("take_over", &i.session_key(&sid), &args)
+            .await
+            .ok()?;
+        if is_none(&v) {
+            return None;
+        }
+        let a = arr(&v);
+        let rooms = a
+            .get(1)
+            .map(texts)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|r| parse_room(r))
+            .collect();
+        let _: redis::RedisResult<i64> = i
+            .cmd(
+                redis::cmd("PUBLISH")
+                    .arg(i.ctl_channel())
+                    .arg(format!("H {sid} {}", i.node_id)),
+            )
+            .await;
+        Some((sid, rooms))
+    }
+
+    async fn adopt_local(&self, session: &SessionId, rooms: &[RoomId]) {
+        let i = &self.inner;
+        for room in rooms {
+            if let Ok((lr, _guard)) = i.local_room(room).await {
+                lr.members
+                    .lock()
+                    .entry(session.clone())
+                    .or_insert(LocalMember {
+                        count_mode: false,
+                        last_seq: 0,
+                        buffer: None,
+                    });
+            }
+        }
+    }
+
+    async fn forget_local(&self, session: &SessionId, rooms: &[RoomId]) {
+        let i = &self.inner;
+        for room in rooms {
+            if let Some(lr) = i.local.get(room).map(|e| e.value().clone()) {
+                if lr.members.lock().remove(session).is_some() {
+                    i.release_local(room).await;
+                }
+            }
+        }
+    }
+
+    async fn release_session(&self, session: &SessionId) -> bool {
+        let i = &self.inner;
+        match i
+            .script(
+                "release",
+                &i.session_key(session),
+                std::slice::from_ref(&i.node_id),
+            )
+            .await
+        {
+            Ok(v) => int(&v) == 1,
+            // Redis unreachable: end it here; the sweep sorts out the rest.
+            Err(_) => true,
+        }
     }
 
     async fn announce_user(&self, user: &UserRef) {
@@ -1891,10 +1993,12 @@ mod tests {
             "set_participant",
             "user_change",
             "claim_expired",
+            "take_over",
+            "release",
         ] {
             assert!(s.0.contains_key(name), "{name}");
         }
-        assert_eq!(s.0.len(), 19);
+        assert_eq!(s.0.len(), 21);
     }
 
     #[test]

@@ -254,12 +254,21 @@ impl Node {
             tenant: identity.tenant.clone(),
             user: identity.user.clone(),
         };
+        // A session held in its grace on another node moves here (shared engine):
+        // same id, same rooms, no leave and no join.
+        let mut adopted: Option<(SessionId, Vec<RoomId>)> = None;
         if let Some(cid) = &hello.client_id {
             if let Some(w) = self.try_resume(&user_ref, cid, &link, now) {
                 return w;
             }
+            if self.engine.shared() {
+                adopted = self.engine.take_over(&user_ref, cid).await;
+            }
         }
-        let id = SessionId::new_random();
+        let id = adopted
+            .as_ref()
+            .map(|(sid, _)| sid.clone())
+            .unwrap_or_else(SessionId::new_random);
         let (device, os) = match (&hello.device, &hello.os) {
             (Some(d), os) => (
                 d.clone(),
@@ -300,7 +309,12 @@ impl Node {
             user_ref: user_ref.clone(),
             identity,
             conn: Mutex::new(Some(link)),
-            rooms: Mutex::new(BTreeSet::new()),
+            rooms: Mutex::new(
+                adopted
+                    .as_ref()
+                    .map(|(_, r)| r.iter().cloned().collect())
+                    .unwrap_or_default(),
+            ),
             watching: Mutex::new(BTreeSet::new()),
             last_frame: AtomicU64::new(ms),
             last_active: AtomicU64::new(ms),
@@ -312,10 +326,12 @@ impl Node {
             ended: AtomicBool::new(false),
             visited: Mutex::new(BTreeSet::new()),
         });
-        self.journal
-            .record(WriteOp::SessionStarted(records::session_started(
-                &handle.meta,
-            )));
+        if adopted.is_none() {
+            self.journal
+                .record(WriteOp::SessionStarted(records::session_started(
+                    &handle.meta,
+                )));
+        }
         self.hub.sessions.insert(id.clone(), handle);
         if let Some(cid) = &hello.client_id {
             self.client_ids
@@ -337,8 +353,16 @@ impl Node {
                 )
                 .await;
         }
+        let rooms = match &adopted {
+            Some((_, rooms)) => {
+                self.engine.adopt_local(&id, rooms).await;
+                metrics::counter!(m::SESSIONS_RESUMED).increment(1);
+                rooms.iter().map(|r| r.key.as_str().to_string()).collect()
+            }
+            None => vec![],
+        };
         self.user_changed(&user_ref, change).await;
-        self.welcome(&id, &user_ref, false, vec![])
+        self.welcome(&id, &user_ref, adopted.is_some(), rooms)
     }
 
     fn welcome(
@@ -427,6 +451,11 @@ impl Node {
     pub async fn end_session(&self, sid: &SessionId, reason: LeaveReason) {
         let Some(s) = self.hub.get(sid) else { return };
         if s.ended.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        if !self.engine.release_session(sid).await {
+            // Resumed on another node meanwhile: it lives on there.
+            self.forget_session(&s).await;
             return;
         }
         let now = self.clock.now();
@@ -576,8 +605,44 @@ impl Node {
                     self.close_and_end(&sid, code, LeaveReason::Kicked).await;
                 }
                 EngineEvent::Recovered => self.reassert_sessions().await,
+                EngineEvent::TakenOver(sid) => {
+                    if let Some(s) = self.hub.get(&sid) {
+                        self.forget_session(&s).await;
+                    }
+                }
             }
         }
+    }
+
+    /// Drops a session from this node without leaving anything: it moved to
+    /// another node (a `clientId` resume there).
+    async fn forget_session(&self, s: &Arc<SessionHandle>) {
+        let sid = &s.meta.id;
+        s.ended.store(true, Ordering::SeqCst);
+        if let Some(link) = s.conn.lock().take() {
+            link.close(close::REPLACED);
+        }
+        let rooms: Vec<RoomId> = std::mem::take(&mut *s.rooms.lock()).into_iter().collect();
+        self.engine.forget_local(sid, &rooms).await;
+        let watching: Vec<UserId> = std::mem::take(&mut *s.watching.lock())
+            .into_iter()
+            .collect();
+        for u in watching {
+            let key = UserRef {
+                tenant: s.user_ref.tenant.clone(),
+                user: u,
+            };
+            if let Some(mut w) = self.watchers.get_mut(&key) {
+                w.remove(sid);
+            }
+            self.watchers.remove_if(&key, |_, w| w.is_empty());
+        }
+        self.hub.sessions.remove(sid);
+        if let Some(cid) = &s.meta.client_id {
+            self.client_ids
+                .remove_if(&(s.user_ref.clone(), cid.clone()), |_, v| v == sid);
+        }
+        metrics::gauge!(m::SESSIONS).set(self.hub.sessions.len() as f64);
     }
 
     /// After a Redis outage: Redis may have restarted empty, or kept everything,
