@@ -987,6 +987,10 @@ fn core_err(code: &str, id: &RoomId, detail: &str) -> CoreError {
     }
 }
 
+fn no_room(id: &RoomId) -> CoreError {
+    CoreError::new(ErrorCode::NotFound, format!("no room {}", id.key))
+}
+
 fn role_err(id: &RoomId, action: &str, needed: Role, have: Role) -> CoreError {
     CoreError::new(
         ErrorCode::Forbidden,
@@ -1040,16 +1044,14 @@ impl Engine for RedisEngine {
             .await
             .map_err(unavailable)?;
         if is_none(&v) {
-            return Err(CoreError::new(
-                ErrorCode::NotFound,
-                format!("no room {}", id.key),
-            ));
+            return Err(no_room(id));
         }
         let change = access_change(&v);
-        let summary =
-            i.summary(id).await.map_err(unavailable)?.ok_or_else(|| {
-                CoreError::new(ErrorCode::NotFound, format!("no room {}", id.key))
-            })?;
+        let summary = i
+            .summary(id)
+            .await
+            .map_err(unavailable)?
+            .ok_or_else(|| no_room(id))?;
         Ok((summary, change))
     }
 
@@ -1087,10 +1089,7 @@ impl Engine for RedisEngine {
             .await
             .map_err(unavailable)?;
         if is_none(&v) {
-            return Err(CoreError::new(
-                ErrorCode::NotFound,
-                format!("no room {}", id.key),
-            ));
+            return Err(no_room(id));
         }
         Ok(access_change(&v))
     }

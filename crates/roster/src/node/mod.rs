@@ -476,26 +476,8 @@ impl Node {
         for room in rooms {
             self.leave_room(&s, &room, reason, now).await;
         }
-        let watching: Vec<UserId> = std::mem::take(&mut *s.watching.lock())
-            .into_iter()
-            .collect();
-        for u in watching {
-            let key = UserRef {
-                tenant: s.user_ref.tenant.clone(),
-                user: u,
-            };
-            if let Some(mut w) = self.watchers.get_mut(&key) {
-                w.remove(sid);
-            }
-            self.watchers.remove_if(&key, |_, w| w.is_empty());
-        }
-        self.hub.sessions.remove(sid);
+        self.unregister(&s);
         self.engine.session_closed(sid).await;
-        if let Some(cid) = &s.meta.client_id {
-            self.client_ids
-                .remove_if(&(s.user_ref.clone(), cid.clone()), |_, v| v == sid);
-        }
-        metrics::gauge!(m::SESSIONS).set(self.hub.sessions.len() as f64);
         let wall = self.clock.wall(now);
         let change = self.engine.user_detach(&s.user_ref, sid, wall).await;
         let history_reason = match reason {
@@ -624,6 +606,13 @@ impl Node {
         }
         let rooms: Vec<RoomId> = std::mem::take(&mut *s.rooms.lock()).into_iter().collect();
         self.engine.forget_local(sid, &rooms).await;
+        self.unregister(s);
+    }
+
+    /// Takes an ended session off this node: its watches, its entry in the hub
+    /// and its `clientId`.
+    fn unregister(&self, s: &SessionHandle) {
+        let sid = &s.meta.id;
         let watching: Vec<UserId> = std::mem::take(&mut *s.watching.lock())
             .into_iter()
             .collect();
