@@ -10,6 +10,8 @@ bash scripts/ensure-postgres.sh
 # The Redis engine's tests (multi-node, and the conformance run below) need Redis
 # at 127.0.0.1:6379.
 bash scripts/ensure-redis.sh
+# ... and a three-master Redis Cluster on 127.0.0.1:37001-37003 (started here).
+CLUSTER_URL=$(bash scripts/ensure-redis-cluster.sh)
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
@@ -23,12 +25,19 @@ if cargo nextest --version >/dev/null 2>&1; then
   for t in "${CONFORMANCE[@]}"; do filter="${filter:+$filter | }binary(=$t)"; done
   ROSTER_TEST_ENGINE=redis://127.0.0.1:6379 \
     cargo nextest run -p roster --locked --no-fail-fast -E "$filter" || status=$?
+  # Once more on the Redis Cluster (sharded pub/sub), with the multi-node tests;
+  # the 1,000-session soak runs on the two engines above only (CI time).
+  ROSTER_TEST_ENGINE="$CLUSTER_URL" ROSTER_TEST_REDIS="$CLUSTER_URL" \
+    cargo nextest run -p roster --locked --no-fail-fast \
+    -E "($filter | binary(=cluster)) & not test(a_thousand_sessions)" || status=$?
 else
   cargo test --workspace --locked --no-fail-fast || status=$?
   args=()
   for t in "${CONFORMANCE[@]}"; do args+=(--test "$t"); done
   ROSTER_TEST_ENGINE=redis://127.0.0.1:6379 \
     cargo test -p roster --locked --no-fail-fast "${args[@]}" || status=$?
+  ROSTER_TEST_ENGINE="$CLUSTER_URL" ROSTER_TEST_REDIS="$CLUSTER_URL" \
+    cargo test -p roster --locked --no-fail-fast "${args[@]}" --test cluster || status=$?
 fi
 
 # The TypeScript client (clients/typescript): unit tests, and integration tests

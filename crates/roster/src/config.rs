@@ -459,11 +459,15 @@ impl Config {
             );
         }
         let e = &self.engine.url;
-        if !(e == "memory" || e.starts_with("redis://") || e.starts_with("rediss://")) {
+        if !(e == "memory"
+            || e.starts_with("redis://")
+            || e.starts_with("rediss://")
+            || e.starts_with("redis-cluster://"))
+        {
             return bad(
                 "engine.url",
                 e,
-                "\"memory\" or redis://[:password@]host:port[/db]",
+                "\"memory\", redis://[:password@]host:port[/db] or redis-cluster://host:port[,host:port…]",
             );
         }
         if self.engine.prefix.is_empty()

@@ -38,6 +38,89 @@ use crate::ids::{RoomId, RoomKey, SessionId, TenantId, UserId, UserRef};
 
 const SCRIPTS: &str = include_str!("redis.lua");
 
+/// One Redis (`redis://`, a `ConnectionManager`) or a Redis Cluster
+/// (`redis-cluster://`, routed by key slot). Scripts, commands and same-slot
+/// pipelines go through either; room channels are sharded on a cluster.
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, RValue> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<RValue>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+impl Conn {
+    fn sharded(&self) -> bool {
+        matches!(self, Conn::Cluster(_))
+    }
+    /// A room channel: sharded pub/sub on a cluster (the channel has the room's
+    /// hash tag, so it lives on the room's shard).
+    async fn subscribe_room(&mut self, ch: &str) -> redis::RedisResult<()> {
+        match self {
+            Conn::Single(c) => c.subscribe(ch).await,
+            Conn::Cluster(c) => c.ssubscribe(ch).await,
+        }
+    }
+    async fn unsubscribe_room(&mut self, ch: &str) -> redis::RedisResult<()> {
+        match self {
+            Conn::Single(c) => c.unsubscribe(ch).await,
+            Conn::Cluster(c) => c.sunsubscribe(ch).await,
+        }
+    }
+    async fn subscribe(&mut self, ch: &str) -> redis::RedisResult<()> {
+        match self {
+            Conn::Single(c) => c.subscribe(ch).await,
+            Conn::Cluster(c) => c.subscribe(ch).await,
+        }
+    }
+}
+
+/// `redis-cluster://[:password@]host:port[,host:port…]` → one `redis://` URL per
+/// seed node (RESP3).
+fn cluster_nodes(url: &str) -> Result<Vec<String>, String> {
+    let rest = url
+        .strip_prefix("redis-cluster://")
+        .ok_or("expected redis-cluster://host:port[,host:port…]")?;
+    let (creds, hosts) = match rest.rsplit_once('@') {
+        Some((c, h)) => (format!("{c}@"), h),
+        None => (String::new(), rest),
+    };
+    let hosts = hosts.trim_end_matches('/');
+    let nodes: Vec<String> = hosts
+        .split(',')
+        .filter(|h| !h.is_empty())
+        .map(|h| format!("redis://{creds}{h}/?protocol=resp3"))
+        .collect();
+    if nodes.is_empty() {
+        return Err("no seed node in the URL".into());
+    }
+    Ok(nodes)
+}
+
 /// The scripts of `redis.lua`, each with the prelude in front.
 struct Scripts(HashMap<&'static str, Script>);
 
@@ -73,6 +156,9 @@ struct LocalMember {
     count_mode: bool,
     /// The `seq` of the last diff or snapshot this member was sent.
     last_seq: u64,
+    /// The count this member was last told (count mode): a count is sent only
+    /// when it differs.
+    last_count: usize,
     /// Messages that arrived while this member's snapshot was being taken.
     buffer: Option<Vec<Arc<RoomMsg>>>,
 }
@@ -96,8 +182,8 @@ struct DiffHeader {
 }
 
 struct Inner {
-    conn: ConnectionManager,
-    sub: ConnectionManager,
+    conn: Conn,
+    sub: Conn,
     prefix: String,
     node_id: String,
     scripts: Scripts,
@@ -343,28 +429,55 @@ impl RedisEngine {
         events: mpsc::UnboundedSender<EngineEvent>,
         health_every: Duration,
     ) -> Result<Self, String> {
-        let url3 = if url.contains('?') {
-            format!("{url}&protocol=resp3")
-        } else {
-            format!("{url}?protocol=resp3")
-        };
-        let client = redis::Client::open(url3.as_str()).map_err(|e| e.to_string())?;
-        let base = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = client
-            .get_connection_manager_with_config(base.clone())
-            .await
-            .map_err(|e| e.to_string())?;
         let (tx, rx) = mpsc::unbounded_channel::<PushInfo>();
-        let sub = client
-            .get_connection_manager_with_config(
-                base.set_push_sender(tx).set_automatic_resubscription(),
-            )
-            .await
-            .map_err(|e| e.to_string())?;
+        let timeout = Duration::from_secs(2);
+        let (conn, sub) = if url.starts_with("redis-cluster://") {
+            let nodes = cluster_nodes(url)?;
+            let builder = || {
+                redis::cluster::ClusterClientBuilder::new(nodes.clone())
+                    .use_protocol(redis::ProtocolVersion::RESP3)
+                    .connection_timeout(timeout)
+                    .response_timeout(timeout)
+                    .retries(2)
+            };
+            let conn = builder()
+                .build()
+                .map_err(|e| e.to_string())?
+                .get_async_connection()
+                .await
+                .map_err(|e| e.to_string())?;
+            let sub = builder()
+                .push_sender(tx)
+                .build()
+                .map_err(|e| e.to_string())?
+                .get_async_connection()
+                .await
+                .map_err(|e| e.to_string())?;
+            (Conn::Cluster(conn), Conn::Cluster(sub))
+        } else {
+            let url3 = if url.contains('?') {
+                format!("{url}&protocol=resp3")
+            } else {
+                format!("{url}?protocol=resp3")
+            };
+            let client = redis::Client::open(url3.as_str()).map_err(|e| e.to_string())?;
+            let base = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(timeout))
+                .set_response_timeout(Some(timeout))
+                .set_number_of_retries(2)
+                .set_max_delay(Duration::from_millis(500));
+            let conn = client
+                .get_connection_manager_with_config(base.clone())
+                .await
+                .map_err(|e| e.to_string())?;
+            let sub = client
+                .get_connection_manager_with_config(
+                    base.set_push_sender(tx).set_automatic_resubscription(),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            (Conn::Single(conn), Conn::Single(sub))
+        };
         let inner = Arc::new(Inner {
             conn,
             sub,
@@ -432,6 +545,15 @@ impl WeakHealth for std::sync::Weak<Inner> {
 }
 
 impl Inner {
+    /// How a room channel is published to (sharded on a cluster).
+    fn publish_cmd(&self) -> &'static str {
+        if self.conn.sharded() {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        }
+    }
+
     fn room_key(&self, id: &RoomId) -> String {
         format!("{}:r:{{{}|{}}}", self.prefix, id.tenant, id.key)
     }
@@ -496,13 +618,22 @@ impl Inner {
         cmd.query_async(&mut self.conn.clone()).await
     }
 
+    /// Two keys in two slots: two commands, not a pipeline (Cluster).
     async fn index_room(&self, id: &RoomId) {
-        let mut p = redis::pipe();
-        p.sadd(self.tenants_key(), id.tenant.as_str())
-            .ignore()
-            .sadd(self.rooms_index(&id.tenant), id.key.as_str())
-            .ignore();
-        let _: redis::RedisResult<()> = self.pipe(&p).await;
+        let _: redis::RedisResult<()> = self
+            .cmd(
+                redis::cmd("SADD")
+                    .arg(self.tenants_key())
+                    .arg(id.tenant.as_str()),
+            )
+            .await;
+        let _: redis::RedisResult<()> = self
+            .cmd(
+                redis::cmd("SADD")
+                    .arg(self.rooms_index(&id.tenant))
+                    .arg(id.key.as_str()),
+            )
+            .await;
     }
 
     async fn unindex_room(&self, id: &RoomId) {
@@ -620,7 +751,11 @@ impl Inner {
             if !*guard {
                 let ch = self.channel(id);
                 self.channels.insert(ch.clone(), id.clone());
-                self.sub.clone().subscribe(&ch).await.map_err(unavailable)?;
+                self.sub
+                    .clone()
+                    .subscribe_room(&ch)
+                    .await
+                    .map_err(unavailable)?;
                 *guard = true;
             }
             return Ok((lr, guard));
@@ -643,7 +778,7 @@ impl Inner {
         if *guard {
             let ch = self.channel(id);
             self.channels.remove(&ch);
-            let _ = self.sub.clone().unsubscribe(&ch).await;
+            let _ = self.sub.clone().unsubscribe_room(&ch).await;
             *guard = false;
         }
     }
@@ -735,7 +870,7 @@ impl Inner {
                     }
                     m.last_seq = hdr.seq;
                     if m.count_mode || hdr.over || hdr.joins.contains(sid) {
-                        self.deliver_one(room, sid, m.count_mode, &msg);
+                        self.deliver_one(room, sid, m, &msg);
                     } else if hdr.back_under {
                         need_snapshot.push(sid.clone());
                     } else {
@@ -766,13 +901,15 @@ impl Inner {
 
     /// Delivers one message to one member that needs its own version: a count,
     /// its own join taken out, or an event.
-    fn deliver_one(&self, room: &RoomId, sid: &SessionId, count_mode: bool, msg: &RoomMsg) {
+    fn deliver_one(&self, room: &RoomId, sid: &SessionId, m: &mut LocalMember, msg: &RoomMsg) {
+        let count_mode = m.count_mode;
         let to = [sid.clone()];
         match msg {
             RoomMsg::Event(f) => self.outbox.deliver(&mut to.iter(), Outgoing::Encoded(f)),
             RoomMsg::Diff { hdr, frame } => {
                 if count_mode || hdr.over {
-                    if hdr.count_changed {
+                    if hdr.count_changed && hdr.count != m.last_count {
+                        m.last_count = hdr.count;
                         self.outbox.deliver(
                             &mut to.iter(),
                             Outgoing::PresenceCount {
@@ -820,6 +957,7 @@ impl Inner {
                     continue;
                 }
                 m.last_seq = snap.seq;
+                m.last_count = snap.count;
                 if m.count_mode {
                     counted.push(sid);
                 } else {
@@ -1193,6 +1331,7 @@ impl Engine for RedisEngine {
                 .or_insert(LocalMember {
                     count_mode,
                     last_seq: 0,
+                    last_count: 0,
                     buffer: Some(vec![]),
                 });
         }
@@ -1249,6 +1388,7 @@ impl Engine for RedisEngine {
             if let Some(m) = members.get_mut(&sid) {
                 m.count_mode = count_mode;
                 m.last_seq = seq;
+                m.last_count = answer.get(2).map(int).unwrap_or(0) as usize;
                 for msg in m.buffer.take().unwrap_or_default() {
                     if let RoomMsg::Diff { hdr, .. } = &*msg {
                         if hdr.seq <= m.last_seq {
@@ -1256,7 +1396,7 @@ impl Engine for RedisEngine {
                         }
                         m.last_seq = hdr.seq;
                     }
-                    i.deliver_one(id, &sid, m.count_mode, &msg);
+                    i.deliver_one(id, &sid, m, &msg);
                 }
             }
         }
@@ -1355,7 +1495,7 @@ impl Engine for RedisEngine {
         let args = [
             serde_json::to_string(id.key.as_str()).unwrap_or_default(),
             list_limit.to_string(),
-            "PUBLISH".to_string(),
+            i.publish_cmd().to_string(),
         ];
         match i.script("flush", &i.room_key(id), &args).await {
             Ok(v) => int(&v) as usize,
@@ -1390,7 +1530,7 @@ impl Engine for RedisEngine {
         let i = &self.inner;
         let _: redis::RedisResult<i64> = i
             .cmd(
-                redis::cmd("PUBLISH")
+                redis::cmd(i.publish_cmd())
                     .arg(i.channel(id))
                     .arg(format!("E{}", frame.as_str())),
             )
@@ -1710,26 +1850,32 @@ impl Engine for RedisEngine {
             ],
         )
         .ignore();
+        let _: redis::RedisResult<()> = i.pipe(&p).await;
         if let Some(cid) = client_id {
             // Where a `clientId` resume on another node finds the session; kept
-            // a day (a stale entry points at a record that is gone).
-            p.set_ex(i.client_key(user, cid), session.as_str(), 86_400)
-                .ignore();
+            // a day (a stale entry points at a record that is gone). Another
+            // slot than the record: a command of its own.
+            let _: redis::RedisResult<()> = i
+                .cmd(
+                    redis::cmd("SET")
+                        .arg(i.client_key(user, cid))
+                        .arg(session.as_str())
+                        .arg("EX")
+                        .arg(86_400),
+                )
+                .await;
         }
-        let _: redis::RedisResult<()> = i.pipe(&p).await;
     }
 
     async fn session_closed(&self, session: &SessionId) {
         let i = &self.inner;
         let k = i.session_key(session);
         let mut p = redis::pipe();
-        p.del(&k)
-            .ignore()
-            .del(format!("{k}:r"))
-            .ignore()
-            .zrem(i.live_key(), session.as_str())
-            .ignore();
+        p.del(&k).ignore().del(format!("{k}:r")).ignore();
         let _: redis::RedisResult<()> = i.pipe(&p).await;
+        let _: redis::RedisResult<()> = i
+            .cmd(redis::cmd("ZREM").arg(i.live_key()).arg(session.as_str()))
+            .await;
     }
 
     async fn sessions_alive(&self, sessions: &[SessionId], until: SystemTime) {
@@ -1850,6 +1996,7 @@ impl Engine for RedisEngine {
                     .or_insert(LocalMember {
                         count_mode: false,
                         last_seq: 0,
+                        last_count: 0,
                         buffer: None,
                     });
             }
