@@ -28,7 +28,7 @@ struct ServeArgs {
     /// `database.url`
     #[arg(long)]
     database_url: Option<String>,
-    /// `engine.url` (`memory`)
+    /// `engine.url`: `memory`, `redis://host:port` or `redis-cluster://host:port,…`
     #[arg(long)]
     engine: Option<String>,
 }

@@ -157,6 +157,14 @@ fn bad_configuration_stops_start_up_with_a_message_naming_key_value_and_expectat
             ],
             &["engine redis://127.0.0.1:1"],
         ),
+        (
+            &["serve", "--engine", "redis-cluster://"],
+            &[
+                ("ROSTER_AUTH_JWT_SECRET", "x"),
+                ("ROSTER_LISTEN", "127.0.0.1:0"),
+            ],
+            &["engine redis-cluster://", "no seed node"],
+        ),
         (&["serve"], &[("ROSTER_LOG_FORMAT", "xml")], &["log.format"]),
         (
             &["serve", "--listen", "nowhere:port"],
