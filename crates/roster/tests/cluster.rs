@@ -602,3 +602,45 @@ async fn a_client_id_resumes_on_another_node_without_leave_or_join() {
     assert_eq!(l["reason"], "left");
     expect_none(&mut alice, "PRESENCE_DIFF", Duration::from_millis(2500)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_kicks_a_session_of_another_node_over_rest() {
+    let ns = nodes(2).await;
+    let mut alice = ns[0].client("alice").await;
+    alice.sub("Room:1", None).await.unwrap();
+    let mut bob = ns[1].client("bob").await;
+    bob.sub("Room:1", None).await.unwrap();
+    let sid = bob.session_id().unwrap().to_string();
+    // Another tenant's admin does not see it.
+    let (code, _) = ns[0]
+        .rest(
+            "DELETE",
+            &format!("/api/v1/sessions/{sid}"),
+            &ns[0].admin_token("other"),
+            None,
+        )
+        .await;
+    assert_eq!(code, 404);
+    let (code, body) = ns[0]
+        .rest(
+            "DELETE",
+            &format!("/api/v1/sessions/{sid}"),
+            &ns[0].admin_token("acme"),
+            None,
+        )
+        .await;
+    assert_eq!(code, 204, "{body}");
+    assert_eq!(bob.expect_close(T).await.unwrap(), Some(4011));
+    let l = next_change(&mut alice, "Room:1", "leaves", "bob").await;
+    assert_eq!(l["reason"], "kicked");
+    // Gone everywhere: a second kick finds nothing.
+    let (code, _) = ns[0]
+        .rest(
+            "DELETE",
+            &format!("/api/v1/sessions/{sid}"),
+            &ns[0].admin_token("acme"),
+            None,
+        )
+        .await;
+    assert_eq!(code, 404);
+}

@@ -309,6 +309,10 @@ pub trait Engine: Send + Sync + 'static {
     async fn claim_dead(&self, _now: SystemTime) -> Vec<DeadSession> {
         vec![]
     }
+    /// The user of a live session of any node (shared engines; `None` here).
+    async fn session_user(&self, _session: &SessionId) -> Option<UserRef> {
+        None
+    }
     /// Closes a session that may live on another node.
     async fn kick_remote(&self, _session: &SessionId, _code: u16) {}
     /// Tells other nodes that a user's status or sessions changed.

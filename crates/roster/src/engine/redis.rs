@@ -1934,6 +1934,23 @@ impl Engine for RedisEngine {
         out
     }
 
+    async fn session_user(&self, session: &SessionId) -> Option<UserRef> {
+        let i = &self.inner;
+        let (t, u): (Option<String>, Option<String>) = i
+            .cmd(
+                redis::cmd("HMGET")
+                    .arg(i.session_key(session))
+                    .arg("t")
+                    .arg("u"),
+            )
+            .await
+            .ok()?;
+        Some(UserRef {
+            tenant: TenantId::parse(&t?).ok()?,
+            user: UserId::parse(&u?).ok()?,
+        })
+    }
+
     async fn kick_remote(&self, session: &SessionId, code: u16) {
         let i = &self.inner;
         let _: redis::RedisResult<i64> = i

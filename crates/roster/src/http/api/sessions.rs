@@ -80,7 +80,27 @@ pub async fn kick(
     caller.require_admin()?;
     let not_found = || ApiError::new(ErrorCode::NotFound, format!("no session {id}"));
     let sid = SessionId::parse(&id).map_err(|_| not_found())?;
-    let s = app.node.hub.get(&sid).ok_or_else(not_found)?;
+    let Some(s) = app.node.hub.get(&sid) else {
+        // Maybe a session of another node (shared engine): kicked through it.
+        let user = app
+            .node
+            .engine
+            .session_user(&sid)
+            .await
+            .filter(|u| u.tenant == caller.tenant)
+            .ok_or_else(not_found)?;
+        app.node.record(
+            &caller.tenant,
+            "admin_kick",
+            Some(&caller.actor()),
+            Some(&user.user),
+            None,
+            Some(&sid),
+            serde_json::Value::Object(Default::default()),
+        );
+        app.node.engine.kick_remote(&sid, close::KICKED).await;
+        return Ok(no_content());
+    };
     if s.user_ref.tenant != caller.tenant {
         return Err(not_found());
     }
