@@ -467,6 +467,8 @@ async fn redis_lost_and_back_the_nodes_recover_without_ghosts() {
     b.sub("Doc:9", None).await.unwrap();
     let mut c = ns[1].client("carol").await;
     c.sub("Doc:9", None).await.unwrap();
+    a.sub("Side:1", None).await.unwrap();
+    b.sub("Side:1", None).await.unwrap();
     let (sa, sb) = (
         a.session_id().unwrap().to_string(),
         b.session_id().unwrap().to_string(),
@@ -484,6 +486,9 @@ async fn redis_lost_and_back_the_nodes_recover_without_ghosts() {
     assert_eq!(err["code"], "internal", "{err}");
     assert!(err["message"].as_str().unwrap().contains("Redis"), "{err}");
     c.bye().await.unwrap();
+    a.send(json!({"type":"UNSUB","room":"Side:1"}))
+        .await
+        .unwrap();
     let (code, _) = ns[0].rest("GET", "/healthz", "", None).await;
     assert_eq!(code, 200);
     redis.signal("-CONT");
@@ -494,6 +499,15 @@ async fn redis_lost_and_back_the_nodes_recover_without_ghosts() {
     let end = tokio::time::Instant::now() + Duration::from_secs(8);
     while sessions_in(&ns[0], "Doc:9").await != want {
         assert!(tokio::time::Instant::now() < end, "carol stays a ghost");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Alice's UNSUB could not be written either: her node leaves it on recovery.
+    let only_bob: BTreeSet<String> = [sb.clone()].into_iter().collect();
+    while sessions_in(&ns[1], "Side:1").await != only_bob {
+        assert!(
+            tokio::time::Instant::now() < end,
+            "alice stays a ghost in Side:1"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 

@@ -1321,8 +1321,9 @@ impl Engine for RedisEngine {
         ];
         args.extend(cfg_args(&create));
         let (lr, guard) = i.local_room(id).await?;
-        {
+        let existed = {
             let mut members = lr.members.lock();
+            let existed = members.contains_key(&sid);
             members
                 .entry(sid.clone())
                 .and_modify(|m| {
@@ -1334,21 +1335,40 @@ impl Engine for RedisEngine {
                     last_count: 0,
                     buffer: Some(vec![]),
                 });
-        }
+            existed
+        };
         drop(guard);
+        // A refused or failed SUB leaves things as they were: a member that was
+        // already here keeps receiving (its buffer is handed back).
+        let undo = || async {
+            if existed {
+                if let Some(m) = lr.members.lock().get_mut(&sid) {
+                    for msg in m.buffer.take().unwrap_or_default() {
+                        if let RoomMsg::Diff { hdr, .. } = &*msg {
+                            if hdr.seq <= m.last_seq {
+                                continue;
+                            }
+                            m.last_seq = hdr.seq;
+                        }
+                        i.deliver_one(id, &sid, m, &msg);
+                    }
+                }
+            } else {
+                lr.members.lock().remove(&sid);
+                i.release_local(id).await;
+            }
+        };
         let reply = i.script("join", &i.room_key(id), &args).await;
         let v = match reply {
             Ok(v) => v,
             Err(e) => {
-                lr.members.lock().remove(&sid);
-                i.release_local(id).await;
+                undo().await;
                 return Err(unavailable(e));
             }
         };
         let a = arr(&v);
         if a.first().map(text).as_deref() != Some("ok") {
-            lr.members.lock().remove(&sid);
-            i.release_local(id).await;
+            undo().await;
             let code = a.get(1).map(text).unwrap_or_default();
             let detail = a.get(2).map(text).unwrap_or_default();
             return Err(core_err(&code, id, &detail));

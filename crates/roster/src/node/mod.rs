@@ -663,13 +663,20 @@ impl Node {
                 .sessions_alive(std::slice::from_ref(&s.meta.id), until)
                 .await;
             let rooms: Vec<RoomId> = s.rooms.lock().iter().cloned().collect();
-            for room in rooms {
+            for room in &rooms {
                 if let Err(e) = self
                     .sub(s, room.key.clone(), None, SubMode::List, None)
                     .await
                 {
                     tracing::warn!(session = %s.meta.id, room = %room.key, "rejoin after outage: {}", e.message);
-                    s.rooms.lock().remove(&room);
+                    s.rooms.lock().remove(room);
+                }
+            }
+            // An UNSUB during the outage could not be written: leave it now.
+            for room in self.engine.session_rooms(&s.meta.id).await {
+                if !rooms.contains(&room) {
+                    self.leave_room(s, &room, LeaveReason::Left, self.clock.now())
+                        .await;
                 }
             }
         }
