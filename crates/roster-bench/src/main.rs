@@ -15,6 +15,7 @@ mod http;
 mod locks;
 mod measure;
 mod prom;
+mod redis_info;
 mod server;
 mod token;
 mod wire;
@@ -43,7 +44,8 @@ enum Command {
     /// Internal: one worker process of `connect` (talks JSON lines on stdout, waits on stdin).
     #[command(hide = true)]
     ConnectWorker(connect::WorkerArgs),
-    /// Many members in one room; open-loop STATE updates; delivery latency percentiles.
+    /// Many members in one room, optionally spread over the nodes of a cluster; join
+    /// rate, then open-loop STATE updates and their delivery latency percentiles.
     Fanout(fanout::FanoutArgs),
     /// Sessions of one room race LOCK on one field each round; lock latency and exclusivity.
     Locks(locks::LocksArgs),
@@ -55,12 +57,9 @@ enum Command {
 /// Which server to measure, and how to authenticate against it.
 #[derive(Args, Clone, Debug)]
 pub struct Target {
-    /// WebSocket URL of a running server, e.g. ws://127.0.0.1:7400/ws.
-    #[arg(
-        long,
-        conflicts_with = "server_bin",
-        required_unless_present = "server_bin"
-    )]
+    /// WebSocket URL of a running server, e.g. ws://127.0.0.1:7400/ws (this,
+    /// --server-bin, or for `fanout` --nodes).
+    #[arg(long, conflicts_with = "server_bin")]
     pub url: Option<String>,
     /// Start this `roster` binary (`serve --listen <LISTEN>`) and stop it afterwards.
     #[arg(long)]

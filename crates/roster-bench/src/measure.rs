@@ -147,6 +147,33 @@ pub fn cpu_delta(before: Option<(f64, f64)>, after: Option<(f64, f64)>) -> Value
     }
 }
 
+/// The 1, 5 and 15 minute load averages of the machine (/proc/loadavg), as written.
+pub fn loadavg() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    Some(
+        text.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
+}
+
+/// The sum of several `cpu_delta`s (the nodes of a cluster); `null` if any is.
+pub fn cpu_sum(deltas: &[Value]) -> Value {
+    let mut user = 0.0;
+    let mut sys = 0.0;
+    for d in deltas {
+        match (d["user_s"].as_f64(), d["sys_s"].as_f64()) {
+            (Some(u), Some(s)) => {
+                user += u;
+                sys += s;
+            }
+            _ => return Value::Null,
+        }
+    }
+    json!({"user_s": round3(user), "sys_s": round3(sys)})
+}
+
 /// The soft limit on open files of this process.
 pub fn open_files_limit() -> Option<u64> {
     // SAFETY: getrlimit only writes into the struct we own.

@@ -49,12 +49,55 @@ impl Server {
         }
     }
 
+    /// The nodes a scenario drives: `nodes` (running servers of one cluster, with
+    /// their `pids` if known), or `count` servers started from `--server-bin` with the
+    /// same environment (one cluster when that names a shared engine), or the one
+    /// server of `--url` / `--server-bin`.
+    pub fn cluster(
+        t: &Target,
+        nodes: &[String],
+        pids: &[u32],
+        count: usize,
+    ) -> Result<Vec<Server>, String> {
+        if !nodes.is_empty() {
+            if !pids.is_empty() && pids.len() != nodes.len() {
+                return Err(format!(
+                    "--server-pids names {} process(es) for {} node(s)",
+                    pids.len(),
+                    nodes.len()
+                ));
+            }
+            return Ok(nodes
+                .iter()
+                .enumerate()
+                .map(|(i, url)| Self::attach_pid(&ws_url_of(url), pids.get(i).copied(), t))
+                .collect());
+        }
+        if count > 1 {
+            let Some(bin) = &t.server_bin else {
+                return Err("--node-count starts servers: it needs --server-bin".into());
+            };
+            if !t.listen.ends_with(":0") {
+                return Err(format!(
+                    "--node-count {count} needs --listen with port 0 (got {})",
+                    t.listen
+                ));
+            }
+            return (0..count).map(|i| Self::start_nth(bin, t, i)).collect();
+        }
+        Ok(vec![Self::attach_or_start(t)?])
+    }
+
     fn attach(url: &str, t: &Target) -> Server {
+        Self::attach_pid(url, t.server_pid, t)
+    }
+
+    fn attach_pid(url: &str, pid: Option<u32>, t: &Target) -> Server {
         let http_base = http_base_of(url);
         Server {
             ws_url: url.to_owned(),
             http_base,
-            pid: t.server_pid,
+            pid,
             config: json!({
                 "started_by_bench": false,
                 "diff_window": t.diff_window.clone().map(|d| format!("{d} (as declared by --diff-window)"))
@@ -66,7 +109,17 @@ impl Server {
     }
 
     fn start(bin: &PathBuf, t: &Target) -> Result<Server, String> {
-        let scratch = std::env::temp_dir().join(format!("roster-bench-{}", std::process::id()));
+        Self::start_nth(bin, t, 0)
+    }
+
+    /// Starts node `n` (its own scratch directory; its log, with `--server-log FILE`,
+    /// in `FILE` for node 0 and `FILE.<n>` for the others).
+    fn start_nth(bin: &PathBuf, t: &Target, n: usize) -> Result<Server, String> {
+        let name = match n {
+            0 => format!("roster-bench-{}", std::process::id()),
+            n => format!("roster-bench-{}-{n}", std::process::id()),
+        };
+        let scratch = std::env::temp_dir().join(name);
         std::fs::create_dir_all(&scratch)
             .map_err(|e| format!("cannot create {}: {e}", scratch.display()))?;
         let bin = std::fs::canonicalize(bin)
@@ -98,7 +151,11 @@ impl Server {
             .stderr
             .take()
             .ok_or("the server's stderr was not captured")?;
-        let mut log: Box<dyn Write + Send> = match &t.server_log {
+        let log_path = t.server_log.as_ref().map(|p| match n {
+            0 => p.clone(),
+            n => PathBuf::from(format!("{}.{n}", p.display())),
+        });
+        let mut log: Box<dyn Write + Send> = match &log_path {
             Some(path) => Box::new(
                 std::fs::File::create(path)
                     .map_err(|e| format!("cannot create {}: {e}", path.display()))?,
@@ -158,6 +215,18 @@ impl Server {
             Err(_) => Err("the server did not log `listening on …` within 30 s".into()),
         }
     }
+}
+
+/// The WebSocket URL of a node given as `ws://HOST:PORT/PATH` (kept as it is),
+/// `http://HOST:PORT[/…]` or `HOST:PORT` (both: `ws://HOST:PORT/ws`).
+pub fn ws_url_of(s: &str) -> String {
+    let s = s.trim();
+    if s.starts_with("ws://") || s.starts_with("wss://") {
+        return s.to_owned();
+    }
+    let rest = s.strip_prefix("http://").unwrap_or(s);
+    let host = rest.split(['/', '?']).next().unwrap_or(rest);
+    format!("ws://{host}/ws")
 }
 
 /// `http://host:port` of a `ws://host:port/path` URL.
@@ -228,6 +297,20 @@ mod tests {
         );
         assert_eq!(listening_address("listening on 127.0.0.1:0"), None);
         assert_eq!(listening_address("starting"), None);
+    }
+
+    #[test]
+    fn node_urls_become_websocket_urls() {
+        assert_eq!(
+            ws_url_of("ws://127.0.0.1:7400/ws"),
+            "ws://127.0.0.1:7400/ws"
+        );
+        assert_eq!(ws_url_of("http://127.0.0.1:7400"), "ws://127.0.0.1:7400/ws");
+        assert_eq!(
+            ws_url_of("http://127.0.0.1:7400/readyz"),
+            "ws://127.0.0.1:7400/ws"
+        );
+        assert_eq!(ws_url_of(" 127.0.0.1:7401 "), "ws://127.0.0.1:7401/ws");
     }
 
     #[test]

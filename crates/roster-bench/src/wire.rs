@@ -24,8 +24,6 @@ fn lean_config() -> WebSocketConfig {
 /// A session after its opening handshake.
 pub struct Opened {
     pub ws: Ws,
-    /// `seq` of the room in the `PRESENCE` answer (`None` if absent).
-    pub seq: Option<u64>,
 }
 
 /// Connects, sends `HELLO {token, clientId}`, waits `WELCOME`, sends `SUB {room}` and
@@ -44,11 +42,10 @@ pub async fn open_session(
         send_json(&mut ws, &sub)
             .await
             .map_err(|e| format!("SUB: {e}"))?;
-        let presence = await_type(&mut ws, "PRESENCE", Some(room))
+        await_type(&mut ws, "PRESENCE", Some(room))
             .await
             .map_err(|e| format!("SUB {room}: {e}"))?;
-        let seq = presence.get("seq").and_then(Value::as_u64);
-        Ok(Opened { ws, seq })
+        Ok(Opened { ws })
     };
     tokio::time::timeout(timeout, fut)
         .await

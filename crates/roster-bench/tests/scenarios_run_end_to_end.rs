@@ -154,6 +154,112 @@ fn fanout_delivers_every_update_to_every_member_in_seq_order() {
         r["server"]["config"]["env"]["ROSTER_TIMING_DIFF_WINDOW"],
         "0ms"
     );
+    // The join phase: every SUB answered by its PRESENCE, no diff before it.
+    assert_eq!(r["join_phase"]["join_latency_ms"]["count"], 50, "{r}");
+    assert!(
+        r["join_phase"]["joins_per_s"].as_f64().unwrap() > 0.0,
+        "{r}"
+    );
+    assert_eq!(r["open_phase"]["hello_latency_ms"]["count"], 50, "{r}");
+    assert_eq!(r["diffs_before_snapshot"], 0, "{r}");
+    assert_eq!(r["seq_regressions"], 0, "{r}");
+    assert_eq!(r["nodes"].as_array().unwrap().len(), 1, "{r}");
+    assert!(r["redis"].is_null(), "{r}");
+}
+
+/// The Redis the multi-node run uses: `ROSTER_TEST_REDIS` (default 127.0.0.1:6379,
+/// which `scripts/test.sh` starts when it is down), as the server's cluster tests.
+fn redis_url() -> String {
+    std::env::var("ROSTER_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+#[test]
+fn fanout_spreads_one_room_over_three_nodes_on_redis() {
+    let redis = redis_url();
+    let prefix = format!(
+        "rbench-test-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0)
+    );
+    let r = run_bench(&[
+        "fanout",
+        "--node-count",
+        "3",
+        "--server-env",
+        &format!("ROSTER_ENGINE_URL={redis}"),
+        "--server-env",
+        &format!("ROSTER_ENGINE_PREFIX={prefix}"),
+        "--redis",
+        &redis,
+        "--members",
+        "30",
+        "--senders",
+        "2",
+        "--updates-per-sec",
+        "10",
+        "--duration",
+        "2s",
+        "--warmup",
+        "500ms",
+        "--drain",
+        "500ms",
+        "--settle",
+        "500ms",
+        "--diff-window",
+        "0ms",
+    ]);
+    // Best effort: the run's keys go (redis-cli may be missing; the prefix is unique).
+    let _ = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "redis-cli -u {redis} --scan --pattern '{prefix}:*' | xargs -r redis-cli -u {redis} del"
+        ))
+        .output();
+    // Round-robin; the two senders (members 0 and 3) are on node 0.
+    let nodes = r["nodes"].as_array().unwrap();
+    let members: Vec<u64> = nodes
+        .iter()
+        .map(|n| n["members"].as_u64().unwrap())
+        .collect();
+    assert_eq!(members, [10, 10, 10], "{r}");
+    assert_eq!(nodes[0]["senders"], 2);
+    // Every update reached every member on every node, once, in seq order.
+    let sent = r["updates_sent_in_window"].as_u64().unwrap();
+    assert!((18..=22).contains(&sent), "sent {sent}");
+    assert_eq!(r["deliveries"], sent * 30, "{r}");
+    for n in nodes {
+        assert_eq!(n["deliveries"], n["deliveries_expected"], "{r}");
+        assert!(n["latency_ms"]["count"].as_u64().unwrap() > 0, "{r}");
+    }
+    assert_eq!(r["seq_gaps"], 0, "{r}");
+    assert_eq!(r["seq_regressions"], 0, "{r}");
+    assert_eq!(r["diffs_before_snapshot"], 0, "{r}");
+    // Each update came in a diff of the same seq on every node.
+    assert_eq!(r["update_seq_mismatches"], 0, "{r}");
+    assert_eq!(r["members_disconnected"], 0, "{r}");
+    assert_eq!(r["join_phase"]["join_latency_ms"]["count"], 30, "{r}");
+    assert!(
+        r["latency_ms_other_nodes"]["count"].as_u64().unwrap() > 0,
+        "{r}"
+    );
+    // Redis was sampled per phase: every update ran at least one script.
+    let updates = &r["redis"]["updates"];
+    assert_eq!(updates["ops"], r["updates_sent_total"], "{r}");
+    assert!(
+        updates["script_calls_per_update"].as_f64().unwrap() >= 1.0,
+        "{r}"
+    );
+    assert!(
+        updates["by_command"]["evalsha"]["calls"].as_u64().unwrap() > 0,
+        "{r}"
+    );
+    assert!(
+        r["redis"]["join"]["calls_per_join"].as_f64().unwrap() > 0.0,
+        "{r}"
+    );
 }
 
 #[test]
