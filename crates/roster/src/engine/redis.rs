@@ -514,10 +514,12 @@ trait WeakHealth {
 }
 
 impl WeakHealth for std::sync::Weak<Inner> {
-    /// Pings Redis every `every` (the sweep interval): `/readyz` follows, and
-    /// after an outage the node writes its sessions back and re-syncs.
+    /// Pings Redis every `every` (the sweep interval): `/readyz` follows (down
+    /// after three missed pings in a row, up at the first answer), and after an
+    /// outage the node writes its sessions back and re-syncs.
     async fn health_loop(self, every: Duration) {
         let mut tick = tokio::time::interval(every);
+        let mut misses = 0u32;
         loop {
             tick.tick().await;
             let Some(inner) = self.upgrade() else { return };
@@ -533,6 +535,13 @@ impl WeakHealth for std::sync::Weak<Inner> {
                 tokio::time::timeout(every.max(Duration::from_millis(200)), pings).await,
                 Ok(Ok(_))
             );
+            // One slow answer is not an outage: a burst of big joins can hold
+            // the connection past one interval. Down after `MISSES` in a row.
+            const MISSES: u32 = 3;
+            misses = if ok { 0 } else { misses + 1 };
+            if !ok && misses < MISSES {
+                continue;
+            }
             let was = inner.healthy.swap(ok, Ordering::SeqCst);
             if ok && !was {
                 tracing::info!("redis is back: writing this node's sessions back and re-syncing");
