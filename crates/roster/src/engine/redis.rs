@@ -908,6 +908,20 @@ impl Inner {
         }
     }
 
+    /// Ends a member's buffering: what arrived meanwhile goes out, skipping what
+    /// its snapshot (`last_seq`) already covers.
+    fn drain_buffer(&self, room: &RoomId, sid: &SessionId, m: &mut LocalMember) {
+        for msg in m.buffer.take().unwrap_or_default() {
+            if let RoomMsg::Diff { hdr, .. } = &*msg {
+                if hdr.seq <= m.last_seq {
+                    continue;
+                }
+                m.last_seq = hdr.seq;
+            }
+            self.deliver_one(room, sid, m, &msg);
+        }
+    }
+
     /// Delivers one message to one member that needs its own version: a count,
     /// its own join taken out, or an event.
     fn deliver_one(&self, room: &RoomId, sid: &SessionId, m: &mut LocalMember, msg: &RoomMsg) {
@@ -1352,15 +1366,7 @@ impl Engine for RedisEngine {
         let undo = || async {
             if existed {
                 if let Some(m) = lr.members.lock().get_mut(&sid) {
-                    for msg in m.buffer.take().unwrap_or_default() {
-                        if let RoomMsg::Diff { hdr, .. } = &*msg {
-                            if hdr.seq <= m.last_seq {
-                                continue;
-                            }
-                            m.last_seq = hdr.seq;
-                        }
-                        i.deliver_one(id, &sid, m, &msg);
-                    }
+                    i.drain_buffer(id, &sid, m);
                 }
             } else {
                 lr.members.lock().remove(&sid);
@@ -1418,15 +1424,7 @@ impl Engine for RedisEngine {
                 m.count_mode = count_mode;
                 m.last_seq = seq;
                 m.last_count = answer.get(2).map(int).unwrap_or(0) as usize;
-                for msg in m.buffer.take().unwrap_or_default() {
-                    if let RoomMsg::Diff { hdr, .. } = &*msg {
-                        if hdr.seq <= m.last_seq {
-                            continue;
-                        }
-                        m.last_seq = hdr.seq;
-                    }
-                    i.deliver_one(id, &sid, m, &msg);
-                }
+                i.drain_buffer(id, &sid, m);
             }
         }
         if !already {
