@@ -312,6 +312,8 @@ async fn bye_returns_the_normal_close_code() {
     alice.sub("R", None).await.unwrap();
     let mut bob = s.client("bob").await;
     bob.sub("R", None).await.unwrap();
+    // A join and leave inside one diff window are nothing to alice: let her see bob.
+    next_change(&mut alice, "R", "joins", "bob").await;
     assert_eq!(bob.bye().await.unwrap(), Some(1000));
     assert!(matches!(
         bob.recv(T).await.unwrap(),

@@ -624,6 +624,8 @@ async fn an_admin_kicks_a_session_of_another_node_over_rest() {
     alice.sub("Room:1", None).await.unwrap();
     let mut bob = ns[1].client("bob").await;
     bob.sub("Room:1", None).await.unwrap();
+    // A join and leave inside one diff window are nothing to alice: let her see bob.
+    next_change(&mut alice, "Room:1", "joins", "bob").await;
     let sid = bob.session_id().unwrap().to_string();
     // Another tenant's admin does not see it.
     let (code, _) = ns[0]

@@ -349,3 +349,89 @@ async fn server_pings_measure_latency_without_client_reports() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Applies one diff to the set of sessions a member holds, failing on anything
+/// that does not apply cleanly (SPEC §3: no join for a session already held, no
+/// leave or update for one not held).
+fn apply_strictly(held: &mut std::collections::BTreeSet<String>, d: &serde_json::Value, who: &str) {
+    let sid = |e: &serde_json::Value, p: &str| e.pointer(p).unwrap().as_str().unwrap().to_string();
+    for l in d["leaves"].as_array().unwrap() {
+        let s = sid(l, "/sessionId");
+        assert!(held.remove(&s), "{who}: leave of {s} it never held: {d}");
+    }
+    for j in d["joins"].as_array().unwrap() {
+        let s = sid(j, "/session/sessionId");
+        assert!(
+            held.insert(s.clone()),
+            "{who}: join of {s} already held: {d}"
+        );
+    }
+    for u in d["updates"].as_array().unwrap() {
+        let s = sid(u, "/session/sessionId");
+        assert!(
+            held.contains(&s),
+            "{who}: update of {s} it does not hold: {d}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_diff_applies_cleanly_to_the_snapshot_it_follows() {
+    // A long window, so every change below lands inside the same one.
+    let s = Server::start_with(&[("ROSTER_TIMING_DIFF_WINDOW", "400ms")]).await;
+    let room = "Order:dup";
+    let mut alice = s.client("alice").await;
+    let pa = alice.sub(room, None).await.unwrap();
+    // Let alice's own window pass: her roster is the room before the storm.
+    let mut alice_seq = pa["seq"].as_u64().unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    while let Ok(roster_client::Incoming::Message(m)) = alice.recv(Duration::from_millis(50)).await
+    {
+        if m["type"] == "PRESENCE_DIFF" {
+            alice_seq = m["seq"].as_u64().unwrap();
+        }
+    }
+    let mut views = vec![(
+        "alice",
+        session_ids(&pa)
+            .into_iter()
+            .collect::<std::collections::BTreeSet<_>>(),
+        alice_seq,
+    )];
+    // Inside one window: carol joins, bob joins (his snapshot shows carol),
+    // alice changes state, carol leaves, dave joins after that.
+    let mut carol = s.client("carol").await;
+    carol.sub(room, None).await.unwrap();
+    let mut bob = s.client("bob").await;
+    let pb = bob.sub(room, None).await.unwrap();
+    assert_eq!(
+        pb["count"], 3,
+        "bob's snapshot shows the pending join: {pb}"
+    );
+    alice
+        .send(json!({"type": "STATE", "room": room, "state": {"f": 1}}))
+        .await
+        .unwrap();
+    carol.bye().await.unwrap();
+    let mut dave = s.client("dave").await;
+    let pd = dave.sub(room, None).await.unwrap();
+    for (who, p) in [("bob", &pb), ("dave", &pd)] {
+        views.push((
+            who,
+            session_ids(p).into_iter().collect(),
+            p["seq"].as_u64().unwrap(),
+        ));
+    }
+    let mut clients = [alice, bob, dave];
+    for ((who, held, seq), c) in views.iter_mut().zip(clients.iter_mut()) {
+        let d = next_diff(c, room).await;
+        assert_eq!(d["seq"].as_u64().unwrap(), *seq + 1, "{who}: no gap: {d}");
+        apply_strictly(held, &d, who);
+    }
+    // After the window everyone holds the same roster: alice, bob, dave.
+    let all: Vec<_> = views.iter().map(|(_, h, _)| h.clone()).collect();
+    assert!(
+        all.iter().all(|h| h == &all[0] && h.len() == 3),
+        "{views:?}"
+    );
+}

@@ -12,6 +12,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::time::Instant;
 
+use super::diff::{plan, Op, Window};
 use super::error::{CoreError, ErrorCode};
 use super::room_type::{RoomType, Visibility};
 use super::session::SessionMeta;
@@ -138,18 +139,6 @@ pub struct EntityState {
     pub stale_until: Option<Instant>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum PendingOp {
-    /// A join; `true` once the member changed again inside the same window.
-    Join(SessionId, bool),
-    Update(SessionId),
-    Leave {
-        user: UserId,
-        session: SessionId,
-        reason: LeaveReason,
-    },
-}
-
 #[derive(Debug)]
 pub struct Room {
     pub id: RoomId,
@@ -158,7 +147,7 @@ pub struct Room {
     locks: BTreeMap<String, FieldLock>,
     entity: EntityState,
     seq: u64,
-    pending: Vec<PendingOp>,
+    pending: Window,
     /// Whether the last flush served count mode to everyone (above the list limit).
     over_limit: bool,
     last_count: usize,
@@ -202,7 +191,7 @@ impl Room {
             locks: BTreeMap::new(),
             entity: EntityState::default(),
             seq: 0,
-            pending: Vec::new(),
+            pending: Window::default(),
             over_limit: false,
             last_count: 0,
             empty_since: Some(now),
@@ -400,7 +389,7 @@ impl Room {
         self.empty_since = None;
         Ok(Joined {
             already_member: false,
-            needs_flush: self.push(PendingOp::Join(id, false)),
+            needs_flush: self.pending.push(Op::Join(id)),
         })
     }
 
@@ -420,11 +409,11 @@ impl Room {
         for f in &released_locks {
             self.locks.remove(f);
         }
-        let needs_flush = self.push(PendingOp::Leave {
-            user: m.meta.user.clone(),
-            session: session.clone(),
+        let needs_flush = self.pending.push(Op::Leave(LeaveView {
+            user_id: m.meta.user.clone(),
+            session_id: session.clone(),
             reason,
-        });
+        }));
         if self.members.is_empty() {
             self.empty_since = Some(now);
         }
@@ -447,13 +436,13 @@ impl Room {
         // Just checked membership.
         let m = self.members.get_mut(session).expect("member");
         m.state = state;
-        Ok(self.push(PendingOp::Update(session.clone())))
+        Ok(self.pending.push(Op::Update(session.clone())))
     }
 
     /// Something shown in the member's entry changed (status): an update.
     pub fn touch(&mut self, session: &SessionId) -> NeedsFlush {
         if self.members.contains_key(session) {
-            self.push(PendingOp::Update(session.clone()))
+            self.pending.push(Op::Update(session.clone()))
         } else {
             false
         }
@@ -555,38 +544,15 @@ impl Room {
         }
     }
 
-    /// Records a change, coalescing with what is pending: an update after a join
-    /// or update of the same session is already covered; a leave drops the
-    /// session's pending join and updates but is itself always sent, because a
-    /// snapshot served inside the window may already have shown the join.
-    fn push(&mut self, op: PendingOp) -> NeedsFlush {
-        let was_empty = self.pending.is_empty();
-        match &op {
-            PendingOp::Update(s) => {
-                for p in self.pending.iter_mut() {
-                    match p {
-                        PendingOp::Join(x, touched) if x == s => {
-                            *touched = true;
-                            return false;
-                        }
-                        PendingOp::Update(x) if x == s => return false,
-                        _ => {}
-                    }
-                }
-            }
-            PendingOp::Join(..) => {}
-            PendingOp::Leave { session, .. } => {
-                self.pending.retain(
-                    |p| !matches!(p, PendingOp::Join(x, _) | PendingOp::Update(x) if x == session),
-                );
-            }
-        }
-        self.pending.push(op);
-        was_empty
-    }
-
     pub fn has_pending(&self) -> bool {
         !self.pending.is_empty()
+    }
+
+    /// The snapshot served to a member (a joiner, or a re-`SUB`): its next diff
+    /// starts where this snapshot ends.
+    pub fn snapshot_for(&mut self, session: &SessionId, clock: &Clock) -> PresenceSnapshot {
+        self.pending.push(Op::Cut(session.clone()));
+        self.snapshot(clock)
     }
 
     fn member_view(&self, m: &Member, clock: &Clock) -> MemberView {
@@ -600,65 +566,46 @@ impl Room {
         }
     }
 
-    /// Turns what is pending into one numbered diff (and bumps `seq`), or `None`.
-    /// Also says who gets the list and who gets only a count.
+    /// Turns what is pending into one numbered diff per snapshot point (bumping
+    /// `seq` once), or `None` when nothing is pending. Also says who gets which
+    /// list and who gets only a count. A diff may be empty for some (a join and
+    /// leave they never saw); it still goes out so that `seq` has no gap — the
+    /// Redis engine numbers the window the same way without planning it.
     pub fn take_diff(&mut self, clock: &Clock, list_limit: usize) -> Option<Flush> {
         if self.pending.is_empty() {
             return None;
         }
-        let ops = std::mem::take(&mut self.pending);
+        let plan = plan(&self.pending.take());
         self.seq += 1;
-        let mut diff = PresenceDiff {
-            room: self.id.key.as_str().to_string(),
-            seq: self.seq,
-            joins: vec![],
-            leaves: vec![],
-            updates: vec![],
-        };
-        let mut own_joins = vec![];
-        for op in ops {
-            match op {
-                PendingOp::Join(s, touched) => {
-                    if let Some(m) = self.members.get(&s) {
-                        diff.joins.push(self.member_view(m, clock));
-                        own_joins.push((s, touched));
-                    }
-                }
-                PendingOp::Update(s) => {
-                    if let Some(m) = self.members.get(&s) {
-                        diff.updates.push(self.member_view(m, clock));
-                    }
-                }
-                PendingOp::Leave {
-                    user,
-                    session,
-                    reason,
-                } => diff.leaves.push(LeaveView {
-                    user_id: user,
-                    session_id: session,
-                    reason,
-                }),
-            }
-        }
         let count = self.members.len();
         let over = count > list_limit;
         let back_under = self.over_limit && !over;
         self.over_limit = over;
         let count_changed = count != self.last_count;
         self.last_count = count;
+        let key = self.id.key.as_str();
+        let view = |s: &SessionId| self.members.get(s).map(|m| self.member_view(m, clock));
+        let diff = plan.base.render(key, self.seq, &view);
+        let mut variants: Vec<(PresenceDiff, Vec<SessionId>)> = plan
+            .variants
+            .iter()
+            .map(|v| (v.render(key, self.seq, &view), vec![]))
+            .collect();
         let (mut list, mut counted) = (vec![], vec![]);
         for (id, m) in &self.members {
             if m.count_mode || over {
                 counted.push(id.clone());
-            } else if !own_joins.iter().any(|(j, _)| j == id) {
+            } else if let Some(&i) = plan.cut_of.get(id) {
+                variants[i].1.push(id.clone());
+            } else {
                 list.push(id.clone());
             }
         }
-        own_joins.retain(|(id, _)| self.members.get(id).is_some_and(|m| !m.count_mode && !over));
+        variants.retain(|(_, to)| !to.is_empty());
         Some(Flush {
             diff,
+            variants,
             count,
-            own_joins,
             list_recipients: list,
             count_recipients: counted,
             count_changed,
@@ -720,42 +667,22 @@ fn session_view(m: &Member) -> SessionView {
     }
 }
 
-/// The result of a flush: one diff, encoded once by the caller, and its audience.
+/// The result of a flush: the diffs, each encoded once by the caller, and their
+/// audiences.
 #[derive(Debug)]
 pub struct Flush {
+    /// The diff of members whose snapshot predates the window.
     pub diff: PresenceDiff,
+    /// Same `seq`, for members served a snapshot inside the window: each starts
+    /// where that snapshot ended (see `core::diff`).
+    pub variants: Vec<(PresenceDiff, Vec<SessionId>)>,
     pub count: usize,
-    /// List-mode members whose own join is in this diff (and whether they changed
-    /// since). Their snapshot already showed them, so each gets its own copy (same
-    /// `seq`): see [`Flush::diff_for_joiner`].
-    pub own_joins: Vec<(SessionId, bool)>,
     pub list_recipients: Vec<SessionId>,
     pub count_recipients: Vec<SessionId>,
     pub count_changed: bool,
     /// The room fell back under `presence_list_limit`: list members need a full
     /// snapshot instead of this diff.
     pub snapshot_for_list: bool,
-}
-
-impl Flush {
-    /// The diff as a joiner gets it: its own join (and any leave of its earlier
-    /// membership) are left out, since its snapshot shows it; a change it made
-    /// after the snapshot comes as an update of itself.
-    pub fn diff_for_joiner(&self, session: &SessionId, touched: bool) -> PresenceDiff {
-        let mut d = self.diff.clone();
-        if let Some(i) = d
-            .joins
-            .iter()
-            .position(|m| &m.session.session_id == session)
-        {
-            let own = d.joins.remove(i);
-            if touched {
-                d.updates.push(own);
-            }
-        }
-        d.leaves.retain(|l| &l.session_id != session);
-        d
-    }
 }
 
 // ---- wire views (SPEC §3 shapes, camelCase) ----
@@ -772,7 +699,7 @@ pub struct SessionView {
     pub state: Value,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MemberView {
     pub user_id: UserId,
@@ -784,7 +711,7 @@ pub struct MemberView {
     pub session: SessionView,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LeaveView {
     pub user_id: UserId,
@@ -907,53 +834,88 @@ mod tests {
     }
 
     #[test]
-    fn join_coalesces_with_update_and_leave_cancels_join() {
+    fn a_joiner_diff_starts_where_its_snapshot_ended() {
         let clock = Clock::new();
         let mut r = room("GENERIC");
         let a = member("alice");
         let (aid, au) = (a.meta.id.clone(), a.meta.user.clone());
         assert!(r.join(a, actor(&au)).unwrap().needs_flush);
+        r.snapshot_for(&aid, &clock);
         assert!(!r.set_state(&aid, serde_json::json!({"x":1})).unwrap());
-        let f = r.take_diff(&clock, 10).unwrap();
-        assert_eq!(
-            (f.diff.seq, f.diff.joins.len(), f.diff.updates.len()),
-            (1, 1, 0)
-        );
-        assert_eq!(f.diff.joins[0].session.state, serde_json::json!({"x":1}));
-        assert!(
-            f.list_recipients.is_empty(),
-            "the joiner is not sent the shared diff"
-        );
-        assert_eq!(
-            f.own_joins,
-            vec![(aid.clone(), true)],
-            "joined, then changed"
-        );
-        let own = f.diff_for_joiner(&aid, true);
-        assert!(own.joins.is_empty(), "its copy leaves out its own join");
-        assert_eq!(
-            own.updates.len(),
-            1,
-            "but carries the change made after its snapshot"
-        );
+        // bob joins inside the same window and is served a snapshot showing alice.
         let b = member("bob");
         let (bid, bu) = (b.meta.id.clone(), b.meta.user.clone());
-        r.join(b, actor(&bu)).unwrap();
-        let snapshot = r.snapshot(&clock);
-        assert_eq!(snapshot.count, 2, "a snapshot shows the pending join");
-        r.leave(&bid, LeaveReason::Left, Instant::now()).unwrap();
+        assert!(!r.join(b, actor(&bu)).unwrap().needs_flush);
+        let snap = r.snapshot_for(&bid, &clock);
+        assert_eq!(snap.count, 2, "a snapshot shows the pending joins");
         let f = r.take_diff(&clock, 10).unwrap();
-        assert!(f.diff.joins.is_empty(), "the join is dropped");
-        assert_eq!(
-            f.diff.leaves.len(),
-            1,
-            "but the leave is sent: the snapshot showed the join"
+        assert_eq!(f.diff.seq, 1);
+        assert!(f.list_recipients.is_empty(), "both were served snapshots");
+        let of = |s: &SessionId| {
+            f.variants
+                .iter()
+                .find(|(_, to)| to.contains(s))
+                .map(|(d, _)| d.clone())
+                .unwrap()
+        };
+        let own = of(&aid);
+        assert_eq!(own.seq, 1, "same seq for every copy");
+        assert!(own.leaves.is_empty());
+        assert_eq!(own.updates.len(), 1, "its change after its snapshot");
+        assert_eq!(own.joins.len(), 1, "bob joined after alice's snapshot");
+        let bobs = of(&bid);
+        assert!(
+            bobs.joins.is_empty() && bobs.updates.is_empty(),
+            "bob's snapshot already showed alice with her state: {bobs:?}"
         );
-        assert_eq!(r.seq(), 2);
     }
 
     #[test]
-    fn leaving_and_rejoining_in_one_window_keeps_the_joiner_in_its_own_roster() {
+    fn a_join_and_leave_nobody_saw_is_an_empty_diff() {
+        let clock = Clock::new();
+        let mut r = room("GENERIC");
+        let a = member("alice");
+        let (aid, au) = (a.meta.id.clone(), a.meta.user.clone());
+        r.join(a, actor(&au)).unwrap();
+        r.take_diff(&clock, 10).unwrap();
+        let b = member("bob");
+        let (bid, bu) = (b.meta.id.clone(), b.meta.user.clone());
+        r.join(b, actor(&bu)).unwrap();
+        r.leave(&bid, LeaveReason::Left, Instant::now()).unwrap();
+        let f = r.take_diff(&clock, 10).unwrap();
+        assert_eq!(f.diff.seq, 2, "seq moves on every engine");
+        assert!(
+            f.diff.joins.is_empty() && f.diff.leaves.is_empty(),
+            "alice never saw bob: {:?}",
+            f.diff
+        );
+        // Seen in a snapshot: the leave is told to whoever saw it.
+        let c = member("carol");
+        let (cid, cu) = (c.meta.id.clone(), c.meta.user.clone());
+        r.join(c, actor(&cu)).unwrap();
+        let d = member("dave");
+        let (did, du) = (d.meta.id.clone(), d.meta.user.clone());
+        r.join(d, actor(&du)).unwrap();
+        r.snapshot_for(&did, &clock);
+        r.leave(&cid, LeaveReason::Left, Instant::now()).unwrap();
+        let f = r.take_diff(&clock, 10).unwrap();
+        assert_eq!(f.list_recipients, vec![aid.clone()]);
+        assert_eq!(
+            (f.diff.joins.len(), f.diff.leaves.len()),
+            (1, 0),
+            "alice: dave joined"
+        );
+        let (dd, to) = &f.variants[0];
+        assert_eq!(to, &vec![did.clone()]);
+        assert_eq!(
+            (dd.joins.len(), dd.leaves.len()),
+            (0, 1),
+            "dave: carol left"
+        );
+    }
+
+    #[test]
+    fn leaving_and_rejoining_in_one_window_is_an_update() {
         let clock = Clock::new();
         let mut r = room("GENERIC");
         let a = member("alice");
@@ -963,16 +925,24 @@ mod tests {
         r.leave(&aid, LeaveReason::Left, Instant::now()).unwrap();
         let again = Member::new(r_meta(&aid, &au), SystemTime::now(), Value::Null, false);
         r.join(again, actor(&au)).unwrap();
+        r.snapshot_for(&aid, &clock);
+        let o = member("other");
+        let (oid, ou) = (o.meta.id.clone(), o.meta.user.clone());
+        r.join(o, actor(&ou)).unwrap();
+        r.snapshot_for(&oid, &clock);
+        r.take_diff(&clock, 10).unwrap();
+        r.leave(&aid, LeaveReason::Left, Instant::now()).unwrap();
+        let again = Member::new(r_meta(&aid, &au), SystemTime::now(), Value::Null, false);
+        r.join(again, actor(&au)).unwrap();
         let f = r.take_diff(&clock, 10).unwrap();
         assert_eq!(
-            (f.diff.leaves.len(), f.diff.joins.len()),
-            (1, 1),
-            "others see leave then join"
-        );
-        let own = f.diff_for_joiner(&aid, false);
-        assert!(
-            own.leaves.is_empty() && own.joins.is_empty(),
-            "the joiner sees neither: {own:?}"
+            (
+                f.diff.leaves.len(),
+                f.diff.joins.len(),
+                f.diff.updates.len()
+            ),
+            (0, 0, 1),
+            "others see one update, never a join of a session they hold"
         );
     }
 
@@ -1149,7 +1119,7 @@ mod tests {
             r.join(m, actor(&u)).unwrap();
         }
         let f = r.take_diff(&clock, 10).unwrap();
-        assert_eq!((f.own_joins.len(), f.count_recipients.len()), (2, 1));
+        assert_eq!((f.list_recipients.len(), f.count_recipients.len()), (2, 1));
         let m = member("u9");
         let u = m.meta.user.clone();
         r.join(m, actor(&u)).unwrap();

@@ -248,7 +248,7 @@ impl Engine for MemoryEngine {
                 },
             );
         } else {
-            let snapshot = r.snapshot(&self.clock);
+            let snapshot = r.snapshot_for(&to[0], &self.clock);
             self.outbox.deliver(
                 &mut to.iter(),
                 Outgoing::Presence {
@@ -295,12 +295,10 @@ impl Engine for MemoryEngine {
                 return 0;
             };
             let mut n = 0;
+            let variant_recipients = f.variants.iter().flat_map(|(_, to)| to);
             if f.snapshot_for_list {
                 let snap = r.snapshot(&self.clock);
-                let mut to = f
-                    .list_recipients
-                    .iter()
-                    .chain(f.own_joins.iter().map(|(j, _)| j));
+                let mut to = f.list_recipients.iter().chain(variant_recipients);
                 self.outbox.deliver(
                     &mut to,
                     Outgoing::Presence {
@@ -313,13 +311,11 @@ impl Engine for MemoryEngine {
                     self.outbox
                         .deliver(&mut f.list_recipients.iter(), Outgoing::Diff(&f.diff));
                 }
-                for (joiner, touched) in &f.own_joins {
-                    let own = f.diff_for_joiner(joiner, *touched);
-                    self.outbox
-                        .deliver(&mut std::iter::once(joiner), Outgoing::Diff(&own));
+                for (diff, to) in &f.variants {
+                    self.outbox.deliver(&mut to.iter(), Outgoing::Diff(diff));
                 }
             }
-            n += f.list_recipients.len() + f.own_joins.len();
+            n += f.list_recipients.len() + f.variants.iter().map(|(_, to)| to.len()).sum::<usize>();
             if f.count_changed && !f.count_recipients.is_empty() {
                 self.outbox.deliver(
                     &mut f.count_recipients.iter(),

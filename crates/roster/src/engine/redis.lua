@@ -11,8 +11,9 @@
 --   st     hash   sid -> state JSON
 --   x      hash   sid -> 5 digits: role, token role, admin, count mode, user status
 --   u      hash   sid -> user id
---   p      list   pending diff ops: "J:sid" join, "T:sid" join then changed,
---                 "U:sid" update, "L:<leave JSON>"
+--   p      list   the diff window's log (core::diff::Op, one per entry): "J:sid"
+--                 join, "U:sid" update, "L:<leave JSON>" leave, "C:sid" cut (sid
+--                 was served a snapshot here)
 --   seq    string the room's diff sequence
 --   l      hash   field -> "<sid>\31<user>\31<expires ms>"
 --   e      hash   entity: stale, busy, ver, until
@@ -40,31 +41,34 @@ local function view(sid)
     .. ',"state":' .. redis.call('HGET', k('st'), sid) .. '}}'
 end
 
--- Records a change, coalescing with what is pending (as core::room::Room::push).
--- Always answers 1: the caller schedules a flush after the diff window. (The
--- memory engine asks only when the list was empty; here the node that scheduled
--- the flush of what is pending may have died, and a flush that finds nothing
--- pending costs one cheap call.)
+-- Appends to the diff window's log as core::diff::Window::push does (the diffs are
+-- planned from the log on each node by core::diff::plan; nothing is decided here).
+-- An update is dropped when one of the same session is already logged after the
+-- last cut. Always answers 1: the caller schedules a flush after the diff window.
+-- (The memory engine asks only when the log was empty; here the node that
+-- scheduled the flush of what is pending may have died, and a flush that finds
+-- nothing pending costs one cheap call.)
 local function push(kind, sid, payload)
   if kind == 'U' then
     local p = redis.call('LRANGE', k('p'), 0, -1)
-    for i, op in ipairs(p) do
-      local t = string.sub(op, 1, 1)
-      if t ~= 'L' and string.sub(op, 3) == sid then
-        if t == 'J' then redis.call('LSET', k('p'), i - 1, 'T:' .. sid) end
-        return 1
-      end
+    for i = #p, 1, -1 do
+      local t = string.sub(p[i], 1, 1)
+      if t == 'C' then break end
+      if (t == 'J' or t == 'U') and string.sub(p[i], 3) == sid then return 1 end
     end
     redis.call('RPUSH', k('p'), 'U:' .. sid)
   elseif kind == 'J' then
     redis.call('RPUSH', k('p'), 'J:' .. sid)
   else
-    redis.call('LREM', k('p'), 0, 'J:' .. sid)
-    redis.call('LREM', k('p'), 0, 'T:' .. sid)
-    redis.call('LREM', k('p'), 0, 'U:' .. sid)
     redis.call('RPUSH', k('p'), 'L:' .. payload)
   end
   return 1
+end
+
+-- A snapshot is served to `sid` now: its next diff starts here (none needed while
+-- nothing is pending).
+local function cut(sid)
+  if redis.call('LLEN', k('p')) > 0 then redis.call('RPUSH', k('p'), 'C:' .. sid) end
 end
 
 local function hmap(key)
@@ -184,6 +188,7 @@ end
 local count_mode = ARGV[9] == '1'
 local limit = tonumber(ARGV[11])
 if redis.call('HEXISTS', k('m'), sid) == 1 then
+  cut(sid)
   return { 'ok', 1, 0, created, answer(count_mode, limit) }
 end
 local function fail(code, detail)
@@ -204,6 +209,7 @@ redis.call('HSET', k('x'), sid, tostring(role) .. ARGV[7] .. ARGV[8] .. ARGV[9] 
 redis.call('HSET', k('u'), sid, ARGV[2])
 redis.call('HDEL', k('meta'), 'empty')
 local nf = push('J', sid)
+cut(sid)
 return { 'ok', 0, nf, created, answer(count_mode, limit) }
 
 --@@ leave
@@ -245,41 +251,31 @@ redis.call('HSET', k('x'), sid, string.sub(x, 1, 4) .. ARGV[2])
 return push('U', sid)
 
 --@@ flush
--- ARGV: room_json limit publish_command
+-- ARGV: limit publish_command. Publishes the window's log with the member views
+-- its joins and updates need, for each node to plan and render (core::diff).
 local ops = redis.call('LRANGE', k('p'), 0, -1)
 if #ops == 0 then return 0 end
 redis.call('DEL', k('p'))
 local s = redis.call('INCR', k('seq'))
-local joins, leaves, updates, jsids, touched = {}, {}, {}, {}, {}
+local views, seen = {}, {}
 for _, op in ipairs(ops) do
   local t, rest = string.sub(op, 1, 1), string.sub(op, 3)
-  if t == 'J' or t == 'T' then
+  if (t == 'J' or t == 'U') and not seen[rest] then
+    seen[rest] = true
     local v = view(rest)
-    if v then
-      joins[#joins + 1] = v
-      jsids[#jsids + 1] = '"' .. rest .. '"'
-      if t == 'T' then touched[#touched + 1] = '"' .. rest .. '"' end
-    end
-  elseif t == 'U' then
-    local v = view(rest)
-    if v then updates[#updates + 1] = v end
-  else
-    leaves[#leaves + 1] = rest
+    if v then views[#views + 1] = cjson.encode(rest) .. ':' .. v end
   end
 end
 local count = redis.call('HLEN', k('m'))
-local over = count > tonumber(ARGV[2])
+local over = count > tonumber(ARGV[1])
 local meta = redis.call('HMGET', k('meta'), 'over', 'last')
 local back_under = meta[1] == '1' and not over
 local changed = tostring(count) ~= (meta[2] or '0')
 redis.call('HSET', k('meta'), 'over', over and '1' or '0', 'last', tostring(count))
-local frame = '{"type":"PRESENCE_DIFF","room":' .. ARGV[1] .. ',"seq":' .. s
-  .. ',"joins":[' .. table.concat(joins, ',') .. '],"leaves":[' .. table.concat(leaves, ',')
-  .. '],"updates":[' .. table.concat(updates, ',') .. ']}'
-local hdr = '{"seq":' .. s .. ',"count":' .. count .. ',"over":' .. tostring(over)
+local msg = '{"seq":' .. s .. ',"count":' .. count .. ',"over":' .. tostring(over)
   .. ',"backUnder":' .. tostring(back_under) .. ',"countChanged":' .. tostring(changed)
-  .. ',"joins":[' .. table.concat(jsids, ',') .. '],"touched":[' .. table.concat(touched, ',') .. ']}'
-redis.call(ARGV[3], k('ch'), 'D' .. hdr .. '\n' .. frame)
+  .. ',"ops":' .. cjson.encode(ops) .. ',"views":{' .. table.concat(views, ',') .. '}}'
+redis.call(ARGV[2], k('ch'), 'D' .. msg)
 return 1
 
 --@@ snapshot

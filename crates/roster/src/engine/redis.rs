@@ -26,10 +26,11 @@ use super::{
     UserChange, UserRecord,
 };
 use crate::clock::Clock;
+use crate::core::diff::{plan, Op};
 use crate::core::error::{CoreError, ErrorCode};
 use crate::core::room::{
     AccessChange, Actor, EntityView, FieldLock, Joined, Left, LockOutcome, LockOwnerView, Member,
-    NeedsFlush, PresenceSnapshot, RoomSettings, RoomStatus, UserEntry,
+    MemberView, NeedsFlush, PresenceDiff, PresenceSnapshot, RoomSettings, RoomStatus, UserEntry,
 };
 use crate::core::room_type::Visibility;
 use crate::core::types::{LeaveReason, Role, Status};
@@ -164,11 +165,31 @@ struct LocalMember {
 }
 
 enum RoomMsg {
-    Diff { hdr: DiffHeader, frame: Frame },
+    Diff(RoomDiff),
     Event(Frame),
 }
 
-/// What the flush script says about a diff besides the diff itself.
+/// A flush as this node received it: the window's log planned by
+/// `core::diff::plan` and rendered once per recipient group, here.
+struct RoomDiff {
+    hdr: DiffHeader,
+    /// For members whose snapshot predates the window.
+    base: PresenceDiff,
+    /// For members served a snapshot inside the window (`cut_of` → index).
+    variants: Vec<PresenceDiff>,
+    cut_of: HashMap<SessionId, usize>,
+}
+
+impl RoomDiff {
+    fn for_member(&self, s: &SessionId) -> &PresenceDiff {
+        self.cut_of
+            .get(s)
+            .map(|&i| &self.variants[i])
+            .unwrap_or(&self.base)
+    }
+}
+
+/// What the flush script publishes (see `--@@ flush` in redis.lua).
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct DiffHeader {
@@ -177,8 +198,50 @@ struct DiffHeader {
     over: bool,
     back_under: bool,
     count_changed: bool,
-    joins: Vec<SessionId>,
-    touched: Vec<SessionId>,
+}
+
+#[derive(Deserialize)]
+struct Published {
+    #[serde(flatten)]
+    hdr: DiffHeader,
+    ops: Vec<String>,
+    views: HashMap<SessionId, MemberView>,
+}
+
+/// One entry of the room's `p` list (see redis.lua) as a `core::diff::Op`.
+fn parse_op(s: &str) -> Option<Op> {
+    let (kind, rest) = s.split_at_checked(2)?;
+    match kind {
+        "J:" => SessionId::parse(rest).ok().map(Op::Join),
+        "U:" => SessionId::parse(rest).ok().map(Op::Update),
+        "C:" => SessionId::parse(rest).ok().map(Op::Cut),
+        "L:" => serde_json::from_str(rest).ok().map(Op::Leave),
+        _ => None,
+    }
+}
+
+impl RoomDiff {
+    fn parse(room: &RoomId, payload: &str) -> Result<Self, String> {
+        let p: Published = serde_json::from_str(payload).map_err(|e| e.to_string())?;
+        let ops = p
+            .ops
+            .iter()
+            .map(|o| parse_op(o).ok_or_else(|| format!("bad op {o:?}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let plan = plan(&ops);
+        let view = |s: &SessionId| p.views.get(s).cloned();
+        let key = room.key.as_str();
+        Ok(RoomDiff {
+            base: plan.base.render(key, p.hdr.seq, &view),
+            variants: plan
+                .variants
+                .iter()
+                .map(|v| v.render(key, p.hdr.seq, &view))
+                .collect(),
+            cut_of: plan.cut_of,
+            hdr: p.hdr,
+        })
+    }
 }
 
 struct Inner {
@@ -844,19 +907,13 @@ impl Inner {
 
     fn room_message(self: &Arc<Self>, room: &RoomId, payload: &str) {
         let msg = match payload.as_bytes().first() {
-            Some(b'D') => {
-                let Some((hdr, frame)) = payload[1..].split_once('\n') else {
+            Some(b'D') => match RoomDiff::parse(room, &payload[1..]) {
+                Ok(d) => RoomMsg::Diff(d),
+                Err(e) => {
+                    tracing::error!("bad diff from redis for {}: {e}", room.key);
                     return;
-                };
-                let Ok(hdr) = serde_json::from_str::<DiffHeader>(hdr) else {
-                    tracing::error!("bad diff header from redis: {hdr}");
-                    return;
-                };
-                RoomMsg::Diff {
-                    hdr,
-                    frame: Frame(Arc::new(frame.to_string().into())),
                 }
-            }
+            },
             Some(b'E') => RoomMsg::Event(Frame(Arc::new(payload[1..].to_string().into()))),
             _ => return,
         };
@@ -873,12 +930,13 @@ impl Inner {
                 continue;
             }
             match &*msg {
-                RoomMsg::Diff { hdr, .. } => {
+                RoomMsg::Diff(d) => {
+                    let hdr = &d.hdr;
                     if hdr.seq <= m.last_seq {
                         continue;
                     }
                     m.last_seq = hdr.seq;
-                    if m.count_mode || hdr.over || hdr.joins.contains(sid) {
+                    if m.count_mode || hdr.over || d.cut_of.contains_key(sid) {
                         self.deliver_one(room, sid, m, &msg);
                     } else if hdr.back_under {
                         need_snapshot.push(sid.clone());
@@ -891,9 +949,9 @@ impl Inner {
         }
         drop(members);
         match &*msg {
-            RoomMsg::Diff { frame, .. } if !list.is_empty() => self
+            RoomMsg::Diff(d) if !list.is_empty() => self
                 .outbox
-                .deliver(&mut list.iter(), Outgoing::Typed("PRESENCE_DIFF", frame)),
+                .deliver(&mut list.iter(), Outgoing::Diff(&d.base)),
             RoomMsg::Event(frame) if !list.is_empty() => self
                 .outbox
                 .deliver(&mut list.iter(), Outgoing::Encoded(frame)),
@@ -912,7 +970,7 @@ impl Inner {
     /// its snapshot (`last_seq`) already covers.
     fn drain_buffer(&self, room: &RoomId, sid: &SessionId, m: &mut LocalMember) {
         for msg in m.buffer.take().unwrap_or_default() {
-            if let RoomMsg::Diff { hdr, .. } = &*msg {
+            if let RoomMsg::Diff(RoomDiff { hdr, .. }) = &*msg {
                 if hdr.seq <= m.last_seq {
                     continue;
                 }
@@ -929,7 +987,8 @@ impl Inner {
         let to = [sid.clone()];
         match msg {
             RoomMsg::Event(f) => self.outbox.deliver(&mut to.iter(), Outgoing::Encoded(f)),
-            RoomMsg::Diff { hdr, frame } => {
+            RoomMsg::Diff(d) => {
+                let hdr = &d.hdr;
                 if count_mode || hdr.over {
                     if hdr.count_changed && hdr.count != m.last_count {
                         m.last_count = hdr.count;
@@ -943,13 +1002,9 @@ impl Inner {
                             },
                         );
                     }
-                } else if hdr.joins.contains(sid) {
-                    let own = diff_for_joiner(frame, sid, hdr.touched.contains(sid));
+                } else if d.cut_of.contains_key(sid) || !hdr.back_under {
                     self.outbox
-                        .deliver(&mut to.iter(), Outgoing::Typed("PRESENCE_DIFF", &own));
-                } else if !hdr.back_under {
-                    self.outbox
-                        .deliver(&mut to.iter(), Outgoing::Typed("PRESENCE_DIFF", frame));
+                        .deliver(&mut to.iter(), Outgoing::Diff(d.for_member(sid)));
                 }
             }
         }
@@ -1079,33 +1134,6 @@ impl Inner {
             }
         }
     }
-}
-
-/// The diff as a joiner gets it (see `core::room::Flush::diff_for_joiner`).
-fn diff_for_joiner(frame: &Frame, sid: &SessionId, touched: bool) -> Frame {
-    let Ok(mut v) = serde_json::from_str::<Value>(frame.as_str()) else {
-        return frame.clone();
-    };
-    let is_own =
-        |m: &Value| m.pointer("/session/sessionId").and_then(Value::as_str) == Some(sid.as_str());
-    let mut own = None;
-    if let Some(joins) = v.get_mut("joins").and_then(Value::as_array_mut) {
-        if let Some(i) = joins.iter().position(is_own) {
-            own = Some(joins.remove(i));
-        }
-    }
-    if let (true, Some(own)) = (touched, own) {
-        if let Some(u) = v.get_mut("updates").and_then(Value::as_array_mut) {
-            u.push(own);
-        }
-    }
-    if let Some(leaves) = v.get_mut("leaves").and_then(Value::as_array_mut) {
-        leaves.retain(|l| l.get("sessionId").and_then(Value::as_str) != Some(sid.as_str()));
-    }
-    if let Some(o) = v.as_object_mut() {
-        o.remove("type");
-    }
-    Frame::encode("PRESENCE_DIFF", &v, None)
 }
 
 fn core_err(code: &str, id: &RoomId, detail: &str) -> CoreError {
@@ -1519,11 +1547,7 @@ impl Engine for RedisEngine {
 
     async fn flush(&self, id: &RoomId, list_limit: usize) -> usize {
         let i = &self.inner;
-        let args = [
-            serde_json::to_string(id.key.as_str()).unwrap_or_default(),
-            list_limit.to_string(),
-            i.publish_cmd().to_string(),
-        ];
+        let args = [list_limit.to_string(), i.publish_cmd().to_string()];
         match i.script("flush", &i.room_key(id), &args).await {
             Ok(v) => int(&v) as usize,
             Err(e) => {
@@ -2192,18 +2216,27 @@ mod tests {
     }
 
     #[test]
-    fn joiner_diff_drops_own_join() {
-        let f = Frame(Arc::new(
-            r#"{"type":"PRESENCE_DIFF","room":"r","seq":3,"joins":[{"userId":"a","status":"online","session":{"sessionId":"s1","state":{}}},{"userId":"b","status":"online","session":{"sessionId":"s2","state":{}}}],"leaves":[{"userId":"a","sessionId":"s1","reason":"left"}],"updates":[]}"#
-                .to_string()
-                .into(),
-        ));
-        let sid = SessionId::parse("s1").unwrap();
-        let own = diff_for_joiner(&f, &sid, true);
-        let v: Value = serde_json::from_str(own.as_str()).unwrap();
-        assert_eq!(v["type"], "PRESENCE_DIFF");
-        assert_eq!(v["joins"].as_array().unwrap().len(), 1);
-        assert_eq!(v["updates"][0]["session"]["sessionId"], "s1");
-        assert!(v["leaves"].as_array().unwrap().is_empty());
+    fn published_log_is_planned_per_cut() {
+        let room = RoomId {
+            tenant: TenantId::default_tenant(),
+            key: crate::ids::RoomKey::parse("r").unwrap(),
+        };
+        let view = |u: &str, s: &str| {
+            format!(
+                r#""{s}":{{"userId":"{u}","status":"online","session":{{"sessionId":"{s}","device":"web","os":null,"appVersion":null,"latencyMs":null,"joinedAt":"x","state":{{}}}}}}"#
+            )
+        };
+        let payload = format!(
+            r#"{{"seq":3,"count":2,"over":false,"backUnder":false,"countChanged":true,"ops":["J:s1","J:s2","C:s2","L:{{\"userId\":\"c\",\"sessionId\":\"s3\",\"reason\":\"left\"}}"],"views":{{{},{}}}}}"#,
+            view("a", "s1"),
+            view("b", "s2")
+        );
+        let d = RoomDiff::parse(&room, &payload).unwrap();
+        assert_eq!(d.base.joins.len(), 2);
+        assert_eq!(d.base.leaves.len(), 1);
+        let s2 = d.for_member(&SessionId::parse("s2").unwrap());
+        assert!(s2.joins.is_empty(), "its snapshot showed s1 and s2");
+        assert_eq!(s2.leaves.len(), 1, "s3 left after its snapshot");
+        assert!(RoomDiff::parse(&room, r#"{"seq":1,"count":0,"over":false,"backUnder":false,"countChanged":false,"ops":["Q:x"],"views":{}}"#).is_err());
     }
 }
