@@ -169,3 +169,10 @@ mod tests {
         assert_eq!(device_from_user_agent(None).0, "unknown");
     }
 }
+
+/// How a joiner wants its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubMode {
+    List,
+    Count,
+}

@@ -23,6 +23,7 @@ use crate::core::room::{
     NeedsFlush, PresenceDiff, PresenceSnapshot, RoomSettings, RoomStatus,
 };
 use crate::core::room_type::Visibility;
+pub use crate::core::types::SubMode;
 use crate::core::types::{Role, Status};
 use crate::ids::{RoomId, SessionId, TenantId, UserId, UserRef};
 
@@ -42,20 +43,10 @@ pub enum Outgoing<'a> {
     Diff(&'a PresenceDiff),
     /// An already encoded frame (LOCK, ENTITY events).
     Encoded(&'a crate::frame::Frame),
-    /// An already encoded message of a known type (a diff built in Redis),
-    /// counted under that type.
-    Typed(&'static str, &'a crate::frame::Frame),
 }
 
 pub trait Outbox: Send + Sync {
     fn deliver(&self, to: &mut dyn Iterator<Item = &SessionId>, msg: Outgoing<'_>);
-}
-
-/// How a joiner wants its answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SubMode {
-    List,
-    Count,
 }
 
 #[derive(Debug, Default, Clone)]

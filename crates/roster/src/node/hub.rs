@@ -172,12 +172,6 @@ impl Outbox for Hub {
                 ("PRESENCE_DIFF", Frame::encode("PRESENCE_DIFF", d, None))
             }
             Outgoing::Encoded(f) => ("EVENT", f.clone()),
-            Outgoing::Typed(ty, f) => {
-                if ty == "PRESENCE_DIFF" {
-                    metrics::counter!(m::DIFFS_SENT).increment(1);
-                }
-                (ty, f.clone())
-            }
         };
         let mut n = 0u64;
         for id in to {

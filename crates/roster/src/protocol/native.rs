@@ -17,7 +17,7 @@ use super::socket::{Incoming, ReadError, Socket};
 use crate::auth::{Authenticator, Identity};
 use crate::core::error::{CoreError, ErrorCode};
 use crate::core::types::Status;
-use crate::engine::SubMode;
+use crate::core::types::SubMode;
 use crate::frame::Frame;
 use crate::metrics as m;
 use crate::node::hub::{self, close, ConnLink, Outbound, SessionHandle};
