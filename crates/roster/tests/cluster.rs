@@ -660,3 +660,113 @@ async fn an_admin_kicks_a_session_of_another_node_over_rest() {
         .await;
     assert_eq!(code, 404);
 }
+
+/// GET `path` on node `n` as acme's admin, polled until `done` holds (a node
+/// joins the cluster's list of nodes on its first liveness sweep).
+async fn rest_until(n: &Server, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let (code, body) = n.rest("GET", path, &n.admin_token("acme"), None).await;
+        assert_eq!(code, 200, "{path}: {body}");
+        if done(&body) || tokio::time::Instant::now() > deadline {
+            return body;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn session_set(items: &Value) -> BTreeSet<String> {
+    items
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["sessionId"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_answers_for_the_sessions_of_the_whole_cluster() {
+    let ns = nodes(2).await;
+    let mut a0 = ns[0].client("alice").await;
+    a0.sub("Room:s", None).await.unwrap();
+    let mut a1 = ns[1]
+        .client_in(
+            "alice",
+            "acme",
+            Hello {
+                device: Some("mobile".into()),
+                ..Hello::default()
+            },
+        )
+        .await;
+    a1.sub("Room:s", None).await.unwrap();
+    let mut b1 = ns[1].client("bob").await;
+    b1.sub("Room:t", None).await.unwrap();
+    let _other = ns[1].client_in("alice", "other", Hello::default()).await;
+    let all: BTreeSet<String> = [&a0, &a1, &b1]
+        .iter()
+        .map(|c| c.session_id().unwrap().to_string())
+        .collect();
+    for n in &ns {
+        let page = rest_until(n, "/api/v1/sessions", |b| session_set(&b["items"]) == all).await;
+        assert_eq!(
+            session_set(&page["items"]),
+            all,
+            "GET /sessions on {}: {page}",
+            n.addr
+        );
+        let mine = rest_until(n, "/api/v1/users/alice/presence", |b| {
+            b["sessions"].as_array().unwrap().len() == 2
+        })
+        .await;
+        assert_eq!(mine["sessions"].as_array().unwrap().len(), 2, "{mine}");
+        assert_eq!(mine["rooms"], json!(["Room:s"]), "{mine}");
+        let devices: BTreeSet<&str> = mine["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["device"].as_str().unwrap())
+            .collect();
+        assert!(
+            devices.contains("mobile"),
+            "the other node's session as it sees it: {mine}"
+        );
+        assert_eq!(mine["isOnline"], true);
+        let bob = rest_until(n, "/api/v1/sessions?room=Room:t", |b| {
+            b["items"].as_array().unwrap().len() == 1
+        })
+        .await;
+        assert_eq!(bob["items"][0]["userId"], "bob", "{bob}");
+        let (_, online) = n
+            .rest(
+                "GET",
+                "/api/v1/users/bob/online",
+                &n.admin_token("acme"),
+                None,
+            )
+            .await;
+        assert_eq!(online["isOnline"], true);
+        let (_, room) = n
+            .rest(
+                "GET",
+                "/api/v1/rooms/Room:s/presence",
+                &n.admin_token("acme"),
+                None,
+            )
+            .await;
+        assert_eq!(room["count"], 2, "{room}");
+    }
+    // Another tenant sees only its own session, asked on the node that lacks it.
+    let other = loop {
+        let (_, b) = ns[0]
+            .rest("GET", "/api/v1/sessions", &ns[0].admin_token("other"), None)
+            .await;
+        if b["items"].as_array().unwrap().len() == 1 {
+            break b;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(other["items"][0]["tenantId"], "other", "{other}");
+    let theirs = rest_until(&ns[0], "/api/v1/users/carol/presence", |_| true).await;
+    assert!(theirs["sessions"].as_array().unwrap().is_empty());
+}

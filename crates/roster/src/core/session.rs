@@ -110,3 +110,26 @@ mod tests {
         assert_eq!(m.latency_ms(), Some(80));
     }
 }
+
+/// A live session as REST lists it (`GET /sessions`, `/users/{id}/presence`):
+/// what its node knows of it now. Also what nodes send each other when asked
+/// for their sessions (see `Engine::remote_sessions`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionInfoView {
+    pub session_id: SessionId,
+    pub user_id: UserId,
+    pub tenant_id: TenantId,
+    pub device: String,
+    pub os: Option<String>,
+    pub app_version: Option<String>,
+    pub client_id: Option<String>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub connected_at: String,
+    pub last_heartbeat_at: String,
+    pub latency_ms: Option<u32>,
+    pub status: Status,
+    pub connected: bool,
+    pub rooms: Vec<String>,
+}

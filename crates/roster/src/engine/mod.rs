@@ -23,6 +23,7 @@ use crate::core::room::{
     NeedsFlush, PresenceDiff, PresenceSnapshot, RoomSettings, RoomStatus,
 };
 use crate::core::room_type::Visibility;
+use crate::core::session::SessionInfoView;
 pub use crate::core::types::SubMode;
 use crate::core::types::{Role, Status};
 use crate::ids::{RoomId, SessionId, TenantId, UserId, UserRef};
@@ -125,6 +126,19 @@ pub enum EngineEvent {
     Recovered,
     /// A local session was resumed on another node: drop it here, silently.
     TakenOver(SessionId),
+    /// Another node asks for this node's sessions: answer with
+    /// [`Engine::answer_sessions`].
+    SessionsAsked(SessionsAsked),
+}
+
+/// A question about sessions from one node to the others (`GET /sessions` and
+/// `GET /users/{id}/presence` answer for the whole cluster).
+#[derive(Debug, Clone)]
+pub struct SessionsAsked {
+    pub id: String,
+    pub tenant: TenantId,
+    /// Only this user's sessions.
+    pub user: Option<UserId>,
 }
 
 /// A session found dead by the liveness sweep (its node stopped refreshing it).
@@ -306,6 +320,17 @@ pub trait Engine: Send + Sync + 'static {
     }
     /// Closes a session that may live on another node.
     async fn kick_remote(&self, _session: &SessionId, _code: u16) {}
+    /// The sessions that the other nodes hold of `tenant` (of `user` only, if
+    /// given), each as its node sees it now. Nothing on one node.
+    async fn remote_sessions(
+        &self,
+        _tenant: &TenantId,
+        _user: Option<&UserId>,
+    ) -> Result<Vec<SessionInfoView>, CoreError> {
+        Ok(vec![])
+    }
+    /// This node's answer to [`EngineEvent::SessionsAsked`].
+    async fn answer_sessions(&self, _ask: SessionsAsked, _sessions: Vec<SessionInfoView>) {}
     /// Tells other nodes that a user's status or sessions changed.
     async fn announce_user(&self, _user: &UserRef) {}
     /// Sends every local member a fresh snapshot (diffs may have been missed).

@@ -22,8 +22,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::{
-    DeadSession, Engine, EngineEvent, Outbox, Outgoing, RoomPatch, RoomSummary, SubMode,
-    UserChange, UserRecord,
+    DeadSession, Engine, EngineEvent, Outbox, Outgoing, RoomPatch, RoomSummary, SessionsAsked,
+    SubMode, UserChange, UserRecord,
 };
 use crate::clock::Clock;
 use crate::core::diff::{plan, Op};
@@ -33,6 +33,7 @@ use crate::core::room::{
     MemberView, NeedsFlush, PresenceDiff, PresenceSnapshot, RoomSettings, RoomStatus, UserEntry,
 };
 use crate::core::room_type::Visibility;
+use crate::core::session::SessionInfoView;
 use crate::core::types::{LeaveReason, Role, Status};
 use crate::frame::Frame;
 use crate::ids::{RoomId, RoomKey, SessionId, TenantId, UserId, UserRef};
@@ -257,7 +258,15 @@ struct Inner {
     events: mpsc::UnboundedSender<EngineEvent>,
     healthy: AtomicBool,
     user_cells: DashMap<UserRef, Arc<AtomicU8>>,
+    /// Questions this node asked the others (`remote_sessions`), by id: where
+    /// their answers go.
+    surveys: DashMap<String, mpsc::UnboundedSender<Vec<SessionInfoView>>>,
 }
+
+/// How long a node waits for the others' answers about their sessions. A node
+/// that died stays listed (`P:nodes`) until its sessions' deadline passes; until
+/// then a question waits this long for it and answers without it.
+const SURVEY_TIMEOUT: Duration = Duration::from_millis(500);
 
 pub struct RedisEngine {
     inner: Arc<Inner>,
@@ -554,6 +563,7 @@ impl RedisEngine {
             events,
             healthy: AtomicBool::new(true),
             user_cells: DashMap::new(),
+            surveys: DashMap::new(),
         });
         let ctl = inner.ctl_channel();
         inner
@@ -655,6 +665,10 @@ impl Inner {
     }
     fn ctl_channel(&self) -> String {
         format!("{}:ctl", self.prefix)
+    }
+    /// node id → the deadline (ms) its sessions were last kept alive until.
+    fn nodes_key(&self) -> String {
+        format!("{}:nodes", self.prefix)
     }
 
     /// Fails fast while the health check says Redis is unreachable, instead of
@@ -890,6 +904,33 @@ impl Inner {
             (Some("H"), Some(sid), Some(node)) if node != self.node_id => {
                 if let Ok(sid) = SessionId::parse(sid) {
                     let _ = self.events.send(EngineEvent::TakenOver(sid));
+                }
+            }
+            (Some("Q"), Some(id), Some(rest)) => {
+                let mut f = rest.split('\u{1f}');
+                let (Some(origin), Some(t), Some(u)) = (f.next(), f.next(), f.next()) else {
+                    return;
+                };
+                if origin == self.node_id {
+                    return;
+                }
+                if let Ok(tenant) = TenantId::parse(t) {
+                    let user = (!u.is_empty()).then(|| UserId::parse(u).ok()).flatten();
+                    let _ = self.events.send(EngineEvent::SessionsAsked(SessionsAsked {
+                        id: id.to_string(),
+                        tenant,
+                        user,
+                    }));
+                }
+            }
+            (Some("A"), Some(id), Some(json)) => {
+                if let Some(tx) = self.surveys.get(id) {
+                    match serde_json::from_str::<Vec<SessionInfoView>>(json) {
+                        Ok(v) => {
+                            let _ = tx.send(v);
+                        }
+                        Err(e) => tracing::error!("bad sessions answer from redis: {e}"),
+                    }
                 }
             }
             (Some("U"), Some(node), Some(user)) if node != self.node_id => {
@@ -1932,6 +1973,14 @@ impl Engine for RedisEngine {
     async fn sessions_alive(&self, sessions: &[SessionId], until: SystemTime) {
         let i = &self.inner;
         let score = ms(until);
+        let _: redis::RedisResult<i64> = i
+            .cmd(
+                redis::cmd("ZADD")
+                    .arg(i.nodes_key())
+                    .arg(score)
+                    .arg(&i.node_id),
+            )
+            .await;
         for chunk in sessions.chunks(1000) {
             let mut c = redis::cmd("ZADD");
             c.arg(i.live_key());
@@ -2009,6 +2058,80 @@ impl Engine for RedisEngine {
                 redis::cmd("PUBLISH")
                     .arg(i.ctl_channel())
                     .arg(format!("K {session} {code}")),
+            )
+            .await;
+    }
+
+    async fn remote_sessions(
+        &self,
+        tenant: &TenantId,
+        user: Option<&UserId>,
+    ) -> Result<Vec<SessionInfoView>, CoreError> {
+        let i = &self.inner;
+        i.up().map_err(unavailable)?;
+        let now = ms(i.clock.wall_now());
+        // Nodes whose sessions are still kept alive; dead ones leave the list.
+        let _: redis::RedisResult<i64> = i
+            .cmd(
+                redis::cmd("ZREMRANGEBYSCORE")
+                    .arg(i.nodes_key())
+                    .arg("-inf")
+                    .arg(format!("({now}")),
+            )
+            .await;
+        let nodes: Vec<String> = i
+            .cmd(
+                redis::cmd("ZRANGEBYSCORE")
+                    .arg(i.nodes_key())
+                    .arg(now)
+                    .arg("+inf"),
+            )
+            .await
+            .map_err(unavailable)?;
+        let expected = nodes.iter().filter(|n| **n != i.node_id).count();
+        if expected == 0 {
+            return Ok(vec![]);
+        }
+        let id = SessionId::new_random().to_string();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        i.surveys.insert(id.clone(), tx);
+        let ask = format!(
+            "Q {id} {}\u{1f}{tenant}\u{1f}{}",
+            i.node_id,
+            user.map(UserId::as_str).unwrap_or_default()
+        );
+        let sent: redis::RedisResult<i64> = i
+            .cmd(redis::cmd("PUBLISH").arg(i.ctl_channel()).arg(ask))
+            .await;
+        let mut out = vec![];
+        if sent.is_ok() {
+            let _ = tokio::time::timeout(SURVEY_TIMEOUT, async {
+                for _ in 0..expected {
+                    match rx.recv().await {
+                        Some(v) => out.extend(v),
+                        None => break,
+                    }
+                }
+            })
+            .await;
+        }
+        i.surveys.remove(&id);
+        sent.map_err(unavailable)?;
+        // Only what this tenant (and user) may see, whatever a node sent.
+        out.retain(|s| &s.tenant_id == tenant && user.is_none_or(|u| &s.user_id == u));
+        Ok(out)
+    }
+
+    async fn answer_sessions(&self, ask: SessionsAsked, sessions: Vec<SessionInfoView>) {
+        let i = &self.inner;
+        let Ok(json) = serde_json::to_string(&sessions) else {
+            return;
+        };
+        let _: redis::RedisResult<i64> = i
+            .cmd(
+                redis::cmd("PUBLISH")
+                    .arg(i.ctl_channel())
+                    .arg(format!("A {} {json}", ask.id)),
             )
             .await;
     }

@@ -68,25 +68,7 @@ pub struct UserStatusView {
     pub devices: Vec<String>,
 }
 
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SessionInfoView {
-    pub session_id: SessionId,
-    pub user_id: UserId,
-    pub tenant_id: TenantId,
-    pub device: String,
-    pub os: Option<String>,
-    pub app_version: Option<String>,
-    pub client_id: Option<String>,
-    pub ip: Option<String>,
-    pub user_agent: Option<String>,
-    pub connected_at: String,
-    pub last_heartbeat_at: String,
-    pub latency_ms: Option<u32>,
-    pub status: Status,
-    pub connected: bool,
-    pub rooms: Vec<String>,
-}
+pub use crate::core::session::SessionInfoView;
 
 pub struct Node {
     pub config: Arc<Config>,
@@ -591,6 +573,10 @@ impl Node {
                     if let Some(s) = self.hub.get(&sid) {
                         self.forget_session(&s).await;
                     }
+                }
+                EngineEvent::SessionsAsked(ask) => {
+                    let local = self.local_sessions(&ask.tenant, ask.user.as_ref());
+                    self.engine.answer_sessions(ask, local).await;
                 }
             }
         }
@@ -1332,17 +1318,36 @@ impl Node {
 
     // ------------------------------------------------------------------ queries (REST)
 
-    pub async fn sessions(&self, tenant: &TenantId) -> Vec<SessionInfoView> {
+    /// The live sessions of `tenant` (of `user` only, if given) on every node:
+    /// this node's, and what the other nodes answer (shared engine). Sorted by id.
+    pub async fn sessions(
+        &self,
+        tenant: &TenantId,
+        user: Option<&UserId>,
+    ) -> Result<Vec<SessionInfoView>, CoreError> {
+        let mut out = self.local_sessions(tenant, user);
+        let remote = self.engine.remote_sessions(tenant, user).await?;
+        out.extend(
+            remote
+                .into_iter()
+                .filter(|r| self.hub.get(&r.session_id).is_none()),
+        );
+        out.sort_by(|a, b| a.session_id.cmp(&b.session_id));
+        out.dedup_by(|a, b| a.session_id == b.session_id);
+        Ok(out)
+    }
+
+    /// This node's sessions of `tenant` (of `user` only, if given).
+    fn local_sessions(&self, tenant: &TenantId, user: Option<&UserId>) -> Vec<SessionInfoView> {
         let handles: Vec<Arc<SessionHandle>> = self
             .hub
             .sessions
             .iter()
             .filter(|e| &e.value().user_ref.tenant == tenant)
+            .filter(|e| user.is_none_or(|u| &e.value().user_ref.user == u))
             .map(|e| e.value().clone())
             .collect();
-        let mut out: Vec<SessionInfoView> = handles.iter().map(|s| self.session_info(s)).collect();
-        out.sort_by(|a, b| a.session_id.cmp(&b.session_id));
-        out
+        handles.iter().map(|s| self.session_info(s)).collect()
     }
 
     pub fn session_info(&self, s: &SessionHandle) -> SessionInfoView {

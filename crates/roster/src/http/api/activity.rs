@@ -347,7 +347,7 @@ pub async fn overview(
         .store
         .stats_overview(caller.tenant.as_str(), from, to)
         .await?;
-    let live = app.node.sessions(&caller.tenant).await;
+    let live = app.node.sessions(&caller.tenant, None).await?;
     let mut users: Vec<&str> = live.iter().map(|s| s.user_id.as_str()).collect();
     users.sort();
     users.dedup();

@@ -73,13 +73,7 @@ pub async fn user_presence(
         user: user_id(&id)?,
     };
     let status = app.node.user_status(&user).await;
-    let record = app.node.engine.user(&user).await;
-    let sessions: Vec<SessionInfoView> = record
-        .sessions
-        .iter()
-        .filter_map(|sid| app.node.hub.get(sid))
-        .map(|s| app.node.session_info(&s))
-        .collect();
+    let sessions: Vec<SessionInfoView> = app.node.sessions(&user.tenant, Some(&user.user)).await?;
     let mut rooms: Vec<String> = sessions
         .iter()
         .flat_map(|s| s.rooms.iter().cloned())

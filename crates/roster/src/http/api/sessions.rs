@@ -52,8 +52,8 @@ pub async fn list(
     };
     let items: Vec<SessionInfoView> = app
         .node
-        .sessions(&caller.tenant)
-        .await
+        .sessions(&caller.tenant, None)
+        .await?
         .into_iter()
         .filter(|s| f.room.as_ref().is_none_or(|r| s.rooms.contains(r)))
         .filter(|s| f.user.as_ref().is_none_or(|u| s.user_id.as_str() == u))
