@@ -29,7 +29,7 @@ if cargo nextest --version >/dev/null 2>&1; then
   # the 1,000-session soak runs on the two engines above only (CI time).
   ROSTER_TEST_ENGINE="$CLUSTER_URL" ROSTER_TEST_REDIS="$CLUSTER_URL" \
     cargo nextest run -p roster --locked --no-fail-fast \
-    -E "($filter | binary(=cluster)) & not test(a_thousand_sessions)" || status=$?
+    -E "($filter | binary(=cluster) | binary(=engine_model)) & not test(a_thousand_sessions)" || status=$?
 else
   cargo test --workspace --locked --no-fail-fast || status=$?
   args=()
@@ -37,7 +37,7 @@ else
   ROSTER_TEST_ENGINE=redis://127.0.0.1:6379 \
     cargo test -p roster --locked --no-fail-fast "${args[@]}" || status=$?
   ROSTER_TEST_ENGINE="$CLUSTER_URL" ROSTER_TEST_REDIS="$CLUSTER_URL" \
-    cargo test -p roster --locked --no-fail-fast "${args[@]}" --test cluster || status=$?
+    cargo test -p roster --locked --no-fail-fast "${args[@]}" --test cluster --test engine_model || status=$?
 fi
 
 # The TypeScript client (clients/typescript): unit tests, and integration tests
