@@ -452,11 +452,13 @@ return due
 
 --@@ take_over
 -- KEYS[1] = a session record. ARGV: tenant user node. Moves a session to `node`
--- unless it ended meanwhile (see `release`); returns its rooms.
+-- unless it ended meanwhile (see `release`); returns its rooms. A session handed
+-- over by a stopping node (`g`, see `hand_over`) is live again here.
 if redis.call('EXISTS', R) == 0 then return false end
 local rec = redis.call('HMGET', R, 't', 'u', 'n')
 if rec[1] ~= ARGV[1] or rec[2] ~= ARGV[2] or rec[3] == ARGV[3] then return false end
 redis.call('HSET', R, 'n', ARGV[3])
+redis.call('HDEL', R, 'g')
 return { rec[3], redis.call('SMEMBERS', R .. ':r') }
 
 --@@ release
@@ -465,4 +467,13 @@ return { rec[3], redis.call('SMEMBERS', R .. ':r') }
 local n = redis.call('HGET', R, 'n')
 if n and n ~= ARGV[1] then return 0 end
 redis.call('DEL', R)
+return 1
+
+--@@ hand_over
+-- KEYS[1] = a session record. ARGV: node. At the node's shutdown the session
+-- stays for the rest of its leave grace, marked `g` so that the sweep claiming it
+-- (nobody resumed it) announces `disconnected`, not `timeout`. 0 if another node
+-- has taken it over meanwhile (then it is not ours to hand over).
+if redis.call('HGET', R, 'n') ~= ARGV[1] then return 0 end
+redis.call('HSET', R, 'g', '1')
 return 1

@@ -1918,6 +1918,47 @@ impl Engine for RedisEngine {
         }
     }
 
+    async fn hand_over_at_shutdown(&self, sessions: &[(SessionId, SystemTime)]) {
+        let i = &self.inner;
+        // Marked first, deadline second: a claim never sees a due session of
+        // ours without its mark. One script per record (each its own slot),
+        // many in flight.
+        let mut ours = vec![];
+        for chunk in sessions.chunks(256) {
+            let marks = futures_util::future::join_all(chunk.iter().map(|(sid, _)| async move {
+                i.script(
+                    "hand_over",
+                    &i.session_key(sid),
+                    std::slice::from_ref(&i.node_id),
+                )
+                .await
+            }))
+            .await;
+            for ((sid, until), mark) in chunk.iter().zip(marks) {
+                match mark {
+                    Ok(v) if int(&v) == 1 => ours.push((sid, *until)),
+                    Ok(_) => {}
+                    Err(e) => {
+                        // Its liveness entry stays as it was: another node times
+                        // it out after `session_timeout` (as if this node died).
+                        tracing::warn!(session = %sid, "hand-over at shutdown failed: {e}");
+                    }
+                }
+            }
+        }
+        for chunk in ours.chunks(1000) {
+            // XX: a session claimed meanwhile is not brought back.
+            let mut c = redis::cmd("ZADD");
+            c.arg(i.live_key()).arg("XX");
+            for (sid, until) in chunk {
+                c.arg(ms(*until)).arg(sid.as_str());
+            }
+            if let Err(e) = i.cmd::<i64>(&c).await {
+                tracing::warn!("hand-over at shutdown: liveness deadlines not written: {e}");
+            }
+        }
+    }
+
     async fn claim_dead(&self, now: SystemTime) -> Vec<DeadSession> {
         let i = &self.inner;
         let args = [ms(now).to_string(), "500".to_string()];
@@ -1956,6 +1997,7 @@ impl Engine for RedisEngine {
                 id,
                 user: UserRef { tenant, user },
                 rooms: rooms.iter().filter_map(|r| parse_room(r)).collect(),
+                handed_over: get("g") == "1",
             });
         }
         out
@@ -2185,10 +2227,11 @@ mod tests {
             "claim_expired",
             "take_over",
             "release",
+            "hand_over",
         ] {
             assert!(s.0.contains_key(name), "{name}");
         }
-        assert_eq!(s.0.len(), 21);
+        assert_eq!(s.0.len(), 22);
     }
 
     #[test]
