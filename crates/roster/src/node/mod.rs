@@ -55,6 +55,9 @@ pub struct Welcome {
     pub tenant_id: TenantId,
     pub heartbeat_interval_ms: u64,
     pub session_timeout_ms: u64,
+    /// How long a dropped connection is held (SPEC §2): the SDK holds absent
+    /// members this long after a reconnect that could not resume.
+    pub leave_grace_ms: u64,
     pub server_time: String,
     pub resumed: bool,
     pub rooms: Vec<String>,
@@ -378,6 +381,7 @@ impl Node {
             tenant_id: user.tenant.clone(),
             heartbeat_interval_ms: self.timing().heartbeat_interval.0.as_millis() as u64,
             session_timeout_ms: self.timing().session_timeout.0.as_millis() as u64,
+            leave_grace_ms: self.timing().leave_grace.0.as_millis() as u64,
             server_time: iso(self.clock.wall_now()),
             resumed,
             rooms,
