@@ -880,3 +880,117 @@ async fn a_stopped_node_hands_its_sessions_over_with_no_leave_or_join() {
         .await;
     assert_eq!(p["count"], N + 1, "the 200 and the marker");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_resumes_its_own_sessions_on_redis() {
+    let prefix = unique_prefix();
+    let url = redis_url();
+    let env = [
+        ("ROSTER_ENGINE_URL", url.as_str()),
+        ("ROSTER_ENGINE_PREFIX", prefix.as_str()),
+        ("ROSTER_TIMING_SWEEP_INTERVAL", "300ms"),
+        ("ROSTER_TIMING_LEAVE_GRACE", "3s"),
+        ("ROSTER_TIMING_SESSION_TIMEOUT", "20s"),
+    ];
+    let mut s = Server::start_with(&env).await;
+    let hello = |cid: &str| Hello {
+        client_id: Some(cid.into()),
+        ..Default::default()
+    };
+    let mut alice = s.client_in("alice", "acme", hello("a")).await;
+    alice.sub("Doc:9", None).await.unwrap();
+    let alice_sid = alice.session_id().unwrap().to_string();
+    alice
+        .request(
+            json!({"type":"LOCK","room":"Doc:9","field":"title"}),
+            "LOCK_ACK",
+            T,
+        )
+        .await
+        .unwrap();
+    let mut bob = s.client_in("bob", "acme", hello("b")).await;
+    bob.sub("Doc:9", None).await.unwrap();
+    let mut gone = s.client_in("gone", "acme", hello("g")).await;
+    let gone_sid = gone.session_id().unwrap().to_string();
+    gone.sub("Doc:9", None).await.unwrap();
+    next_change(&mut alice, "Doc:9", "joins", "gone").await;
+    s.sigterm();
+    for c in [&mut alice, &mut bob, &mut gone] {
+        // Nothing but the close: no leave of anyone.
+        loop {
+            match c.recv(T).await.unwrap() {
+                Incoming::Message(m) if m["type"] == "PRESENCE_DIFF" => {
+                    assert_eq!(m["leaves"], json!([]), "{m}");
+                }
+                Incoming::Message(_) => {}
+                Incoming::Closed { code, .. } => {
+                    assert_eq!(code, Some(1001));
+                    break;
+                }
+            }
+        }
+    }
+    assert!(s.wait_exit(Duration::from_secs(10)).unwrap().success());
+    // The same deployment comes back (a new process, a new node id).
+    let s = Server::start_with(&env).await;
+    let reconnect = |user: &'static str, cid: &'static str| {
+        let url = s.ws_url();
+        let token = s.token(user);
+        async move {
+            let mut c = Client::connect(ConnectOptions::new(url)).await.unwrap();
+            let w = c
+                .hello(Hello {
+                    token: Some(token),
+                    client_id: Some(cid.into()),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            (c, w)
+        }
+    };
+    let (mut alice, wa) = reconnect("alice", "a").await;
+    let (mut bob, wb) = reconnect("bob", "b").await;
+    for w in [&wa, &wb] {
+        assert_eq!(w["resumed"], true, "{w}");
+        assert_eq!(w["rooms"], json!(["Doc:9"]), "{w}");
+    }
+    assert_eq!(wa["sessionId"], alice_sid.as_str());
+    // Alice still holds her lock.
+    let (_, locks) = s
+        .rest("GET", "/api/v1/rooms/Doc:9/locks", &s.token("x"), None)
+        .await;
+    assert_eq!(
+        locks["items"][0]["sessionId"],
+        alice_sid.as_str(),
+        "{locks}"
+    );
+    // After the grace the restarted node announces the one that did not come
+    // back, `disconnected`; nothing else goes out.
+    for c in [&mut alice, &mut bob] {
+        let l = collect_leaves(c, "Doc:9", Duration::from_secs(8), |l| !l.is_empty()).await;
+        assert_eq!(
+            l,
+            vec![(
+                "gone".to_string(),
+                gone_sid.clone(),
+                "disconnected".to_string()
+            )]
+        );
+    }
+    for c in [&mut alice, &mut bob] {
+        let end = tokio::time::Instant::now() + Duration::from_millis(1000);
+        while let Ok(Incoming::Message(m)) = c
+            .recv(end.saturating_duration_since(tokio::time::Instant::now()))
+            .await
+        {
+            if m["type"] == "PRESENCE_DIFF" {
+                assert_eq!(
+                    (m["joins"].clone(), m["leaves"].clone()),
+                    (json!([]), json!([])),
+                    "{m}"
+                );
+            }
+        }
+    }
+}
