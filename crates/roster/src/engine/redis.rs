@@ -121,6 +121,11 @@ fn cluster_nodes(url: &str) -> Result<Vec<String>, String> {
     Ok(nodes)
 }
 
+/// How long after a `clientId` take-over a liveness claim keeps off the session:
+/// the new node writes its liveness right after the take-over, so a claim inside
+/// this window raced that write (a deadline due at the very end of a grace).
+const TAKE_OVER_SETTLE: Duration = Duration::from_secs(5);
+
 /// The scripts of `redis.lua`, each with the prelude in front.
 struct Scripts(HashMap<&'static str, Script>);
 
@@ -1966,23 +1971,43 @@ impl Engine for RedisEngine {
             return vec![];
         };
         let mut out = vec![];
+        let window = TAKE_OVER_SETTLE.as_millis().to_string();
         for sid in texts(&v) {
             let Ok(id) = SessionId::parse(&sid) else {
                 continue;
             };
-            let k = i.session_key(&id);
-            let mut p = redis::pipe();
-            p.hgetall(&k)
-                .smembers(format!("{k}:r"))
-                .del(&k)
-                .ignore()
-                .del(format!("{k}:r"))
-                .ignore();
-            let Ok((rec, rooms)): redis::RedisResult<(RValue, Vec<String>)> = i.pipe(&p).await
+            let Ok(v) = i
+                .script(
+                    "claim_record",
+                    &i.session_key(&id),
+                    std::slice::from_ref(&window),
+                )
+                .await
             else {
                 continue;
             };
-            let rec = pairs(&rec);
+            if is_none(&v) {
+                continue; // ended normally meanwhile
+            }
+            if let RValue::Int(_) = v {
+                // Just taken over by a node whose liveness write is on its way:
+                // not dead. A deadline goes back (GT: never shortening the one
+                // that node wrote) in case that node dies too.
+                let until = ms(now + TAKE_OVER_SETTLE);
+                let _: redis::RedisResult<i64> = i
+                    .cmd(
+                        redis::cmd("ZADD")
+                            .arg(i.live_key())
+                            .arg("GT")
+                            .arg(until)
+                            .arg(id.as_str()),
+                    )
+                    .await;
+                continue;
+            }
+            let a = arr(&v);
+            let rec = a.first().map(pairs).unwrap_or_default();
+            let rooms = a.get(1).map(texts).unwrap_or_default();
             let get = |f: &str| {
                 rec.iter()
                     .find(|(k, _)| k == f)
@@ -2228,10 +2253,11 @@ mod tests {
             "take_over",
             "release",
             "hand_over",
+            "claim_record",
         ] {
             assert!(s.0.contains_key(name), "{name}");
         }
-        assert_eq!(s.0.len(), 22);
+        assert_eq!(s.0.len(), 23);
     }
 
     #[test]
