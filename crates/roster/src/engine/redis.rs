@@ -1929,6 +1929,7 @@ impl Engine for RedisEngine {
         // ours without its mark. One script per record (each its own slot),
         // many in flight.
         let mut ours = vec![];
+        let mut failed: Option<(usize, redis::RedisError)> = None;
         for chunk in sessions.chunks(256) {
             let marks = futures_util::future::join_all(chunk.iter().map(|(sid, _)| async move {
                 i.script(
@@ -1943,13 +1944,20 @@ impl Engine for RedisEngine {
                 match mark {
                     Ok(v) if int(&v) == 1 => ours.push((sid, *until)),
                     Ok(_) => {}
-                    Err(e) => {
-                        // Its liveness entry stays as it was: another node times
-                        // it out after `session_timeout` (as if this node died).
-                        tracing::warn!(session = %sid, "hand-over at shutdown failed: {e}");
-                    }
+                    // Its liveness entry stays as it was: another node times it
+                    // out after `session_timeout` (as if this node died).
+                    Err(e) => match &mut failed {
+                        Some((n, _)) => *n += 1,
+                        None => failed = Some((1, e)),
+                    },
                 }
             }
+        }
+        if let Some((n, e)) = failed {
+            tracing::warn!(
+                sessions = n,
+                "hand-over at shutdown failed; they will time out instead: {e}"
+            );
         }
         for chunk in ours.chunks(1000) {
             // XX: a session claimed meanwhile is not brought back.
