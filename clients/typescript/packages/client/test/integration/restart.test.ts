@@ -45,6 +45,8 @@ describe("a server restart", () => {
       r.on("leave", (ch) => seen[who]!.push(ch));
     }
     const oldSessions = [a.client.sessionId, b.client.sessionId];
+    // Alice is editing a field (useFieldLock holds it through room.lock()).
+    expect((await ra.lock("totalAmount")).success).toBe(true);
 
     // Carol's network is down across the restart: she will not come back.
     c.block(true);
@@ -62,6 +64,11 @@ describe("a server restart", () => {
     await waitFor(
       () => [ra, rb].every((r) => r.members.some((m) => m.sessions.some((x) => x.sessionId === (r === ra ? b : a).client.sessionId))),
       "each sees the other's new session",
+    );
+    // The restarted server forgot the lock; alice's client takes it again.
+    await waitFor(
+      () => ra.isLockedByMe("totalAmount") && rb.lockOwner("totalAmount")?.sessionId === a.client.sessionId,
+      "alice holds her field again, as bob sees",
     );
     // Within the grace carol is still listed, and nobody saw anything come or go.
     expect(ra.members.map((m) => m.userId).sort()).toEqual(everyone);
