@@ -23,6 +23,8 @@ export interface RosterServerInfo {
   /** `127.0.0.1:PORT` */
   addr: string;
   secret: string;
+  /** The binary, for tests that run a server of their own (`ownServer` in `./server.ts`). */
+  bin: string;
 }
 
 declare module "vitest" {
@@ -85,7 +87,13 @@ function ensureBinary(root: string): string {
   return bin;
 }
 
-function startServer(bin: string, dir: string, secret: string): Promise<{ child: ChildProcess; addr: string; log: string[] }> {
+/** Starts `bin` with FAST_TIMINGS on `listen` (default any free port) and resolves once it listens. */
+export function startServer(
+  bin: string,
+  dir: string,
+  secret: string,
+  listen = "127.0.0.1:0",
+): Promise<{ child: ChildProcess; addr: string; log: string[] }> {
   const env: NodeJS.ProcessEnv = {};
   // The server refuses unknown ROSTER_* variables: start from a clean slate.
   for (const [k, v] of Object.entries(process.env)) if (!k.startsWith("ROSTER_")) env[k] = v;
@@ -94,7 +102,7 @@ function startServer(bin: string, dir: string, secret: string): Promise<{ child:
     ROSTER_DATABASE_URL: `sqlite://${join(dir, "roster.db")}`,
     ROSTER_LOG_LEVEL: "warn",
   });
-  const child = spawn(bin, ["--listen", "127.0.0.1:0"], { cwd: dir, env, stdio: ["ignore", "ignore", "pipe"] });
+  const child = spawn(bin, ["--listen", listen], { cwd: dir, env, stdio: ["ignore", "ignore", "pipe"] });
   const log: string[] = [];
   return new Promise((resolvePromise, reject) => {
     const timer = setTimeout(() => {
@@ -136,7 +144,7 @@ export default async function setup(project: TestProject): Promise<() => Promise
   child.on("exit", () => {
     exited = true;
   });
-  project.provide("roster", { addr, secret });
+  project.provide("roster", { addr, secret, bin });
   return async () => {
     if (!exited) {
       child.kill("SIGTERM");

@@ -3,8 +3,13 @@
  * (shared by `packages/client` and `packages/react`): its address, HS256 tokens
  * signed with its secret, unique names, polling, and REST calls.
  */
+import type { ChildProcess } from "node:child_process";
 import { createHmac, randomBytes } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { inject } from "vitest";
+import { startServer } from "./globalSetup.js";
 
 export const server = inject("roster");
 export const WS_URL = `ws://${server.addr}/ws`;
@@ -74,4 +79,61 @@ export async function rest(method: string, path: string, token: string, body?: u
     /* not JSON */
   }
   return { status: res.status, json };
+}
+
+/** A server of one test's own (the shared one must never stop): see {@link ownServer}. */
+export interface OwnServer {
+  /** `127.0.0.1:PORT`, the same across restarts. */
+  readonly addr: string;
+  readonly wsUrl: string;
+  /** A token this server accepts (same claims as {@link mintToken}). */
+  token(claims: Claims): string;
+  /** SIGTERM, and resolves once the process has exited. */
+  stop(): Promise<void>;
+  /** Starts the binary again on the same port, with the same secret and database. */
+  start(): Promise<void>;
+  /** Stops it (if running) and removes its files. */
+  close(): Promise<void>;
+}
+
+/** Starts the roster binary for one test: a server it may stop and start again. */
+export async function ownServer(): Promise<OwnServer> {
+  const dir = mkdtempSync(join(tmpdir(), "roster-own-"));
+  const secret = randomBytes(24).toString("hex");
+  let running: ChildProcess | null = null;
+  let addr = "127.0.0.1:0";
+  const launch = async () => {
+    const s = await startServer(server.bin, dir, secret, addr);
+    running = s.child;
+    addr = s.addr;
+    s.child.removeAllListeners("exit");
+    s.child.on("exit", () => {
+      if (running === s.child) running = null;
+    });
+  };
+  const stop = async () => {
+    const child = running;
+    if (!child) return;
+    const exited = new Promise<void>((r) => child.once("exit", () => r()));
+    child.kill("SIGTERM");
+    const kill = setTimeout(() => child.kill("SIGKILL"), 10_000);
+    await exited;
+    clearTimeout(kill);
+  };
+  await launch();
+  return {
+    get addr() {
+      return addr;
+    },
+    get wsUrl() {
+      return `ws://${addr}/ws`;
+    },
+    token: (claims) => mintToken(claims, secret),
+    stop,
+    start: launch,
+    close: async () => {
+      await stop();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
 }

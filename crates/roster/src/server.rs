@@ -207,7 +207,7 @@ pub async fn start(config: Config, stop: CancellationToken) -> Result<Running, S
     ));
     tokio::spawn(sample_stats(node.clone(), maintenance_stop.clone()));
     let sweeper_stop = CancellationToken::new();
-    tokio::spawn(node.clone().run_sweeper(sweeper_stop.clone()));
+    let sweeper = tokio::spawn(node.clone().run_sweeper(sweeper_stop.clone()));
 
     let state = AppState {
         node: node.clone(),
@@ -224,9 +224,16 @@ pub async fn start(config: Config, stop: CancellationToken) -> Result<Running, S
     let task = tokio::spawn(async move {
         let shutdown = {
             let node = node2.clone();
+            let sweeper_stop = sweeper_stop.clone();
             async move {
                 stop.cancelled().await;
-                tracing::info!("shutting down: sending leaves and closing connections");
+                tracing::info!(
+                    "shutting down: handing sessions to their leave grace, closing connections"
+                );
+                // The sweeper stops first: no grace, timeout or liveness refresh
+                // of this node may fire while its sessions are handed over.
+                sweeper_stop.cancel();
+                let _ = tokio::time::timeout(Duration::from_secs(2), sweeper).await;
                 node.shutdown().await;
                 // Let connection tasks drain their queues and write their close
                 // frames (each bounds that to about 2 s).

@@ -770,3 +770,339 @@ async fn every_node_answers_for_the_sessions_of_the_whole_cluster() {
     let theirs = rest_until(&ns[0], "/api/v1/users/carol/presence", |_| true).await;
     assert!(theirs["sessions"].as_array().unwrap().is_empty());
 }
+
+/// What one client of the deploy test saw: every `PRESENCE_DIFF` of the room,
+/// and the `WELCOME` of its reconnect (if its node went away).
+#[derive(Default)]
+struct Seen {
+    diffs: Vec<Value>,
+    closed: Option<Option<u16>>,
+    rewelcome: Option<Value>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_node_hands_its_sessions_over_with_no_leave_or_join() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    const ROOM: &str = "Deploy:1";
+    const N: usize = 200;
+    let prefix = unique_prefix();
+    let url = redis_url();
+    // A session timeout far beyond the grace: a leave by timeout could not be
+    // mistaken for the end of the grace.
+    let env = [
+        ("ROSTER_ENGINE_URL", url.as_str()),
+        ("ROSTER_ENGINE_PREFIX", prefix.as_str()),
+        ("ROSTER_TIMING_SWEEP_INTERVAL", "300ms"),
+        ("ROSTER_TIMING_LEAVE_GRACE", "3s"),
+        ("ROSTER_TIMING_SESSION_TIMEOUT", "20s"),
+    ];
+    let a = Server::start_with(&env).await;
+    let b = Server::start_with(&env).await;
+    let (code, body) = b
+        .rest(
+            "POST",
+            "/api/v1/rooms",
+            &b.admin_token("acme"),
+            Some(json!({"key": ROOM, "type": "BROADCAST"})),
+        )
+        .await;
+    assert_eq!(code, 201, "{body}");
+    let hello = |i: usize| Hello {
+        client_id: Some(format!("tab-{i}")),
+        ..Default::default()
+    };
+    // 200 clients, every other one on the node about to stop, plus one on it
+    // that will not come back.
+    let mut clients = vec![];
+    for i in 0..N {
+        let node = if i % 2 == 0 { &a } else { &b };
+        let mut c = node.client_in(&format!("u{i}"), "acme", hello(i)).await;
+        c.sub(ROOM, None).await.unwrap();
+        clients.push((i, format!("u{i}"), i % 2 == 0, c));
+    }
+    let mut gone = a.client_in("gone", "acme", hello(N)).await;
+    gone.sub(ROOM, None).await.unwrap();
+    let gone_sid = gone.session_id().unwrap().to_string();
+    loop {
+        let (_, p) = b
+            .rest(
+                "GET",
+                &format!("/api/v1/rooms/{ROOM}/presence"),
+                &b.token("x"),
+                None,
+            )
+            .await;
+        if p["count"] == N + 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Every client records every diff from now on; the clients of the stopped
+    // node reconnect to the other one with their clientId.
+    let stop = Arc::new(AtomicBool::new(false));
+    let marked = Arc::new(AtomicUsize::new(0));
+    let b_ws = b.ws_url();
+    let mut tasks = vec![];
+    let mut sids = BTreeMap::new();
+    for (i, user, on_a, mut c) in clients {
+        sids.insert(c.session_id().unwrap().to_string(), user.clone());
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let (stop, marked, b_ws, seen2) =
+            (stop.clone(), marked.clone(), b_ws.clone(), seen.clone());
+        let token = b.token(&user);
+        tasks.push((
+            user,
+            on_a,
+            seen,
+            tokio::spawn(async move {
+                let mut saw_mark = false;
+                while !stop.load(Ordering::SeqCst) {
+                    match c.recv(Duration::from_millis(200)).await {
+                        Ok(Incoming::Message(m)) if m["type"] == "PRESENCE_DIFF" => {
+                            if !saw_mark
+                                && m["updates"]
+                                    .as_array()
+                                    .unwrap()
+                                    .iter()
+                                    .any(|u| u["session"]["state"]["mark"] == 1)
+                            {
+                                saw_mark = true;
+                                marked.fetch_add(1, Ordering::SeqCst);
+                            }
+                            seen2.lock().unwrap().diffs.push(m);
+                        }
+                        Ok(Incoming::Message(_)) => {}
+                        Ok(Incoming::Closed { code, .. }) => {
+                            seen2.lock().unwrap().closed = Some(code);
+                            assert!(on_a, "a client of the node that stays was closed: {code:?}");
+                            c = Client::connect(ConnectOptions::new(b_ws.clone()))
+                                .await
+                                .unwrap();
+                            let w = c
+                                .hello(Hello {
+                                    token: Some(token.clone()),
+                                    ..hello(i)
+                                })
+                                .await
+                                .unwrap();
+                            seen2.lock().unwrap().rewelcome = Some(w);
+                        }
+                        Err(_) => {}
+                    }
+                }
+            }),
+        ));
+    }
+    // A mark: the diff after which nothing but the leave of `gone` may come.
+    let mut marker = b.client("marker").await;
+    marker.sub(ROOM, None).await.unwrap();
+    // Its join goes out first (a STATE inside the diff window would merge into it).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    marker
+        .send(json!({"type": "STATE", "room": ROOM, "state": {"mark": 1}}))
+        .await
+        .unwrap();
+    let end = tokio::time::Instant::now() + Duration::from_secs(10);
+    while marked.load(Ordering::SeqCst) < N && tokio::time::Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        marked.load(Ordering::SeqCst),
+        N,
+        "every client saw the mark"
+    );
+    a.sigterm();
+    let stopped_at = tokio::time::Instant::now();
+    assert_eq!(gone.expect_close(T).await.unwrap(), Some(1001));
+    drop(gone);
+    // The leave of the one that did not come back: `disconnected`, once the
+    // grace (3 s) is over.
+    let l = collect_leaves(&mut marker, ROOM, Duration::from_secs(10), |l| {
+        !l.is_empty()
+    })
+    .await;
+    let waited = stopped_at.elapsed();
+    assert_eq!(
+        l,
+        vec![(
+            "gone".to_string(),
+            gone_sid.clone(),
+            "disconnected".to_string()
+        )]
+    );
+    assert!(
+        waited >= Duration::from_millis(2500),
+        "the leave waited for the grace: {waited:?}"
+    );
+    // A little longer: nothing else comes.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::SeqCst);
+    let mut mark_seq = None;
+    let mut results = vec![];
+    for (user, on_a, seen, t) in tasks {
+        t.await.unwrap();
+        let seen = Arc::try_unwrap(seen).ok().unwrap().into_inner().unwrap();
+        for d in &seen.diffs {
+            if d["updates"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|u| u["session"]["state"]["mark"] == 1)
+            {
+                mark_seq = Some(d["seq"].as_u64().unwrap());
+            }
+        }
+        results.push((user, on_a, seen));
+    }
+    let mark_seq = mark_seq.expect("the mark was seen");
+    for (user, on_a, seen) in &results {
+        if *on_a {
+            assert_eq!(seen.closed, Some(Some(1001)), "{user}");
+            let w = seen.rewelcome.as_ref().expect("reconnected");
+            assert_eq!(w["resumed"], true, "{user}: {w}");
+            assert_eq!(sids.get(w["sessionId"].as_str().unwrap()), Some(user));
+            assert_eq!(w["rooms"], json!([ROOM]), "{user}: {w}");
+        } else {
+            assert_eq!(seen.closed, None, "{user}");
+        }
+        let mut leaves = vec![];
+        for d in seen
+            .diffs
+            .iter()
+            .filter(|d| d["seq"].as_u64().unwrap() > mark_seq)
+        {
+            assert_eq!(d["joins"], json!([]), "{user} saw a join: {d}");
+            leaves.extend(d["leaves"].as_array().unwrap().iter().cloned());
+        }
+        assert_eq!(
+            leaves,
+            vec![json!({"userId": "gone", "sessionId": gone_sid, "reason": "disconnected"})],
+            "{user} saw only the leave of the one that did not come back"
+        );
+    }
+    // Every node still shows everyone who came back.
+    let (_, p) = b
+        .rest(
+            "GET",
+            &format!("/api/v1/rooms/{ROOM}/presence"),
+            &b.token("x"),
+            None,
+        )
+        .await;
+    assert_eq!(p["count"], N + 1, "the 200 and the marker");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_resumes_its_own_sessions_on_redis() {
+    let prefix = unique_prefix();
+    let url = redis_url();
+    let env = [
+        ("ROSTER_ENGINE_URL", url.as_str()),
+        ("ROSTER_ENGINE_PREFIX", prefix.as_str()),
+        ("ROSTER_TIMING_SWEEP_INTERVAL", "300ms"),
+        ("ROSTER_TIMING_LEAVE_GRACE", "3s"),
+        ("ROSTER_TIMING_SESSION_TIMEOUT", "20s"),
+    ];
+    let mut s = Server::start_with(&env).await;
+    let hello = |cid: &str| Hello {
+        client_id: Some(cid.into()),
+        ..Default::default()
+    };
+    let mut alice = s.client_in("alice", "acme", hello("a")).await;
+    alice.sub("Doc:9", None).await.unwrap();
+    let alice_sid = alice.session_id().unwrap().to_string();
+    alice
+        .request(
+            json!({"type":"LOCK","room":"Doc:9","field":"title"}),
+            "LOCK_ACK",
+            T,
+        )
+        .await
+        .unwrap();
+    let mut bob = s.client_in("bob", "acme", hello("b")).await;
+    bob.sub("Doc:9", None).await.unwrap();
+    let mut gone = s.client_in("gone", "acme", hello("g")).await;
+    let gone_sid = gone.session_id().unwrap().to_string();
+    gone.sub("Doc:9", None).await.unwrap();
+    next_change(&mut alice, "Doc:9", "joins", "gone").await;
+    s.sigterm();
+    for c in [&mut alice, &mut bob, &mut gone] {
+        // Nothing but the close: no leave of anyone.
+        loop {
+            match c.recv(T).await.unwrap() {
+                Incoming::Message(m) if m["type"] == "PRESENCE_DIFF" => {
+                    assert_eq!(m["leaves"], json!([]), "{m}");
+                }
+                Incoming::Message(_) => {}
+                Incoming::Closed { code, .. } => {
+                    assert_eq!(code, Some(1001));
+                    break;
+                }
+            }
+        }
+    }
+    assert!(s.wait_exit(Duration::from_secs(10)).unwrap().success());
+    // The same deployment comes back (a new process, a new node id).
+    let s = Server::start_with(&env).await;
+    let reconnect = |user: &'static str, cid: &'static str| {
+        let url = s.ws_url();
+        let token = s.token(user);
+        async move {
+            let mut c = Client::connect(ConnectOptions::new(url)).await.unwrap();
+            let w = c
+                .hello(Hello {
+                    token: Some(token),
+                    client_id: Some(cid.into()),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            (c, w)
+        }
+    };
+    let (mut alice, wa) = reconnect("alice", "a").await;
+    let (mut bob, wb) = reconnect("bob", "b").await;
+    for w in [&wa, &wb] {
+        assert_eq!(w["resumed"], true, "{w}");
+        assert_eq!(w["rooms"], json!(["Doc:9"]), "{w}");
+    }
+    assert_eq!(wa["sessionId"], alice_sid.as_str());
+    // Alice still holds her lock.
+    let (_, locks) = s
+        .rest("GET", "/api/v1/rooms/Doc:9/locks", &s.token("x"), None)
+        .await;
+    assert_eq!(
+        locks["items"][0]["sessionId"],
+        alice_sid.as_str(),
+        "{locks}"
+    );
+    // After the grace the restarted node announces the one that did not come
+    // back, `disconnected`; nothing else goes out.
+    for c in [&mut alice, &mut bob] {
+        let l = collect_leaves(c, "Doc:9", Duration::from_secs(8), |l| !l.is_empty()).await;
+        assert_eq!(
+            l,
+            vec![(
+                "gone".to_string(),
+                gone_sid.clone(),
+                "disconnected".to_string()
+            )]
+        );
+    }
+    for c in [&mut alice, &mut bob] {
+        let end = tokio::time::Instant::now() + Duration::from_millis(1000);
+        while let Ok(Incoming::Message(m)) = c
+            .recv(end.saturating_duration_since(tokio::time::Instant::now()))
+            .await
+        {
+            if m["type"] == "PRESENCE_DIFF" {
+                assert_eq!(
+                    (m["joins"].clone(), m["leaves"].clone()),
+                    (json!([]), json!([])),
+                    "{m}"
+                );
+            }
+        }
+    }
+}

@@ -233,6 +233,10 @@ async fn token_in_query_or_header_then_hello_for_metadata() {
     assert_eq!(w["tenantId"], "acme");
     assert_eq!(w["heartbeatIntervalMs"], 500);
     assert_eq!(w["sessionTimeoutMs"], 2000);
+    assert_eq!(
+        w["leaveGraceMs"], 1000,
+        "the SDK holds absent members this long"
+    );
     let mut h = Client::connect(ConnectOptions {
         bearer: Some(s.token("hh")),
         ..ConnectOptions::new(s.ws_url())

@@ -147,6 +147,9 @@ pub struct DeadSession {
     pub id: SessionId,
     pub user: UserRef,
     pub rooms: Vec<RoomId>,
+    /// Handed over by its node's shutdown ([`Engine::hand_over_at_shutdown`]):
+    /// nobody resumed it within its leave grace, so it is `disconnected`.
+    pub handed_over: bool,
 }
 
 #[async_trait]
@@ -309,6 +312,11 @@ pub trait Engine: Send + Sync + 'static {
     async fn session_closed(&self, _session: &SessionId) {}
     /// This node's sessions are alive until `until` (called every sweep interval).
     async fn sessions_alive(&self, _sessions: &[SessionId], _until: SystemTime) {}
+    /// The node is shutting down: each of its sessions stays in the shared
+    /// state until its deadline (the end of its leave grace), may be taken over
+    /// by a `clientId` resume on any node, and is claimed by another node's
+    /// sweep as [`DeadSession::handed_over`] if nobody resumes it.
+    async fn hand_over_at_shutdown(&self, _sessions: &[(SessionId, SystemTime)]) {}
     /// Claims sessions whose node stopped refreshing them; each is claimed by
     /// exactly one caller cluster-wide.
     async fn claim_dead(&self, _now: SystemTime) -> Vec<DeadSession> {

@@ -448,11 +448,15 @@ return due
 
 --@@ take_over
 -- KEYS[1] = a session record. ARGV: tenant user node. Moves a session to `node`
--- unless it ended meanwhile (see `release`); returns its rooms.
+-- unless it ended meanwhile (see `release`); returns its rooms. A session handed
+-- over by a stopping node (`g`, see `hand_over`) is live again here. `to` (Redis
+-- time, ms) tells a claim racing this take-over to keep off (`claim_record`).
 if redis.call('EXISTS', R) == 0 then return false end
 local rec = redis.call('HMGET', R, 't', 'u', 'n')
 if rec[1] ~= ARGV[1] or rec[2] ~= ARGV[2] or rec[3] == ARGV[3] then return false end
-redis.call('HSET', R, 'n', ARGV[3])
+local now = redis.call('TIME')
+redis.call('HSET', R, 'n', ARGV[3], 'to', now[1] * 1000 + math.floor(now[2] / 1000))
+redis.call('HDEL', R, 'g')
 return { rec[3], redis.call('SMEMBERS', R .. ':r') }
 
 --@@ release
@@ -462,3 +466,28 @@ local n = redis.call('HGET', R, 'n')
 if n and n ~= ARGV[1] then return 0 end
 redis.call('DEL', R)
 return 1
+
+--@@ hand_over
+-- KEYS[1] = a session record. ARGV: node. At the node's shutdown the session
+-- stays for the rest of its leave grace, marked `g` so that the sweep claiming it
+-- (nobody resumed it) announces `disconnected`, not `timeout`. 0 if another node
+-- has taken it over meanwhile (then it is not ours to hand over).
+if redis.call('HGET', R, 'n') ~= ARGV[1] then return 0 end
+redis.call('HSET', R, 'g', '1')
+return 1
+
+--@@ claim_record
+-- KEYS[1] = a session record whose liveness deadline a claim has just taken.
+-- ARGV: window (ms). Takes the record and its rooms (the claimer announces the
+-- leaves), unless a take-over moved the session less than `window` ago: then it
+-- lives on another node whose first liveness write has not landed yet, and 0 tells
+-- the caller to put a deadline back instead. false if the record is gone.
+if redis.call('EXISTS', R) == 0 then return false end
+local to = redis.call('HGET', R, 'to')
+local now = redis.call('TIME')
+local ms = now[1] * 1000 + math.floor(now[2] / 1000)
+if to and ms - tonumber(to) < tonumber(ARGV[1]) then return 0 end
+local rec = redis.call('HGETALL', R)
+local rooms = redis.call('SMEMBERS', R .. ':r')
+redis.call('DEL', R, R .. ':r')
+return { rec, rooms }

@@ -123,6 +123,11 @@ fn cluster_nodes(url: &str) -> Result<Vec<String>, String> {
     Ok(nodes)
 }
 
+/// How long after a `clientId` take-over a liveness claim keeps off the session:
+/// the new node writes its liveness right after the take-over, so a claim inside
+/// this window raced that write (a deadline due at the very end of a grace).
+const TAKE_OVER_SETTLE: Duration = Duration::from_secs(5);
+
 /// The scripts of `redis.lua`, each with the prelude in front.
 struct Scripts(HashMap<&'static str, Script>);
 
@@ -1991,6 +1996,55 @@ impl Engine for RedisEngine {
         }
     }
 
+    async fn hand_over_at_shutdown(&self, sessions: &[(SessionId, SystemTime)]) {
+        let i = &self.inner;
+        // Marked first, deadline second: a claim never sees a due session of
+        // ours without its mark. One script per record (each its own slot),
+        // many in flight.
+        let mut ours = vec![];
+        let mut failed: Option<(usize, redis::RedisError)> = None;
+        for chunk in sessions.chunks(256) {
+            let marks = futures_util::future::join_all(chunk.iter().map(|(sid, _)| async move {
+                i.script(
+                    "hand_over",
+                    &i.session_key(sid),
+                    std::slice::from_ref(&i.node_id),
+                )
+                .await
+            }))
+            .await;
+            for ((sid, until), mark) in chunk.iter().zip(marks) {
+                match mark {
+                    Ok(v) if int(&v) == 1 => ours.push((sid, *until)),
+                    Ok(_) => {}
+                    // Its liveness entry stays as it was: another node times it
+                    // out after `session_timeout` (as if this node died).
+                    Err(e) => match &mut failed {
+                        Some((n, _)) => *n += 1,
+                        None => failed = Some((1, e)),
+                    },
+                }
+            }
+        }
+        if let Some((n, e)) = failed {
+            tracing::warn!(
+                sessions = n,
+                "hand-over at shutdown failed; they will time out instead: {e}"
+            );
+        }
+        for chunk in ours.chunks(1000) {
+            // XX: a session claimed meanwhile is not brought back.
+            let mut c = redis::cmd("ZADD");
+            c.arg(i.live_key()).arg("XX");
+            for (sid, until) in chunk {
+                c.arg(ms(*until)).arg(sid.as_str());
+            }
+            if let Err(e) = i.cmd::<i64>(&c).await {
+                tracing::warn!("hand-over at shutdown: liveness deadlines not written: {e}");
+            }
+        }
+    }
+
     async fn claim_dead(&self, now: SystemTime) -> Vec<DeadSession> {
         let i = &self.inner;
         let args = [ms(now).to_string(), "500".to_string()];
@@ -1998,23 +2052,43 @@ impl Engine for RedisEngine {
             return vec![];
         };
         let mut out = vec![];
+        let window = TAKE_OVER_SETTLE.as_millis().to_string();
         for sid in texts(&v) {
             let Ok(id) = SessionId::parse(&sid) else {
                 continue;
             };
-            let k = i.session_key(&id);
-            let mut p = redis::pipe();
-            p.hgetall(&k)
-                .smembers(format!("{k}:r"))
-                .del(&k)
-                .ignore()
-                .del(format!("{k}:r"))
-                .ignore();
-            let Ok((rec, rooms)): redis::RedisResult<(RValue, Vec<String>)> = i.pipe(&p).await
+            let Ok(v) = i
+                .script(
+                    "claim_record",
+                    &i.session_key(&id),
+                    std::slice::from_ref(&window),
+                )
+                .await
             else {
                 continue;
             };
-            let rec = pairs(&rec);
+            if is_none(&v) {
+                continue; // ended normally meanwhile
+            }
+            if let RValue::Int(_) = v {
+                // Just taken over by a node whose liveness write is on its way:
+                // not dead. A deadline goes back (GT: never shortening the one
+                // that node wrote) in case that node dies too.
+                let until = ms(now + TAKE_OVER_SETTLE);
+                let _: redis::RedisResult<i64> = i
+                    .cmd(
+                        redis::cmd("ZADD")
+                            .arg(i.live_key())
+                            .arg("GT")
+                            .arg(until)
+                            .arg(id.as_str()),
+                    )
+                    .await;
+                continue;
+            }
+            let a = arr(&v);
+            let rec = a.first().map(pairs).unwrap_or_default();
+            let rooms = a.get(1).map(texts).unwrap_or_default();
             let get = |f: &str| {
                 rec.iter()
                     .find(|(k, _)| k == f)
@@ -2029,6 +2103,7 @@ impl Engine for RedisEngine {
                 id,
                 user: UserRef { tenant, user },
                 rooms: rooms.iter().filter_map(|r| parse_room(r)).collect(),
+                handed_over: get("g") == "1",
             });
         }
         out
@@ -2332,10 +2407,12 @@ mod tests {
             "claim_expired",
             "take_over",
             "release",
+            "hand_over",
+            "claim_record",
         ] {
             assert!(s.0.contains_key(name), "{name}");
         }
-        assert_eq!(s.0.len(), 21);
+        assert_eq!(s.0.len(), 23);
     }
 
     #[test]

@@ -55,6 +55,9 @@ pub struct Welcome {
     pub tenant_id: TenantId,
     pub heartbeat_interval_ms: u64,
     pub session_timeout_ms: u64,
+    /// How long a dropped connection is held (SPEC §2): the SDK holds absent
+    /// members this long after a reconnect that could not resume.
+    pub leave_grace_ms: u64,
     pub server_time: String,
     pub resumed: bool,
     pub rooms: Vec<String>,
@@ -360,6 +363,7 @@ impl Node {
             tenant_id: user.tenant.clone(),
             heartbeat_interval_ms: self.timing().heartbeat_interval.0.as_millis() as u64,
             session_timeout_ms: self.timing().session_timeout.0.as_millis() as u64,
+            leave_grace_ms: self.timing().leave_grace.0.as_millis() as u64,
             server_time: iso(self.clock.wall_now()),
             resumed,
             rooms,
@@ -462,10 +466,7 @@ impl Node {
         self.engine.session_closed(sid).await;
         let wall = self.clock.wall(now);
         let change = self.engine.user_detach(&s.user_ref, sid, wall).await;
-        let history_reason = match reason {
-            LeaveReason::Disconnected if self.shutting_down.load(Ordering::SeqCst) => "shutdown",
-            r => r.as_str(),
-        };
+        let history_reason = reason.as_str();
         self.journal.record(WriteOp::SessionEnded {
             tenant: s.user_ref.tenant.to_string(),
             session_id: sid.to_string(),
@@ -670,13 +671,22 @@ impl Node {
     }
 
     /// A session whose node died (found by the liveness sweep, claimed by this
-    /// node alone): it times out here, once, for everyone.
+    /// node alone): it leaves here, once, for everyone. A node that died without
+    /// a word times its sessions out; one that shut down handed them over for
+    /// their leave grace, so those nobody resumed are `disconnected` (and their
+    /// history ends with `shutdown`).
     async fn end_dead_session(&self, d: crate::engine::DeadSession) {
         let now = self.clock.now();
-        metrics::counter!(m::SESSION_TIMEOUTS).increment(1);
-        tracing::info!(session = %d.id, user = %d.user.user, tenant = %d.user.tenant, "session of a dead node timed out");
+        let (reason, history) = if d.handed_over {
+            tracing::info!(session = %d.id, user = %d.user.user, tenant = %d.user.tenant, "session of a stopped node was not resumed within its grace");
+            (LeaveReason::Disconnected, "shutdown")
+        } else {
+            metrics::counter!(m::SESSION_TIMEOUTS).increment(1);
+            tracing::info!(session = %d.id, user = %d.user.user, tenant = %d.user.tenant, "session of a dead node timed out");
+            (LeaveReason::Timeout, LeaveReason::Timeout.as_str())
+        };
         for room in &d.rooms {
-            self.leave_room_as(room, &d.id, &d.user.user, LeaveReason::Timeout, now)
+            self.leave_room_as(room, &d.id, &d.user.user, reason, now)
                 .await;
         }
         let wall = self.clock.wall(now);
@@ -685,7 +695,7 @@ impl Node {
             tenant: d.user.tenant.to_string(),
             session_id: d.id.to_string(),
             ended_at: unix_ms(wall),
-            reason: LeaveReason::Timeout.as_str().to_string(),
+            reason: history.to_string(),
             rooms: d.rooms.iter().map(|r| r.key.to_string()).collect(),
         });
         if change.after == Status::Offline {
@@ -1567,27 +1577,80 @@ impl Node {
         }
     }
 
-    /// SIGTERM: every session leaves now (diffs flushed at once), then every
+    /// SIGTERM (SPEC §3, close code 1001): nobody is announced as leaving. The
+    /// sweeper is stopped before this runs (`server.rs`), so no grace or timeout
+    /// of this node fires meanwhile. On a shared engine each session is handed to
+    /// the cluster for the rest of its leave grace: a `clientId` reconnect to any
+    /// node (this one restarted included) resumes it, and if nobody comes back
+    /// the liveness sweep of another node announces it `disconnected`. On the
+    /// memory engine the roster dies with the process: the session history and
+    /// `last_seen` are written, and clients re-`SUB` after the restart. Then every
     /// connection is closed with 1001.
     pub async fn shutdown(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
-        let ids: Vec<SessionId> = self.hub.sessions.iter().map(|e| e.key().clone()).collect();
-        // No ghost time here: these sessions are alive, the server is leaving.
-        let links: Vec<ConnLink> = ids
+        let sessions: Vec<Arc<SessionHandle>> = self
+            .hub
+            .sessions
             .iter()
-            .filter_map(|id| self.hub.get(id).and_then(|s| s.link()))
+            .map(|e| e.value().clone())
             .collect();
+        let links: Vec<ConnLink> = sessions.iter().filter_map(|s| s.link()).collect();
         // The minute in progress is written too (a restart loses no count),
         // sampled while everyone is still in.
         self.sample_stats().await;
-        for id in &ids {
-            self.end_session(id, LeaveReason::Disconnected).await;
+        let now = self.clock.now();
+        let grace = self.timing().leave_grace.0;
+        let mut held = vec![];
+        for s in &sessions {
+            if s.ended.swap(true, Ordering::SeqCst) {
+                continue;
+            }
+            if self.engine.shared() {
+                // A session already detached keeps the rest of its own grace.
+                let detached = s.detached_at.load(Ordering::SeqCst);
+                let from = if detached > 0 {
+                    self.clock.from_millis(detached)
+                } else {
+                    now
+                };
+                held.push((s.meta.id.clone(), self.clock.wall(from + grace)));
+            } else {
+                self.end_at_shutdown(s, now).await;
+            }
+        }
+        if !held.is_empty() {
+            self.engine.hand_over_at_shutdown(&held).await;
         }
         for sample in self.stats.drain() {
             self.journal.record(WriteOp::RoomStat(sample));
         }
         for l in links {
             l.close(close::GOING_AWAY);
+        }
+    }
+
+    /// The end of a session whose roster dies with this process (memory engine):
+    /// durable rows only. No leave goes out (the members are told nothing but
+    /// 1001) and watchers hear nothing: the user is back within the grace.
+    async fn end_at_shutdown(&self, s: &SessionHandle, now: Instant) {
+        let wall = self.clock.wall(now);
+        for room in s.rooms.lock().iter() {
+            self.record_member(s, room, "leave", serde_json::json!({"reason": "shutdown"}));
+        }
+        let change = self.engine.user_detach(&s.user_ref, &s.meta.id, wall).await;
+        self.journal.record(WriteOp::SessionEnded {
+            tenant: s.user_ref.tenant.to_string(),
+            session_id: s.meta.id.to_string(),
+            ended_at: unix_ms(wall),
+            reason: "shutdown".to_string(),
+            rooms: s.visited.lock().iter().cloned().collect(),
+        });
+        if change.after == Status::Offline {
+            self.journal.record(WriteOp::LastSeen {
+                tenant: s.user_ref.tenant.to_string(),
+                user: s.user_ref.user.to_string(),
+                at: unix_ms(wall),
+            });
         }
     }
 }

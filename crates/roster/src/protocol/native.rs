@@ -141,6 +141,12 @@ pub async fn serve(mut ws: Socket, ctx: ConnContext, node: Arc<Node>, auth: Arc<
     else {
         return;
     };
+    // A stopping node opens no session: the client reconnects to another node (or
+    // to this one restarted) and resumes there.
+    if node.shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
+        ws.close(close::GOING_AWAY).await;
+        return;
+    }
 
     let (tx, mut rx) = mpsc::channel(cfg.limits.send_queue);
     let kill = CancellationToken::new();

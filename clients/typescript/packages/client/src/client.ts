@@ -83,6 +83,13 @@ export interface RosterClientOptions {
    * many ms. Default 5 000.
    */
   orphanRoomGraceMs?: number;
+  /**
+   * After a reconnect that could not resume (`WELCOME` with `resumed:false`, e.g. a
+   * server restart), members missing from a room's fresh snapshot are held this
+   * long before they are reported gone, so a restart shows no leave and no join.
+   * The server's `WELCOME.leaveGraceMs` wins when it sends one. Default 5 000.
+   */
+  leaveGraceMs?: number;
   /** Random source for the back-off jitter (tests). */
   random?: () => number;
 }
@@ -257,6 +264,12 @@ export class RosterClient extends Emitter<ClientEvents> {
       },
       get isOpen() {
         return self._state === "open";
+      },
+      get resumed() {
+        return self._welcome?.resumed ?? false;
+      },
+      get leaveGraceMs() {
+        return self._welcome?.leaveGraceMs ?? self.opts.leaveGraceMs ?? 5000;
       },
       request: (msg, o) => this.request(msg, o),
       send: (msg, onError) => this.sendFireAndForget(msg, onError),

@@ -84,6 +84,8 @@ export interface WelcomeMessage {
   tenantId: string;
   heartbeatIntervalMs: number;
   sessionTimeoutMs: number;
+  /** The server's `leave_grace` (older servers omit it). */
+  leaveGraceMs?: number;
   serverTime: string;
   resumed: boolean;
   rooms: string[];

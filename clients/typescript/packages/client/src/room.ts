@@ -112,6 +112,10 @@ export interface RoomEvents<S extends PresenceState = PresenceState> {
 export interface RoomHost {
   readonly sessionId: string | null;
   readonly isOpen: boolean;
+  /** The last `WELCOME` resumed the session (the server kept its rooms and locks). */
+  readonly resumed: boolean;
+  /** How long members missing after a reconnect that could not resume are held. */
+  readonly leaveGraceMs: number;
   /** Sends a request expecting a reply, queued until the connection is open. */
   request<T>(msg: ClientMessage, opts?: { queue?: boolean; onRef?: (ref: Ref) => void }): Promise<T>;
   /** Sends a message without a success reply; errors for it go to `onError`. */
@@ -145,6 +149,10 @@ export class Room<S extends PresenceState = PresenceState> extends Emitter<RoomE
   private refs = 1;
   /** Fields this handle acquired with `lock()` and still holds. */
   private readonly held = new Set<string>();
+  /** The next snapshot follows a reconnect that could not resume: reconcile it. */
+  private reconcile = false;
+  /** Ends the hold of members missing after such a reconnect (the leave grace). */
+  private holdTimer: ReturnType<typeof setTimeout> | null = null;
   private readonly throttle: Throttle<S>;
   private snap: RoomSnapshot<S> | null = null;
 
@@ -340,6 +348,7 @@ export class Room<S extends PresenceState = PresenceState> extends Emitter<RoomE
     this.refs--;
     if (this.refs > 0) return;
     this.throttle.cancel();
+    this.stopHold();
     this.setStatus("left");
     await this.host.releaseRoom(this as unknown as Room<never>);
   }
@@ -355,6 +364,10 @@ export class Room<S extends PresenceState = PresenceState> extends Emitter<RoomE
   /** @internal the connection is (again) welcomed: (re-)SUB. */
   _connected(): void {
     if (this._status === "left") return;
+    // A new session (the old one's grace ended, or the server restarted and lost
+    // it): the others may be reconnecting too, so nobody missing from the next
+    // snapshot is reported gone before the leave grace is over.
+    this.reconcile = this.everSynced && !this.host.resumed;
     if (this.everJoined) {
       this.roster.expectSnapshot();
       this.setStatus("resyncing");
@@ -381,7 +394,9 @@ export class Room<S extends PresenceState = PresenceState> extends Emitter<RoomE
   _onPresence(msg: PresenceMessage): void {
     if (!this.acceptsReply(msg.ref)) return;
     const first = !this.everSynced;
-    const changes = this.roster.applySnapshot(msg);
+    const reconcile = this.reconcile;
+    this.reconcile = false;
+    const changes = this.roster.applySnapshot(msg, reconcile);
     this.everSynced = true;
     this.everJoined = true;
     this._view = "list";
@@ -389,6 +404,9 @@ export class Room<S extends PresenceState = PresenceState> extends Emitter<RoomE
     this._locks = new Map(Object.entries(msg.locks ?? {}));
     this.applyEntity({ stale: !!msg.stale, busyBy: msg.busyBy ?? null, version: msg.version ?? 0 }, !first);
     this.setStatus("joined", false);
+    // Locks this handle held under the lost session and that nobody holds now are
+    // taken again (the field is still being edited here).
+    const relock = reconcile ? [...this.held].filter((f) => !this._locks.has(f)) : [];
     this.releaseForgottenLocks();
     this.emitChanges(first ? [] : changes, first || changes.length > 0);
     if (!first) {
@@ -401,6 +419,39 @@ export class Room<S extends PresenceState = PresenceState> extends Emitter<RoomE
     this.setCount(this.roster.sessionCount);
     this.emit("synced", this.roster.members);
     this.changed();
+    if (reconcile) this.startHold();
+    for (const field of relock) this.relock(field);
+  }
+
+  /** (Re)starts the leave grace of the members held by the last snapshot. */
+  private startHold(): void {
+    this.stopHold();
+    if (this.roster.heldCount === 0) return;
+    this.holdTimer = setTimeout(() => {
+      this.holdTimer = null;
+      if (this._status === "left") return;
+      const changes = this.roster.expireHeld();
+      if (changes.length === 0) return;
+      this.emitChanges(changes, true);
+      this.setCount(this.roster.sessionCount);
+      this.changed();
+    }, this.host.leaveGraceMs);
+  }
+
+  private stopHold(): void {
+    if (this.holdTimer) clearTimeout(this.holdTimer);
+    this.holdTimer = null;
+  }
+
+  private relock(field: string): void {
+    this.held.add(field);
+    this.lock(field)
+      .then((r) => {
+        if (!r.success) this.held.delete(field);
+      })
+      .catch(() => {
+        this.held.delete(field);
+      });
   }
 
   /** @internal */

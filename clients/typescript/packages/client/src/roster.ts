@@ -8,6 +8,12 @@
  * already contained in the snapshot therefore produce no spurious events; a
  * snapshot taken after a reconnect or a gap yields exactly the changes that
  * happened meanwhile.
+ *
+ * After a reconnect that could not resume (a server restart), a snapshot may be
+ * applied with `hold`: sessions missing from it stay in the roster as *held*
+ * (they may be reconnecting themselves), and a new session of the same user takes
+ * the place of a held one as an `update`, not a leave and a join. The owner calls
+ * {@link RosterState.expireHeld} when the leave grace is over.
  */
 import type {
   Json,
@@ -109,6 +115,8 @@ export class RosterState<S extends PresenceState = PresenceState> {
   private sessions = new Map<string, Session<S>>();
   private _seq: number | null = null;
   private awaiting = false;
+  /** Sessions kept after a snapshot that no longer listed them (see `hold`). */
+  private held = new Set<string>();
   private cache: readonly Member<S>[] | null = null;
 
   /** Seq of the last snapshot or applied diff; `null` before the first snapshot. */
@@ -134,6 +142,11 @@ export class RosterState<S extends PresenceState = PresenceState> {
     return this.cache;
   }
 
+  /** Number of sessions held while their users may be reconnecting. */
+  get heldCount(): number {
+    return this.held.size;
+  }
+
   session(sessionId: string): Session<S> | undefined {
     return this.sessions.get(sessionId);
   }
@@ -157,11 +170,20 @@ export class RosterState<S extends PresenceState = PresenceState> {
     this.sessions.clear();
     this._seq = null;
     this.awaiting = false;
+    this.held.clear();
     this.cache = null;
   }
 
-  /** Rule 1: replace the roster, remember `seq`, report the net changes. */
-  applySnapshot(msg: Pick<PresenceMessage, "seq" | "users">): RosterChange<S>[] {
+  /**
+   * Rule 1: replace the roster, remember `seq`, report the net changes.
+   *
+   * With `hold` (after a reconnect that could not resume), sessions of the old
+   * roster missing from the snapshot are kept as held instead of leaving.
+   * Sessions already held stay held either way. A session of the snapshot that is
+   * new for a user with held sessions replaces one of them (same device first):
+   * reported as an `update` whose `previous` is the held session.
+   */
+  applySnapshot(msg: Pick<PresenceMessage, "seq" | "users">, hold = false): RosterChange<S>[] {
     const before = this.views();
     const cache = this.cache;
     const incoming = new Map<string, UserEntry>();
@@ -181,17 +203,61 @@ export class RosterState<S extends PresenceState = PresenceState> {
       }
       if (entry.sessionIds.length > 0) incoming.set(u.userId, entry);
     }
-    const order = this.order();
+    // Missing sessions that stay: held already, or newly held.
+    const carried = new Map<string, View<S>>();
+    for (const [sid, v] of before) {
+      if (!incomingSessions.has(sid) && (hold || this.held.has(sid))) carried.set(sid, v);
+    }
+    // A user's new sessions take the places of their carried ones.
+    const replaced = new Map<string, string>();
+    for (const [sid, s] of incomingSessions) {
+      if (before.has(sid)) continue;
+      const old = pickHeld(carried, s);
+      if (old !== undefined) {
+        carried.delete(old);
+        replaced.set(sid, old);
+      }
+    }
+    for (const [sid, v] of carried) {
+      incomingSessions.set(sid, v.session);
+      let u = incoming.get(v.session.userId);
+      if (!u) {
+        u = {
+          userId: v.session.userId,
+          status: v.status,
+          sessionIds: [],
+          ...(v.name !== undefined ? { name: v.name } : {}),
+          ...(v.info !== undefined ? { info: v.info } : {}),
+        };
+        incoming.set(v.session.userId, u);
+      }
+      u.sessionIds.push(sid);
+    }
+    const order = this.order(replaced);
     this.users = incoming;
     this.sessions = incomingSessions;
+    this.held = new Set(carried.keys());
     this.restoreOrder(order);
     this._seq = msg.seq;
     this.awaiting = false;
     this.cache = null;
     const touched = new Set<string>([...before.keys(), ...incomingSessions.keys()]);
-    const changes = this.changes(before, touched, new Map());
+    const changes = this.changes(before, touched, new Map(), replaced);
     if (changes.length === 0) this.cache = cache;
     return changes;
+  }
+
+  /**
+   * The leave grace is over: the sessions still held leave (reason `null`, as for
+   * any leave inferred from a snapshot).
+   */
+  expireHeld(): RosterChange<S>[] {
+    if (this.held.size === 0) return [];
+    const touched = new Set(this.held);
+    const before = this.views(touched);
+    for (const sid of touched) this.remove(sid);
+    this.held.clear();
+    return this.changes(before, touched, new Map());
   }
 
   /** Rules 2 and 3. */
@@ -207,10 +273,32 @@ export class RosterState<S extends PresenceState = PresenceState> {
     for (const l of msg.leaves) touched.add(l.sessionId);
     for (const m of msg.joins) touched.add(m.session.sessionId);
     for (const m of msg.updates) touched.add(m.session.sessionId);
+    // A held session back under its own id is simply no longer held; a new
+    // session of a user with held ones takes the place of one of them.
+    const replaced = new Map<string, string>();
+    if (this.held.size > 0) {
+      const candidates = this.views(this.held);
+      for (const m of msg.joins) {
+        const sid = m.session.sessionId;
+        if (this.held.delete(sid)) {
+          candidates.delete(sid);
+          continue;
+        }
+        if (this.sessions.has(sid)) continue;
+        const old = pickHeld(candidates, toSession<S>(m.userId, m.session));
+        if (old === undefined) continue;
+        candidates.delete(old);
+        this.held.delete(old);
+        replaced.set(sid, old);
+        touched.add(old);
+      }
+      for (const l of msg.leaves) this.held.delete(l.sessionId);
+    }
     const before = this.views(touched);
-    const order = this.order();
+    const order = this.order(replaced);
     const cache = this.cache;
     const reasons = new Map<string, LeaveReason>();
+    for (const old of replaced.values()) this.remove(old);
     // Leaves first: "remove this session if present".
     for (const l of msg.leaves) {
       reasons.set(l.sessionId, l.reason);
@@ -221,7 +309,7 @@ export class RosterState<S extends PresenceState = PresenceState> {
     for (const m of msg.updates) this.upsert(m);
     this.restoreOrder(order);
     this._seq = msg.seq;
-    const changes = this.changes(before, touched, reasons);
+    const changes = this.changes(before, touched, reasons, replaced);
     // Nothing changed (duplicates, re-sent changes, leave + re-join): keep the
     // same members array so that observers comparing by identity see no change.
     this.cache = changes.length > 0 ? null : cache;
@@ -260,10 +348,15 @@ export class RosterState<S extends PresenceState = PresenceState> {
     this.cache = null;
   }
 
-  /** Current order of users and of each user's sessions. */
-  private order(): Map<string, string[]> {
+  /**
+   * Current order of users and of each user's sessions; a session replacing a
+   * held one (`replaced`: new → old) takes its place.
+   */
+  private order(replaced: Map<string, string> = new Map()): Map<string, string[]> {
+    const byOld = new Map<string, string>();
+    for (const [n, o] of replaced) byOld.set(o, n);
     const o = new Map<string, string[]>();
-    for (const [id, u] of this.users) o.set(id, [...u.sessionIds]);
+    for (const [id, u] of this.users) o.set(id, u.sessionIds.map((sid) => byOld.get(sid) ?? sid));
     return o;
   }
 
@@ -307,15 +400,19 @@ export class RosterState<S extends PresenceState = PresenceState> {
     before: Map<string, View<S>>,
     touched: Set<string>,
     reasons: Map<string, LeaveReason>,
+    replaced: Map<string, string> = new Map(),
   ): RosterChange<S>[] {
     const after = this.views(touched);
+    const replacedOld = new Set(replaced.values());
     const usersBefore = new Set<string>();
     for (const v of before.values()) usersBefore.add(v.session.userId);
     const leaves: RosterChange<S>[] = [];
     const joins: RosterChange<S>[] = [];
     const updates: RosterChange<S>[] = [];
     for (const sid of touched) {
-      const b = before.get(sid);
+      if (replacedOld.has(sid)) continue;
+      const old = replaced.get(sid);
+      const b = old !== undefined ? before.get(old) : before.get(sid);
       const a = after.get(sid);
       if (b && !a) {
         const member = this.memberOf(b.session.userId) ?? null;
@@ -375,4 +472,15 @@ function toSession<S extends PresenceState>(userId: string, s: WireSession): Ses
     joinedAt: s.joinedAt,
     state: (s.state ?? {}) as S,
   });
+}
+
+/** The held session that `s` replaces: one of its user's, on the same device if any. */
+function pickHeld<S extends PresenceState>(held: Map<string, View<S>>, s: Session<S>): string | undefined {
+  let first: string | undefined;
+  for (const [sid, v] of held) {
+    if (v.session.userId !== s.userId) continue;
+    if (v.session.device === s.device) return sid;
+    first ??= sid;
+  }
+  return first;
 }

@@ -8,7 +8,21 @@ import WebSocket from "ws";
 import { RosterClient, type RosterClientOptions } from "../../src/index.js";
 import { WS_URL, mintToken } from "../../../../test-support/server.js";
 
-export { TENANT, WS_URL, adminToken, mintToken, rest, server, serviceToken, sleep, uid, waitFor, type Claims } from "../../../../test-support/server.js";
+export {
+  TENANT,
+  WS_URL,
+  adminToken,
+  mintToken,
+  ownServer,
+  rest,
+  server,
+  serviceToken,
+  sleep,
+  uid,
+  waitFor,
+  type Claims,
+  type OwnServer,
+} from "../../../../test-support/server.js";
 
 export interface TestClient {
   client: RosterClient;

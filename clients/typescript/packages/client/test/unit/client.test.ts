@@ -570,7 +570,7 @@ describe("rooms over a connection", () => {
       },
       welcome: { sessionId: "sess-1" },
     });
-    const client = makeClient(server, { reconnect: { baseMs: 10 } });
+    const client = makeClient(server, { reconnect: { baseMs: 10 }, leaveGraceMs: 100 });
     const room = client.room("R:1", { state: { f: "a" } });
     await connect(client);
     const events: RosterChange[] = [];
@@ -590,11 +590,70 @@ describe("rooms over a connection", () => {
     expect(room.members).toBe(before);
     expect(statuses).toEqual(["resyncing", "joined"]);
 
-    // Bob left and dave came while we were away: exactly those two events.
+    // Bob left and dave came while we were away: exactly those two events. The
+    // session was not resumed (a new one), so bob may be reconnecting himself:
+    // his leave waits for the leave grace (the client's default, the server sent
+    // none), and he stays listed meanwhile.
     roster = [user("alice", [session("sess-1", { f: "a" })]), user("carol", [session("c1")]), user("dave", [session("d1")])];
     server.last.drop(1006);
     await tick(20);
-    expect(events.map((e) => `${e.type} ${e.userId}`)).toEqual(["leave bob", "join dave"]);
+    expect(events.map((e) => `${e.type} ${e.userId}`)).toEqual(["join dave"]);
+    expect(room.members.map((m) => m.userId)).toEqual(["alice", "bob", "carol", "dave"]);
+    await tick(150);
+    expect(events.map((e) => `${e.type} ${e.userId}`)).toEqual(["join dave", "leave bob"]);
+    expect(room.members.map((m) => m.userId)).toEqual(["alice", "carol", "dave"]);
+  });
+
+  it("after a server restart (not resumed) members who come back under new sessions are no leave and no join", async () => {
+    let roster = [user("alice", [session("a1")]), user("bob", [session("b1", { f: 1 })])];
+    const server = new FakeServer({
+      onMessage: (sock, msg) => {
+        if (msg.type === "SUB") sock.deliver({ ...presence("R:1", 3, roster), ref: msg.ref });
+        if (msg.type === "LOCK")
+          sock.deliver({
+            type: "LOCK_ACK",
+            ref: msg.ref,
+            room: "R:1",
+            field: msg.field,
+            success: true,
+            owner: { userId: "alice", sessionId: client.sessionId ?? "", expiresAt: "2026-11-26T14:05:09.002Z" },
+            expiresAt: "2026-11-26T14:05:09.002Z",
+          });
+      },
+      welcome: { sessionId: "a1", leaveGraceMs: 300 },
+    });
+    const client = makeClient(server, { reconnect: { baseMs: 10 } });
+    const room = client.room("R:1");
+    await connect(client);
+    await room.lock("title");
+    const events: RosterChange[] = [];
+    room.on("join", (c) => events.push(c));
+    room.on("leave", (c) => events.push(c));
+    room.on("update", (c) => events.push(c));
+
+    // The restarted server knows only alice again (a new session); bob is on his way.
+    server.opts.welcome = { sessionId: "a2", leaveGraceMs: 300 };
+    roster = [user("alice", [session("a2")])];
+    server.last.drop(1001);
+    await tick(30);
+    expect(events.map((e) => `${e.type} ${e.userId}`)).toEqual(["update alice"]);
+    expect(room.members.map((m) => m.userId)).toEqual(["alice", "bob"]);
+    expect(room.me?.sessionId).toBe("a2");
+    // The field alice was editing is hers again.
+    expect(server.last.of("LOCK")).toMatchObject([{ room: "R:1", field: "title" }]);
+    expect(room.isLockedByMe("title")).toBe(true);
+    // Bob re-joins within the grace under a new session: an update, not a join.
+    server.last.deliver({
+      type: "PRESENCE_DIFF",
+      room: "R:1",
+      seq: 4,
+      joins: [{ userId: "bob", status: "online", session: session("b2", { f: 1 }) }],
+      leaves: [],
+      updates: [],
+    });
+    await tick(400);
+    expect(events.map((e) => `${e.type} ${e.userId}`)).toEqual(["update alice", "update bob"]);
+    expect(room.members.map((m) => m.sessions.map((s) => s.sessionId))).toEqual([["a2"], ["b2"]]);
   });
 
   it("resumed WELCOME: open rooms re-SUB; rooms nobody re-opened are left after the grace", async () => {

@@ -308,3 +308,44 @@ describe("RosterState: diffs", () => {
     }
   });
 });
+
+describe("RosterState: holding members after a reconnect that could not resume", () => {
+  it("keeps missing sessions held, lets a user's new session take a held one's place, and expires the rest", () => {
+    const r = new RosterState();
+    r.applySnapshot(
+      presence(R, 5, [
+        user("alice", [session("a1")]),
+        user("bob", [session("b1", {}, { device: "web" }), session("b2", {}, { device: "mobile" })]),
+        user("carol", [session("c1")]),
+      ]),
+    );
+    // The restarted server knows only alice's new session so far.
+    const changes = r.applySnapshot(presence(R, 1, [user("alice", [session("a9")])]), true);
+    expect(summary(changes)).toEqual(["update:alice/a9"]);
+    expect(ids(r)).toEqual(["alice/a9", "bob/b1", "bob/b2", "carol/c1"]);
+    expect(r.heldCount).toBe(3);
+    // Bob's phone comes back under a new id: it replaces the held phone session.
+    const back = applied(r, diff(R, 2, { joins: [member("bob", session("b7", {}, { device: "mobile" }))] }));
+    expect(summary(back)).toEqual(["update:bob/b7"]);
+    expect(ids(r)).toEqual(["alice/a9", "bob/b1", "bob/b7", "carol/c1"]);
+    // A newcomer is a join as ever.
+    expect(summary(applied(r, diff(R, 3, { joins: [member("dave", session("d1"))] })))).toEqual(["join:dave/d1"]);
+    // The grace is over: who is still missing leaves (reason unknown, inferred).
+    const gone = r.expireHeld();
+    expect(summary(gone)).toEqual(["leave:bob/b1", "leave:carol/c1"]);
+    expect(gone.map((c) => (c.type === "leave" ? [c.reason, c.userLeft] : null))).toEqual([
+      [null, false],
+      [null, true],
+    ]);
+    expect(ids(r)).toEqual(["alice/a9", "bob/b7", "dave/d1"]);
+    expect(r.heldCount).toBe(0);
+    expect(r.expireHeld()).toEqual([]);
+  });
+
+  it("without hold a snapshot reports missing sessions as leaves at once", () => {
+    const r = new RosterState();
+    r.applySnapshot(presence(R, 5, [user("alice", [session("a1")]), user("bob", [session("b1")])]));
+    expect(summary(r.applySnapshot(presence(R, 6, [user("alice", [session("a1")])])))).toEqual(["leave:bob/b1"]);
+    expect(r.heldCount).toBe(0);
+  });
+});
