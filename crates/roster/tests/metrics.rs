@@ -59,6 +59,12 @@ async fn scrape_until(s: &Server, what: &str, done: impl Fn(&str) -> bool) -> St
 async fn a_fresh_server_exports_every_histogram_and_gauge_before_any_client() {
     let s = Server::start().await;
     let m = s.metrics().await;
+    for name in HISTOGRAMS.iter().chain(GAUGES) {
+        assert!(
+            m.contains(&format!("# HELP {name} ")),
+            "{name} is not described:\n{m}"
+        );
+    }
     for h in HISTOGRAMS {
         assert!(
             m.contains(&format!("# TYPE {h} histogram")),
