@@ -53,6 +53,10 @@ pub async fn sample(node: &Node, ping_timeout: Duration) -> LiveCounts {
     metrics::gauge!(m::LOCKS_HELD).set(counts.locks_held as f64);
     metrics::gauge!(m::STALE_ENTITIES).set(counts.stale_entities as f64);
     metrics::gauge!(m::REDIS_UP).set(up(node.engine.healthy()));
+    // At shutdown the store is closed under a sample in flight: no false alarm.
+    if node.shutting_down.load(Ordering::Relaxed) {
+        return counts;
+    }
     let db_up = matches!(
         tokio::time::timeout(ping_timeout, node.store.ping()).await,
         Ok(Ok(()))
