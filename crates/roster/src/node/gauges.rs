@@ -3,7 +3,8 @@
 //! `database.stats_sample_interval`, on the statistics sampling task. Counts of
 //! shared state (locks, stale entities) are read from the engine, so every node
 //! reports the same cluster-wide value; counts of this node's own state (online
-//! users) come from its hub. Reads only; never changes presence.
+//! users) come from its hub. Also the health gauges: the engine's own check and a
+//! database ping. Reads only; never changes presence.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
