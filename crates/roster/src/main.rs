@@ -178,13 +178,16 @@ fn serve(args: ServeArgs) -> ExitCode {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+    // Colour only for a person at a terminal: escape codes in a file, a pipe or a
+    // log collector are noise (SPEC §12 `log.format`). JSON is never coloured.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     if config.log.format == LogFormat::Json {
-        builder.json().init();
+        builder.json().with_ansi(false).init();
     } else {
-        builder.init();
+        use std::io::IsTerminal;
+        builder.with_ansi(std::io::stderr().is_terminal()).init();
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,

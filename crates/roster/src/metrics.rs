@@ -1,4 +1,8 @@
-//! Metric names, in one place (Prometheus, rendered at `/metrics`).
+//! Metric names, in one place (Prometheus, rendered at `/metrics`), and the
+//! recorder: every histogram gets explicit buckets (so it renders as a histogram,
+//! not a summary) and every unlabelled metric is registered at zero on install, so
+//! a fresh server already lists all of them. The full list, with meanings, is in
+//! docs/OPERATIONS.md; this file must never grow a name that is not listed there.
 
 pub const CONNECTIONS: &str = "roster_connections";
 pub const SESSIONS: &str = "roster_sessions";
@@ -19,6 +23,64 @@ pub const JOURNAL_DROPPED: &str = "roster_journal_dropped_total";
 pub const JOURNAL_WRITTEN: &str = "roster_journal_rows_written_total";
 pub const JOURNAL_WRITE_ERRORS: &str = "roster_journal_write_errors_total";
 pub const JOURNAL_BATCH_SECONDS: &str = "roster_journal_batch_seconds";
+pub const PING_RTT: &str = "roster_ping_rtt_seconds";
+pub const DIFF_DELIVERY: &str = "roster_diff_delivery_seconds";
+pub const HTTP_REQUEST_DURATION: &str = "roster_http_request_duration_seconds";
+pub const ONLINE_USERS: &str = "roster_online_users";
+pub const STALE_ENTITIES: &str = "roster_stale_entities";
+pub const LOCKS_HELD: &str = "roster_locks_held";
+pub const REDIS_UP: &str = "roster_redis_up";
+pub const DATABASE_UP: &str = "roster_database_up";
+
+/// Buckets (seconds) of each histogram: (name, upper bounds).
+const BUCKETS: &[(&str, &[f64])] = &[
+    // Seconds to minutes: session_timeout + a sweep, or leave_grace.
+    (
+        GHOST_TIME,
+        &[0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 45.0, 60.0, 120.0],
+    ),
+    // A WebSocket round trip: LAN to a slow mobile link.
+    (
+        PING_RTT,
+        &[
+            0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+        ],
+    ),
+    // Queue hand-off, hot path: sub-millisecond when healthy.
+    (
+        DIFF_DELIVERY,
+        &[
+            0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+        ],
+    ),
+    (
+        HTTP_REQUEST_DURATION,
+        &[
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ],
+    ),
+    (
+        JOURNAL_BATCH_SECONDS,
+        &[
+            0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ],
+    ),
+];
+
+/// The route label of a request no route matched (404s): raw paths would let
+/// any client create series at will.
+pub const UNMATCHED_ROUTE: &str = "unmatched";
+
+/// `2xx`, `4xx`, … — the status label of [`HTTP_REQUEST_DURATION`].
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -27,11 +89,13 @@ pub fn install() -> PrometheusHandle {
     static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new()
-                .set_buckets_for_metric(
-                    Matcher::Full(GHOST_TIME.into()),
-                    &[0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 45.0, 60.0, 120.0],
-                )
+            let recorder = BUCKETS
+                .iter()
+                .try_fold(PrometheusBuilder::new(), |b, (name, buckets)| {
+                    b.set_buckets_for_metric(Matcher::Full((*name).into()), buckets)
+                })
+                // Only an empty bucket list fails, and none above is empty
+                // (checked by `every_histogram_has_buckets` below).
                 .map(|b| b.build_recorder())
                 .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
             let handle = recorder.handle();
@@ -96,6 +160,39 @@ fn describe() {
         Unit::Seconds,
         "time to write one batch"
     );
+    describe_histogram!(
+        PING_RTT,
+        Unit::Seconds,
+        "server ping to client pong round trip, per pong"
+    );
+    describe_histogram!(
+        DIFF_DELIVERY,
+        Unit::Seconds,
+        "from the sweeper taking a due diff flush to the diff handed to every local \
+         member's send queue (Redis engine: published to Redis)"
+    );
+    describe_histogram!(
+        HTTP_REQUEST_DURATION,
+        Unit::Seconds,
+        "HTTP request latency, by method, route template and status class"
+    );
+    describe_gauge!(
+        ONLINE_USERS,
+        "distinct users with a session on this node (sampled)"
+    );
+    describe_gauge!(
+        STALE_ENTITIES,
+        "rooms whose entity is flagged stale, all nodes (sampled)"
+    );
+    describe_gauge!(LOCKS_HELD, "field locks held, all nodes (sampled)");
+    describe_gauge!(
+        REDIS_UP,
+        "1 when the presence engine is reachable (always 1 with the memory engine)"
+    );
+    describe_gauge!(
+        DATABASE_UP,
+        "1 when the database answered its last ping (sampled)"
+    );
 }
 
 /// Unlabelled counters and gauges exist from the start (at 0), so a scrape can
@@ -114,7 +211,64 @@ fn register_zeroes() {
     ] {
         metrics::counter!(c).increment(0);
     }
-    for g in [CONNECTIONS, SESSIONS, ROOMS, EXPIRY_QUEUE, JOURNAL_QUEUE] {
+    for g in [
+        CONNECTIONS,
+        SESSIONS,
+        ROOMS,
+        EXPIRY_QUEUE,
+        JOURNAL_QUEUE,
+        ONLINE_USERS,
+        STALE_ENTITIES,
+        LOCKS_HELD,
+    ] {
         metrics::gauge!(g).set(0.0);
+    }
+    // Health is up until a check says otherwise: start-up fails when the engine
+    // or the database cannot be reached.
+    for g in [REDIS_UP, DATABASE_UP] {
+        metrics::gauge!(g).set(1.0);
+    }
+    // Registering a histogram handle is enough for the exporter to list it
+    // (empty buckets, `_sum 0`, `_count 0`).
+    for h in [GHOST_TIME, PING_RTT, DIFF_DELIVERY, JOURNAL_BATCH_SECONDS] {
+        let _ = metrics::histogram!(h);
+    }
+    // Request latency is labelled; label sets exist once seen. The scrape route's
+    // own series is there from the start (every scrape lands in it).
+    let _ = metrics::histogram!(
+        HTTP_REQUEST_DURATION,
+        "method" => "GET",
+        "route" => "/metrics",
+        "status" => "2xx"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_histogram_has_buckets() {
+        for h in [
+            GHOST_TIME,
+            PING_RTT,
+            DIFF_DELIVERY,
+            HTTP_REQUEST_DURATION,
+            JOURNAL_BATCH_SECONDS,
+        ] {
+            let b = BUCKETS.iter().find(|(n, _)| *n == h).map(|(_, b)| *b);
+            assert!(b.is_some_and(|b| !b.is_empty()), "{h} has no buckets");
+            let b = b.unwrap_or_default();
+            assert!(b.windows(2).all(|w| w[0] < w[1]), "{h}: buckets not sorted");
+        }
+    }
+
+    #[test]
+    fn status_classes() {
+        assert_eq!(status_class(200), "2xx");
+        assert_eq!(status_class(204), "2xx");
+        assert_eq!(status_class(404), "4xx");
+        assert_eq!(status_class(503), "5xx");
+        assert_eq!(status_class(101), "1xx");
     }
 }

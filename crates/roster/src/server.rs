@@ -310,14 +310,20 @@ async fn maintenance(store: Arc<dyn Store>, config: Arc<Config>, stop: Cancellat
     }
 }
 
-/// Samples room statistics on its own task, so a large deployment's sampling
-/// never delays the sweeper's timeouts and diffs.
+/// Samples room statistics and the live-state gauges on their own task, so a
+/// large deployment's sampling never delays the sweeper's timeouts and diffs.
 async fn sample_stats(node: Arc<Node>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(node.config.database.stats_sample_interval.0);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = tick.tick() => node.sample_stats().await,
+            _ = tick.tick() => {
+                node.sample_stats().await;
+                // A hung database must not hold the next sample back.
+                let db = &node.config.database;
+                let ping_timeout = db.write_timeout.0.min(db.stats_sample_interval.0);
+                crate::node::gauges::sample(&node, ping_timeout).await;
+            }
             _ = stop.cancelled() => return,
         }
     }

@@ -1106,3 +1106,23 @@ async fn a_restarted_node_resumes_its_own_sessions_on_redis() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_health_gauge_follows_a_hung_redis() {
+    let redis = PrivateRedis::start_on(PrivateRedis::free_port());
+    let prefix = unique_prefix();
+    let url = redis.url();
+    let s = Server::start_with(&[
+        ("ROSTER_ENGINE_URL", url.as_str()),
+        ("ROSTER_ENGINE_PREFIX", prefix.as_str()),
+    ])
+    .await;
+    assert_eq!(metric(&s.metrics().await, "roster_redis_up"), 1.0);
+    redis.signal("-STOP");
+    wait_ready(std::slice::from_ref(&s), 503).await;
+    let m = s.metrics().await;
+    assert_eq!(metric(&m, "roster_redis_up"), 0.0, "{m}");
+    redis.signal("-CONT");
+    wait_ready(std::slice::from_ref(&s), 200).await;
+    assert_eq!(metric(&s.metrics().await, "roster_redis_up"), 1.0);
+}

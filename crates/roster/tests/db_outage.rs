@@ -358,3 +358,53 @@ async fn journal_metrics_are_exported_from_the_start() {
         );
     }
 }
+
+/// Scrapes until `name` reads `want`, for at most `within`.
+async fn await_metric(s: &Server, name: &str, want: f64, within: Duration) {
+    let end = tokio::time::Instant::now() + within;
+    loop {
+        let m = s.metrics().await;
+        if metric(&m, name) == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < end,
+            "{name} never became {want}:\n{m}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_health_gauge_follows_an_outage() {
+    let proxy = Proxy::start().await;
+    let schema = fresh_schema().await;
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{}/test?options=-c%20search_path%3D{schema}",
+        proxy.port
+    );
+    let s = Server::start_with(&[
+        ("ROSTER_DATABASE_URL", url.as_str()),
+        ("ROSTER_DATABASE_STATS_SAMPLE_INTERVAL", "200ms"),
+    ])
+    .await;
+    // Up from the start, and still up after a few samples.
+    await_metric(&s, "roster_database_up", 1.0, Duration::from_millis(100)).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    await_metric(&s, "roster_database_up", 1.0, Duration::from_millis(100)).await;
+    proxy.unplug();
+    await_metric(&s, "roster_database_up", 0.0, Duration::from_secs(10)).await;
+    // Presence does not depend on it.
+    assert_eq!(
+        reqwest::get(s.url("/readyz"))
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+    proxy.plug();
+    await_metric(&s, "roster_database_up", 1.0, Duration::from_secs(15)).await;
+    drop(s);
+    drop_schema(&schema).await;
+}

@@ -1,13 +1,15 @@
 //! HTTP surface: the WebSocket upgrade, REST under `/api/v1`, and ops endpoints.
-//! Handlers are thin: they extract, call the node, and shape the answer.
+//! Handlers are thin: they extract, call the node, and shape the answer. One
+//! layer times every request into the latency histogram, labelled by the route
+//! *template* (`MatchedPath`), never the raw path.
 
 pub mod api;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{ConnectInfo, MatchedPath, Query, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -38,7 +40,39 @@ pub fn router(state: AppState) -> Router {
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn(time_request))
         .with_state(state)
+}
+
+/// Records the request's latency (until the response head is ready) under its
+/// method, route template and status class.
+async fn time_request(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let started = std::time::Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| crate::metrics::UNMATCHED_ROUTE.to_owned());
+    // Only the standard methods: a made-up one must not become a series.
+    let method = match *req.method() {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    };
+    let resp = next.run(req).await;
+    metrics::histogram!(
+        crate::metrics::HTTP_REQUEST_DURATION,
+        "method" => method,
+        "route" => route,
+        "status" => crate::metrics::status_class(resp.status().as_u16())
+    )
+    .record(started.elapsed().as_secs_f64());
+    resp
 }
 
 #[derive(Deserialize)]
@@ -107,6 +141,11 @@ async fn readyz(State(app): State<AppState>) -> Response {
 
 async fn metrics(State(app): State<AppState>) -> Response {
     metrics::gauge!(crate::metrics::ROOMS).set(app.node.engine_room_count().await as f64);
+    metrics::gauge!(crate::metrics::REDIS_UP).set(if app.node.engine.healthy() {
+        1.0
+    } else {
+        0.0
+    });
     // Read live: the writer only updates it between batches.
     metrics::gauge!(crate::metrics::JOURNAL_QUEUE).set(app.node.journal.depth() as f64);
     (

@@ -248,6 +248,7 @@ pub async fn serve(mut ws: Socket, ctx: ConnContext, node: Arc<Node>, auth: Arc<
                             let sent = node.clock.from_millis(u64::from_be_bytes(b));
                             let rtt = node.clock.now().saturating_duration_since(sent);
                             session.meta.record_latency(rtt.as_millis() as u32);
+                            metrics::histogram!(m::PING_RTT).record(rtt.as_secs_f64());
                         }
                     }
                     Incoming::Ping => {}
