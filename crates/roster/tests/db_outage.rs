@@ -95,7 +95,9 @@ async fn drop_schema(schema: &str) {
 }
 
 /// Every client joins and leaves `room` `rounds` times; the other members must
-/// see each change (presence works whatever the database does).
+/// see each change (presence works whatever the database does). Each leave waits
+/// until the watcher saw the join: a join and leave inside one diff window are
+/// nothing to a member that never saw them.
 async fn churn(
     s: &Server,
     watcher: &mut roster_client::Client,
@@ -106,6 +108,21 @@ async fn churn(
     for _ in 0..rounds {
         for c in clients.iter_mut() {
             c.sub(room, None).await.expect("SUB works");
+            let me = c.session_id().unwrap().to_string();
+            // (A leave and a re-join inside one window reach it as an update.)
+            'seen: loop {
+                let d = next_diff(watcher, room).await;
+                for j in d["joins"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .chain(d["updates"].as_array().unwrap())
+                {
+                    if j["session"]["sessionId"] == me.as_str() {
+                        break 'seen;
+                    }
+                }
+            }
             c.request(json!({"type": "UNSUB", "room": room}), "UNSUB_ACK", T)
                 .await
                 .expect("UNSUB works");

@@ -220,7 +220,9 @@ impl World {
 
     async fn run(&self, op: &Op) -> String {
         let e = &self.engine;
-        let code = |e: roster::core::error::CoreError| format!("err {}", e.code.as_str());
+        let code = |e: roster::core::error::CoreError| {
+            format!("err {}\u{1f}{}", e.code.as_str(), e.message)
+        };
         match *op {
             Op::Join(s, r, st) => {
                 let user = self.sessions[s].1.clone();
@@ -399,7 +401,8 @@ async fn engine(kind: &str, recorder: Arc<Recorder>) -> Arc<dyn Engine> {
     )
 }
 
-async fn run_case(kind: &str, seed: u64) -> Result<(), String> {
+/// Runs one case; answers every reply in full (error messages included).
+async fn run_case(kind: &str, seed: u64) -> Result<Vec<String>, String> {
     let ops = gen(&mut StdRng::seed_from_u64(seed));
     let recorder = Arc::new(Recorder::default());
     let w = World {
@@ -416,12 +419,16 @@ async fn run_case(kind: &str, seed: u64) -> Result<(), String> {
             .collect(),
     };
     let mut model = Model::default();
+    let mut replies = vec![];
     for (n, op) in ops.iter().enumerate() {
         let want = model.apply(op);
         let got = w.run(op).await;
-        if got != want {
+        // The model knows codes; the engines must also agree on the wording.
+        let code = got.split('\u{1f}').next().unwrap_or_default();
+        if code != want {
             return Err(format!("op {n} {op:?}: engine {got:?}, model {want:?}"));
         }
+        replies.push(got);
     }
     for r in 0..ROOMS.len() {
         let id = w.room(r);
@@ -480,7 +487,7 @@ async fn run_case(kind: &str, seed: u64) -> Result<(), String> {
             }
         }
         match behind {
-            None => return Ok(()),
+            None => return Ok(replies),
             Some(e) if Instant::now() > deadline => return Err(e),
             Some(_) => tokio::time::sleep(Duration::from_millis(20)).await,
         }
@@ -503,11 +510,21 @@ async fn run_engine(kind: &str) {
         }
     };
     for seed in seeds {
-        if let Err(e) = run_case(kind, seed).await {
+        let fail = |e: String| -> ! {
             panic!(
                 "{kind} engine, seed {seed} (ROSTER_MODEL_SEED={seed}): {e}\nops: {:?}",
                 gen(&mut StdRng::seed_from_u64(seed))
-            );
+            )
+        };
+        let replies = run_case(kind, seed).await.unwrap_or_else(|e| fail(e));
+        if kind != "memory" {
+            // Twins: the same operations get the same replies, word for word.
+            let memory = run_case("memory", seed).await.unwrap_or_else(|e| fail(e));
+            for (n, (a, b)) in replies.iter().zip(&memory).enumerate() {
+                if a != b {
+                    fail(format!("op {n}: {kind} replied {a:?}, memory {b:?}"));
+                }
+            }
         }
     }
 }

@@ -3,6 +3,9 @@
 
 use serde::Serialize;
 
+use super::types::Role;
+use crate::ids::RoomKey;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
@@ -96,5 +99,54 @@ impl CoreError {
             code,
             message: message.into(),
         }
+    }
+
+    // The room rules' errors, worded once for every engine (the Redis engine
+    // gets a code and a detail back from its scripts and words them here too).
+
+    pub fn not_subscribed(room: &RoomKey) -> Self {
+        Self::new(
+            ErrorCode::NotSubscribed,
+            format!("not subscribed to {room}"),
+        )
+    }
+    pub fn room_closed(room: &RoomKey, closed: bool) -> Self {
+        let what = if closed { "closed" } else { "in maintenance" };
+        Self::new(ErrorCode::RoomClosed, format!("room {room} is {what}"))
+    }
+    pub fn not_participant(room: &RoomKey) -> Self {
+        Self::new(
+            ErrorCode::Forbidden,
+            format!("room {room} is private and you are no participant"),
+        )
+    }
+    /// `action` needs role `needed`; the member has `have`.
+    pub fn role_needed(room: &RoomKey, action: &str, needed: Role, have: Role) -> Self {
+        Self::new(
+            ErrorCode::Forbidden,
+            format!(
+                "{action} needs role {} or higher in {room}; you are {}",
+                needed.as_str(),
+                have.as_str()
+            ),
+        )
+    }
+    pub fn room_full(room: &RoomKey, capacity: u32) -> Self {
+        Self::new(
+            ErrorCode::RoomFull,
+            format!("room {room} is full ({capacity} sessions)"),
+        )
+    }
+    pub fn not_lock_owner(room: &RoomKey, field: &str) -> Self {
+        Self::new(
+            ErrorCode::NotLockOwner,
+            format!("{field} in {room} is locked by another session"),
+        )
+    }
+    pub fn no_room(room: &RoomKey) -> Self {
+        Self::new(ErrorCode::NotFound, format!("no room {room}"))
+    }
+    pub fn room_exists(room: &RoomKey) -> Self {
+        Self::new(ErrorCode::Conflict, format!("room {room} already exists"))
     }
 }

@@ -13,7 +13,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use super::diff::{plan, Op, Window};
-use super::error::{CoreError, ErrorCode};
+use super::error::CoreError;
 use super::room_type::{RoomType, Visibility};
 use super::session::SessionMeta;
 use super::types::{LeaveReason, Role, Status};
@@ -296,12 +296,7 @@ impl Room {
                 .participants
                 .get(actor.user)
                 .copied()
-                .ok_or_else(|| {
-                    CoreError::new(
-                        ErrorCode::Forbidden,
-                        format!("room {} is private and you are no participant", self.id.key),
-                    )
-                }),
+                .ok_or_else(|| CoreError::not_participant(&self.id.key)),
         }
     }
 
@@ -315,24 +310,14 @@ impl Room {
         if m.role >= needed {
             Ok(())
         } else {
-            Err(CoreError::new(
-                ErrorCode::Forbidden,
-                format!(
-                    "{action} needs role {needed:?} or higher in {}; you are {:?}",
-                    self.id.key, m.role
-                )
-                .to_lowercase(),
-            ))
+            Err(CoreError::role_needed(&self.id.key, action, needed, m.role))
         }
     }
 
     fn member(&self, session: &SessionId) -> Result<&Member, CoreError> {
-        self.members.get(session).ok_or_else(|| {
-            CoreError::new(
-                ErrorCode::NotSubscribed,
-                format!("not subscribed to {}", self.id.key),
-            )
-        })
+        self.members
+            .get(session)
+            .ok_or_else(|| CoreError::not_subscribed(&self.id.key))
     }
 
     pub fn join(&mut self, member: Member, actor: Actor<'_>) -> Result<Joined, CoreError> {
@@ -345,38 +330,23 @@ impl Room {
         match self.settings.status {
             RoomStatus::Active => {}
             s => {
-                return Err(CoreError::new(
-                    ErrorCode::RoomClosed,
-                    format!(
-                        "room {} is {}",
-                        self.id.key,
-                        if s == RoomStatus::Closed {
-                            "closed"
-                        } else {
-                            "in maintenance"
-                        }
-                    ),
+                return Err(CoreError::room_closed(
+                    &self.id.key,
+                    s == RoomStatus::Closed,
                 ))
             }
         }
         let role = self.role_of(actor)?;
         if role < Role::Commenter && member.state.as_object().is_some_and(|o| !o.is_empty()) {
-            return Err(CoreError::new(
-                ErrorCode::Forbidden,
-                format!(
-                    "publishing member state needs role commenter or higher in {}; you are viewer",
-                    self.id.key
-                ),
+            return Err(CoreError::role_needed(
+                &self.id.key,
+                "publishing member state",
+                Role::Commenter,
+                role,
             ));
         }
         if self.members.len() >= self.settings.capacity as usize {
-            return Err(CoreError::new(
-                ErrorCode::RoomFull,
-                format!(
-                    "room {} is full ({} sessions)",
-                    self.id.key, self.settings.capacity
-                ),
-            ));
+            return Err(CoreError::room_full(&self.id.key, self.settings.capacity));
         }
         let id = member.meta.id.clone();
         let member = Member {
@@ -484,10 +454,7 @@ impl Room {
         self.member(session)?;
         match self.locks.get(field) {
             None => Ok(None),
-            Some(l) if &l.session != session => Err(CoreError::new(
-                ErrorCode::NotLockOwner,
-                format!("{field} in {} is locked by another session", self.id.key),
-            )),
+            Some(l) if &l.session != session => Err(CoreError::not_lock_owner(&self.id.key, field)),
             Some(_) => Ok(self.locks.remove(field)),
         }
     }
@@ -784,6 +751,7 @@ pub struct EntityView {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::error::ErrorCode;
     use crate::core::room_type::seeded;
     use crate::core::types::DeviceInfo;
     use crate::ids::{RoomKey, TenantId};

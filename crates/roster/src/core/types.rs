@@ -51,6 +51,15 @@ pub enum Role {
 }
 
 impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Commenter => "commenter",
+            Role::Operator => "operator",
+            Role::Owner => "owner",
+        }
+    }
+
     pub fn parse(s: &str) -> Option<Role> {
         Some(match s {
             "viewer" => Role::Viewer,

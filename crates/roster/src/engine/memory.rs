@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use super::{Engine, Outbox, Outgoing, RoomPatch, RoomSummary, SubMode, UserChange, UserRecord};
 use crate::clock::Clock;
-use crate::core::error::{CoreError, ErrorCode};
+use crate::core::error::CoreError;
 use crate::core::room::{
     AccessChange, Actor, EntityView, FieldLock, Joined, Left, LockOutcome, LockOwnerView, Member,
     NeedsFlush, PresenceSnapshot, Room, RoomSettings,
@@ -117,7 +117,7 @@ impl MemoryEngine {
     }
 
     fn not_found(id: &RoomId) -> CoreError {
-        CoreError::new(ErrorCode::NotFound, format!("no room {}", id.key))
+        CoreError::no_room(&id.key)
     }
 
     fn user_change(&self, user: &UserRef, f: impl FnOnce(&mut UserEntry)) -> UserChange {
@@ -139,10 +139,7 @@ impl Engine for MemoryEngine {
     async fn create_room(&self, id: RoomId, settings: RoomSettings) -> Result<(), CoreError> {
         use dashmap::mapref::entry::Entry;
         match self.rooms.entry(id.clone()) {
-            Entry::Occupied(_) => Err(CoreError::new(
-                ErrorCode::Conflict,
-                format!("room {} already exists", id.key),
-            )),
+            Entry::Occupied(_) => Err(CoreError::room_exists(&id.key)),
             Entry::Vacant(v) => {
                 v.insert(Arc::new(Mutex::new(Room::new(
                     id,
@@ -277,12 +274,7 @@ impl Engine for MemoryEngine {
         state: Value,
     ) -> Result<NeedsFlush, CoreError> {
         self.with(id, |r| r.set_state(session, state))
-            .unwrap_or_else(|| {
-                Err(CoreError::new(
-                    ErrorCode::NotSubscribed,
-                    format!("not subscribed to {}", id.key),
-                ))
-            })
+            .unwrap_or_else(|| Err(CoreError::not_subscribed(&id.key)))
     }
 
     async fn touch(&self, id: &RoomId, session: &SessionId, _status: Status) -> NeedsFlush {
@@ -376,12 +368,7 @@ impl Engine for MemoryEngine {
         ttl: Duration,
     ) -> Result<LockOutcome, CoreError> {
         self.with(id, |r| r.lock(field, session, now, ttl))
-            .unwrap_or_else(|| {
-                Err(CoreError::new(
-                    ErrorCode::NotSubscribed,
-                    format!("not subscribed to {}", id.key),
-                ))
-            })
+            .unwrap_or_else(|| Err(CoreError::not_subscribed(&id.key)))
     }
 
     async fn unlock(
@@ -391,12 +378,7 @@ impl Engine for MemoryEngine {
         session: &SessionId,
     ) -> Result<Option<FieldLock>, CoreError> {
         self.with(id, |r| r.unlock(field, session))
-            .unwrap_or_else(|| {
-                Err(CoreError::new(
-                    ErrorCode::NotSubscribed,
-                    format!("not subscribed to {}", id.key),
-                ))
-            })
+            .unwrap_or_else(|| Err(CoreError::not_subscribed(&id.key)))
     }
 
     async fn refresh_locks(
@@ -435,12 +417,7 @@ impl Engine for MemoryEngine {
         action: &str,
     ) -> Result<(), CoreError> {
         self.with(id, |r| r.require_role(session, role, action))
-            .unwrap_or_else(|| {
-                Err(CoreError::new(
-                    ErrorCode::NotSubscribed,
-                    format!("not subscribed to {}", id.key),
-                ))
-            })
+            .unwrap_or_else(|| Err(CoreError::not_subscribed(&id.key)))
     }
 
     async fn mutating(

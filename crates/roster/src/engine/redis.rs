@@ -1182,59 +1182,30 @@ impl Inner {
     }
 }
 
+/// A script's refusal (`{'err', code, detail}`) as the core words it.
 fn core_err(code: &str, id: &RoomId, detail: &str) -> CoreError {
+    let room = &id.key;
     match code {
-        "room_closed" => CoreError::new(
-            ErrorCode::RoomClosed,
-            format!(
-                "room {} is {}",
-                id.key,
-                if detail == "closed" {
-                    "closed"
-                } else {
-                    "in maintenance"
-                }
-            ),
+        "room_closed" => CoreError::room_closed(room, detail == "closed"),
+        "forbidden" if detail == "private" => CoreError::not_participant(room),
+        "forbidden" if detail == "state" => CoreError::role_needed(
+            room,
+            "publishing member state",
+            Role::Commenter,
+            Role::Viewer,
         ),
-        "forbidden" if detail == "private" => CoreError::new(
-            ErrorCode::Forbidden,
-            format!("room {} is private and you are no participant", id.key),
-        ),
-        "forbidden" if detail == "state" => CoreError::new(
-            ErrorCode::Forbidden,
-            format!(
-                "publishing member state needs role commenter or higher in {}; you are viewer",
-                id.key
-            ),
-        ),
-        "room_full" => CoreError::new(
-            ErrorCode::RoomFull,
-            format!("room {} is full ({detail} sessions)", id.key),
-        ),
-        "not_lock_owner" => CoreError::new(
-            ErrorCode::NotLockOwner,
-            format!("the field in {} is locked by another session", id.key),
-        ),
-        _ => CoreError::new(
-            ErrorCode::NotSubscribed,
-            format!("not subscribed to {}", id.key),
-        ),
+        "room_full" => CoreError::room_full(room, detail.parse().unwrap_or_default()),
+        "not_lock_owner" => CoreError::not_lock_owner(room, detail),
+        _ => CoreError::not_subscribed(room),
     }
 }
 
 fn no_room(id: &RoomId) -> CoreError {
-    CoreError::new(ErrorCode::NotFound, format!("no room {}", id.key))
+    CoreError::no_room(&id.key)
 }
 
 fn role_err(id: &RoomId, action: &str, needed: Role, have: Role) -> CoreError {
-    CoreError::new(
-        ErrorCode::Forbidden,
-        format!(
-            "{action} needs role {needed:?} or higher in {}; you are {have:?}",
-            id.key
-        )
-        .to_lowercase(),
-    )
+    CoreError::role_needed(&id.key, action, needed, have)
 }
 
 #[async_trait]
@@ -1254,10 +1225,7 @@ impl Engine for RedisEngine {
             .map_err(unavailable)?;
         i.index_room(&id).await;
         if int(&created) == 0 {
-            return Err(CoreError::new(
-                ErrorCode::Conflict,
-                format!("room {} already exists", id.key),
-            ));
+            return Err(CoreError::room_exists(&id.key));
         }
         Ok(())
     }
@@ -1700,10 +1668,7 @@ impl Engine for RedisEngine {
             Some("released") => Ok(i.lock_at(&v, 1)),
             Some("none") => Ok(None),
             _ => match a.get(1).map(text).as_deref() {
-                Some("not_lock_owner") => Err(CoreError::new(
-                    ErrorCode::NotLockOwner,
-                    format!("{field} in {} is locked by another session", id.key),
-                )),
+                Some("not_lock_owner") => Err(CoreError::not_lock_owner(&id.key, field)),
                 _ => Err(core_err("not_subscribed", id, "")),
             },
         }
