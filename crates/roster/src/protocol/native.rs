@@ -245,7 +245,10 @@ pub async fn serve(mut ws: Socket, ctx: ConnContext, node: Arc<Node>, auth: Arc<
                         }
                     }
                     Incoming::Ping => {}
-                    Incoming::Close => break,
+                    Incoming::Close => {
+                        Box::pin(ws.answer_close()).await;
+                        break;
+                    }
                 }
             }
         }
@@ -286,7 +289,10 @@ async fn opening(
                 ws.close(close::UNSUPPORTED).await;
                 return None;
             }
-            Incoming::Close => return None,
+            Incoming::Close => {
+                ws.answer_close().await;
+                return None;
+            }
             _ => continue,
         };
         let parsed = messages::parse(text.as_str());
