@@ -112,6 +112,9 @@ pub struct LimitsConfig {
     pub errors_per_minute: u32,
     pub presence_list_limit: usize,
     pub rest_requests_per_second: u32,
+    /// Connections in their opening (accepted, no `WELCOME` yet) per client address;
+    /// above it a new connection from that address is closed at once.
+    pub max_openings_per_ip: usize,
 }
 
 impl Default for LimitsConfig {
@@ -128,6 +131,7 @@ impl Default for LimitsConfig {
             errors_per_minute: 30,
             presence_list_limit: 5000,
             rest_requests_per_second: 200,
+            max_openings_per_ip: 256,
         }
     }
 }
@@ -292,6 +296,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("limits.errors_per_minute", Kind::Int),
     ("limits.presence_list_limit", Kind::Int),
     ("limits.rest_requests_per_second", Kind::Int),
+    ("limits.max_openings_per_ip", Kind::Int),
     ("database.url", Kind::Str),
     ("database.queue_size", Kind::Int),
     ("database.batch_size", Kind::Int),
@@ -444,6 +449,7 @@ impl Config {
                 "limits.rest_requests_per_second",
                 l.rest_requests_per_second as usize,
             ),
+            ("limits.max_openings_per_ip", l.max_openings_per_ip),
             ("database.queue_size", self.database.queue_size),
             ("database.batch_size", self.database.batch_size),
         ] {

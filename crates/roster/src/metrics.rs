@@ -19,6 +19,8 @@ pub const JOURNAL_DROPPED: &str = "roster_journal_dropped_total";
 pub const JOURNAL_WRITTEN: &str = "roster_journal_rows_written_total";
 pub const JOURNAL_WRITE_ERRORS: &str = "roster_journal_write_errors_total";
 pub const JOURNAL_BATCH_SECONDS: &str = "roster_journal_batch_seconds";
+pub const OPENINGS: &str = "roster_openings";
+pub const OPENINGS_REFUSED: &str = "roster_openings_refused_total";
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -96,6 +98,14 @@ fn describe() {
         Unit::Seconds,
         "time to write one batch"
     );
+    describe_gauge!(
+        OPENINGS,
+        "connections in their opening (accepted, no WELCOME yet)"
+    );
+    describe_counter!(
+        OPENINGS_REFUSED,
+        "connections closed at accept: their address was at limits.max_openings_per_ip"
+    );
 }
 
 /// Unlabelled counters and gauges exist from the start (at 0), so a scrape can
@@ -111,10 +121,18 @@ fn register_zeroes() {
         JOURNAL_DROPPED,
         JOURNAL_WRITTEN,
         JOURNAL_WRITE_ERRORS,
+        OPENINGS_REFUSED,
     ] {
         metrics::counter!(c).increment(0);
     }
-    for g in [CONNECTIONS, SESSIONS, ROOMS, EXPIRY_QUEUE, JOURNAL_QUEUE] {
+    for g in [
+        CONNECTIONS,
+        SESSIONS,
+        ROOMS,
+        EXPIRY_QUEUE,
+        JOURNAL_QUEUE,
+        OPENINGS,
+    ] {
         metrics::gauge!(g).set(0.0);
     }
 }

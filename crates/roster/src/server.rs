@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Authenticator;
@@ -17,6 +16,7 @@ use crate::ids::TenantId;
 use crate::journal::{Journal, JournalSettings};
 use crate::node::hub::Hub;
 use crate::node::Node;
+use crate::protocol::opening::{OpeningListener, Openings, Peer};
 use crate::store::{unix_ms, Store};
 
 #[derive(Debug, thiserror::Error)]
@@ -215,11 +215,13 @@ pub async fn start(config: Config, stop: CancellationToken) -> Result<Running, S
         metrics: crate::metrics::install(),
         rest_limiter: Arc::new(RateLimiter::new(config.limits.rest_requests_per_second)),
     };
-    let app = http::router(state).into_make_service_with_connect_info::<SocketAddr>();
-    // Presence frames are small: never let Nagle hold them for a delayed ACK.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
+    let app = http::router(state).into_make_service_with_connect_info::<Peer>();
+    // TCP_NODELAY, the per-address cap and the deadline of every opening.
+    let listener = OpeningListener::new(
+        listener,
+        Openings::new(config.limits.max_openings_per_ip),
+        config.timing.hello_timeout.0,
+    );
     let node2 = node.clone();
     let task = tokio::spawn(async move {
         let shutdown = {

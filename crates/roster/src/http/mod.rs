@@ -3,11 +3,11 @@
 
 pub mod api;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -17,6 +17,7 @@ use serde::Deserialize;
 use crate::auth::Authenticator;
 use crate::node::Node;
 use crate::protocol::native::{self, ConnContext};
+use crate::protocol::opening::Peer;
 use crate::protocol::socket;
 
 #[derive(Clone)]
@@ -38,7 +39,27 @@ pub fn router(state: AppState) -> Router {
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn(end_of_opening))
         .with_state(state)
+}
+
+/// A request's answer ends its connection's opening (`protocol/opening.rs`): a
+/// `101` hands it to the WebSocket side, which ends it at `WELCOME`; any other
+/// answer ends it here.
+async fn end_of_opening(req: axum::extract::Request, next: Next) -> Response {
+    let opening = req
+        .extensions()
+        .get::<ConnectInfo<Peer>>()
+        .and_then(|c| c.0.opening.clone());
+    let resp = next.run(req).await;
+    if let Some(opening) = opening {
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            opening.upgraded();
+        } else {
+            opening.finish();
+        }
+    }
+    resp
 }
 
 #[derive(Deserialize)]
@@ -48,7 +69,7 @@ struct WsQuery {
 
 async fn ws_upgrade(
     State(app): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
     Query(q): Query<WsQuery>,
     req: axum::extract::Request,
 ) -> Response {
@@ -58,15 +79,22 @@ async fn ws_upgrade(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(|s| s.trim().to_string());
+    let deadline = match &peer.opening {
+        Some(o) => o.deadline(),
+        None => tokio::time::Instant::now() + app.node.config.timing.hello_timeout.0,
+    };
     let ctx = ConnContext {
+        opening: peer.opening.clone(),
+        deadline,
         pre_token: q.token.or(bearer),
         // X-Forwarded-For is believed only from a proxy on this machine.
         ip: Some(
-            peer.ip()
+            peer.addr
+                .ip()
                 .is_loopback()
                 .then(|| forwarded_ip(headers))
                 .flatten()
-                .unwrap_or_else(|| peer.ip().to_string()),
+                .unwrap_or_else(|| peer.addr.ip().to_string()),
         ),
         user_agent: headers
             .get(header::USER_AGENT)
@@ -75,7 +103,9 @@ async fn ws_upgrade(
     };
     let (node, auth) = (app.node.clone(), app.auth.clone());
     let max_frame = app.node.config.limits.max_frame_bytes;
-    socket::upgrade(req, max_frame, move |ws| native::serve(ws, ctx, node, auth))
+    socket::upgrade(req, max_frame, deadline, move |ws| {
+        native::serve(ws, ctx, node, auth)
+    })
 }
 
 fn forwarded_ip(headers: &HeaderMap) -> Option<String> {

@@ -153,7 +153,13 @@ impl Socket {
 
 /// Validates a WebSocket upgrade request and answers `101`, handing the upgraded
 /// connection to `serve` on a task of its own; or answers why not.
-pub fn upgrade<F, Fut>(mut req: Request, max_frame_bytes: usize, serve: F) -> Response
+/// The upgrade itself must complete by `deadline` (the end of the opening).
+pub fn upgrade<F, Fut>(
+    mut req: Request,
+    max_frame_bytes: usize,
+    deadline: Instant,
+    serve: F,
+) -> Response
 where
     F: FnOnce(Socket) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
@@ -175,8 +181,10 @@ where
         .max_message_size(Some(max_frame_bytes))
         .max_frame_size(Some(max_frame_bytes));
     let fut = async move {
-        match on_upgrade.await {
-            Ok(upgraded) => {
+        match tokio::time::timeout_at(deadline, on_upgrade).await {
+            Err(_) => tracing::debug!("websocket upgrade not complete by the end of the opening"),
+            Ok(Err(e)) => tracing::debug!("websocket upgrade failed: {e}"),
+            Ok(Ok(upgraded)) => {
                 let ws = WebSocketStream::from_raw_socket(
                     TokioIo::new(upgraded),
                     Role::Server,
@@ -185,7 +193,6 @@ where
                 .await;
                 serve(Socket { ws }).await;
             }
-            Err(e) => tracing::debug!("websocket upgrade failed: {e}"),
         }
     };
     tokio::spawn(fut);
