@@ -2,6 +2,7 @@
 //! Handlers are thin: they extract, call the node, and shape the answer.
 
 pub mod api;
+pub mod origins;
 
 use std::sync::Arc;
 
@@ -26,11 +27,12 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     pub metrics: PrometheusHandle,
     pub rest_limiter: Arc<api::RateLimiter>,
+    pub origins: Arc<origins::AllowedOrigins>,
 }
 
 pub fn router(state: AppState) -> Router {
     let max_body = state.node.config.limits.max_body_bytes;
-    Router::new()
+    let routes = Router::new()
         .route("/ws", get(ws_upgrade))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -39,8 +41,13 @@ pub fn router(state: AppState) -> Router {
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
+        .with_state(state.clone());
+    // Around the whole router, so they also see the 404 and 405 answers: a
+    // preflight (`OPTIONS`) has no route of its own.
+    Router::new()
+        .fallback_service(routes)
+        .layer(middleware::from_fn_with_state(state, origins::cors))
         .layer(middleware::from_fn(end_of_opening))
-        .with_state(state)
 }
 
 /// A request's answer ends its connection's opening (`protocol/opening.rs`): a
@@ -74,6 +81,12 @@ async fn ws_upgrade(
     req: axum::extract::Request,
 ) -> Response {
     let headers = req.headers();
+    // Before the upgrade: a page from another origin never gets a socket.
+    if let Some(origin) = origins::AllowedOrigins::origin_of(headers) {
+        if !app.origins.allows(origin) {
+            return origins::forbidden(origin);
+        }
+    }
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
