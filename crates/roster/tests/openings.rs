@@ -154,45 +154,67 @@ async fn idle_openings_from_one_address_do_not_keep_others_out() {
     }
 }
 
+async fn healthz(tcp: &mut TcpStream) {
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let n = tokio::time::timeout(T, tcp.read(&mut buf))
+        .await
+        .expect("answer in time")
+        .expect("answer");
+    let head = String::from_utf8_lossy(&buf[..n]);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+}
+
 #[tokio::test]
-async fn rest_requests_end_their_opening() {
-    // A keep-alive REST connection is not an opening: many of them from one address
-    // never hit the cap, and an answered one is not cut at hello_timeout.
+async fn an_answered_rest_request_ends_the_opening_and_keep_alive_is_bounded_between_requests() {
     let s = Server::start_with(&[
         ("ROSTER_TIMING_HELLO_TIMEOUT", "1s"),
         ("ROSTER_LIMITS_MAX_OPENINGS_PER_IP", "2"),
     ])
     .await;
+    // Four keep-alive REST connections from one address with a cap of two: answered
+    // requests are not openings, so none is refused and WebSockets still get in.
     let mut conns = Vec::new();
     for _ in 0..4 {
         let mut tcp = connect_from(&s, "127.0.0.1").await;
-        tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .unwrap();
-        let mut buf = [0u8; 256];
-        let n = tokio::time::timeout(T, tcp.read(&mut buf))
-            .await
-            .expect("answer in time")
-            .expect("answer");
-        assert!(
-            String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
-            "{}",
-            String::from_utf8_lossy(&buf[..n])
-        );
+        healthz(&mut tcp).await;
         conns.push(tcp);
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    for tcp in conns.iter_mut() {
-        tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .unwrap();
-        let mut buf = [0u8; 256];
-        let n = tokio::time::timeout(T, tcp.read(&mut buf))
-            .await
-            .expect("answer in time")
-            .expect("answer");
-        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    welcome_from(&s, "127.0.0.1", "alice").await;
+    // Requests keep a connection alive; each resets the bound ...
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        healthz(&mut conns[0]).await;
     }
+    // ... and silence after the last answer ends it, about hello_timeout later.
+    let start = Instant::now();
+    let took = closed_within(&mut conns[0], Duration::from_secs(3))
+        .await
+        .expect("idle keep-alive connection closed");
+    assert!(
+        took >= Duration::from_millis(700) && took <= Duration::from_millis(1600),
+        "closed {took:?} after the last answer"
+    );
+    assert!(start.elapsed() < Duration::from_secs(3));
+    // A second request dribbled a byte at a time is cut off the same way.
+    let mut tcp = connect_from(&s, "127.0.0.1").await;
+    healthz(&mut tcp).await;
+    let start = Instant::now();
+    let mut closed = None;
+    for b in b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" {
+        if tcp.write_all(&[*b]).await.is_err()
+            || closed_within(&mut tcp, Duration::from_millis(200))
+                .await
+                .is_some()
+        {
+            closed = Some(start.elapsed());
+            break;
+        }
+    }
+    let took = closed.expect("the dribbled second request is cut off");
+    assert!(took <= Duration::from_millis(1800), "after {took:?}");
 }
 
 #[tokio::test]

@@ -18,7 +18,7 @@ use serde::Deserialize;
 use crate::auth::Authenticator;
 use crate::node::Node;
 use crate::protocol::native::{self, ConnContext};
-use crate::protocol::opening::Peer;
+use crate::protocol::opening::{InFlight, Peer};
 use crate::protocol::socket;
 
 #[derive(Clone)]
@@ -52,21 +52,56 @@ pub fn router(state: AppState) -> Router {
 
 /// A request's answer ends its connection's opening (`protocol/opening.rs`): a
 /// `101` hands it to the WebSocket side, which ends it at `WELCOME`; any other
-/// answer ends it here.
+/// answer ends it here. While a request is in flight (until its answer's body has
+/// been sent) the socket's time bound is off.
 async fn end_of_opening(req: axum::extract::Request, next: Next) -> Response {
-    let opening = req
+    let Some(opening) = req
         .extensions()
         .get::<ConnectInfo<Peer>>()
-        .and_then(|c| c.0.opening.clone());
+        .and_then(|c| c.0.opening.clone())
+    else {
+        return next.run(req).await;
+    };
+    let in_flight = opening.request();
     let resp = next.run(req).await;
-    if let Some(opening) = opening {
-        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-            opening.upgraded();
-        } else {
-            opening.finish();
-        }
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        opening.upgraded();
+        return resp;
     }
-    resp
+    opening.answered();
+    resp.map(|body| {
+        axum::body::Body::new(AnswerBody {
+            body,
+            _in_flight: in_flight,
+        })
+    })
+}
+
+/// An answer's body that marks its request done when hyper drops it (sent, or
+/// abandoned with the connection).
+struct AnswerBody {
+    body: axum::body::Body,
+    _in_flight: InFlight,
+}
+
+impl http_body::Body for AnswerBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 #[derive(Deserialize)]

@@ -14,6 +14,12 @@
 //! answer ends it at once. The count is exact: a connection holds one [`Slot`],
 //! released by whichever comes first, the end of the opening or the connection.
 //!
+//! A plain HTTP connection that stays open (keep-alive) is held to the same bound
+//! between requests: once no request is in flight, its next request head must be
+//! complete `hello_timeout` after the last answer was sent, or the socket fails.
+//! Otherwise one quick request per socket followed by silence (or a dribble) would
+//! hold sockets exactly as an unbounded opening did.
+//!
 //! The address counted is the TCP peer's: `X-Forwarded-For` arrives only with the
 //! request this module bounds. This file decides nothing about sessions.
 
@@ -22,7 +28,7 @@ use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -98,14 +104,23 @@ impl Drop for Slot {
 const PHASE_HTTP: u8 = 0;
 /// Answered `101`: the WebSocket side bounds the rest, with close code 4001.
 const PHASE_UPGRADED: u8 = 1;
-/// Over: `WELCOME` was sent, or the request got another answer.
+/// Over: `WELCOME` was sent.
 const PHASE_DONE: u8 = 2;
+/// Over for a plain HTTP connection: a request got an answer other than `101`.
+/// The socket bounds the time between requests.
+const PHASE_KEEP_ALIVE: u8 = 3;
 
 /// One connection's opening, shared by its socket and its requests.
 pub struct Opening {
     deadline: Instant,
     phase: AtomicU8,
     slot: Mutex<Option<Slot>>,
+    /// `hello_timeout`: also the most a keep-alive connection may sit between requests.
+    idle_limit: Duration,
+    /// HTTP requests whose head was read and whose answer is not sent yet.
+    in_flight: AtomicUsize,
+    /// When the last answer was sent (its body dropped by hyper).
+    idle_since: Mutex<Instant>,
 }
 
 impl Opening {
@@ -125,15 +140,59 @@ impl Opening {
         );
     }
 
-    /// The opening is over: the connection no longer counts against its address,
-    /// and no deadline applies any more.
+    /// The opening is over (`WELCOME` sent): the connection no longer counts
+    /// against its address, and no deadline applies any more.
     pub fn finish(&self) {
         self.phase.store(PHASE_DONE, Ordering::SeqCst);
         drop(self.slot.lock().take());
     }
 
-    fn socket_bounded(&self) -> bool {
-        self.phase.load(Ordering::SeqCst) == PHASE_HTTP
+    /// A request got an answer other than `101`: the opening is over, and from now
+    /// on the time between requests is bounded instead.
+    pub fn answered(&self) {
+        let _ = self.phase.compare_exchange(
+            PHASE_HTTP,
+            PHASE_KEEP_ALIVE,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
+        drop(self.slot.lock().take());
+    }
+
+    /// A request head was read; the returned guard is dropped once its answer has
+    /// been sent (or abandoned). No bound applies while a request is in flight.
+    pub fn request(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(self.clone())
+    }
+
+    /// Whether the socket's deadline applies right now, and which.
+    fn socket_deadline(&self) -> Bound {
+        let idle = self.in_flight.load(Ordering::SeqCst) == 0;
+        match self.phase.load(Ordering::SeqCst) {
+            PHASE_HTTP if idle => Bound::Until(self.deadline),
+            PHASE_KEEP_ALIVE if idle => Bound::Until(*self.idle_since.lock() + self.idle_limit),
+            PHASE_HTTP | PHASE_KEEP_ALIVE => Bound::NotNow,
+            _ => Bound::Never,
+        }
+    }
+}
+
+enum Bound {
+    Until(Instant),
+    /// A request is being answered.
+    NotNow,
+    /// The WebSocket side has the connection now.
+    Never,
+}
+
+/// One HTTP request in flight on a connection (see [`Opening::request`]).
+pub struct InFlight(Arc<Opening>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        *self.0.idle_since.lock() = Instant::now();
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -206,6 +265,9 @@ impl Listener for OpeningListener {
                 deadline,
                 phase: AtomicU8::new(PHASE_HTTP),
                 slot: Mutex::new(Some(slot)),
+                idle_limit: self.hello_timeout,
+                in_flight: AtomicUsize::new(0),
+                idle_since: Mutex::new(deadline),
             });
             let io = OpeningIo {
                 tcp,
@@ -222,8 +284,9 @@ impl Listener for OpeningListener {
 }
 
 /// An accepted socket that fails once its opening's deadline passes while the
-/// HTTP request is still in progress. After that phase it is a plain `TcpStream`
-/// (the opening and the timer are dropped at the next read or write).
+/// HTTP request is still in progress, or (keep-alive) once the next request has
+/// not arrived in time. After an upgrade it is a plain `TcpStream` (the opening and
+/// the timer are dropped at the next read or write).
 pub struct OpeningIo {
     tcp: TcpStream,
     opening: Option<Arc<Opening>>,
@@ -235,16 +298,23 @@ impl OpeningIo {
         let Some(opening) = &self.opening else {
             return Ok(());
         };
-        if !opening.socket_bounded() {
-            self.opening = None;
-            self.timer = None;
-            return Ok(());
-        }
+        let deadline = match opening.socket_deadline() {
+            Bound::Until(d) => d,
+            Bound::NotNow => return Ok(()),
+            Bound::Never => {
+                self.opening = None;
+                self.timer = None;
+                return Ok(());
+            }
+        };
         if let Some(timer) = &mut self.timer {
+            if timer.deadline() != deadline {
+                timer.as_mut().reset(deadline);
+            }
             if timer.as_mut().poll(cx).is_ready() {
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
-                    "HTTP request not complete within timing.hello_timeout",
+                    "no complete HTTP request within timing.hello_timeout",
                 ));
             }
         }
@@ -325,10 +395,13 @@ mod tests {
             deadline: Instant::now(),
             phase: AtomicU8::new(PHASE_HTTP),
             slot: Mutex::new(o.enter(a)),
+            idle_limit: Duration::from_secs(1),
+            in_flight: AtomicUsize::new(0),
+            idle_since: Mutex::new(Instant::now()),
         };
         assert_eq!(o.count(a), 1);
         opening.upgraded();
-        assert!(!opening.socket_bounded());
+        assert!(matches!(opening.socket_deadline(), Bound::Never));
         opening.finish();
         opening.finish();
         assert_eq!(o.count(a), 0);
