@@ -218,6 +218,45 @@ async fn an_answered_rest_request_ends_the_opening_and_keep_alive_is_bounded_bet
 }
 
 #[tokio::test]
+async fn an_upgrade_asked_later_on_a_keep_alive_connection_gets_its_own_time() {
+    let s = Server::start_with(&[("ROSTER_TIMING_HELLO_TIMEOUT", "1s")]).await;
+    let mut tcp = connect_from(&s, "127.0.0.1").await;
+    healthz(&mut tcp).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let (mut ws, _) = tokio_tungstenite::client_async(s.ws_url(), tcp)
+        .await
+        .expect("upgrade on the same connection");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let hello = json!({"type": "HELLO", "token": s.token("alice")}).to_string();
+    ws.send(Message::text(hello)).await.unwrap();
+    let mut welcomed = false;
+    while let Some(Ok(m)) = tokio::time::timeout(T, ws.next()).await.expect("reply") {
+        if let Message::Text(t) = m {
+            if t.contains("\"WELCOME\"") {
+                welcomed = true;
+                break;
+            }
+        }
+    }
+    assert!(
+        welcomed,
+        "HELLO 1.2 s after accept, 0.5 s after the upgrade"
+    );
+    // The session outlives hello_timeout: the keep-alive bound is gone.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    ws.send(Message::text(r#"{"type":"HB","t":"x"}"#))
+        .await
+        .unwrap();
+    loop {
+        match tokio::time::timeout(T, ws.next()).await.expect("HB_ACK") {
+            Some(Ok(Message::Text(t))) if t.contains("HB_ACK") => break,
+            Some(Ok(_)) => continue,
+            other => panic!("session lost: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
 async fn a_websocket_that_upgrades_but_sends_no_hello_is_closed_4001_at_the_deadline() {
     let s = Server::start_with(&[("ROSTER_TIMING_HELLO_TIMEOUT", "1s")]).await;
     let tcp = connect_from(&s, "127.0.0.1").await;

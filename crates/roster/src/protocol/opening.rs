@@ -124,20 +124,25 @@ pub struct Opening {
 }
 
 impl Opening {
-    /// When the opening must be complete: accept + `timing.hello_timeout`.
+    /// When a WebSocket opening on this connection must be complete: accept +
+    /// `timing.hello_timeout` for the connection's first request; for an upgrade
+    /// asked later on a keep-alive connection, `hello_timeout` from now.
     pub fn deadline(&self) -> Instant {
-        self.deadline
+        if self.phase.load(Ordering::SeqCst) == PHASE_KEEP_ALIVE {
+            Instant::now() + self.idle_limit
+        } else {
+            self.deadline
+        }
     }
 
     /// The request was answered `101`: from here the WebSocket side enforces the
     /// deadline (it owes the client close code 4001), not the socket.
     pub fn upgraded(&self) {
-        let _ = self.phase.compare_exchange(
-            PHASE_HTTP,
-            PHASE_UPGRADED,
-            Ordering::SeqCst,
-            Ordering::SeqCst,
-        );
+        let _ = self
+            .phase
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |p| {
+                (p == PHASE_HTTP || p == PHASE_KEEP_ALIVE).then_some(PHASE_UPGRADED)
+            });
     }
 
     /// The opening is over (`WELCOME` sent): the connection no longer counts
@@ -402,6 +407,20 @@ mod tests {
         assert_eq!(o.count(a), 1);
         opening.upgraded();
         assert!(matches!(opening.socket_deadline(), Bound::Never));
+        let keep_alive = Opening {
+            deadline: Instant::now(),
+            phase: AtomicU8::new(PHASE_KEEP_ALIVE),
+            slot: Mutex::new(None),
+            idle_limit: Duration::from_secs(1),
+            in_flight: AtomicUsize::new(0),
+            idle_since: Mutex::new(Instant::now()),
+        };
+        assert!(
+            keep_alive.deadline() > Instant::now(),
+            "a later upgrade gets its own time"
+        );
+        keep_alive.upgraded();
+        assert!(matches!(keep_alive.socket_deadline(), Bound::Never));
         opening.finish();
         opening.finish();
         assert_eq!(o.count(a), 0);
