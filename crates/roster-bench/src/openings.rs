@@ -1,5 +1,6 @@
 //! `openings`: a flood of connections that never finish their opening (idle, or an
-//! HTTP request line dribbled a byte at a time) from one address, while real clients
+//! HTTP request line dribbled a byte at a time), or that sit idle after one answered
+//! request (keep-alive), from one address, while real clients
 //! from another address connect and must get `WELCOME` (issue 11: "10,000 such
 //! connections must not stop a real client from connecting"). Reports how the server
 //! disposed of the flood (closed at once by `limits.max_openings_per_ip`, or at
@@ -37,6 +38,9 @@ pub enum FloodMode {
     Idle,
     /// Send `GET /ws HTTP/1.1\r\n` one byte per `--dribble-interval`.
     Dribble,
+    /// One complete `GET /healthz` (answered), then nothing: an idle keep-alive
+    /// connection, which no longer counts as an opening.
+    KeepAlive,
 }
 
 #[derive(Args, Debug)]
@@ -219,12 +223,23 @@ async fn flood_socket(
     end: Instant,
 ) -> Fate {
     let start = Instant::now();
-    let mut buf = [0u8; 64];
+    let mut buf = [0u8; 256];
+    if let FloodMode::KeepAlive = mode {
+        let request = b"GET /healthz HTTP/1.1\r\nHost: bench\r\n\r\n";
+        if tcp.write_all(request).await.is_err() {
+            return Fate::Closed(start.elapsed());
+        }
+        match tokio::time::timeout_at(end, tcp.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            Ok(_) => return Fate::Closed(start.elapsed()),
+            Err(_) => return Fate::StillOpen,
+        }
+    }
     let line = b"GET /ws HTTP/1.1\r\n";
     let mut next_byte = 0;
     loop {
         let wake = match mode {
-            FloodMode::Idle => end,
+            FloodMode::Idle | FloodMode::KeepAlive => end,
             FloodMode::Dribble => (Instant::now() + interval).min(end),
         };
         match tokio::time::timeout_at(wake, tcp.read(&mut buf)).await {
