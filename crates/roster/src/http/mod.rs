@@ -1,5 +1,7 @@
 //! HTTP surface: the WebSocket upgrade, REST under `/api/v1`, and ops endpoints.
-//! Handlers are thin: they extract, call the node, and shape the answer.
+//! Handlers are thin: they extract, call the node, and shape the answer. Around
+//! every route: CORS and the origin allow-list (`origins.rs`), and the end of the
+//! connection's opening (`protocol/opening.rs`) when a request is answered.
 
 pub mod api;
 pub mod origins;
