@@ -14,6 +14,7 @@ mod fanout;
 mod http;
 mod locks;
 mod measure;
+mod openings;
 mod prom;
 mod redis_info;
 mod server;
@@ -52,6 +53,9 @@ enum Command {
     /// Sessions join and leave random rooms open-loop while the server journals to its
     /// database; presence latency and journal throughput, backlog, drops and errors.
     Churn(churn::ChurnArgs),
+    /// A flood of connections that never finish their opening (idle or dribbling)
+    /// from one address while real clients from another must still get WELCOME.
+    Openings(openings::OpeningsArgs),
 }
 
 /// Which server to measure, and how to authenticate against it.
@@ -140,6 +144,7 @@ fn main() -> ExitCode {
             Command::Fanout(a) => fanout::run(a).await,
             Command::Locks(a) => locks::run(a).await,
             Command::Churn(a) => churn::run(a).await,
+            Command::Openings(a) => openings::run(a).await,
         }
     });
     match result {

@@ -281,6 +281,33 @@ fn locks_have_exactly_one_winner_per_round() {
 }
 
 #[test]
+fn openings_flood_does_not_keep_a_real_client_out() {
+    let r = run_bench(&[
+        "openings",
+        "--flood",
+        "60",
+        "--clients",
+        "3",
+        "--wait",
+        "10s",
+        "--server-env",
+        "ROSTER_TIMING_HELLO_TIMEOUT=1s",
+        "--server-env",
+        "ROSTER_LIMITS_MAX_OPENINGS_PER_IP=40",
+    ]);
+    assert_eq!(r["clients"]["welcomed"], 3, "{r}");
+    // 20 above the cap are closed at accept ("at once" unless the machine is slow
+    // to accept), the 40 counted ones at hello_timeout.
+    let (at_once, later) = (
+        r["flood"]["closed_at_once"].as_u64().unwrap(),
+        r["flood"]["closed_later"].as_u64().unwrap(),
+    );
+    assert_eq!(at_once + later, 60, "{r}");
+    assert!(at_once <= 20 && later >= 40, "{r}");
+    assert_eq!(r["flood"]["still_open_after_wait"], 0, "{r}");
+}
+
+#[test]
 fn churn_journals_every_join_and_leave_to_sqlite() {
     let r = run_bench(&[
         "churn",

@@ -56,6 +56,7 @@ pub struct Config {
     pub kafka: KafkaConfig,
     pub log: LogConfig,
     pub rooms: RoomsConfig,
+    pub http: HttpConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -112,6 +113,9 @@ pub struct LimitsConfig {
     pub errors_per_minute: u32,
     pub presence_list_limit: usize,
     pub rest_requests_per_second: u32,
+    /// Connections in their opening (accepted, no `WELCOME` yet) per client address;
+    /// above it a new connection from that address is closed at once.
+    pub max_openings_per_ip: usize,
 }
 
 impl Default for LimitsConfig {
@@ -128,6 +132,7 @@ impl Default for LimitsConfig {
             errors_per_minute: 30,
             presence_list_limit: 5000,
             rest_requests_per_second: 200,
+            max_openings_per_ip: 256,
         }
     }
 }
@@ -192,6 +197,14 @@ impl Default for EngineConfig {
 
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Origins (`scheme://host[:port]`, or `*`) whose pages may open a WebSocket
+    /// and read REST answers (CORS). None: any origin.
+    pub allowed_origins: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
 pub struct KafkaConfig {
     pub brokers: Option<String>,
     pub group_id: Option<String>,
@@ -252,6 +265,7 @@ impl Default for Config {
             kafka: KafkaConfig::default(),
             log: LogConfig::default(),
             rooms: RoomsConfig::default(),
+            http: HttpConfig::default(),
         }
     }
 }
@@ -262,6 +276,8 @@ enum Kind {
     Str,
     Int,
     Bool,
+    /// Comma-separated in the environment, a TOML array of strings in the file.
+    List,
 }
 
 /// Every scalar key, for the `ROSTER_*` mapping. A unit test proves each one is a
@@ -292,6 +308,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("limits.errors_per_minute", Kind::Int),
     ("limits.presence_list_limit", Kind::Int),
     ("limits.rest_requests_per_second", Kind::Int),
+    ("limits.max_openings_per_ip", Kind::Int),
     ("database.url", Kind::Str),
     ("database.queue_size", Kind::Int),
     ("database.batch_size", Kind::Int),
@@ -311,6 +328,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("kafka.mutated_topic", Kind::Str),
     ("log.format", Kind::Str),
     ("log.level", Kind::Str),
+    ("http.allowed_origins", Kind::List),
 ];
 
 /// `timing.session_timeout` → `ROSTER_TIMING_SESSION_TIMEOUT`.
@@ -444,6 +462,7 @@ impl Config {
                 "limits.rest_requests_per_second",
                 l.rest_requests_per_second as usize,
             ),
+            ("limits.max_openings_per_ip", l.max_openings_per_ip),
             ("database.queue_size", self.database.queue_size),
             ("database.batch_size", self.database.batch_size),
         ] {
@@ -529,6 +548,15 @@ impl Config {
                 );
             }
         }
+        for origin in self.http.allowed_origins.iter().flatten() {
+            if let Err(why) = check_origin(origin) {
+                return bad(
+                    "http.allowed_origins",
+                    origin,
+                    &format!("`*` or an origin scheme://host[:port] with no path ({why})"),
+                );
+            }
+        }
         tracing_filter_ok(&self.log.level).map_err(|e| {
             ConfigError(format!(
                 "`log.level` = {:?}: expected a tracing filter like \"info\" ({e})",
@@ -547,6 +575,59 @@ impl Config {
     }
 }
 
+/// Checks one `http.allowed_origins` entry: `*`, or `scheme://host[:port]` with no
+/// path, query, fragment or user info. The reason when it is not.
+pub fn check_origin(entry: &str) -> Result<(), &'static str> {
+    if entry == "*" {
+        return Ok(());
+    }
+    let Some((scheme, rest)) = entry.split_once("://") else {
+        return Err("no scheme://");
+    };
+    let mut chars = scheme.chars();
+    if !chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        || !chars.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+    {
+        return Err("bad scheme");
+    }
+    if rest.contains(['/', '?', '#']) {
+        return Err("a path, query or fragment");
+    }
+    if rest.contains('@') {
+        return Err("user info");
+    }
+    let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+        let Some((addr, after)) = v6.split_once(']') else {
+            return Err("unclosed [");
+        };
+        if addr.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err("bad IPv6 address");
+        }
+        (addr, after.strip_prefix(':'))
+    } else {
+        match rest.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (rest, None),
+        }
+    };
+    if host.is_empty() {
+        return Err("no host");
+    }
+    if !rest.starts_with('[')
+        && !host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c))
+    {
+        return Err("bad host");
+    }
+    if let Some(p) = port {
+        if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) || p.parse::<u16>().is_err() {
+            return Err("bad port");
+        }
+    }
+    Ok(())
+}
+
 fn tracing_filter_ok(s: &str) -> Result<(), String> {
     tracing_subscriber::EnvFilter::try_new(s)
         .map(|_| ())
@@ -563,6 +644,14 @@ fn typed(key: &str, kind: Kind, value: &str, source: &str) -> Result<toml::Value
                 "`{key}` = {value:?} (from {source}): expected true or false"
             ))),
         },
+        Kind::List => Ok(toml::Value::Array(
+            value
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| toml::Value::String(s.to_string()))
+                .collect(),
+        )),
         Kind::Int => value
             .trim()
             .parse::<i64>()
@@ -598,8 +687,12 @@ pub fn help_text() -> String {
         "Configuration: defaults < TOML file (--config) < ROSTER_* environment < flags.\n\
          Durations take a unit: \"250ms\", \"2s\", \"5m\", \"1h\". Keys and their variables:\n",
     );
-    for (k, _) in KEYS {
-        s.push_str(&format!("  {k:<34} {}\n", env_name(k)));
+    for (k, kind) in KEYS {
+        let note = match kind {
+            Kind::List => " (comma-separated; a TOML array in the file)",
+            _ => "",
+        };
+        s.push_str(&format!("  {k:<34} {}{note}\n", env_name(k)));
     }
     s.push_str("  [[rooms.rules]] prefix=\"Chat:\" type=\"CHAT\"   (file only)\n");
     s
@@ -629,6 +722,7 @@ mod tests {
         for (k, kind) in KEYS {
             let v = match kind {
                 Kind::Bool => "false",
+                Kind::List => "https://a.example, http://localhost:3000",
                 Kind::Int => "4096",
                 Kind::Str
                     if k.starts_with("timing")
@@ -707,6 +801,73 @@ mod tests {
         std::fs::write(&p, "[[rooms.rules]]\nprefix = \"Chat:\"\ntype = \"CHAT\"\n").unwrap();
         let c = Config::load(Some(&p), &BTreeMap::new(), &vec![]).unwrap();
         assert_eq!(c.rooms.rules[0].room_type, "CHAT");
+    }
+
+    #[test]
+    fn origin_entries() {
+        for ok in [
+            "*",
+            "https://app.example.com",
+            "http://localhost:3000",
+            "http://127.0.0.1:8080",
+            "https://[::1]:8443",
+            "app://x",
+        ] {
+            assert_eq!(check_origin(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "app.example.com",
+            "https://app.example.com/",
+            "https://app.example.com/path",
+            "https://a?x=1",
+            "https://user@a",
+            "https://",
+            "https://a:",
+            "https://a:99999",
+            "https://a b",
+            "1http://a",
+            "https://[::1",
+        ] {
+            assert!(check_origin(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn allowed_origins_from_env_and_file() {
+        let c = Config::load(
+            None,
+            &env(&[(
+                "ROSTER_HTTP_ALLOWED_ORIGINS",
+                "https://a.example, http://localhost:3000",
+            )]),
+            &vec![],
+        )
+        .unwrap();
+        assert_eq!(
+            c.http.allowed_origins.unwrap(),
+            vec!["https://a.example", "http://localhost:3000"]
+        );
+        assert!(Config::load(None, &BTreeMap::new(), &vec![])
+            .unwrap()
+            .http
+            .allowed_origins
+            .is_none());
+        let e = Config::load(
+            None,
+            &env(&[("ROSTER_HTTP_ALLOWED_ORIGINS", "https://a.example/app")]),
+            &vec![],
+        )
+        .unwrap_err();
+        assert!(
+            e.0.contains("http.allowed_origins") && e.0.contains("https://a.example/app"),
+            "{e}"
+        );
+        let dir = std::env::temp_dir().join(format!("roster-cfg-o-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("o.toml");
+        std::fs::write(&p, "[http]\nallowed_origins = [\"*\"]\n").unwrap();
+        let c = Config::load(Some(&p), &BTreeMap::new(), &vec![]).unwrap();
+        assert_eq!(c.http.allowed_origins.unwrap(), vec!["*"]);
     }
 
     #[test]

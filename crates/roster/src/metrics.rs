@@ -23,6 +23,8 @@ pub const JOURNAL_DROPPED: &str = "roster_journal_dropped_total";
 pub const JOURNAL_WRITTEN: &str = "roster_journal_rows_written_total";
 pub const JOURNAL_WRITE_ERRORS: &str = "roster_journal_write_errors_total";
 pub const JOURNAL_BATCH_SECONDS: &str = "roster_journal_batch_seconds";
+pub const OPENINGS: &str = "roster_openings";
+pub const OPENINGS_REFUSED: &str = "roster_openings_refused_total";
 pub const PING_RTT: &str = "roster_ping_rtt_seconds";
 pub const DIFF_DELIVERY: &str = "roster_diff_delivery_seconds";
 pub const HTTP_REQUEST_DURATION: &str = "roster_http_request_duration_seconds";
@@ -193,6 +195,14 @@ fn describe() {
         DATABASE_UP,
         "1 when the database answered its last ping (sampled)"
     );
+    describe_gauge!(
+        OPENINGS,
+        "connections in their opening (accepted, no WELCOME yet)"
+    );
+    describe_counter!(
+        OPENINGS_REFUSED,
+        "connections closed at accept: their address was at limits.max_openings_per_ip"
+    );
 }
 
 /// Unlabelled counters and gauges exist from the start (at 0), so a scrape can
@@ -208,6 +218,7 @@ fn register_zeroes() {
         JOURNAL_DROPPED,
         JOURNAL_WRITTEN,
         JOURNAL_WRITE_ERRORS,
+        OPENINGS_REFUSED,
     ] {
         metrics::counter!(c).increment(0);
     }
@@ -220,6 +231,7 @@ fn register_zeroes() {
         ONLINE_USERS,
         STALE_ENTITIES,
         LOCKS_HELD,
+        OPENINGS,
     ] {
         metrics::gauge!(g).set(0.0);
     }

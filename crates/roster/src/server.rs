@@ -5,18 +5,18 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Authenticator;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::engine::memory::MemoryEngine;
-use crate::http::{self, api::RateLimiter, AppState};
+use crate::http::{self, api::RateLimiter, origins::AllowedOrigins, AppState};
 use crate::ids::TenantId;
 use crate::journal::{Journal, JournalSettings};
 use crate::node::hub::Hub;
 use crate::node::Node;
+use crate::protocol::opening::{OpeningListener, Openings, Peer};
 use crate::store::{unix_ms, Store};
 
 #[derive(Debug, thiserror::Error)]
@@ -214,12 +214,24 @@ pub async fn start(config: Config, stop: CancellationToken) -> Result<Running, S
         auth: Arc::new(auth),
         metrics: crate::metrics::install(),
         rest_limiter: Arc::new(RateLimiter::new(config.limits.rest_requests_per_second)),
+        origins: Arc::new(AllowedOrigins::from_config(
+            config.http.allowed_origins.as_deref(),
+        )),
     };
-    let app = http::router(state).into_make_service_with_connect_info::<SocketAddr>();
-    // Presence frames are small: never let Nagle hold them for a delayed ACK.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
+    if config.http.allowed_origins.is_none() && !bound.ip().is_loopback() {
+        tracing::warn!(
+            listen = %bound,
+            "http.allowed_origins is not set: pages from any web origin may open WebSockets \
+             and read REST answers; set it to the origins of your web apps"
+        );
+    }
+    let app = http::router(state).into_make_service_with_connect_info::<Peer>();
+    // TCP_NODELAY, the per-address cap and the deadline of every opening.
+    let listener = OpeningListener::new(
+        listener,
+        Openings::new(config.limits.max_openings_per_ip),
+        config.timing.hello_timeout.0,
+    );
     let node2 = node.clone();
     let task = tokio::spawn(async move {
         let shutdown = {

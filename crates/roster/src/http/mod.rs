@@ -1,15 +1,18 @@
 //! HTTP surface: the WebSocket upgrade, REST under `/api/v1`, and ops endpoints.
-//! Handlers are thin: they extract, call the node, and shape the answer. One
+//! Handlers are thin: they extract, call the node, and shape the answer. Around
+//! every route: CORS and the origin allow-list (`origins.rs`), and the end of the
+//! connection's opening (`protocol/opening.rs`) when a request is answered. One
 //! layer times every request into the latency histogram, labelled by the route
 //! *template* (`MatchedPath`), never the raw path.
 
 pub mod api;
+pub mod origins;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, MatchedPath, Query, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -19,6 +22,7 @@ use serde::Deserialize;
 use crate::auth::Authenticator;
 use crate::node::Node;
 use crate::protocol::native::{self, ConnContext};
+use crate::protocol::opening::{InFlight, Peer};
 use crate::protocol::socket;
 
 #[derive(Clone)]
@@ -27,11 +31,12 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     pub metrics: PrometheusHandle,
     pub rest_limiter: Arc<api::RateLimiter>,
+    pub origins: Arc<origins::AllowedOrigins>,
 }
 
 pub fn router(state: AppState) -> Router {
     let max_body = state.node.config.limits.max_body_bytes;
-    Router::new()
+    let routes = Router::new()
         .route("/ws", get(ws_upgrade))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -40,13 +45,73 @@ pub fn router(state: AppState) -> Router {
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
-        .layer(axum::middleware::from_fn(time_request))
-        .with_state(state)
+        .layer(middleware::from_fn(time_request))
+        .with_state(state.clone());
+    // Around the whole router, so they also see the 404 and 405 answers: a
+    // preflight (`OPTIONS`) has no route of its own.
+    Router::new()
+        .fallback_service(routes)
+        .layer(middleware::from_fn_with_state(state, origins::cors))
+        .layer(middleware::from_fn(end_of_opening))
+}
+
+/// A request's answer ends its connection's opening (`protocol/opening.rs`): a
+/// `101` hands it to the WebSocket side, which ends it at `WELCOME`; any other
+/// answer ends it here. While a request is in flight (until its answer's body has
+/// been sent) the socket's time bound is off.
+async fn end_of_opening(req: axum::extract::Request, next: Next) -> Response {
+    let Some(opening) = req
+        .extensions()
+        .get::<ConnectInfo<Peer>>()
+        .and_then(|c| c.0.opening.clone())
+    else {
+        return next.run(req).await;
+    };
+    let in_flight = opening.request();
+    let resp = next.run(req).await;
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        opening.upgraded();
+        return resp;
+    }
+    opening.answered();
+    resp.map(|body| {
+        axum::body::Body::new(AnswerBody {
+            body,
+            _in_flight: in_flight,
+        })
+    })
+}
+
+/// An answer's body that marks its request done when hyper drops it (sent, or
+/// abandoned with the connection).
+struct AnswerBody {
+    body: axum::body::Body,
+    _in_flight: InFlight,
+}
+
+impl http_body::Body for AnswerBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// Records the request's latency (until the response head is ready) under its
 /// method, route template and status class.
-async fn time_request(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+async fn time_request(req: axum::extract::Request, next: Next) -> Response {
     let started = std::time::Instant::now();
     let route = req
         .extensions()
@@ -82,25 +147,38 @@ struct WsQuery {
 
 async fn ws_upgrade(
     State(app): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
     Query(q): Query<WsQuery>,
     req: axum::extract::Request,
 ) -> Response {
     let headers = req.headers();
+    // Before the upgrade: a page from another origin never gets a socket.
+    if let Some(origin) = origins::AllowedOrigins::origin_of(headers) {
+        if !app.origins.allows(origin) {
+            return origins::forbidden(origin);
+        }
+    }
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(|s| s.trim().to_string());
+    let deadline = match &peer.opening {
+        Some(o) => o.deadline(),
+        None => tokio::time::Instant::now() + app.node.config.timing.hello_timeout.0,
+    };
     let ctx = ConnContext {
+        opening: peer.opening.clone(),
+        deadline,
         pre_token: q.token.or(bearer),
         // X-Forwarded-For is believed only from a proxy on this machine.
         ip: Some(
-            peer.ip()
+            peer.addr
+                .ip()
                 .is_loopback()
                 .then(|| forwarded_ip(headers))
                 .flatten()
-                .unwrap_or_else(|| peer.ip().to_string()),
+                .unwrap_or_else(|| peer.addr.ip().to_string()),
         ),
         user_agent: headers
             .get(header::USER_AGENT)
@@ -109,7 +187,9 @@ async fn ws_upgrade(
     };
     let (node, auth) = (app.node.clone(), app.auth.clone());
     let max_frame = app.node.config.limits.max_frame_bytes;
-    socket::upgrade(req, max_frame, move |ws| native::serve(ws, ctx, node, auth))
+    socket::upgrade(req, max_frame, deadline, move |ws| {
+        native::serve(ws, ctx, node, auth)
+    })
 }
 
 fn forwarded_ip(headers: &HeaderMap) -> Option<String> {

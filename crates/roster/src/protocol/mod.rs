@@ -3,4 +3,5 @@
 
 pub mod messages;
 pub mod native;
+pub mod opening;
 pub mod socket;

@@ -1,5 +1,6 @@
 //! The native WebSocket protocol (`GET /ws`, SPEC §3) over one connection: the
-//! opening (`HELLO` within `hello_timeout`), then one loop that reads client frames,
+//! opening (`HELLO` by the opening's deadline, `hello_timeout` after the TCP accept;
+//! `WELCOME` ends the opening, see `opening.rs`), then one loop that reads client frames,
 //! writes queued server frames, and obeys a kill from the node. All decisions are
 //! the node's; this file only translates.
 
@@ -13,6 +14,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::messages::{self, ClientMessage, Mode, StatusValue};
+use super::opening::Opening;
 use super::socket::{Incoming, ReadError, Socket};
 use crate::auth::{Authenticator, Identity};
 use crate::core::error::{CoreError, ErrorCode};
@@ -25,6 +27,10 @@ use crate::node::{HelloInfo, Node};
 
 /// What the HTTP upgrade knew about the connection.
 pub struct ConnContext {
+    /// The connection's opening: ended at `WELCOME` (`protocol/opening.rs`).
+    pub opening: Option<Arc<Opening>>,
+    /// When the opening must be complete (accept + `hello_timeout`).
+    pub deadline: Instant,
     pub pre_token: Option<String>,
     pub ip: Option<String>,
     pub user_agent: Option<String>,
@@ -128,7 +134,12 @@ async fn drain(ws: &mut Socket, rx: &mut mpsc::Receiver<Outbound>) {
     }
 }
 
-pub async fn serve(mut ws: Socket, ctx: ConnContext, node: Arc<Node>, auth: Arc<Authenticator>) {
+pub async fn serve(
+    mut ws: Socket,
+    mut ctx: ConnContext,
+    node: Arc<Node>,
+    auth: Arc<Authenticator>,
+) {
     let cfg = node.config.clone();
     let mut limits = Limits::new(
         cfg.limits.messages_per_second,
@@ -137,7 +148,7 @@ pub async fn serve(mut ws: Socket, ctx: ConnContext, node: Arc<Node>, auth: Arc<
     );
     // Cold paths are boxed so the idle connection's future stays small.
     let Some((identity, hello, hello_ref)) =
-        Box::pin(opening(&mut ws, &ctx, &node, &auth, &mut limits)).await
+        Box::pin(opening(&mut ws, &ctx, &auth, &mut limits)).await
     else {
         return;
     };
@@ -174,6 +185,9 @@ pub async fn serve(mut ws: Socket, ctx: ConnContext, node: Arc<Node>, auth: Arc<
     if !Box::pin(send_frame(&mut ws, welcome_frame)).await {
         node.connection_lost(&session, link.id);
         return;
+    }
+    if let Some(opening) = ctx.opening.take() {
+        opening.finish();
     }
     tracing::debug!(session = %welcome.session_id, user = %welcome.user_id, tenant = %welcome.tenant_id, resumed = welcome.resumed, "session open");
     drop(welcome);
@@ -252,7 +266,10 @@ pub async fn serve(mut ws: Socket, ctx: ConnContext, node: Arc<Node>, auth: Arc<
                         }
                     }
                     Incoming::Ping => {}
-                    Incoming::Close => break,
+                    Incoming::Close => {
+                        Box::pin(ws.answer_close()).await;
+                        break;
+                    }
                 }
             }
         }
@@ -262,16 +279,15 @@ pub async fn serve(mut ws: Socket, ctx: ConnContext, node: Arc<Node>, auth: Arc<
     }
 }
 
-/// Until `WELCOME` only `HELLO` is accepted; the whole opening is bounded by
-/// `hello_timeout`.
+/// Until `WELCOME` only `HELLO` is accepted; the whole opening, from the TCP
+/// accept on, is bounded by `hello_timeout` (`ctx.deadline`).
 async fn opening(
     ws: &mut Socket,
     ctx: &ConnContext,
-    node: &Node,
     auth: &Authenticator,
     limits: &mut Limits,
 ) -> Option<(Identity, messages::Hello, Option<Value>)> {
-    let deadline = Instant::now() + node.timing().hello_timeout.0;
+    let deadline = ctx.deadline;
     loop {
         let next = match tokio::time::timeout_at(deadline, ws.recv()).await {
             Err(_) => {
@@ -293,7 +309,10 @@ async fn opening(
                 ws.close(close::UNSUPPORTED).await;
                 return None;
             }
-            Incoming::Close => return None,
+            Incoming::Close => {
+                ws.answer_close().await;
+                return None;
+            }
             _ => continue,
         };
         let parsed = messages::parse(text.as_str());

@@ -6,6 +6,9 @@
 //! the largest frame ever sent, so one 200 KiB snapshot pins 200 KiB for the life
 //! of the connection. Here a long message goes out as fragments of at most
 //! [`FRAGMENT`] bytes (RFC 6455 §5.4), which bounds what an idle connection keeps.
+//!
+//! Every close goes through [`Socket::close`], the closing handshake: a socket is
+//! never dropped with the peer's frames unread while we still owe it a close code.
 
 use std::time::Duration;
 
@@ -16,6 +19,8 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncReadExt;
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame as WsFrame;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
@@ -29,6 +34,9 @@ use crate::node::hub::close;
 pub const FRAGMENT: usize = 1024;
 /// Initial read buffer: client messages are small; it grows for a large one.
 const READ_BUFFER: usize = 512;
+/// The most a close may take: our close frame out, the peer's close frame (or EOF)
+/// back. Past it the socket is dropped anyway (a peer that stopped reading).
+pub const CLOSE_HANDSHAKE: Duration = Duration::from_secs(1);
 
 pub type Io = TokioIo<hyper::upgrade::Upgraded>;
 
@@ -96,23 +104,62 @@ impl Socket {
         self.ws.send(Message::Ping(payload.into())).await.is_ok()
     }
 
-    /// Sends a close frame (bounded to one second: the peer may not be reading).
+    /// Closes the connection with `code`: the closing handshake of RFC 6455 §7.1.1,
+    /// the one way this server ends a WebSocket (every close code goes through here).
+    ///
+    /// The close frame goes out, then whatever the peer sent before it saw that
+    /// frame is read and dropped, until its own close frame or EOF. Dropping the
+    /// socket with client frames still unread makes the kernel answer with a reset,
+    /// which can destroy the close frame on its way: the peer would see 1006 instead
+    /// of `code`. The whole exchange is bounded by [`CLOSE_HANDSHAKE`].
     pub async fn close(&mut self, code: u16) {
+        let deadline = Instant::now() + CLOSE_HANDSHAKE;
         let frame = CloseFrame {
             code: CloseCode::from(code),
             reason: close::reason(code).into(),
         };
-        let _ = tokio::time::timeout(
-            Duration::from_secs(1),
-            self.ws.send(Message::Close(Some(frame))),
-        )
-        .await;
+        let sent = tokio::time::timeout_at(deadline, self.ws.send(Message::Close(Some(frame))));
+        if !matches!(sent.await, Ok(Ok(()))) {
+            return;
+        }
+        let _ = tokio::time::timeout_at(deadline, self.discard_until_closed()).await;
+    }
+
+    async fn discard_until_closed(&mut self) {
+        loop {
+            match self.ws.next().await {
+                Some(Ok(Message::Close(_))) | None => return,
+                Some(Ok(_)) => {}
+                // What follows can't be parsed as frames (too large, bad UTF-8, a
+                // protocol error): read it as bytes until the peer hangs up.
+                Some(Err(
+                    tungstenite::Error::Capacity(_)
+                    | tungstenite::Error::Utf8(_)
+                    | tungstenite::Error::Protocol(_),
+                )) => break,
+                Some(Err(_)) => return,
+            }
+        }
+        let mut buf = [0u8; 512];
+        while matches!(self.ws.get_mut().read(&mut buf).await, Ok(n) if n > 0) {}
+    }
+
+    /// Answers the peer's close frame (tungstenite queued the reply when it read
+    /// the frame; it goes out on the next write or flush).
+    pub async fn answer_close(&mut self) {
+        let _ = tokio::time::timeout(CLOSE_HANDSHAKE, self.ws.flush()).await;
     }
 }
 
 /// Validates a WebSocket upgrade request and answers `101`, handing the upgraded
 /// connection to `serve` on a task of its own; or answers why not.
-pub fn upgrade<F, Fut>(mut req: Request, max_frame_bytes: usize, serve: F) -> Response
+/// The upgrade itself must complete by `deadline` (the end of the opening).
+pub fn upgrade<F, Fut>(
+    mut req: Request,
+    max_frame_bytes: usize,
+    deadline: Instant,
+    serve: F,
+) -> Response
 where
     F: FnOnce(Socket) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
@@ -134,8 +181,10 @@ where
         .max_message_size(Some(max_frame_bytes))
         .max_frame_size(Some(max_frame_bytes));
     let fut = async move {
-        match on_upgrade.await {
-            Ok(upgraded) => {
+        match tokio::time::timeout_at(deadline, on_upgrade).await {
+            Err(_) => tracing::debug!("websocket upgrade not complete by the end of the opening"),
+            Ok(Err(e)) => tracing::debug!("websocket upgrade failed: {e}"),
+            Ok(Ok(upgraded)) => {
                 let ws = WebSocketStream::from_raw_socket(
                     TokioIo::new(upgraded),
                     Role::Server,
@@ -144,7 +193,6 @@ where
                 .await;
                 serve(Socket { ws }).await;
             }
-            Err(e) => tracing::debug!("websocket upgrade failed: {e}"),
         }
     };
     tokio::spawn(fut);
