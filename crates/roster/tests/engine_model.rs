@@ -5,14 +5,15 @@
 //! model's; every diff a member receives applies cleanly to what it holds (no join
 //! of a session it holds, no leave or update of one it does not), with no `seq`
 //! gap; after the last flush each member's snapshot plus diffs is exactly the
-//! engine's roster (sessions and states); at most one lock owner per field.
+//! engine's roster (sessions and states); at most one lock owner per field; a
+//! user is online or away iff it has a live session, with the merged status.
 //!
 //! Seeded, not shrinking: a failure prints the seed and the operations; run one
 //! with `ROSTER_MODEL_SEED=<n>`, more with `ROSTER_MODEL_CASES=<n>` (default 12 per
 //! engine here; `ROSTER_MODEL_CASES=2000 cargo nextest run -p roster --test
 //! engine_model` for a long run). A seed that fails becomes a named regression
-//! test here. Not covered yet: user status, timeouts and resume (node-level, in
-//! the behaviour tests), room patches and participants.
+//! test here. Not covered yet: timeouts and resume (node-level, in the behaviour
+//! tests), room patches and participants.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU8;
@@ -29,7 +30,7 @@ use roster::core::types::{DeviceInfo, LeaveReason, Role, Status, SubMode};
 use roster::engine::memory::MemoryEngine;
 use roster::engine::redis::RedisEngine;
 use roster::engine::{Engine, Outbox, Outgoing};
-use roster::ids::{RoomId, RoomKey, SessionId, TenantId, UserId};
+use roster::ids::{RoomId, RoomKey, SessionId, TenantId, UserId, UserRef};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
@@ -82,6 +83,18 @@ enum Op {
     Unlock(usize, usize, usize),
     ForceUnlock(usize, usize),
     Flush(usize),
+    /// A session goes live (`true` = online, else away) / ends / sets its status.
+    Attach(usize, bool),
+    Detach(usize),
+    SetStatus(usize, bool),
+}
+
+fn status(online: bool) -> Status {
+    if online {
+        Status::Online
+    } else {
+        Status::Away
+    }
 }
 
 fn gen(rng: &mut StdRng) -> Vec<Op> {
@@ -100,20 +113,42 @@ fn gen(rng: &mut StdRng) -> Vec<Op> {
                 65..=74 => Op::Lock(s, r, f),
                 75..=79 => Op::Unlock(s, r, f),
                 80..=82 => Op::ForceUnlock(r, f),
+                83..=86 => Op::Attach(s, rng.random_bool(0.7)),
+                87..=89 => Op::Detach(s),
+                90..=92 => Op::SetStatus(s, rng.random_bool(0.5)),
                 _ => Op::Flush(r),
             }
         })
         .collect()
 }
 
-/// The reference model: what each room holds, and who holds each lock.
+/// The reference model: what each room holds, who holds each lock, and each
+/// user's live sessions with their status (user of session `s` = `s % 3`).
 #[derive(Default)]
 struct Model {
     rooms: BTreeMap<usize, BTreeMap<usize, Value>>,
     locks: BTreeMap<(usize, usize), usize>,
+    live: BTreeMap<usize, Status>,
 }
 
 impl Model {
+    /// The user's status merged over its live sessions (SPEC §2): online beats
+    /// away beats offline.
+    fn user_status(&self, user: usize) -> Status {
+        let mine = self.live.iter().filter(|(s, _)| **s % 3 == user);
+        mine.fold(Status::Offline, |acc, (_, st)| match (acc, *st) {
+            (Status::Online, _) | (_, Status::Online) => Status::Online,
+            (Status::Away, _) | (_, Status::Away) => Status::Away,
+            _ => Status::Offline,
+        })
+    }
+
+    fn status_change(&mut self, s: usize, f: impl FnOnce(&mut BTreeMap<usize, Status>)) -> String {
+        let before = self.user_status(s % 3);
+        f(&mut self.live);
+        format!("{:?}->{:?}", before, self.user_status(s % 3))
+    }
+
     /// The reply the engines must give, as a short string.
     fn apply(&mut self, op: &Op) -> String {
         match *op {
@@ -169,6 +204,17 @@ impl Model {
                 }
             }
             Op::ForceUnlock(r, f) => format!("forced {}", self.locks.remove(&(r, f)).is_some()),
+            Op::Attach(s, on) => self.status_change(s, |l| {
+                l.insert(s, status(on));
+            }),
+            Op::Detach(s) => self.status_change(s, |l| {
+                l.remove(&s);
+            }),
+            Op::SetStatus(s, on) => self.status_change(s, |l| {
+                if let Some(st) = l.get_mut(&s) {
+                    *st = status(on);
+                }
+            }),
         }
     }
 }
@@ -185,6 +231,13 @@ impl World {
         RoomId {
             tenant: self.tenant.clone(),
             key: RoomKey::parse(ROOMS[r]).unwrap(),
+        }
+    }
+
+    fn user(&self, s: usize) -> UserRef {
+        UserRef {
+            tenant: self.tenant.clone(),
+            user: self.sessions[s].1.clone(),
         }
     }
 
@@ -308,6 +361,24 @@ impl World {
                 e.flush(&self.room(r), LIST_LIMIT).await;
                 "-".into()
             }
+            Op::Attach(s, on) => {
+                let (c, _) = e
+                    .user_attach(&self.user(s), &self.sessions[s].0, status(on), "web")
+                    .await;
+                format!("{:?}->{:?}", c.before, c.after)
+            }
+            Op::Detach(s) => {
+                let c = e
+                    .user_detach(&self.user(s), &self.sessions[s].0, SystemTime::now())
+                    .await;
+                format!("{:?}->{:?}", c.before, c.after)
+            }
+            Op::SetStatus(s, on) => {
+                let c = e
+                    .user_set_status(&self.user(s), &self.sessions[s].0, status(on))
+                    .await;
+                format!("{:?}->{:?}", c.before, c.after)
+            }
         }
     }
 }
@@ -429,6 +500,27 @@ async fn run_case(kind: &str, seed: u64) -> Result<Vec<String>, String> {
             return Err(format!("op {n} {op:?}: engine {got:?}, model {want:?}"));
         }
         replies.push(got);
+        // A user is online (or away) iff it has a live session.
+        for u in 0..3 {
+            let rec = w.engine.user(&w.user(u)).await;
+            let live: Vec<&SessionId> = model
+                .live
+                .keys()
+                .filter(|s| **s % 3 == u)
+                .map(|&s| &w.sessions[s].0)
+                .collect();
+            let mut held: Vec<&SessionId> = rec.sessions.iter().collect();
+            held.sort();
+            let mut want = live.clone();
+            want.sort();
+            if rec.status != model.user_status(u) || held != want {
+                return Err(format!(
+                    "after op {n} {op:?}: user u{u} is {:?} with {held:?}, model {:?} with {want:?}",
+                    rec.status,
+                    model.user_status(u)
+                ));
+            }
+        }
     }
     for r in 0..ROOMS.len() {
         let id = w.room(r);
