@@ -13,7 +13,7 @@
 //! engine here; `ROSTER_MODEL_CASES=2000 cargo nextest run -p roster --test
 //! engine_model` for a long run). A seed that fails becomes a named regression
 //! test here. Not covered yet: timeouts and resume (node-level, in the behaviour
-//! tests), room patches and participants.
+//! tests), private rooms and closing a room (they evict members: node-level).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU8;
@@ -23,13 +23,13 @@ use std::time::{Duration, SystemTime};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use roster::clock::Clock;
-use roster::core::room::{Actor, LockOutcome, Member, RoomSettings};
+use roster::core::room::{Actor, LockOutcome, Member, RoomSettings, RoomStatus};
 use roster::core::room_type::seeded;
 use roster::core::session::SessionMeta;
 use roster::core::types::{DeviceInfo, LeaveReason, Role, Status, SubMode};
 use roster::engine::memory::MemoryEngine;
 use roster::engine::redis::RedisEngine;
-use roster::engine::{Engine, Outbox, Outgoing};
+use roster::engine::{Engine, Outbox, Outgoing, RoomPatch};
 use roster::ids::{RoomId, RoomKey, SessionId, TenantId, UserId, UserRef};
 use serde_json::{json, Value};
 use tokio::time::Instant;
@@ -87,6 +87,10 @@ enum Op {
     Attach(usize, bool),
     Detach(usize),
     SetStatus(usize, bool),
+    /// A participant role for user `u` in the room (`None` removes it).
+    Participant(usize, usize, Option<Role>),
+    /// The room put in maintenance (`true`) or back to active.
+    Maintenance(usize, bool),
 }
 
 fn status(online: bool) -> Status {
@@ -116,6 +120,17 @@ fn gen(rng: &mut StdRng) -> Vec<Op> {
                 83..=86 => Op::Attach(s, rng.random_bool(0.7)),
                 87..=89 => Op::Detach(s),
                 90..=92 => Op::SetStatus(s, rng.random_bool(0.5)),
+                93..=95 => Op::Participant(
+                    r,
+                    rng.random_range(0..3),
+                    [
+                        None,
+                        Some(Role::Viewer),
+                        Some(Role::Commenter),
+                        Some(Role::Operator),
+                    ][rng.random_range(0..4)],
+                ),
+                96 => Op::Maintenance(r, rng.random_bool(0.6)),
                 _ => Op::Flush(r),
             }
         })
@@ -129,6 +144,10 @@ struct Model {
     rooms: BTreeMap<usize, BTreeMap<usize, Value>>,
     locks: BTreeMap<(usize, usize), usize>,
     live: BTreeMap<usize, Status>,
+    /// Rooms that exist (created by a join), in maintenance, participant roles.
+    exists: std::collections::BTreeSet<usize>,
+    maintenance: std::collections::BTreeSet<usize>,
+    roles: BTreeMap<(usize, usize), Role>,
 }
 
 impl Model {
@@ -149,17 +168,37 @@ impl Model {
         format!("{:?}->{:?}", before, self.user_status(s % 3))
     }
 
+    /// A session's role in an open room: its user's participant role, else what
+    /// the token grants (operator here).
+    fn role(&self, r: usize, s: usize) -> Role {
+        self.roles
+            .get(&(r, s % 3))
+            .copied()
+            .unwrap_or(Role::Operator)
+    }
+
+    fn is_member(&self, r: usize, s: usize) -> bool {
+        self.rooms.get(&r).is_some_and(|m| m.contains_key(&s))
+    }
+
     /// The reply the engines must give, as a short string.
     fn apply(&mut self, op: &Op) -> String {
         match *op {
             Op::Join(s, r, st) => {
+                let role = self.role(r, s);
+                let closed = self.maintenance.contains(&r);
                 let room = self.rooms.entry(r).or_default();
                 if room.contains_key(&s) {
                     "already".into()
+                } else if closed {
+                    "err room_closed".into()
+                } else if st.is_some() && role < Role::Commenter {
+                    "err forbidden".into()
                 } else if r == 0 && room.len() >= SMALL_CAPACITY as usize {
                     "err room_full".into()
                 } else {
                     room.insert(s, st.map(|v| json!({"v": v})).unwrap_or(json!({})));
+                    self.exists.insert(r);
                     "joined".into()
                 }
             }
@@ -170,17 +209,25 @@ impl Model {
                 }
                 format!("left {left}")
             }
-            Op::State(s, r, v) => match self.rooms.entry(r).or_default().get_mut(&s) {
-                None => "err not_subscribed".into(),
-                Some(st) => {
-                    *st = json!({"v": v});
-                    "ok".into()
+            Op::State(s, r, v) => {
+                let role = self.role(r, s);
+                match self.rooms.entry(r).or_default().get_mut(&s) {
+                    None => "err not_subscribed".into(),
+                    Some(st) if *st == json!({"v": v}) => "ok".into(),
+                    Some(_) if role < Role::Commenter => "err forbidden".into(),
+                    Some(st) => {
+                        *st = json!({"v": v});
+                        "ok".into()
+                    }
                 }
-            },
+            }
             Op::Touch(..) | Op::Flush(_) => "-".into(),
             Op::Lock(s, r, f) => {
-                if !self.rooms.entry(r).or_default().contains_key(&s) {
+                if !self.is_member(r, s) {
                     return "err not_subscribed".into();
+                }
+                if self.role(r, s) < Role::Operator {
+                    return "err forbidden".into();
                 }
                 match self.locks.get(&(r, f)) {
                     Some(&o) if o != s => format!("held by {o}"),
@@ -215,6 +262,40 @@ impl Model {
                     *st = status(on);
                 }
             }),
+            Op::Participant(r, u, role) => {
+                if !self.exists.contains(&r) {
+                    return "err not_found".into();
+                }
+                match role {
+                    Some(x) => self.roles.insert((r, u), x),
+                    None => self.roles.remove(&(r, u)),
+                };
+                // Locks of members now below operator are released.
+                let gone: Vec<(usize, usize)> = self
+                    .locks
+                    .iter()
+                    .filter(|((rr, _), o)| *rr == r && self.role(r, **o) < Role::Operator)
+                    .map(|(k, _)| *k)
+                    .collect();
+                let mut lost: Vec<String> =
+                    gone.iter().map(|(_, f)| FIELDS[*f].to_string()).collect();
+                for k in &gone {
+                    self.locks.remove(k);
+                }
+                lost.sort();
+                format!("released {lost:?}")
+            }
+            Op::Maintenance(r, on) => {
+                if !self.exists.contains(&r) {
+                    return "err not_found".into();
+                }
+                if on {
+                    self.maintenance.insert(r);
+                } else {
+                    self.maintenance.remove(&r);
+                }
+                "ok".into()
+            }
         }
     }
 }
@@ -378,6 +459,31 @@ impl World {
                     .user_set_status(&self.user(s), &self.sessions[s].0, status(on))
                     .await;
                 format!("{:?}->{:?}", c.before, c.after)
+            }
+            Op::Participant(r, u, role) => {
+                let user = UserId::parse(&format!("u{u}")).unwrap();
+                match e.set_participant(&self.room(r), user, role).await {
+                    Ok(c) => {
+                        let mut lost = c.released_locks;
+                        lost.sort();
+                        format!("released {lost:?}")
+                    }
+                    Err(err) => code(err),
+                }
+            }
+            Op::Maintenance(r, on) => {
+                let patch = RoomPatch {
+                    status: Some(if on {
+                        RoomStatus::Maintenance
+                    } else {
+                        RoomStatus::Active
+                    }),
+                    ..RoomPatch::default()
+                };
+                match e.update_room(&self.room(r), patch).await {
+                    Ok(_) => "ok".into(),
+                    Err(err) => code(err),
+                }
             }
         }
     }
