@@ -35,6 +35,10 @@ pub async fn sample(node: &Node, ping_timeout: Duration) -> LiveCounts {
         .map(|s| s.value().user_ref.clone())
         .collect::<HashSet<_>>()
         .len();
+    // Set before any await: a session opened while the engine is read below must
+    // not be overwritten by this older count. (`roster_sessions` itself is kept
+    // exact by the node on every open and end; the sample only reports it.)
+    metrics::gauge!(m::ONLINE_USERS).set(online_users as f64);
     let mut locks_held = 0;
     let mut stale_entities = 0;
     for room in node.engine.all_rooms().await {
@@ -49,8 +53,6 @@ pub async fn sample(node: &Node, ping_timeout: Duration) -> LiveCounts {
         locks_held,
         stale_entities,
     };
-    metrics::gauge!(m::SESSIONS).set(counts.sessions as f64);
-    metrics::gauge!(m::ONLINE_USERS).set(counts.online_users as f64);
     metrics::gauge!(m::LOCKS_HELD).set(counts.locks_held as f64);
     metrics::gauge!(m::STALE_ENTITIES).set(counts.stale_entities as f64);
     metrics::gauge!(m::REDIS_UP).set(up(node.engine.healthy()));
