@@ -5,6 +5,7 @@
 
 pub mod gauges;
 pub mod hub;
+pub mod queries;
 pub mod records;
 pub mod stats;
 
@@ -141,6 +142,11 @@ impl Node {
 
     pub async fn engine_room_count(&self) -> usize {
         self.engine.room_count().await
+    }
+
+    /// Whether the engine answers (always, for memory; Redis: its health check).
+    pub fn engine_healthy(&self) -> bool {
+        self.engine.healthy()
     }
 
     /// The seeded types followed by the tenant's own, by code.
@@ -1297,7 +1303,13 @@ impl Node {
     // ------------------------------------------------------------------ lifecycle
 
     /// `MUTATING`/`MUTATED` (REST or Kafka): updates entity state and tells members.
-    pub async fn lifecycle(&self, room: &RoomId, mutating: bool, by: UserId) {
+    /// Returns the room's entity state read afterwards (`None` if the room is gone).
+    pub async fn lifecycle(
+        &self,
+        room: &RoomId,
+        mutating: bool,
+        by: UserId,
+    ) -> Option<crate::core::room::EntityView> {
         let now = self.clock.now();
         self.record(
             &room.tenant,
@@ -1330,6 +1342,7 @@ impl Node {
                 Deadline::RoomIdle(room.clone()),
             );
         }
+        self.engine.room(room).await.map(|r| r.entity)
     }
 
     async fn send_entity(&self, room: &RoomId, view: &crate::core::room::EntityView) {

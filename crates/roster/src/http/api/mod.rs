@@ -351,7 +351,6 @@ pub async fn room_or_404(
     let id = caller.room(key)?;
     let summary = app
         .node
-        .engine
         .room(&id)
         .await
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no room {key}")))?;

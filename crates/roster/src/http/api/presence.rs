@@ -36,8 +36,7 @@ pub async fn room_presence(
     let (id, _) = visible_room(&app, &caller, &room).await?;
     let snap = app
         .node
-        .engine
-        .snapshot(&id)
+        .room_presence(&id)
         .await
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no room {room}")))?;
     Ok(Json(serde_json::to_value(snap).unwrap_or_default()))
@@ -103,8 +102,8 @@ pub async fn user_online(
         tenant: caller.tenant.clone(),
         user: user_id(&id)?,
     };
-    let record = app.node.engine.user(&user).await;
-    Ok(Json(json!({"isOnline": record.status != Status::Offline})))
+    let online = app.node.is_online(&user).await;
+    Ok(Json(json!({"isOnline": online})))
 }
 
 /// `[ids]` (at most 1000) → `{id: {status, isOnline, lastSeen}}`.

@@ -241,8 +241,7 @@ pub async fn list(
 ) -> ApiResult<Json<Page<RoomView>>> {
     let items: Vec<RoomView> = app
         .node
-        .engine
-        .list_rooms(&caller.tenant)
+        .rooms(&caller.tenant)
         .await
         .into_iter()
         .filter(|r| caller.may_see(&r.settings).is_ok())
