@@ -3,6 +3,7 @@
 //! schedules the deadlines that follow, and tells watchers. One sweeper task
 //! ([`Node::run_sweeper`]) drains every deadline of the node.
 
+pub mod admin;
 pub mod gauges;
 pub mod hub;
 pub mod queries;

@@ -73,6 +73,16 @@ impl From<crate::store::StoreError> for ApiError {
     }
 }
 
+impl From<crate::node::admin::AdminError> for ApiError {
+    fn from(e: crate::node::admin::AdminError) -> Self {
+        use crate::node::admin::AdminError as A;
+        match e {
+            A::Store(e) => e.into(),
+            A::Core(e) => e.into(),
+        }
+    }
+}
+
 impl From<CoreError> for ApiError {
     fn from(e: CoreError) -> Self {
         Self(e)
