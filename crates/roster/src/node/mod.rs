@@ -79,12 +79,15 @@ pub use crate::core::session::SessionInfoView;
 pub struct Node {
     pub config: Arc<Config>,
     pub clock: Clock,
-    pub engine: Arc<dyn Engine>,
-    pub hub: Arc<Hub>,
+    /// Engine, hub and store are the node's own: REST reaches them through `Node`
+    /// methods (`queries.rs`, `admin.rs`), never directly.
+    pub(crate) engine: Arc<dyn Engine>,
+    pub(crate) hub: Arc<Hub>,
     /// Where durable rows go (never awaited on a presence path).
     pub journal: Journal,
-    /// Read by REST and for the `lastSeen` of users not seen since start-up.
-    pub store: Arc<dyn Store>,
+    /// Read and written for REST (`queries.rs`, `admin.rs`), and read for the
+    /// `lastSeen` of users not seen since start-up.
+    pub(crate) store: Arc<dyn Store>,
     pub stats: stats::StatsAggregator,
     room_types: Vec<RoomType>,
     /// Tenants' own room types, beside the seeded ones.
@@ -139,15 +142,6 @@ impl Node {
 
     pub fn timing(&self) -> &crate::config::TimingConfig {
         &self.config.timing
-    }
-
-    pub async fn engine_room_count(&self) -> usize {
-        self.engine.room_count().await
-    }
-
-    /// Whether the engine answers (always, for memory; Redis: its health check).
-    pub fn engine_healthy(&self) -> bool {
-        self.engine.healthy()
     }
 
     /// The seeded types followed by the tenant's own, by code.

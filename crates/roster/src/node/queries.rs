@@ -1,7 +1,7 @@
-//! Reads for REST: a room as the engine holds it (settings, roster snapshot,
-//! locks), a tenant's rooms, whether a user is online, the live totals of a
-//! tenant, and the durable record read through the store (activity, audit,
-//! statistics, session history). Reads only: nothing here changes live state or
+//! Reads for REST and the ops endpoints: a room as the engine holds it (settings,
+//! roster snapshot, locks), a tenant's rooms, whether a user is online, the live
+//! totals of a tenant, the room count and health of the engine, and the durable
+//! record read through the store (activity, audit, statistics, session history). Reads only: nothing here changes live state or
 //! writes a row. Who may see what is the caller's business (`http/api`), not
 //! decided here.
 
@@ -31,6 +31,16 @@ pub struct LiveTotals {
 
 impl Node {
     // ---- live state (the engine) ----
+
+    /// Rooms of every tenant (the `roster_rooms` gauge).
+    pub async fn room_count(&self) -> usize {
+        self.engine.room_count().await
+    }
+
+    /// Whether the engine answers (memory: always; Redis: its health check).
+    pub fn live_state_healthy(&self) -> bool {
+        self.engine.healthy()
+    }
 
     /// The room as the engine holds it (settings, counts, entity state).
     pub async fn room(&self, id: &RoomId) -> Option<RoomSummary> {
