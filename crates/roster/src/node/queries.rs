@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use futures_util::stream::BoxStream;
 
-use super::Node;
+use super::{Node, SessionInfoView, UserStatusView};
 use crate::core::error::CoreError;
 use crate::core::room::{LockOwnerView, PresenceSnapshot};
 use crate::core::types::Status;
@@ -27,6 +27,16 @@ pub struct LiveTotals {
     pub sessions: usize,
     /// Rooms with at least one member.
     pub rooms: usize,
+}
+
+/// One user's presence on every node.
+pub struct UserPresence {
+    /// Merged status, `lastSeen` (looked up in the store if need be), devices.
+    pub status: UserStatusView,
+    /// Live sessions, by id.
+    pub sessions: Vec<SessionInfoView>,
+    /// Rooms of those sessions, by key, each once.
+    pub rooms: Vec<String>,
 }
 
 impl Node {
@@ -65,6 +75,23 @@ impl Node {
     /// Whether the user has a live session anywhere; never asks the store.
     pub async fn is_online(&self, user: &UserRef) -> bool {
         self.engine.user(user).await.status != Status::Offline
+    }
+
+    /// The user's status, live sessions and their rooms.
+    pub async fn user_presence(&self, user: &UserRef) -> Result<UserPresence, CoreError> {
+        let status = self.user_status(user).await;
+        let sessions = self.sessions(&user.tenant, Some(&user.user)).await?;
+        let mut rooms: Vec<String> = sessions
+            .iter()
+            .flat_map(|s| s.rooms.iter().cloned())
+            .collect();
+        rooms.sort();
+        rooms.dedup();
+        Ok(UserPresence {
+            status,
+            sessions,
+            rooms,
+        })
     }
 
     /// Live sessions (every node), the distinct users among them, and the rooms

@@ -71,22 +71,16 @@ pub async fn user_presence(
         tenant: caller.tenant.clone(),
         user: user_id(&id)?,
     };
-    let status = app.node.user_status(&user).await;
-    let sessions: Vec<SessionInfoView> = app.node.sessions(&user.tenant, Some(&user.user)).await?;
-    let mut rooms: Vec<String> = sessions
-        .iter()
-        .flat_map(|s| s.rooms.iter().cloned())
-        .collect();
-    rooms.sort();
-    rooms.dedup();
+    let p = app.node.user_presence(&user).await?;
+    let status = p.status;
     let body = UserPresence {
         user_id: user.user,
         status: status.status,
         is_online: status.status != Status::Offline,
         last_seen: status.last_seen,
         devices: status.devices,
-        sessions,
-        rooms,
+        sessions: p.sessions,
+        rooms: p.rooms,
     };
     Ok(Json(serde_json::to_value(body).unwrap_or_default()))
 }
