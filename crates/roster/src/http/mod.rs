@@ -208,7 +208,7 @@ async fn readyz(State(app): State<AppState>) -> Response {
         .load(std::sync::atomic::Ordering::Relaxed)
     {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response()
-    } else if !app.node.engine.healthy() {
+    } else if !app.node.live_state_healthy() {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             "presence engine (Redis) unreachable",
@@ -220,8 +220,8 @@ async fn readyz(State(app): State<AppState>) -> Response {
 }
 
 async fn metrics(State(app): State<AppState>) -> Response {
-    metrics::gauge!(crate::metrics::ROOMS).set(app.node.engine_room_count().await as f64);
-    metrics::gauge!(crate::metrics::REDIS_UP).set(if app.node.engine.healthy() {
+    metrics::gauge!(crate::metrics::ROOMS).set(app.node.room_count().await as f64);
+    metrics::gauge!(crate::metrics::REDIS_UP).set(if app.node.live_state_healthy() {
         1.0
     } else {
         0.0

@@ -3,8 +3,10 @@
 //! schedules the deadlines that follow, and tells watchers. One sweeper task
 //! ([`Node::run_sweeper`]) drains every deadline of the node.
 
+pub mod admin;
 pub mod gauges;
 pub mod hub;
+pub mod queries;
 pub mod records;
 pub mod stats;
 
@@ -77,12 +79,15 @@ pub use crate::core::session::SessionInfoView;
 pub struct Node {
     pub config: Arc<Config>,
     pub clock: Clock,
-    pub engine: Arc<dyn Engine>,
-    pub hub: Arc<Hub>,
+    /// Engine, hub and store are the node's own: REST reaches them through `Node`
+    /// methods (`queries.rs`, `admin.rs`), never directly.
+    pub(crate) engine: Arc<dyn Engine>,
+    pub(crate) hub: Arc<Hub>,
     /// Where durable rows go (never awaited on a presence path).
     pub journal: Journal,
-    /// Read by REST and for the `lastSeen` of users not seen since start-up.
-    pub store: Arc<dyn Store>,
+    /// Read and written for REST (`queries.rs`, `admin.rs`), and read for the
+    /// `lastSeen` of users not seen since start-up.
+    pub(crate) store: Arc<dyn Store>,
     pub stats: stats::StatsAggregator,
     room_types: Vec<RoomType>,
     /// Tenants' own room types, beside the seeded ones.
@@ -137,10 +142,6 @@ impl Node {
 
     pub fn timing(&self) -> &crate::config::TimingConfig {
         &self.config.timing
-    }
-
-    pub async fn engine_room_count(&self) -> usize {
-        self.engine.room_count().await
     }
 
     /// The seeded types followed by the tenant's own, by code.
@@ -1297,7 +1298,13 @@ impl Node {
     // ------------------------------------------------------------------ lifecycle
 
     /// `MUTATING`/`MUTATED` (REST or Kafka): updates entity state and tells members.
-    pub async fn lifecycle(&self, room: &RoomId, mutating: bool, by: UserId) {
+    /// Returns the room's entity state read afterwards (`None` if the room is gone).
+    pub async fn lifecycle(
+        &self,
+        room: &RoomId,
+        mutating: bool,
+        by: UserId,
+    ) -> Option<crate::core::room::EntityView> {
         let now = self.clock.now();
         self.record(
             &room.tenant,
@@ -1330,6 +1337,7 @@ impl Node {
                 Deadline::RoomIdle(room.clone()),
             );
         }
+        self.engine.room(room).await.map(|r| r.entity)
     }
 
     async fn send_entity(&self, room: &RoomId, view: &crate::core::room::EntityView) {

@@ -119,7 +119,6 @@ pub async fn list(
     let lim = filter.limit;
     let mut rows = app
         .node
-        .store
         .activity(ActivityFilter {
             limit: lim + 1,
             ..filter
@@ -179,7 +178,7 @@ pub async fn csv(
     let header_line = futures_util::stream::once(async {
         Ok::<_, std::io::Error>("id,at,type,actor,userId,room,sessionId,details\n".to_string())
     });
-    let rows = app.node.store.activity_stream(filter).map(|r| match r {
+    let rows = app.node.activity_stream(filter).map(|r| match r {
         Ok(row) => Ok(csv_line(&row)),
         Err(e) => {
             tracing::warn!("activity.csv ended early: {e}");
@@ -232,11 +231,7 @@ pub async fn stats(
 ) -> ApiResult<Json<Value>> {
     caller.require_monitor()?;
     let (from, to) = w.resolve(DAY)?;
-    let s = app
-        .node
-        .store
-        .activity_stats(caller.tenant.as_str(), from, to)
-        .await?;
+    let s = app.node.activity_stats(&caller.tenant, from, to).await?;
     let by_hour: Vec<Value> = s
         .by_hour
         .iter()
@@ -259,11 +254,7 @@ pub async fn audit(
     caller.require_monitor()?;
     let id = caller.room(&room)?;
     let (from, to) = w.resolve(DAY)?;
-    let a = app
-        .node
-        .store
-        .room_audit(id.tenant.as_str(), id.key.as_str(), from, to)
-        .await?;
+    let a = app.node.room_audit(&id, from, to).await?;
     let participants: Vec<Value> = a
         .participants
         .iter()
@@ -313,11 +304,7 @@ pub async fn room_stats(
         to: q.to,
     }
     .resolve(span)?;
-    let rows = app
-        .node
-        .store
-        .room_stats(id.tenant.as_str(), id.key.as_str(), bucket, from, to)
-        .await?;
+    let rows = app.node.room_stats(&id, bucket, from, to).await?;
     let items: Vec<Value> = rows
         .iter()
         .map(|b| json!({
@@ -342,26 +329,11 @@ pub async fn overview(
 ) -> ApiResult<Json<Value>> {
     caller.require_monitor()?;
     let (from, to) = w.resolve(DAY)?;
-    let o = app
-        .node
-        .store
-        .stats_overview(caller.tenant.as_str(), from, to)
-        .await?;
-    let live = app.node.sessions(&caller.tenant, None).await?;
-    let mut users: Vec<&str> = live.iter().map(|s| s.user_id.as_str()).collect();
-    users.sort();
-    users.dedup();
-    let rooms = app
-        .node
-        .engine
-        .list_rooms(&caller.tenant)
-        .await
-        .iter()
-        .filter(|r| r.sessions > 0)
-        .count();
+    let o = app.node.stats_overview(&caller.tenant, from, to).await?;
+    let live = app.node.live_totals(&caller.tenant).await?;
     Ok(Json(json!({
         "from": iso_ms(from), "to": iso_ms(to),
-        "online": {"users": users.len(), "sessions": live.len(), "rooms": rooms},
+        "online": {"users": live.users, "sessions": live.sessions, "rooms": live.rooms},
         "sessionsStarted": o.sessions_started, "uniqueUsers": o.unique_users,
         "busiestRooms": o.busiest_rooms.iter().map(|(r, p)| json!({"room": r, "peakSessions": p})).collect::<Vec<_>>(),
         "byDevice": o.by_device, "byOs": o.by_os, "byAppVersion": o.by_app_version,
@@ -426,11 +398,7 @@ pub async fn history(
         after,
         limit: lim + 1,
     };
-    let mut rows = app
-        .node
-        .store
-        .list_session_history(caller.tenant.as_str(), filter)
-        .await?;
+    let mut rows = app.node.session_history(&caller.tenant, filter).await?;
     let next = if rows.len() > lim {
         rows.truncate(lim);
         rows.last()

@@ -61,10 +61,10 @@ pub async fn lifecycle(
         tenant: caller.tenant.clone(),
         key,
     };
-    app.node
+    let view = app
+        .node
         .lifecycle(&room, matches!(ev.kind, LifecycleType::Mutating), user)
         .await;
-    let view = app.node.engine.room(&room).await.map(|r| r.entity);
     Ok((
         axum::http::StatusCode::ACCEPTED,
         Json(view.map(|v| serde_json::to_value(v).unwrap_or_default())),

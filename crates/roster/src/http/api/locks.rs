@@ -35,8 +35,7 @@ pub async fn list(
     let (id, _) = visible_room(&app, &caller, &room).await?;
     let locks = app
         .node
-        .engine
-        .locks(&id)
+        .room_locks(&id)
         .await
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no room {room}")))?;
     let items = locks

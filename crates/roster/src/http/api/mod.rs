@@ -73,6 +73,16 @@ impl From<crate::store::StoreError> for ApiError {
     }
 }
 
+impl From<crate::node::admin::AdminError> for ApiError {
+    fn from(e: crate::node::admin::AdminError) -> Self {
+        use crate::node::admin::AdminError as A;
+        match e {
+            A::Store(e) => e.into(),
+            A::Core(e) => e.into(),
+        }
+    }
+}
+
 impl From<CoreError> for ApiError {
     fn from(e: CoreError) -> Self {
         Self(e)
@@ -351,7 +361,6 @@ pub async fn room_or_404(
     let id = caller.room(key)?;
     let summary = app
         .node
-        .engine
         .room(&id)
         .await
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no room {key}")))?;

@@ -36,8 +36,7 @@ pub async fn room_presence(
     let (id, _) = visible_room(&app, &caller, &room).await?;
     let snap = app
         .node
-        .engine
-        .snapshot(&id)
+        .room_presence(&id)
         .await
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no room {room}")))?;
     Ok(Json(serde_json::to_value(snap).unwrap_or_default()))
@@ -72,22 +71,16 @@ pub async fn user_presence(
         tenant: caller.tenant.clone(),
         user: user_id(&id)?,
     };
-    let status = app.node.user_status(&user).await;
-    let sessions: Vec<SessionInfoView> = app.node.sessions(&user.tenant, Some(&user.user)).await?;
-    let mut rooms: Vec<String> = sessions
-        .iter()
-        .flat_map(|s| s.rooms.iter().cloned())
-        .collect();
-    rooms.sort();
-    rooms.dedup();
+    let p = app.node.user_presence(&user).await?;
+    let status = p.status;
     let body = UserPresence {
         user_id: user.user,
         status: status.status,
         is_online: status.status != Status::Offline,
         last_seen: status.last_seen,
         devices: status.devices,
-        sessions,
-        rooms,
+        sessions: p.sessions,
+        rooms: p.rooms,
     };
     Ok(Json(serde_json::to_value(body).unwrap_or_default()))
 }
@@ -103,8 +96,8 @@ pub async fn user_online(
         tenant: caller.tenant.clone(),
         user: user_id(&id)?,
     };
-    let record = app.node.engine.user(&user).await;
-    Ok(Json(json!({"isOnline": record.status != Status::Offline})))
+    let online = app.node.is_online(&user).await;
+    Ok(Json(json!({"isOnline": online})))
 }
 
 /// `[ids]` (at most 1000) → `{id: {status, isOnline, lastSeen}}`.

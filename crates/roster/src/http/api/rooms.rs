@@ -1,7 +1,8 @@
 //! Rooms as things: declare, read, change, delete; room types; participants.
-//! Declared rooms, tenant room types and participants are written to the store
-//! first and then applied to the engine, so what a REST call confirmed survives a
-//! restart; the engine (loaded from the store at start-up) answers the reads.
+//! Handlers check the request and the caller, then call one `Node` method: the
+//! writes are in `node/admin.rs` (store first, then the engine, so what a REST
+//! call confirmed survives a restart), the reads in `node/queries.rs` (the engine,
+//! loaded from the store at start-up).
 
 use axum::extract::State;
 use axum::response::Response;
@@ -11,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{
-    created, no_content, parse_duration_field, room_or_404, visible_room, ApiError, ApiJson,
-    ApiPath, ApiQuery, ApiResult, Caller, Page, PageQuery,
+    created, no_content, parse_duration_field, visible_room, ApiError, ApiJson, ApiPath, ApiQuery,
+    ApiResult, Caller, Page, PageQuery,
 };
 use crate::clock::iso;
 use crate::core::error::ErrorCode;
@@ -21,9 +22,7 @@ use crate::core::room_type::{RoomType, RoomTypeCode, Visibility};
 use crate::core::types::Role;
 use crate::engine::{RoomPatch, RoomSummary};
 use crate::http::AppState;
-use crate::ids::{RoomId, UserId};
-use crate::node::records;
-use crate::store::{unix_ms, Participant, StoreError};
+use crate::ids::UserId;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -185,36 +184,10 @@ pub async fn create(
     }
     settings.tags = body.tags.unwrap_or_default();
     settings.attributes = body.attributes.unwrap_or_default();
-    let now = unix_ms(app.node.clock.wall_now());
-    app.node
-        .store
-        .insert_room(&records::room_to_store(&id, &settings, now))
-        .await?;
-    // A room that is live ad hoc is declared with these settings.
-    if app
-        .node
-        .engine
-        .create_room(id.clone(), settings.clone())
-        .await
-        .is_err()
-    {
-        let patch = full_patch(&settings);
-        let (_, change) = app.node.engine.update_room(&id, patch).await?;
-        app.node.access_changed(&id, change).await;
-    }
-    admin_record(
-        &app,
-        &caller,
-        "room_created",
-        &id,
-        serde_json::json!({"type": settings.room_type}),
-    );
     let summary = app
         .node
-        .engine
-        .room(&id)
-        .await
-        .ok_or_else(|| ApiError::new(ErrorCode::Internal, "room vanished"))?;
+        .declare_room(&id, settings, &caller.actor())
+        .await?;
     Ok(created(RoomView::from(summary)))
 }
 
@@ -241,8 +214,7 @@ pub async fn list(
 ) -> ApiResult<Json<Page<RoomView>>> {
     let items: Vec<RoomView> = app
         .node
-        .engine
-        .list_rooms(&caller.tenant)
+        .rooms(&caller.tenant)
         .await
         .into_iter()
         .filter(|r| caller.may_see(&r.settings).is_ok())
@@ -307,21 +279,12 @@ pub async fn patch(
         tags: body.tags,
         attributes: body.attributes,
     };
-    let closing = patch.status == Some(RoomStatus::Closed);
-    let (_, current) = room_or_404(&app, &caller, &room).await?;
-    let mut next = current.settings.clone();
-    patch.apply(&mut next);
-    save_room(&app, &id, &next).await?;
-    let (summary, change) = app.node.engine.update_room(&id, patch).await?;
-    admin_record(&app, &caller, "room_updated", &id, details);
-    app.node.access_changed(&id, change).await;
-    if closing {
-        let members = app.node.engine.members(&id).await;
-        app.node.kick_sessions(members).await;
-    }
-    Ok(Json(
-        app.node.engine.room(&id).await.unwrap_or(summary).into(),
-    ))
+    let summary = app
+        .node
+        .update_room(&id, patch, &caller.actor(), details)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no room {room}")))?;
+    Ok(Json(summary.into()))
 }
 
 /// Deletes a room; its members leave with reason `kicked`.
@@ -334,26 +297,12 @@ pub async fn remove(
 ) -> ApiResult<Response> {
     caller.require_admin()?;
     let id = caller.room(&room)?;
-    let stored = app
-        .node
-        .store
-        .delete_room(id.tenant.as_str(), id.key.as_str())
-        .await?;
-    let members = app.node.engine.delete_room(&id).await;
-    if !stored && members.is_none() {
+    if !app.node.delete_room(&id, &caller.actor()).await? {
         return Err(ApiError::new(
             ErrorCode::NotFound,
             format!("no room {room}"),
         ));
     }
-    admin_record(
-        &app,
-        &caller,
-        "room_deleted",
-        &id,
-        Value::Object(Default::default()),
-    );
-    app.node.kick_sessions(members.unwrap_or_default()).await;
     Ok(no_content())
 }
 
@@ -376,35 +325,16 @@ pub async fn put_participant(
     let id = caller.room(&room)?;
     let user = UserId::parse(&user)
         .map_err(|e| ApiError::new(ErrorCode::Invalid, format!("path `user`: {}", e.0)))?;
-    let (_, current) = room_or_404(&app, &caller, &room).await?;
-    // A room with participants is a declared room: it must survive a restart,
-    // and idle expiry must not drop it.
-    save_room(&app, &id, &current.settings).await?;
-    if !current.settings.declared {
-        app.node
-            .engine
-            .update_room(&id, RoomPatch::default())
-            .await?;
+    if !app
+        .node
+        .set_participant(&id, user, body.role, &caller.actor())
+        .await?
+    {
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            format!("no room {room}"),
+        ));
     }
-    app.node
-        .store
-        .set_participant(&Participant {
-            tenant: id.tenant.to_string(),
-            room: id.key.to_string(),
-            user: user.to_string(),
-            role: records::role_str(body.role).into(),
-        })
-        .await?;
-    app.node
-        .participant_changed(&id, user.clone(), Some(body.role))
-        .await?;
-    admin_record(
-        &app,
-        &caller,
-        "participant_set",
-        &id,
-        serde_json::json!({"user": user, "role": body.role}),
-    );
     Ok(no_content())
 }
 
@@ -421,19 +351,8 @@ pub async fn delete_participant(
     let user = UserId::parse(&user)
         .map_err(|e| ApiError::new(ErrorCode::Invalid, format!("path `user`: {}", e.0)))?;
     app.node
-        .store
-        .delete_participant(id.tenant.as_str(), id.key.as_str(), user.as_str())
+        .remove_participant(&id, user, &caller.actor())
         .await?;
-    app.node
-        .participant_changed(&id, user.clone(), None)
-        .await?;
-    admin_record(
-        &app,
-        &caller,
-        "participant_removed",
-        &id,
-        serde_json::json!({"user": user}),
-    );
     Ok(no_content())
 }
 
@@ -508,21 +427,9 @@ async fn save_room_type(
         idle_ttl: parse_duration_field("idleTtl", &body.idle_ttl)?,
         visibility: body.visibility.unwrap_or_default(),
     };
-    let now = unix_ms(app.node.clock.wall_now());
     app.node
-        .store
-        .upsert_room_type(&records::room_type_to_store(&caller.tenant, &t, now))
+        .save_room_type(&caller.tenant, &t, &caller.actor())
         .await?;
-    app.node.set_room_type(caller.tenant.clone(), t.clone());
-    app.node.record(
-        &caller.tenant,
-        "room_type_set",
-        Some(&caller.actor()),
-        None,
-        None,
-        None,
-        serde_json::json!({"code": t.code}),
-    );
     Ok(t)
 }
 
@@ -577,58 +484,15 @@ pub async fn delete_room_type(
             format!("{code} is a seeded room type and can't be deleted"),
         ));
     }
-    let stored = app
+    if !app
         .node
-        .store
-        .delete_room_type(caller.tenant.as_str(), &code)
-        .await?;
-    if !app.node.remove_room_type(&caller.tenant, &code) && !stored {
+        .delete_room_type(&caller.tenant, &code, &caller.actor())
+        .await?
+    {
         return Err(ApiError::new(
             ErrorCode::NotFound,
             format!("no room type {code}"),
         ));
     }
-    app.node.record(
-        &caller.tenant,
-        "room_type_deleted",
-        Some(&caller.actor()),
-        None,
-        None,
-        None,
-        serde_json::json!({"code": code}),
-    );
     Ok(no_content())
-}
-
-/// Writes a room's settings to the store (insert or replace).
-async fn save_room(app: &AppState, id: &RoomId, settings: &RoomSettings) -> ApiResult<()> {
-    let row = records::room_to_store(id, settings, unix_ms(app.node.clock.wall_now()));
-    match app.node.store.update_room(&row).await {
-        Err(StoreError::NotFound) => Ok(app.node.store.insert_room(&row).await?),
-        other => Ok(other?),
-    }
-}
-
-fn full_patch(s: &RoomSettings) -> RoomPatch {
-    RoomPatch {
-        room_type: Some(s.room_type.clone()),
-        capacity: Some(s.capacity),
-        idle_ttl: Some(s.idle_ttl),
-        visibility: Some(s.visibility),
-        status: Some(s.status),
-        tags: Some(s.tags.clone()),
-        attributes: Some(s.attributes.clone()),
-    }
-}
-
-fn admin_record(app: &AppState, caller: &Caller, kind: &str, id: &RoomId, details: Value) {
-    app.node.record(
-        &id.tenant,
-        kind,
-        Some(&caller.actor()),
-        None,
-        Some(&id.key),
-        None,
-        details,
-    );
 }

@@ -8,10 +8,8 @@ use serde::Deserialize;
 
 use super::{no_content, ApiError, ApiPath, ApiQuery, ApiResult, Caller, Page, PageQuery};
 use crate::core::error::ErrorCode;
-use crate::core::types::LeaveReason;
 use crate::http::AppState;
 use crate::ids::SessionId;
-use crate::node::hub::close;
 use crate::node::SessionInfoView;
 
 pub fn router() -> Router<AppState> {
@@ -80,41 +78,12 @@ pub async fn kick(
     caller.require_admin()?;
     let not_found = || ApiError::new(ErrorCode::NotFound, format!("no session {id}"));
     let sid = SessionId::parse(&id).map_err(|_| not_found())?;
-    let Some(s) = app.node.hub.get(&sid) else {
-        // Maybe a session of another node (shared engine): kicked through it.
-        let user = app
-            .node
-            .engine
-            .session_user(&sid)
-            .await
-            .filter(|u| u.tenant == caller.tenant)
-            .ok_or_else(not_found)?;
-        app.node.record(
-            &caller.tenant,
-            "admin_kick",
-            Some(&caller.actor()),
-            Some(&user.user),
-            None,
-            Some(&sid),
-            serde_json::Value::Object(Default::default()),
-        );
-        app.node.engine.kick_remote(&sid, close::KICKED).await;
-        return Ok(no_content());
-    };
-    if s.user_ref.tenant != caller.tenant {
+    if !app
+        .node
+        .kick_session(&caller.tenant, &sid, &caller.actor())
+        .await
+    {
         return Err(not_found());
     }
-    app.node.record(
-        &caller.tenant,
-        "admin_kick",
-        Some(&caller.actor()),
-        Some(&s.meta.user),
-        None,
-        Some(&sid),
-        serde_json::Value::Object(Default::default()),
-    );
-    app.node
-        .close_and_end(&sid, close::KICKED, LeaveReason::Kicked)
-        .await;
     Ok(no_content())
 }
