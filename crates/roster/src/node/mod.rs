@@ -468,22 +468,27 @@ impl Node {
         self.engine.session_closed(sid).await;
         let wall = self.clock.wall(now);
         let change = self.engine.user_detach(&s.user_ref, sid, wall).await;
-        let history_reason = reason.as_str();
+        self.record_session_end(&s, reason.as_str(), wall, change.after);
+        self.user_changed(&s.user_ref, change).await;
+    }
+
+    /// The durable end of a session: its history row, and the user's last seen
+    /// when it was their last session (`after` is the user's status now).
+    fn record_session_end(&self, s: &SessionHandle, reason: &str, wall: SystemTime, after: Status) {
         self.journal.record(WriteOp::SessionEnded {
             tenant: s.user_ref.tenant.to_string(),
-            session_id: sid.to_string(),
+            session_id: s.meta.id.to_string(),
             ended_at: unix_ms(wall),
-            reason: history_reason.to_string(),
+            reason: reason.to_string(),
             rooms: s.visited.lock().iter().cloned().collect(),
         });
-        if change.after == Status::Offline {
+        if after == Status::Offline {
             self.journal.record(WriteOp::LastSeen {
                 tenant: s.user_ref.tenant.to_string(),
                 user: s.user_ref.user.to_string(),
                 at: unix_ms(wall),
             });
         }
-        self.user_changed(&s.user_ref, change).await;
     }
 
     /// An activity row about a session in a room (join, leave, its locks).
@@ -1656,19 +1661,6 @@ impl Node {
             self.record_member(s, room, "leave", serde_json::json!({"reason": "shutdown"}));
         }
         let change = self.engine.user_detach(&s.user_ref, &s.meta.id, wall).await;
-        self.journal.record(WriteOp::SessionEnded {
-            tenant: s.user_ref.tenant.to_string(),
-            session_id: s.meta.id.to_string(),
-            ended_at: unix_ms(wall),
-            reason: "shutdown".to_string(),
-            rooms: s.visited.lock().iter().cloned().collect(),
-        });
-        if change.after == Status::Offline {
-            self.journal.record(WriteOp::LastSeen {
-                tenant: s.user_ref.tenant.to_string(),
-                user: s.user_ref.user.to_string(),
-                at: unix_ms(wall),
-            });
-        }
+        self.record_session_end(s, "shutdown", wall, change.after);
     }
 }
