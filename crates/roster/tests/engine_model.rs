@@ -14,6 +14,7 @@
 //! engine_model` for a long run). A seed that fails becomes a named regression
 //! test here. Not covered yet: timeouts and resume (node-level, in the behaviour
 //! tests), private rooms and closing a room (they evict members: node-level).
+//! Lock expiry is generated: the sweeper's call, at a time before or past the TTL.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU8;
@@ -41,6 +42,8 @@ const SESSIONS: usize = 6;
 const FIELDS: [&str; 2] = ["total", "note"];
 const OPS: usize = 80;
 const LIST_LIMIT: usize = 1000;
+/// Longer than any case runs, so only `ExpireLock(.., true)` expires a lock.
+const LOCK_TTL: Duration = Duration::from_secs(60);
 
 /// Every message an engine delivered, per recipient, as JSON.
 #[derive(Default)]
@@ -82,6 +85,9 @@ enum Op {
     Lock(usize, usize, usize),
     Unlock(usize, usize, usize),
     ForceUnlock(usize, usize),
+    /// The sweeper's lock expiry, now (`false`: no lock is due) or past every
+    /// lock's TTL (`true`).
+    ExpireLock(usize, usize, bool),
     Flush(usize),
     /// A session goes live (`true` = online, else away) / ends / sets its status.
     Attach(usize, bool),
@@ -131,6 +137,7 @@ fn gen(rng: &mut StdRng) -> Vec<Op> {
                     ][rng.random_range(0..4)],
                 ),
                 96 => Op::Maintenance(r, rng.random_bool(0.6)),
+                97 => Op::ExpireLock(r, f, rng.random_bool(0.7)),
                 _ => Op::Flush(r),
             }
         })
@@ -251,6 +258,9 @@ impl Model {
                 }
             }
             Op::ForceUnlock(r, f) => format!("forced {}", self.locks.remove(&(r, f)).is_some()),
+            Op::ExpireLock(r, f, late) => {
+                format!("expired {}", late && self.locks.remove(&(r, f)).is_some())
+            }
             Op::Attach(s, on) => self.status_change(s, |l| {
                 l.insert(s, status(on));
             }),
@@ -413,7 +423,7 @@ impl World {
                         FIELDS[f],
                         &self.sessions[s].0,
                         Instant::now(),
-                        Duration::from_secs(60),
+                        LOCK_TTL,
                     )
                     .await
                 {
@@ -437,6 +447,15 @@ impl World {
             Op::ForceUnlock(r, f) => {
                 let l = e.force_unlock(&self.room(r), FIELDS[f]).await;
                 format!("forced {}", l.is_some())
+            }
+            Op::ExpireLock(r, f, late) => {
+                let now = if late {
+                    Instant::now() + LOCK_TTL * 2
+                } else {
+                    Instant::now()
+                };
+                let l = e.expire_lock(&self.room(r), FIELDS[f], now).await;
+                format!("expired {}", l.is_some())
             }
             Op::Flush(r) => {
                 e.flush(&self.room(r), LIST_LIMIT).await;
