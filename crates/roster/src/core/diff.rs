@@ -119,22 +119,43 @@ impl NetChange {
 }
 
 /// The diffs of one flush: `base` for members whose snapshot predates the window,
-/// and one variant per cut position for members served a snapshot inside it.
+/// and one variant per cut position for members served a snapshot inside it. As
+/// planned (`NetChange`), then as rendered for the wire (`PresenceDiff`).
 #[derive(Debug, Default)]
-pub struct Plan {
-    pub base: NetChange,
-    pub variants: Vec<NetChange>,
+pub struct Plan<T = NetChange> {
+    pub base: T,
+    pub variants: Vec<T>,
     /// Member → index in `variants` (its latest cut).
     pub cut_of: HashMap<SessionId, usize>,
 }
 
-impl Plan {
-    /// The change a member is told.
-    pub fn for_member(&self, s: &SessionId) -> &NetChange {
+impl<T> Plan<T> {
+    /// What a member is told.
+    pub fn for_member(&self, s: &SessionId) -> &T {
         self.cut_of
             .get(s)
             .map(|&i| &self.variants[i])
             .unwrap_or(&self.base)
+    }
+}
+
+impl Plan {
+    /// Every diff of the plan rendered once (same `seq`); see [`NetChange::render`].
+    pub fn render(
+        self,
+        room: &str,
+        seq: u64,
+        view: &dyn Fn(&SessionId) -> Option<MemberView>,
+    ) -> Plan<PresenceDiff> {
+        Plan {
+            base: self.base.render(room, seq, view),
+            variants: self
+                .variants
+                .iter()
+                .map(|v| v.render(room, seq, view))
+                .collect(),
+            cut_of: self.cut_of,
+        }
     }
 }
 

@@ -552,17 +552,14 @@ impl Room {
         self.last_count = count;
         let key = self.id.key.as_str();
         let view = |s: &SessionId| self.members.get(s).map(|m| self.member_view(m, clock));
-        let diff = plan.base.render(key, self.seq, &view);
-        let mut variants: Vec<(PresenceDiff, Vec<SessionId>)> = plan
-            .variants
-            .iter()
-            .map(|v| (v.render(key, self.seq, &view), vec![]))
-            .collect();
+        let rendered = plan.render(key, self.seq, &view);
+        let mut variants: Vec<(PresenceDiff, Vec<SessionId>)> =
+            rendered.variants.into_iter().map(|d| (d, vec![])).collect();
         let (mut list, mut counted) = (vec![], vec![]);
         for (id, m) in &self.members {
             if m.count_mode || over {
                 counted.push(id.clone());
-            } else if let Some(&i) = plan.cut_of.get(id) {
+            } else if let Some(&i) = rendered.cut_of.get(id) {
                 variants[i].1.push(id.clone());
             } else {
                 list.push(id.clone());
@@ -570,7 +567,7 @@ impl Room {
         }
         variants.retain(|(_, to)| !to.is_empty());
         Some(Flush {
-            diff,
+            diff: rendered.base,
             variants,
             count,
             list_recipients: list,

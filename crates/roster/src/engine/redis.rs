@@ -26,7 +26,7 @@ use super::{
     SubMode, UserChange, UserRecord,
 };
 use crate::clock::Clock;
-use crate::core::diff::{plan, Op};
+use crate::core::diff::{plan, Op, Plan};
 use crate::core::error::{CoreError, ErrorCode};
 use crate::core::room::{
     AccessChange, Actor, EntityView, FieldLock, Joined, Left, LockOutcome, LockOwnerView, Member,
@@ -179,20 +179,7 @@ enum RoomMsg {
 /// `core::diff::plan` and rendered once per recipient group, here.
 struct RoomDiff {
     hdr: DiffHeader,
-    /// For members whose snapshot predates the window.
-    base: PresenceDiff,
-    /// For members served a snapshot inside the window (`cut_of` → index).
-    variants: Vec<PresenceDiff>,
-    cut_of: HashMap<SessionId, usize>,
-}
-
-impl RoomDiff {
-    fn for_member(&self, s: &SessionId) -> &PresenceDiff {
-        self.cut_of
-            .get(s)
-            .map(|&i| &self.variants[i])
-            .unwrap_or(&self.base)
-    }
+    diffs: Plan<PresenceDiff>,
 }
 
 /// What the flush script publishes (see `--@@ flush` in redis.lua).
@@ -238,13 +225,7 @@ impl RoomDiff {
         let view = |s: &SessionId| p.views.get(s).cloned();
         let key = room.key.as_str();
         Ok(RoomDiff {
-            base: plan.base.render(key, p.hdr.seq, &view),
-            variants: plan
-                .variants
-                .iter()
-                .map(|v| v.render(key, p.hdr.seq, &view))
-                .collect(),
-            cut_of: plan.cut_of,
+            diffs: plan.render(key, p.hdr.seq, &view),
             hdr: p.hdr,
         })
     }
@@ -982,7 +963,7 @@ impl Inner {
                         continue;
                     }
                     m.last_seq = hdr.seq;
-                    if m.count_mode || hdr.over || d.cut_of.contains_key(sid) {
+                    if m.count_mode || hdr.over || d.diffs.cut_of.contains_key(sid) {
                         self.deliver_one(room, sid, m, &msg);
                     } else if hdr.back_under {
                         need_snapshot.push(sid.clone());
@@ -997,7 +978,7 @@ impl Inner {
         match &*msg {
             RoomMsg::Diff(d) if !list.is_empty() => self
                 .outbox
-                .deliver(&mut list.iter(), Outgoing::Diff(&d.base)),
+                .deliver(&mut list.iter(), Outgoing::Diff(&d.diffs.base)),
             RoomMsg::Event(frame) if !list.is_empty() => self
                 .outbox
                 .deliver(&mut list.iter(), Outgoing::Encoded(frame)),
@@ -1048,9 +1029,9 @@ impl Inner {
                             },
                         );
                     }
-                } else if d.cut_of.contains_key(sid) || !hdr.back_under {
+                } else if d.diffs.cut_of.contains_key(sid) || !hdr.back_under {
                     self.outbox
-                        .deliver(&mut to.iter(), Outgoing::Diff(d.for_member(sid)));
+                        .deliver(&mut to.iter(), Outgoing::Diff(d.diffs.for_member(sid)));
                 }
             }
         }
@@ -2397,9 +2378,9 @@ mod tests {
             view("b", "s2")
         );
         let d = RoomDiff::parse(&room, &payload).unwrap();
-        assert_eq!(d.base.joins.len(), 2);
-        assert_eq!(d.base.leaves.len(), 1);
-        let s2 = d.for_member(&SessionId::parse("s2").unwrap());
+        assert_eq!(d.diffs.base.joins.len(), 2);
+        assert_eq!(d.diffs.base.leaves.len(), 1);
+        let s2 = d.diffs.for_member(&SessionId::parse("s2").unwrap());
         assert!(s2.joins.is_empty(), "its snapshot showed s1 and s2");
         assert_eq!(s2.leaves.len(), 1, "s3 left after its snapshot");
         assert!(RoomDiff::parse(&room, r#"{"seq":1,"count":0,"over":false,"backUnder":false,"countChanged":false,"ops":["Q:x"],"views":{}}"#).is_err());
