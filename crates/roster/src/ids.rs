@@ -140,14 +140,14 @@ fn truncate(s: &str, max: usize) -> &str {
 }
 
 /// A room is addressed by tenant + key everywhere inside the server.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize, Deserialize)]
 pub struct RoomId {
     pub tenant: TenantId,
     pub key: RoomKey,
 }
 
 /// A user is addressed by tenant + user id everywhere inside the server.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize, Deserialize)]
 pub struct UserRef {
     pub tenant: TenantId,
     pub user: UserId,

@@ -33,6 +33,7 @@ pub const STALE_ENTITIES: &str = "roster_stale_entities";
 pub const LOCKS_HELD: &str = "roster_locks_held";
 pub const REDIS_UP: &str = "roster_redis_up";
 pub const DATABASE_UP: &str = "roster_database_up";
+pub const TRANSITIONS: &str = "roster_transitions_total";
 
 /// Buckets (seconds) of each histogram: (name, upper bounds).
 const BUCKETS: &[(&str, &[f64])] = &[
@@ -124,6 +125,10 @@ fn describe() {
         "PRESENCE_DIFF messages produced (one per room flush)"
     );
     describe_counter!(ERRORS, "ERROR messages sent, by code");
+    describe_counter!(
+        TRANSITIONS,
+        "presence transitions emitted by this node, by kind (member_added, lock_released, user_online, ...)"
+    );
     describe_counter!(SESSION_TIMEOUTS, "sessions ended by session_timeout");
     describe_counter!(LOCK_ACQUISITIONS, "successful field lock acquisitions");
     describe_counter!(
@@ -221,6 +226,9 @@ fn register_zeroes() {
         OPENINGS_REFUSED,
     ] {
         metrics::counter!(c).increment(0);
+    }
+    for kind in crate::core::transition::Transition::KINDS {
+        metrics::counter!(TRANSITIONS, "kind" => kind).increment(0);
     }
     for g in [
         CONNECTIONS,

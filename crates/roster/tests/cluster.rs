@@ -266,6 +266,37 @@ async fn a_killed_node_times_out_each_session_exactly_once() {
         }
     }
     assert_eq!(offline.len(), 2, "{offline:?}");
+    // Each transition emitted once in the cluster, by the node that performed
+    // it: the survivors' sweeps split the claims of the dead sessions, and
+    // together counted each leave, its lock and its user once.
+    let want: BTreeMap<String, u64> = [
+        ("member_added", 2),
+        ("user_online", 3),
+        ("member_removed", 100),
+        ("lock_released", 100),
+        ("user_offline", 100),
+        ("lock_acquired", 1),
+    ]
+    .iter()
+    .map(|(k, n)| (k.to_string(), *n))
+    .collect();
+    let end = tokio::time::Instant::now() + T;
+    loop {
+        let mut sum: BTreeMap<String, u64> = BTreeMap::new();
+        for n in &ns[1..] {
+            for (k, v) in transitions(&n.metrics().await) {
+                *sum.entry(k).or_default() += v;
+            }
+        }
+        if sum == want {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < end,
+            "transitions of the survivors: {sum:?}, expected {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // The room as every surviving node sees it: the two survivors.
     let (_, p) = ns[1]
         .rest(

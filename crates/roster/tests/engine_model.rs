@@ -67,7 +67,7 @@ impl Outbox for Recorder {
                 v["type"] = json!("PRESENCE_DIFF");
                 v
             }
-            Outgoing::Encoded(f) => serde_json::from_str(f.as_str()).unwrap(),
+            Outgoing::Event(t) => json!({"type": "EVENT", "transition": t}),
         };
         let mut out = self.0.lock().unwrap();
         for s in to {
@@ -483,7 +483,8 @@ impl World {
                 let user = UserId::parse(&format!("u{u}")).unwrap();
                 match e.set_participant(&self.room(r), user, role).await {
                     Ok(c) => {
-                        let mut lost = c.released_locks;
+                        let mut lost: Vec<String> =
+                            c.released_locks.into_iter().map(|l| l.field).collect();
                         lost.sort();
                         format!("released {lost:?}")
                     }

@@ -7,4 +7,5 @@ pub mod expiry;
 pub mod room;
 pub mod room_type;
 pub mod session;
+pub mod transition;
 pub mod types;

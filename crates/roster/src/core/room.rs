@@ -121,7 +121,15 @@ pub struct AccessChange {
     /// Sessions that may no longer be in the room: the caller kicks them.
     pub evicted: Vec<SessionId>,
     /// Locks released because their holder's role fell below `operator`.
-    pub released_locks: Vec<String>,
+    pub released_locks: Vec<ReleasedLock>,
+}
+
+/// A lock let go by a change of access, with who held it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleasedLock {
+    pub field: String,
+    pub session: SessionId,
+    pub user: UserId,
 }
 
 #[derive(Debug, Clone)]
@@ -165,6 +173,8 @@ pub type NeedsFlush = bool;
 pub struct Joined {
     pub already_member: bool,
     pub needs_flush: NeedsFlush,
+    /// The room was empty before this join (`room_occupied`).
+    pub occupied: bool,
 }
 
 #[derive(Debug)]
@@ -236,7 +246,7 @@ impl Room {
             }
         }
         let members = &self.members;
-        let lost: Vec<String> = self
+        let lost: Vec<ReleasedLock> = self
             .locks
             .iter()
             .filter(|(_, l)| {
@@ -244,10 +254,14 @@ impl Room {
                     .get(&l.session)
                     .is_none_or(|m| m.role < Role::Operator)
             })
-            .map(|(f, _)| f.clone())
+            .map(|(f, l)| ReleasedLock {
+                field: f.clone(),
+                session: l.session.clone(),
+                user: l.user.clone(),
+            })
             .collect();
-        for f in &lost {
-            self.locks.remove(f);
+        for l in &lost {
+            self.locks.remove(&l.field);
         }
         change.released_locks = lost;
         change
@@ -325,6 +339,7 @@ impl Room {
             return Ok(Joined {
                 already_member: true,
                 needs_flush: false,
+                occupied: false,
             });
         }
         match self.settings.status {
@@ -360,6 +375,7 @@ impl Room {
         Ok(Joined {
             already_member: false,
             needs_flush: self.pending.push(Op::Join(id)),
+            occupied: self.members.len() == 1,
         })
     }
 
@@ -394,19 +410,21 @@ impl Room {
         })
     }
 
+    /// `None`: the member's state already was `state` (nothing changed, so
+    /// nothing to forbid either).
     pub fn set_state(
         &mut self,
         session: &SessionId,
         state: Value,
-    ) -> Result<NeedsFlush, CoreError> {
+    ) -> Result<Option<NeedsFlush>, CoreError> {
         if self.member(session)?.state == state {
-            return Ok(false); // nothing to publish, so nothing to forbid
+            return Ok(None);
         }
         self.require_role(session, Role::Commenter, "publishing member state")?;
         // Just checked membership.
         let m = self.members.get_mut(session).expect("member");
         m.state = state;
-        Ok(self.pending.push(Op::Update(session.clone())))
+        Ok(Some(self.pending.push(Op::Update(session.clone()))))
     }
 
     /// Something shown in the member's entry changed (status): an update.
@@ -806,7 +824,10 @@ mod tests {
         let (aid, au) = (a.meta.id.clone(), a.meta.user.clone());
         assert!(r.join(a, actor(&au)).unwrap().needs_flush);
         r.snapshot_for(&aid, &clock);
-        assert!(!r.set_state(&aid, serde_json::json!({"x":1})).unwrap());
+        assert_eq!(
+            r.set_state(&aid, serde_json::json!({"x":1})).unwrap(),
+            Some(false)
+        );
         // bob joins inside the same window and is served a snapshot showing alice.
         let b = member("bob");
         let (bid, bu) = (b.meta.id.clone(), b.meta.user.clone());
@@ -958,7 +979,14 @@ mod tests {
         // Removed from an open room: back to what the token grants (commenter),
         // which can't hold locks.
         let change = r.set_participant(au.clone(), None);
-        assert_eq!(change.released_locks, vec!["f".to_string()]);
+        assert_eq!(
+            change.released_locks,
+            vec![ReleasedLock {
+                field: "f".into(),
+                session: aid.clone(),
+                user: au.clone()
+            }]
+        );
         assert!(change.evicted.is_empty());
         assert_eq!(
             r.lock("f", &aid, now, Duration::from_secs(9))

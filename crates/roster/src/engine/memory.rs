@@ -20,8 +20,8 @@ use crate::core::room::{
     AccessChange, Actor, EntityView, FieldLock, Joined, Left, LockOutcome, LockOwnerView, Member,
     NeedsFlush, PresenceSnapshot, Room, RoomSettings,
 };
+use crate::core::transition::Transition;
 use crate::core::types::{LeaveReason, Role, Status};
-use crate::frame::Frame;
 use crate::ids::{RoomId, SessionId, TenantId, UserId, UserRef};
 
 struct UserEntry {
@@ -272,7 +272,7 @@ impl Engine for MemoryEngine {
         id: &RoomId,
         session: &SessionId,
         state: Value,
-    ) -> Result<NeedsFlush, CoreError> {
+    ) -> Result<Option<NeedsFlush>, CoreError> {
         self.with(id, |r| r.set_state(session, state))
             .unwrap_or_else(|| Err(CoreError::not_subscribed(&id.key)))
     }
@@ -334,10 +334,9 @@ impl Engine for MemoryEngine {
             .unwrap_or_default()
     }
 
-    async fn broadcast(&self, id: &RoomId, frame: &Frame) -> usize {
+    async fn broadcast(&self, id: &RoomId, t: &Transition) -> usize {
         self.with(id, |r| {
-            self.outbox
-                .deliver(&mut r.member_ids(), Outgoing::Encoded(frame));
+            self.outbox.deliver(&mut r.member_ids(), Outgoing::Event(t));
             r.len()
         })
         .unwrap_or(0)

@@ -24,6 +24,7 @@ use crate::core::room::{
 };
 use crate::core::room_type::Visibility;
 use crate::core::session::SessionInfoView;
+use crate::core::transition::Transition;
 pub use crate::core::types::SubMode;
 use crate::core::types::{Role, Status};
 use crate::ids::{RoomId, SessionId, TenantId, UserId, UserRef};
@@ -42,8 +43,9 @@ pub enum Outgoing<'a> {
         reply_ref: Option<&'a Value>,
     },
     Diff(&'a PresenceDiff),
-    /// An already encoded frame (LOCK, ENTITY events).
-    Encoded(&'a crate::frame::Frame),
+    /// A lock or entity transition of the room ([`Transition::is_room_event`]),
+    /// rendered by each protocol.
+    Event(&'a Transition),
 }
 
 pub trait Outbox: Send + Sync {
@@ -204,7 +206,7 @@ pub trait Engine: Send + Sync + 'static {
         id: &RoomId,
         session: &SessionId,
         state: Value,
-    ) -> Result<NeedsFlush, CoreError>;
+    ) -> Result<Option<NeedsFlush>, CoreError>;
     /// Something shown in the member's entry changed; `status` is the user's
     /// merged status now.
     async fn touch(&self, id: &RoomId, session: &SessionId, status: Status) -> NeedsFlush;
@@ -213,8 +215,9 @@ pub trait Engine: Send + Sync + 'static {
     async fn flush(&self, id: &RoomId, list_limit: usize) -> usize;
     async fn snapshot(&self, id: &RoomId) -> Option<PresenceSnapshot>;
     async fn members(&self, id: &RoomId) -> Vec<SessionId>;
-    /// Delivers an encoded event to every member.
-    async fn broadcast(&self, id: &RoomId, frame: &crate::frame::Frame) -> usize;
+    /// Tells every member (of every node) of a lock or entity transition.
+    /// Returns the local deliveries made (0 where delivery is asynchronous).
+    async fn broadcast(&self, id: &RoomId, t: &Transition) -> usize;
     /// Drops an ad-hoc room that has stayed empty for its idle TTL.
     async fn remove_if_idle(&self, id: &RoomId, now: Instant) -> bool;
 

@@ -139,7 +139,8 @@ local function role_of(user, open_role, admin)
 end
 
 -- After a participant or visibility change: members' roles recomputed; who must
--- go and which locks were lost (as core::room::Room::reapply_roles).
+-- go and which locks were lost, each as {field, sid, user} (as
+-- core::room::Room::reapply_roles).
 local function reapply()
   local private = redis.call('HGET', k('cfg'), 'vis') == 'private'
   local xs, u = hmap('x'), hmap('u')
@@ -165,7 +166,8 @@ local function reapply()
     local x = redis.call('HGET', k('x'), owner)
     if not x or xrole(x) < 2 then
       redis.call('HDEL', k('l'), locks[i])
-      released[#released + 1] = locks[i]
+      local _, user = split3(locks[i + 1])
+      released[#released + 1] = { locks[i], owner, user }
     end
   end
   table.sort(evicted)
@@ -210,7 +212,8 @@ redis.call('HSET', k('u'), sid, ARGV[2])
 redis.call('HDEL', k('meta'), 'empty')
 local nf = push('J', sid)
 cut(sid)
-return { 'ok', 0, nf, created, answer(count_mode, limit) }
+local occupied = redis.call('HLEN', k('m')) == 1 and 1 or 0
+return { 'ok', 0, nf, created, answer(count_mode, limit), occupied }
 
 --@@ leave
 -- ARGV: sid reason now. Exactly once: a second caller finds no member.
@@ -233,14 +236,14 @@ if n == 0 then redis.call('HSET', k('meta'), 'empty', ARGV[3]) end
 return { nf, n == 0 and 1 or 0, released }
 
 --@@ set_state
--- ARGV: sid state
+-- ARGV: sid state. Answers ok, whether to flush, whether the state changed.
 local sid = ARGV[1]
 local x = redis.call('HGET', k('x'), sid)
 if not x then return { 'err', 'not_subscribed' } end
-if redis.call('HGET', k('st'), sid) == ARGV[2] then return { 'ok', 0 } end
+if redis.call('HGET', k('st'), sid) == ARGV[2] then return { 'ok', 0, 0 } end
 if xrole(x) < 1 then return { 'err', 'forbidden', tostring(xrole(x)) } end
 redis.call('HSET', k('st'), sid, ARGV[2])
-return { 'ok', push('U', sid) }
+return { 'ok', push('U', sid), 1 }
 
 --@@ touch
 -- ARGV: sid status [latency_json ss]

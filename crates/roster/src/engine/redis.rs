@@ -30,12 +30,13 @@ use crate::core::diff::{plan, Op, Plan};
 use crate::core::error::{CoreError, ErrorCode};
 use crate::core::room::{
     AccessChange, Actor, EntityView, FieldLock, Joined, Left, LockOutcome, LockOwnerView, Member,
-    MemberView, NeedsFlush, PresenceDiff, PresenceSnapshot, RoomSettings, RoomStatus, UserEntry,
+    MemberView, NeedsFlush, PresenceDiff, PresenceSnapshot, ReleasedLock, RoomSettings, RoomStatus,
+    UserEntry,
 };
 use crate::core::room_type::Visibility;
 use crate::core::session::SessionInfoView;
+use crate::core::transition::Transition;
 use crate::core::types::{LeaveReason, Role, Status};
-use crate::frame::Frame;
 use crate::ids::{RoomId, RoomKey, SessionId, TenantId, UserId, UserRef};
 
 const SCRIPTS: &str = include_str!("redis.lua");
@@ -172,7 +173,7 @@ struct LocalMember {
 
 enum RoomMsg {
     Diff(RoomDiff),
-    Event(Frame),
+    Event(Transition),
 }
 
 /// A flush as this node received it: the window's log planned by
@@ -941,7 +942,13 @@ impl Inner {
                     return;
                 }
             },
-            Some(b'E') => RoomMsg::Event(Frame(Arc::new(payload[1..].to_string().into()))),
+            Some(b'E') => match serde_json::from_str(&payload[1..]) {
+                Ok(t) => RoomMsg::Event(t),
+                Err(e) => {
+                    tracing::warn!(room = %room.key, error = %e, "unreadable room event from Redis");
+                    return;
+                }
+            },
             _ => return,
         };
         let Some(lr) = self.local.get(room).map(|e| e.value().clone()) else {
@@ -979,9 +986,9 @@ impl Inner {
             RoomMsg::Diff(d) if !list.is_empty() => self
                 .outbox
                 .deliver(&mut list.iter(), Outgoing::Diff(&d.diffs.base)),
-            RoomMsg::Event(frame) if !list.is_empty() => self
-                .outbox
-                .deliver(&mut list.iter(), Outgoing::Encoded(frame)),
+            RoomMsg::Event(t) if !list.is_empty() => {
+                self.outbox.deliver(&mut list.iter(), Outgoing::Event(t))
+            }
             _ => {}
         }
         if !need_snapshot.is_empty() {
@@ -1013,7 +1020,7 @@ impl Inner {
         let count_mode = m.count_mode;
         let to = [sid.clone()];
         match msg {
-            RoomMsg::Event(f) => self.outbox.deliver(&mut to.iter(), Outgoing::Encoded(f)),
+            RoomMsg::Event(t) => self.outbox.deliver(&mut to.iter(), Outgoing::Event(t)),
             RoomMsg::Diff(d) => {
                 let hdr = &d.hdr;
                 if count_mode || hdr.over {
@@ -1462,6 +1469,7 @@ impl Engine for RedisEngine {
         Ok(Joined {
             already_member: already,
             needs_flush,
+            occupied: a.get(5).map(int) == Some(1),
         })
     }
 
@@ -1508,7 +1516,7 @@ impl Engine for RedisEngine {
         id: &RoomId,
         session: &SessionId,
         state: Value,
-    ) -> Result<NeedsFlush, CoreError> {
+    ) -> Result<Option<NeedsFlush>, CoreError> {
         let i = &self.inner;
         let args = [
             session.to_string(),
@@ -1520,7 +1528,8 @@ impl Engine for RedisEngine {
             .map_err(unavailable)?;
         let a = arr(&v);
         match a.first().map(text).as_deref() {
-            Some("ok") => Ok(a.get(1).map(int) == Some(1)),
+            Some("ok") if a.get(2).map(int) == Some(1) => Ok(Some(a.get(1).map(int) == Some(1))),
+            Some("ok") => Ok(None),
             _ if a.get(1).map(text).as_deref() == Some("forbidden") => Err(role_err(
                 id,
                 "publishing member state",
@@ -1572,13 +1581,16 @@ impl Engine for RedisEngine {
             .collect()
     }
 
-    async fn broadcast(&self, id: &RoomId, frame: &Frame) -> usize {
+    async fn broadcast(&self, id: &RoomId, t: &Transition) -> usize {
         let i = &self.inner;
+        let Ok(data) = serde_json::to_string(t) else {
+            return 0;
+        };
         let _: redis::RedisResult<i64> = i
             .cmd(
                 redis::cmd(i.publish_cmd())
                     .arg(i.channel(id))
-                    .arg(format!("E{}", frame.as_str())),
+                    .arg(format!("E{data}")),
             )
             .await;
         0
@@ -2320,7 +2332,20 @@ fn access_change(v: &RValue) -> AccessChange {
             .iter()
             .filter_map(|s| SessionId::parse(s).ok())
             .collect(),
-        released_locks: a.get(1).map(texts).unwrap_or_default(),
+        released_locks: a
+            .get(1)
+            .map(arr)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|l| {
+                let l = texts(l);
+                Some(ReleasedLock {
+                    field: l.first()?.clone(),
+                    session: SessionId::parse(l.get(1)?).ok()?,
+                    user: UserId::parse(l.get(2)?).ok()?,
+                })
+            })
+            .collect(),
     }
 }
 

@@ -149,38 +149,18 @@ pub fn send_to(s: &SessionHandle, frame: &Frame) -> bool {
 
 impl Outbox for Hub {
     fn deliver(&self, to: &mut dyn Iterator<Item = &SessionId>, msg: Outgoing<'_>) {
-        let (ty, frame) = match msg {
-            Outgoing::Presence {
-                snapshot,
-                reply_ref,
-            } => ("PRESENCE", Frame::encode("PRESENCE", snapshot, reply_ref)),
-            Outgoing::PresenceCount {
-                room,
-                count,
-                seq,
-                reply_ref,
-            } => (
-                "PRESENCE_COUNT",
-                Frame::encode(
-                    "PRESENCE_COUNT",
-                    &serde_json::json!({"room": room, "count": count, "seq": seq}),
-                    reply_ref,
-                ),
-            ),
-            Outgoing::Diff(d) => {
-                metrics::counter!(m::DIFFS_SENT).increment(1);
-                ("PRESENCE_DIFF", Frame::encode("PRESENCE_DIFF", d, None))
-            }
-            Outgoing::Encoded(f) => ("EVENT", f.clone()),
+        let Some((ty, frame)) = crate::protocol::render::outgoing(msg) else {
+            return;
         };
+        if ty == "PRESENCE_DIFF" {
+            metrics::counter!(m::DIFFS_SENT).increment(1);
+        }
         let mut n = 0u64;
         for id in to {
             if self.send(id, &frame) {
                 n += 1;
             }
         }
-        if ty != "EVENT" {
-            metrics::counter!(m::MESSAGES_OUT, "type" => ty).increment(n);
-        }
+        metrics::counter!(m::MESSAGES_OUT, "type" => ty).increment(n);
     }
 }

@@ -9,6 +9,7 @@ pub mod hub;
 pub mod queries;
 pub mod records;
 pub mod stats;
+pub mod transitions;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
@@ -30,6 +31,7 @@ use crate::core::expiry::{Deadline, DeadlineQueue};
 use crate::core::room::{Actor, LockOutcome, LockOwnerView, Member, RoomSettings};
 use crate::core::room_type::{self, RoomType};
 use crate::core::session::SessionMeta;
+use crate::core::transition::{LockRelease, Transition};
 use crate::core::types::{DeviceInfo, LeaveReason, Role, Status};
 use crate::engine::{Engine, SubMode};
 use crate::frame::Frame;
@@ -101,6 +103,8 @@ pub struct Node {
     watchers: DashMap<UserRef, HashSet<SessionId>>,
     next_conn: AtomicU64,
     pub shutting_down: AtomicBool,
+    /// Consumers of this node's transitions (`transitions.rs`).
+    sinks: transitions::Sinks,
 }
 
 impl Node {
@@ -129,6 +133,7 @@ impl Node {
             watchers: DashMap::new(),
             next_conn: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
+            sinks: transitions::Sinks::default(),
         });
         node.schedule(
             clock.now() + node.timing().heartbeat_interval.0,
@@ -536,6 +541,9 @@ impl Node {
     /// every live entry of the user shows it, so each is an update in its rooms.
     /// Watchers hear of every change (devices may differ even when status doesn't).
     async fn user_changed(&self, user: &UserRef, change: crate::engine::UserChange) {
+        if let Some(t) = Transition::of_user(user, change.before, change.after) {
+            self.emit(t).await;
+        }
         if change.before != change.after {
             self.record(
                 &user.tenant,
@@ -750,6 +758,13 @@ impl Node {
                 serde_json::json!({"reason": reason.as_str()}),
             );
             self.stats.left(room, reason, self.clock.wall(now));
+            self.emit(Transition::MemberRemoved {
+                room: room.clone(),
+                user: user.clone(),
+                session: sid.clone(),
+                reason,
+            })
+            .await;
             for field in left.released_locks {
                 self.record(
                     &room.tenant,
@@ -760,13 +775,21 @@ impl Node {
                     Some(sid),
                     serde_json::json!({"field": field, "reason": reason.as_str()}),
                 );
-                self.send_lock_event(room, &field, None, Some("released"))
-                    .await;
+                self.emit(Transition::LockReleased {
+                    room: room.clone(),
+                    field,
+                    user: user.clone(),
+                    session: sid.clone(),
+                    reason: LockRelease::OwnerLeft(reason),
+                })
+                .await;
             }
             if left.needs_flush {
                 self.schedule_flush(room).await;
             }
             if left.now_empty {
+                self.emit(Transition::RoomVacated { room: room.clone() })
+                    .await;
                 let idle = self
                     .engine
                     .room(room)
@@ -841,9 +864,8 @@ impl Node {
             // Already in: a fresh snapshot, no diff; a new `state` is an update.
             if let Some(st) = state.take() {
                 self.check_state(&st)?;
-                if self.engine.set_state(&id, &s.meta.id, st).await? {
-                    self.schedule_flush(&id).await;
-                }
+                let set = self.engine.set_state(&id, &s.meta.id, st).await?;
+                self.state_set(s, &id, set).await;
             }
         }
         if !already && s.rooms.lock().len() >= self.config.limits.max_rooms_per_session {
@@ -878,6 +900,16 @@ impl Node {
             .await?;
         s.rooms.lock().insert(id.clone());
         if !joined.already_member {
+            if joined.occupied {
+                self.emit(Transition::RoomOccupied { room: id.clone() })
+                    .await;
+            }
+            self.emit(Transition::MemberAdded {
+                room: id.clone(),
+                user: s.meta.user.clone(),
+                session: s.meta.id.clone(),
+            })
+            .await;
             s.visited.lock().insert(id.key.to_string());
             self.record_member(
                 s,
@@ -952,10 +984,28 @@ impl Node {
     ) -> Result<(), CoreError> {
         let id = self.joined_room(s, key)?;
         self.check_state(&state)?;
-        if self.engine.set_state(&id, &s.meta.id, state).await? {
-            self.schedule_flush(&id).await;
-        }
+        let set = self.engine.set_state(&id, &s.meta.id, state).await?;
+        self.state_set(s, &id, set).await;
         Ok(())
+    }
+
+    /// After the engine set a member's state: `None` if it was unchanged.
+    async fn state_set(
+        &self,
+        s: &SessionHandle,
+        room: &RoomId,
+        set: Option<crate::core::room::NeedsFlush>,
+    ) {
+        let Some(needs_flush) = set else { return };
+        self.emit(Transition::MemberUpdated {
+            room: room.clone(),
+            user: s.meta.user.clone(),
+            session: s.meta.id.clone(),
+        })
+        .await;
+        if needs_flush {
+            self.schedule_flush(room).await;
+        }
     }
 
     // ------------------------------------------------------------------ liveness & status
@@ -1231,7 +1281,14 @@ impl Node {
                 lock.expires_at,
                 Deadline::LockExpiry(id.clone(), field.to_string()),
             );
-            self.send_lock_event(&id, field, Some(&owner), None).await;
+            self.emit(Transition::LockAcquired {
+                room: id.clone(),
+                field: field.to_string(),
+                user: lock.user.clone(),
+                session: lock.session.clone(),
+                expires_at: self.clock.wall(lock.expires_at),
+            })
+            .await;
         } else {
             metrics::counter!(m::LOCK_CONTENTION).increment(1);
         }
@@ -1246,19 +1303,26 @@ impl Node {
         reply_ref: Option<&Value>,
     ) -> Result<(), CoreError> {
         let id = self.joined_room(s, key)?;
-        let released = self.engine.unlock(&id, field, &s.meta.id).await?.is_some();
-        let ack = serde_json::json!({"room": id.key, "field": field, "success": released});
+        let released = self.engine.unlock(&id, field, &s.meta.id).await?;
+        let ack =
+            serde_json::json!({"room": id.key, "field": field, "success": released.is_some()});
         hub::send_to(s, &Frame::encode("UNLOCK_ACK", &ack, reply_ref));
         metrics::counter!(m::MESSAGES_OUT, "type" => "UNLOCK_ACK").increment(1);
-        if released {
+        if let Some(lock) = released {
             self.record_member(
                 s,
                 &id,
                 "lock_released",
                 serde_json::json!({"field": field, "reason": "unlock"}),
             );
-            self.send_lock_event(&id, field, None, Some("released"))
-                .await;
+            self.emit(Transition::LockReleased {
+                room: id.clone(),
+                field: field.to_string(),
+                user: lock.user,
+                session: lock.session,
+                reason: LockRelease::Unlocked,
+            })
+            .await;
         }
         Ok(())
     }
@@ -1277,27 +1341,15 @@ impl Node {
             Some(&lock.session),
             serde_json::json!({"field": field}),
         );
-        self.send_lock_event(room, field, None, Some("force_released"))
-            .await;
+        self.emit(Transition::LockReleased {
+            room: room.clone(),
+            field: field.to_string(),
+            user: lock.user,
+            session: lock.session,
+            reason: LockRelease::ForceReleased,
+        })
+        .await;
         true
-    }
-
-    async fn send_lock_event(
-        &self,
-        room: &RoomId,
-        field: &str,
-        owner: Option<&LockOwnerView>,
-        reason: Option<&str>,
-    ) {
-        let mut body = serde_json::json!({"room": room.key, "field": field, "owner": owner});
-        if let Some(r) = reason {
-            body["reason"] = Value::String(r.into());
-        }
-        let n = self
-            .engine
-            .broadcast(room, &Frame::encode("LOCK", &body, None))
-            .await;
-        metrics::counter!(m::MESSAGES_OUT, "type" => "LOCK").increment(n as u64);
     }
 
     // ------------------------------------------------------------------ lifecycle
@@ -1329,7 +1381,7 @@ impl Node {
         } else {
             self.engine.mutated(room, settings).await
         };
-        self.send_entity(room, &view).await;
+        self.emit(Self::entity_transition(room, &view)).await;
         if self.engine.members(room).await.is_empty() {
             let idle = self
                 .engine
@@ -1345,12 +1397,13 @@ impl Node {
         self.engine.room(room).await.map(|r| r.entity)
     }
 
-    async fn send_entity(&self, room: &RoomId, view: &crate::core::room::EntityView) {
-        let n = self
-            .engine
-            .broadcast(room, &Frame::encode("ENTITY", view, None))
-            .await;
-        metrics::counter!(m::MESSAGES_OUT, "type" => "ENTITY").increment(n as u64);
+    fn entity_transition(room: &RoomId, view: &crate::core::room::EntityView) -> Transition {
+        Transition::Entity {
+            room: room.clone(),
+            stale: view.stale,
+            busy_by: view.busy_by.clone(),
+            version: view.version,
+        }
     }
 
     // ------------------------------------------------------------------ queries (REST)
@@ -1445,18 +1498,24 @@ impl Node {
     /// Carries out an [`AccessChange`]: locks released are announced, evicted
     /// sessions are kicked.
     pub async fn access_changed(&self, room: &RoomId, change: crate::core::room::AccessChange) {
-        for field in change.released_locks {
+        for lock in change.released_locks {
             self.record(
                 &room.tenant,
                 "lock_released",
                 None,
-                None,
+                Some(&lock.user),
                 Some(&room.key),
-                None,
-                serde_json::json!({"field": field, "reason": "role"}),
+                Some(&lock.session),
+                serde_json::json!({"field": lock.field, "reason": "role"}),
             );
-            self.send_lock_event(room, &field, None, Some("released"))
-                .await;
+            self.emit(Transition::LockReleased {
+                room: room.clone(),
+                field: lock.field,
+                user: lock.user,
+                session: lock.session,
+                reason: LockRelease::AccessLost,
+            })
+            .await;
         }
         self.kick_sessions(change.evicted).await;
     }
@@ -1560,14 +1619,20 @@ impl Node {
                         Some(&lock.session),
                         serde_json::json!({"field": field}),
                     );
-                    self.send_lock_event(&room, &field, None, Some("expired"))
-                        .await;
+                    self.emit(Transition::LockReleased {
+                        room: room.clone(),
+                        field,
+                        user: lock.user,
+                        session: lock.session,
+                        reason: LockRelease::Expired,
+                    })
+                    .await;
                 }
             }
 
             Deadline::StaleExpiry(room) => {
                 if let Some(view) = self.engine.expire_stale(&room, now).await {
-                    self.send_entity(&room, &view).await;
+                    self.emit(Self::entity_transition(&room, &view)).await;
                 }
             }
             Deadline::DiffFlush(room) => self.flush_diff(&room, now).await,

@@ -4,4 +4,5 @@
 pub mod messages;
 pub mod native;
 pub mod opening;
+pub mod render;
 pub mod socket;

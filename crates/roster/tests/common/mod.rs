@@ -375,3 +375,17 @@ pub fn metric(text: &str, name: &str) -> f64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0)
 }
+
+/// `roster_transitions_total` by `kind`, from a Prometheus text page; kinds at 0
+/// are left out.
+pub fn transitions(text: &str) -> std::collections::BTreeMap<String, u64> {
+    let name = "roster_transitions_total{";
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| {
+            let kind = l.split("kind=\"").nth(1)?.split('"').next()?;
+            let n: f64 = l.rsplit(' ').next()?.parse().ok()?;
+            (n > 0.0).then(|| (kind.to_string(), n as u64))
+        })
+        .collect()
+}
