@@ -29,8 +29,10 @@ pub use crate::core::types::SubMode;
 use crate::core::types::{Role, Status};
 use crate::ids::{RoomId, SessionId, TenantId, UserId, UserRef};
 
-/// What the engine asks the node to deliver to local sessions. The node encodes
-/// each message once, whatever the number of recipients.
+/// What the engine asks the node to deliver to local sessions, as data. The
+/// node has each recipient's protocol render it, once per protocol, whatever
+/// the number of recipients.
+#[derive(Clone, Copy)]
 pub enum Outgoing<'a> {
     Presence {
         snapshot: &'a PresenceSnapshot,

@@ -1,6 +1,10 @@
 //! The node's live sessions and their connections: the [`Outbox`] the engine
 //! delivers through. Sharded (`DashMap`), and a send never waits: a full queue
 //! closes the connection as a slow consumer instead of growing.
+//!
+//! Each connection speaks one protocol, its [`Wire`]: the node hands it data
+//! (what the engine delivers, the node's replies) and the wire renders frames.
+//! A delivery renders once per wire among its recipients, whatever their number.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicU8, Ordering};
@@ -11,13 +15,59 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
 use crate::auth::Identity;
+use crate::core::room::LockOwnerView;
 use crate::core::session::SessionMeta;
 use crate::core::types::Status;
 use crate::engine::{Outbox, Outgoing};
 use crate::frame::Frame;
-use crate::ids::{RoomId, SessionId, UserId, UserRef};
+use crate::ids::{RoomId, RoomKey, SessionId, UserId, UserRef};
 use crate::metrics as m;
+
+/// What the node says to one session on its own, as data (the engine's room
+/// deliveries are [`Outgoing`]).
+#[derive(Clone, Copy)]
+pub enum Reply<'a> {
+    /// The answer to a lock request: `owner` holds the field now (the asker on
+    /// success).
+    LockAck {
+        room: &'a RoomKey,
+        field: &'a str,
+        success: bool,
+        owner: &'a LockOwnerView,
+        reply_ref: Option<&'a Value>,
+    },
+    UnlockAck {
+        room: &'a RoomKey,
+        field: &'a str,
+        success: bool,
+        reply_ref: Option<&'a Value>,
+    },
+    /// The watched users' status now (the answer to a watch).
+    StatusSnapshot {
+        users: &'a BTreeMap<UserId, super::UserStatusView>,
+        reply_ref: Option<&'a Value>,
+    },
+    /// A watched user's status changed.
+    Status {
+        user: &'a UserId,
+        view: &'a super::UserStatusView,
+    },
+}
+
+/// A protocol as the node sees it: it renders data into frames. The native
+/// protocol's is `protocol::render::NATIVE`; another protocol is another
+/// implementation, in a file of its own under `protocol/`.
+pub trait Wire: Send + Sync + 'static {
+    /// The message type (a metrics label) and the frame of an engine delivery;
+    /// `None` if this protocol has nothing to say about it.
+    fn outgoing(&self, msg: Outgoing<'_>) -> Option<(&'static str, Frame)>;
+    fn reply(&self, reply: Reply<'_>) -> Option<(&'static str, Frame)>;
+}
 
 /// What a connection task is asked to write.
 #[derive(Debug)]
@@ -63,6 +113,8 @@ pub mod close {
 #[derive(Clone)]
 pub struct ConnLink {
     pub id: u64,
+    /// The protocol the connection speaks.
+    pub wire: &'static dyn Wire,
     pub tx: mpsc::Sender<Outbound>,
     pub kill: CancellationToken,
     pub close_code: Arc<AtomicU16>,
@@ -136,6 +188,21 @@ impl Hub {
 
 pub fn send_to(s: &SessionHandle, frame: &Frame) -> bool {
     let Some(link) = s.link() else { return false };
+    send_on(&link, frame)
+}
+
+/// Renders `reply` in the session's protocol and queues it.
+pub fn reply_to(s: &SessionHandle, reply: Reply<'_>) -> bool {
+    let Some(link) = s.link() else { return false };
+    let Some((ty, frame)) = link.wire.reply(reply) else {
+        return false;
+    };
+    let sent = send_on(&link, &frame);
+    metrics::counter!(m::MESSAGES_OUT, "type" => ty).increment(sent as u64);
+    sent
+}
+
+fn send_on(link: &ConnLink, frame: &Frame) -> bool {
     match link.tx.try_send(Outbound::Frame(frame.clone())) {
         Ok(()) => true,
         Err(mpsc::error::TrySendError::Full(_)) => {
@@ -147,20 +214,164 @@ pub fn send_to(s: &SessionHandle, frame: &Frame) -> bool {
     }
 }
 
+/// One wire's rendering of a delivery, and how many it reached.
+struct Rendered {
+    wire: &'static dyn Wire,
+    frame: Option<(&'static str, Frame)>,
+    sent: u64,
+}
+
 impl Outbox for Hub {
     fn deliver(&self, to: &mut dyn Iterator<Item = &SessionId>, msg: Outgoing<'_>) {
-        let Some((ty, frame)) = crate::protocol::render::outgoing(msg) else {
-            return;
-        };
-        if ty == "PRESENCE_DIFF" {
-            metrics::counter!(m::DIFFS_SENT).increment(1);
-        }
-        let mut n = 0u64;
+        // Usually one wire: a short list beats a map.
+        let mut rendered: Vec<Rendered> = Vec::with_capacity(1);
         for id in to {
-            if self.send(id, &frame) {
-                n += 1;
+            let Some(link) = self.get(id).and_then(|s| s.link()) else {
+                continue;
+            };
+            let i = match rendered
+                .iter()
+                .position(|r| std::ptr::addr_eq(r.wire, link.wire))
+            {
+                Some(i) => i,
+                None => {
+                    rendered.push(Rendered {
+                        wire: link.wire,
+                        frame: link.wire.outgoing(msg),
+                        sent: 0,
+                    });
+                    rendered.len() - 1
+                }
+            };
+            let r = &mut rendered[i];
+            if let Some((_, frame)) = &r.frame {
+                r.sent += send_on(&link, frame) as u64;
             }
         }
-        metrics::counter!(m::MESSAGES_OUT, "type" => ty).increment(n);
+        for r in rendered {
+            if let Some((ty, _)) = r.frame {
+                if ty == "PRESENCE_DIFF" {
+                    metrics::counter!(m::DIFFS_SENT).increment(1);
+                }
+                metrics::counter!(m::MESSAGES_OUT, "type" => ty).increment(r.sent);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::types::DeviceInfo;
+    use crate::ids::TenantId;
+    use std::sync::atomic::AtomicUsize;
+    use std::time::SystemTime;
+
+    /// A protocol that renders a diff as its own name and counts its renders.
+    struct Counting(&'static str, AtomicUsize);
+
+    impl Wire for Counting {
+        fn outgoing(&self, _msg: Outgoing<'_>) -> Option<(&'static str, Frame)> {
+            self.1.fetch_add(1, Ordering::SeqCst);
+            Some((self.0, Frame::encode(self.0, &serde_json::json!({}), None)))
+        }
+        fn reply(&self, _reply: Reply<'_>) -> Option<(&'static str, Frame)> {
+            None
+        }
+    }
+
+    static A: Counting = Counting("A", AtomicUsize::new(0));
+    static B: Counting = Counting("B", AtomicUsize::new(0));
+
+    fn session(hub: &Hub, wire: &'static dyn Wire) -> (SessionId, mpsc::Receiver<Outbound>) {
+        let id = SessionId::new_random();
+        let (tenant, user) = (TenantId::parse("t").unwrap(), UserId::parse("u").unwrap());
+        let (tx, rx) = mpsc::channel(4);
+        let link = ConnLink {
+            id: 1,
+            wire,
+            tx,
+            kill: CancellationToken::new(),
+            close_code: Arc::new(AtomicU16::new(0)),
+        };
+        let meta = SessionMeta::new(
+            id.clone(),
+            tenant.clone(),
+            user.clone(),
+            None,
+            None,
+            DeviceInfo::default(),
+            None,
+            None,
+            None,
+            SystemTime::now(),
+            Arc::new(AtomicU8::new(0)),
+        );
+        let handle = SessionHandle {
+            meta: Arc::new(meta),
+            user_ref: UserRef {
+                tenant: tenant.clone(),
+                user: user.clone(),
+            },
+            identity: Identity {
+                tenant,
+                user,
+                roles: vec![],
+                name: None,
+                info: None,
+            },
+            conn: Mutex::new(Some(link)),
+            rooms: Mutex::default(),
+            watching: Mutex::default(),
+            last_frame: AtomicU64::new(0),
+            last_active: AtomicU64::new(0),
+            inactive: AtomicBool::new(false),
+            explicit_status: AtomicU8::new(0),
+            status: AtomicU8::new(0),
+            grace_gen: AtomicU64::new(0),
+            detached_at: AtomicU64::new(0),
+            ended: AtomicBool::new(false),
+            visited: Mutex::default(),
+        };
+        hub.sessions.insert(id.clone(), Arc::new(handle));
+        (id, rx)
+    }
+
+    #[test]
+    fn a_delivery_is_rendered_once_per_protocol_among_its_recipients() {
+        let hub = Hub::default();
+        let mut to = vec![];
+        let mut rxs = vec![];
+        for wire in [&A as &dyn Wire, &B, &A, &A, &B] {
+            let (id, rx) = session(&hub, wire);
+            to.push(id);
+            rxs.push((wire, rx));
+        }
+        hub.deliver(
+            &mut to.iter(),
+            Outgoing::PresenceCount {
+                room: "r",
+                count: 5,
+                seq: 1,
+                reply_ref: None,
+            },
+        );
+        assert_eq!(A.1.load(Ordering::SeqCst), 1);
+        assert_eq!(B.1.load(Ordering::SeqCst), 1);
+        for (wire, mut rx) in rxs {
+            let Ok(Outbound::Frame(f)) = rx.try_recv() else {
+                panic!("every recipient gets a frame");
+            };
+            let name = if std::ptr::addr_eq(wire, &A as &dyn Wire) {
+                "A"
+            } else {
+                "B"
+            };
+            assert!(
+                f.as_str().contains(name),
+                "{} in {name}'s protocol",
+                f.as_str()
+            );
+        }
     }
 }

@@ -34,7 +34,6 @@ use crate::core::session::SessionMeta;
 use crate::core::transition::{LockRelease, Transition};
 use crate::core::types::{DeviceInfo, LeaveReason, Role, Status};
 use crate::engine::{Engine, SubMode};
-use crate::frame::Frame;
 use crate::ids::{RoomId, RoomKey, SessionId, TenantId, UserId, UserRef};
 use crate::journal::Journal;
 use crate::metrics as m;
@@ -1205,12 +1204,13 @@ impl Node {
                 }
             }
         }
-        let frame = Frame::encode(
-            "STATUS_SNAPSHOT",
-            &serde_json::json!({ "users": snapshot }),
-            reply_ref,
+        hub::reply_to(
+            s,
+            hub::Reply::StatusSnapshot {
+                users: &snapshot,
+                reply_ref,
+            },
         );
-        hub::send_to(s, &frame);
         Ok(())
     }
 
@@ -1236,17 +1236,16 @@ impl Node {
         else {
             return;
         };
-        let v = self.user_status(user).await;
-        let frame = Frame::encode(
-            "STATUS",
-            &serde_json::json!({"userId": user.user, "status": v.status, "lastSeen": v.last_seen, "devices": v.devices}),
-            None,
-        );
-        let mut n = 0;
+        let view = self.user_status(user).await;
+        let reply = hub::Reply::Status {
+            user: &user.user,
+            view: &view,
+        };
         for sid in ws {
-            n += self.hub.send(&sid, &frame) as u64;
+            if let Some(s) = self.hub.get(&sid) {
+                hub::reply_to(&s, reply);
+            }
         }
-        metrics::counter!(m::MESSAGES_OUT, "type" => "STATUS").increment(n);
     }
 
     // ------------------------------------------------------------------ locks
@@ -1271,9 +1270,16 @@ impl Node {
             LockOutcome::Held(l) => (false, l),
         };
         let owner = LockOwnerView::new(&lock, &self.clock);
-        let ack = serde_json::json!({"room": id.key, "field": field, "success": success, "owner": owner, "expiresAt": owner.expires_at});
-        hub::send_to(s, &Frame::encode("LOCK_ACK", &ack, reply_ref));
-        metrics::counter!(m::MESSAGES_OUT, "type" => "LOCK_ACK").increment(1);
+        hub::reply_to(
+            s,
+            hub::Reply::LockAck {
+                room: &id.key,
+                field,
+                success,
+                owner: &owner,
+                reply_ref,
+            },
+        );
         if success {
             metrics::counter!(m::LOCK_ACQUISITIONS).increment(1);
             self.record_member(s, &id, "lock_acquired", serde_json::json!({"field": field}));
@@ -1304,10 +1310,15 @@ impl Node {
     ) -> Result<(), CoreError> {
         let id = self.joined_room(s, key)?;
         let released = self.engine.unlock(&id, field, &s.meta.id).await?;
-        let ack =
-            serde_json::json!({"room": id.key, "field": field, "success": released.is_some()});
-        hub::send_to(s, &Frame::encode("UNLOCK_ACK", &ack, reply_ref));
-        metrics::counter!(m::MESSAGES_OUT, "type" => "UNLOCK_ACK").increment(1);
+        hub::reply_to(
+            s,
+            hub::Reply::UnlockAck {
+                room: &id.key,
+                field,
+                success: released.is_some(),
+                reply_ref,
+            },
+        );
         if let Some(lock) = released {
             self.record_member(
                 s,

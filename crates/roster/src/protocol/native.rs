@@ -163,6 +163,7 @@ pub async fn serve(
     let kill = CancellationToken::new();
     let link = ConnLink {
         id: node.next_conn_id(),
+        wire: &super::render::NATIVE,
         tx,
         kill: kill.clone(),
         close_code: Arc::new(AtomicU16::new(0)),

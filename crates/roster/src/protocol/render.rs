@@ -1,8 +1,9 @@
-//! The native protocol's server messages rendered from core data: what the
-//! engines deliver ([`Outgoing`]: snapshots, counts, diffs, and lock/entity
-//! transitions). One rendering per delivery call, whatever the number of
-//! recipients (encode once). Another protocol renders the same data in a file
-//! of its own.
+//! The native protocol's server messages rendered from data: what the engines
+//! deliver ([`Outgoing`]: snapshots, counts, diffs, and lock/entity
+//! transitions) and what the node replies to one session ([`Reply`]: lock acks,
+//! watch status). This is the native [`Wire`]; the hub renders once per
+//! delivery, whatever the number of recipients (encode once). Another protocol
+//! renders the same data in a file of its own.
 
 use serde_json::json;
 
@@ -10,6 +11,49 @@ use crate::clock::iso;
 use crate::core::transition::{LockRelease, Transition};
 use crate::engine::Outgoing;
 use crate::frame::Frame;
+use crate::node::hub::{Reply, Wire};
+
+/// The native protocol's [`Wire`].
+pub struct Native;
+pub static NATIVE: Native = Native;
+
+impl Wire for Native {
+    fn outgoing(&self, msg: Outgoing<'_>) -> Option<(&'static str, Frame)> {
+        outgoing(msg)
+    }
+
+    fn reply(&self, reply: Reply<'_>) -> Option<(&'static str, Frame)> {
+        Some(match reply {
+            Reply::LockAck {
+                room,
+                field,
+                success,
+                owner,
+                reply_ref,
+            } => {
+                let body = json!({"room": room, "field": field, "success": success, "owner": owner, "expiresAt": owner.expires_at});
+                ("LOCK_ACK", Frame::encode("LOCK_ACK", &body, reply_ref))
+            }
+            Reply::UnlockAck {
+                room,
+                field,
+                success,
+                reply_ref,
+            } => {
+                let body = json!({"room": room, "field": field, "success": success});
+                ("UNLOCK_ACK", Frame::encode("UNLOCK_ACK", &body, reply_ref))
+            }
+            Reply::StatusSnapshot { users, reply_ref } => (
+                "STATUS_SNAPSHOT",
+                Frame::encode("STATUS_SNAPSHOT", &json!({ "users": users }), reply_ref),
+            ),
+            Reply::Status { user, view } => {
+                let body = json!({"userId": user, "status": view.status, "lastSeen": view.last_seen, "devices": view.devices});
+                ("STATUS", Frame::encode("STATUS", &body, None))
+            }
+        })
+    }
+}
 
 /// The message type and the frame for one delivery; `None` for a transition
 /// that members do not get as an event of its own.
