@@ -1,0 +1,317 @@
+//! Membership: `SUB` (join and the joiner's snapshot), `UNSUB`, member state,
+//! leaves (with the locks they release and the room they vacate), the diff
+//! window's flush, and access changes (participants, visibility) that evict
+//! members or release their locks.
+
+use super::*;
+
+impl Node {
+    pub(super) async fn leave_room(
+        &self,
+        s: &SessionHandle,
+        room: &RoomId,
+        reason: LeaveReason,
+        now: Instant,
+    ) {
+        self.leave_room_as(room, &s.meta.id, &s.meta.user, reason, now)
+            .await
+    }
+
+    pub(super) async fn leave_room_as(
+        &self,
+        room: &RoomId,
+        sid: &SessionId,
+        user: &UserId,
+        reason: LeaveReason,
+        now: Instant,
+    ) {
+        if let Some(left) = self.engine.leave(room, sid, reason, now).await {
+            let kind = if reason == LeaveReason::Timeout {
+                "timeout"
+            } else {
+                "leave"
+            };
+            self.record(
+                &room.tenant,
+                kind,
+                None,
+                Some(user),
+                Some(&room.key),
+                Some(sid),
+                serde_json::json!({"reason": reason.as_str()}),
+            );
+            self.stats.left(room, reason, self.clock.wall(now));
+            self.emit(Transition::MemberRemoved {
+                room: room.clone(),
+                user: user.clone(),
+                session: sid.clone(),
+                reason,
+            })
+            .await;
+            for field in left.released_locks {
+                self.record(
+                    &room.tenant,
+                    "lock_released",
+                    None,
+                    Some(user),
+                    Some(&room.key),
+                    Some(sid),
+                    serde_json::json!({"field": field, "reason": reason.as_str()}),
+                );
+                self.emit(Transition::LockReleased {
+                    room: room.clone(),
+                    field,
+                    user: user.clone(),
+                    session: sid.clone(),
+                    reason: LockRelease::OwnerLeft(reason),
+                })
+                .await;
+            }
+            if left.needs_flush {
+                self.schedule_flush(room).await;
+            }
+            if left.now_empty {
+                self.emit(Transition::RoomVacated { room: room.clone() })
+                    .await;
+                let idle = self
+                    .engine
+                    .room(room)
+                    .await
+                    .map(|r| r.settings.idle_ttl)
+                    .unwrap_or_default();
+                self.schedule(now + idle, Deadline::RoomIdle(room.clone()));
+            }
+        }
+    }
+
+    pub(super) async fn schedule_flush(&self, room: &RoomId) {
+        let w = self.timing().diff_window.0;
+        if w.is_zero() || self.shutting_down.load(Ordering::Relaxed) {
+            self.flush_diff(room, self.clock.now()).await;
+        } else {
+            self.schedule(self.clock.now() + w, Deadline::DiffFlush(room.clone()));
+        }
+    }
+
+    /// Publishes the room's pending diff. `since` is when the sweeper took the due
+    /// flush (or the change itself, without a diff window); the time from there
+    /// until the diff is handed to every local member's queue (Redis: published)
+    /// is the diff delivery histogram.
+    pub(super) async fn flush_diff(&self, room: &RoomId, since: Instant) {
+        let n = self
+            .engine
+            .flush(room, self.config.limits.presence_list_limit)
+            .await;
+        if n > 0 {
+            let took = self.clock.now().saturating_duration_since(since);
+            metrics::histogram!(m::DIFF_DELIVERY).record(took.as_secs_f64());
+        }
+    }
+
+    pub(super) fn actor<'a>(s: &'a SessionHandle) -> Actor<'a> {
+        Actor {
+            user: &s.identity.user,
+            open_role: s.identity.open_room_role(),
+            is_admin: s.identity.is_admin(),
+        }
+    }
+
+    pub async fn sub(
+        &self,
+        s: &Arc<SessionHandle>,
+        key: RoomKey,
+        mut state: Option<Value>,
+        mode: SubMode,
+        reply_ref: Option<&Value>,
+    ) -> Result<(), CoreError> {
+        let id = RoomId {
+            tenant: s.user_ref.tenant.clone(),
+            key,
+        };
+        let already = s.rooms.lock().contains(&id);
+        if already {
+            // Already in: a fresh snapshot, no diff; a new `state` is an update.
+            if let Some(st) = state.take() {
+                self.check_state(&st)?;
+                let set = self.engine.set_state(&id, &s.meta.id, st).await?;
+                self.state_set(s, &id, set).await;
+            }
+        }
+        if !already && s.rooms.lock().len() >= self.config.limits.max_rooms_per_session {
+            return Err(CoreError::new(
+                ErrorCode::TooManyRooms,
+                format!(
+                    "at most {} rooms per session",
+                    self.config.limits.max_rooms_per_session
+                ),
+            ));
+        }
+        if let Some(st) = &state {
+            self.check_state(st)?;
+        }
+        let member = Member::new(
+            s.meta.clone(),
+            self.clock.wall_now(),
+            state.unwrap_or_else(|| Value::Object(Default::default())),
+            mode == SubMode::Count,
+        );
+        let joined = self
+            .engine
+            .join(
+                &id,
+                self.ad_hoc_settings(&id),
+                member,
+                Self::actor(s),
+                mode,
+                self.config.limits.presence_list_limit,
+                reply_ref,
+            )
+            .await?;
+        s.rooms.lock().insert(id.clone());
+        if !joined.already_member {
+            if joined.occupied {
+                self.emit(Transition::RoomOccupied { room: id.clone() })
+                    .await;
+            }
+            self.emit(Transition::MemberAdded {
+                room: id.clone(),
+                user: s.meta.user.clone(),
+                session: s.meta.id.clone(),
+            })
+            .await;
+            s.visited.lock().insert(id.key.to_string());
+            self.record_member(
+                s,
+                &id,
+                "join",
+                serde_json::json!({"device": s.meta.device.device}),
+            );
+            self.stats.joined(&id, &s.meta.user, self.clock.wall_now());
+        }
+        if joined.needs_flush {
+            self.schedule_flush(&id).await;
+        }
+        if s.ended.load(Ordering::SeqCst) {
+            // Ended (kicked, timed out) while this SUB was in flight: don't leave a ghost.
+            s.rooms.lock().remove(&id);
+            self.leave_room(s, &id, LeaveReason::Left, self.clock.now())
+                .await;
+        }
+        Ok(())
+    }
+
+    pub fn check_state(&self, state: &Value) -> Result<(), CoreError> {
+        if !state.is_object() {
+            return Err(CoreError::new(
+                ErrorCode::BadRequest,
+                "field `state`: expected a JSON object",
+            ));
+        }
+        let size = serde_json::to_string(state)
+            .map(|s| s.len())
+            .unwrap_or(usize::MAX);
+        if size > self.config.limits.max_state_bytes {
+            return Err(CoreError::new(
+                ErrorCode::StateTooLarge,
+                format!(
+                    "state is {size} bytes; at most {} allowed",
+                    self.config.limits.max_state_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    pub(super) fn joined_room(&self, s: &SessionHandle, key: RoomKey) -> Result<RoomId, CoreError> {
+        let id = RoomId {
+            tenant: s.user_ref.tenant.clone(),
+            key,
+        };
+        if s.rooms.lock().contains(&id) {
+            Ok(id)
+        } else {
+            Err(CoreError::new(
+                ErrorCode::NotSubscribed,
+                format!("not subscribed to {}", id.key),
+            ))
+        }
+    }
+
+    pub async fn unsub(&self, s: &Arc<SessionHandle>, key: RoomKey) -> Result<(), CoreError> {
+        let id = self.joined_room(s, key)?;
+        s.rooms.lock().remove(&id);
+        self.leave_room(s, &id, LeaveReason::Left, self.clock.now())
+            .await;
+        Ok(())
+    }
+
+    pub async fn set_state(
+        &self,
+        s: &Arc<SessionHandle>,
+        key: RoomKey,
+        state: Value,
+    ) -> Result<(), CoreError> {
+        let id = self.joined_room(s, key)?;
+        self.check_state(&state)?;
+        let set = self.engine.set_state(&id, &s.meta.id, state).await?;
+        self.state_set(s, &id, set).await;
+        Ok(())
+    }
+
+    /// After the engine set a member's state: `None` if it was unchanged.
+    pub(super) async fn state_set(
+        &self,
+        s: &SessionHandle,
+        room: &RoomId,
+        set: Option<crate::core::room::NeedsFlush>,
+    ) {
+        let Some(needs_flush) = set else { return };
+        self.emit(Transition::MemberUpdated {
+            room: room.clone(),
+            user: s.meta.user.clone(),
+            session: s.meta.id.clone(),
+        })
+        .await;
+        if needs_flush {
+            self.schedule_flush(room).await;
+        }
+    }
+
+    /// After a participant change: members whose role no longer lets them in (a
+    /// private room they are no participant of) are kicked.
+    pub async fn participant_changed(
+        &self,
+        room: &RoomId,
+        user: UserId,
+        role: Option<Role>,
+    ) -> Result<(), CoreError> {
+        let change = self.engine.set_participant(room, user, role).await?;
+        self.access_changed(room, change).await;
+        Ok(())
+    }
+
+    /// Carries out an [`AccessChange`]: locks released are announced, evicted
+    /// sessions are kicked.
+    pub async fn access_changed(&self, room: &RoomId, change: crate::core::room::AccessChange) {
+        for lock in change.released_locks {
+            self.record(
+                &room.tenant,
+                "lock_released",
+                None,
+                Some(&lock.user),
+                Some(&room.key),
+                Some(&lock.session),
+                serde_json::json!({"field": lock.field, "reason": "role"}),
+            );
+            self.emit(Transition::LockReleased {
+                room: room.clone(),
+                field: lock.field,
+                user: lock.user,
+                session: lock.session,
+                reason: LockRelease::AccessLost,
+            })
+            .await;
+        }
+        self.kick_sessions(change.evicted).await;
+    }
+}
