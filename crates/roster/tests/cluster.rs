@@ -1157,3 +1157,42 @@ async fn the_redis_health_gauge_follows_a_hung_redis() {
     wait_ready(std::slice::from_ref(&s), 200).await;
     assert_eq!(metric(&s.metrics().await, "roster_redis_up"), 1.0);
 }
+
+/// With Redis gone, the REST reads of live state say so (`503 unavailable`)
+/// instead of answering "no such room", "offline" or an empty list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_reads_of_live_state_answer_503_while_redis_is_down() {
+    let mut redis = PrivateRedis::start_on(PrivateRedis::free_port());
+    let prefix = unique_prefix();
+    let url = redis.url();
+    let s = Server::start_with(&[
+        ("ROSTER_ENGINE_URL", url.as_str()),
+        ("ROSTER_ENGINE_PREFIX", prefix.as_str()),
+    ])
+    .await;
+    let mut alice = s.client("alice").await;
+    alice.sub("Order:5", None).await.unwrap();
+    let token = s.token("bob");
+    let reads = [
+        "/api/v1/rooms",
+        "/api/v1/rooms/Order:5",
+        "/api/v1/rooms/Order:5/presence",
+        "/api/v1/rooms/Order:5/locks",
+        "/api/v1/users/alice/online",
+        "/api/v1/users/alice/presence",
+    ];
+    for path in reads {
+        let (code, body) = s.rest("GET", path, &token, None).await;
+        assert_eq!(code, 200, "{path} with Redis up: {body}");
+    }
+    redis.kill();
+    wait_ready(std::slice::from_ref(&s), 503).await;
+    for path in reads {
+        let (code, body) = s.rest("GET", path, &token, None).await;
+        assert_eq!(
+            (code, body["error"]["code"].as_str()),
+            (503, Some("unavailable")),
+            "{path} with Redis down: {body}"
+        );
+    }
+}

@@ -364,7 +364,8 @@ impl World {
 
     async fn run(&self, op: &Op) -> String {
         let e = &self.engine;
-        let code = |e: roster::core::error::CoreError| {
+        let code = |e: roster::engine::EngineError| {
+            let e = roster::core::error::CoreError::from(e);
             format!("err {}\u{1f}{}", e.code.as_str(), e.message)
         };
         match *op {
@@ -628,7 +629,7 @@ async fn run_case(kind: &str, seed: u64) -> Result<Vec<String>, String> {
         replies.push(got);
         // A user is online (or away) iff it has a live session.
         for u in 0..3 {
-            let rec = w.engine.user(&w.user(u)).await;
+            let rec = w.engine.user(&w.user(u)).await.unwrap();
             let live: Vec<&SessionId> = model
                 .live
                 .keys()
@@ -657,7 +658,7 @@ async fn run_case(kind: &str, seed: u64) -> Result<Vec<String>, String> {
     loop {
         let mut behind = None;
         for (r, room_key) in ROOMS.iter().enumerate() {
-            let Some(snap) = w.engine.snapshot(&w.room(r)).await else {
+            let Some(snap) = w.engine.snapshot(&w.room(r)).await.unwrap() else {
                 continue;
             };
             let frames = w.recorder.0.lock().unwrap().clone();
@@ -681,7 +682,12 @@ async fn run_case(kind: &str, seed: u64) -> Result<Vec<String>, String> {
                     "room {r}: engine holds {engine_ids:?}, model {sorted_model:?}"
                 ));
             }
-            let locks = w.engine.locks(&w.room(r)).await.unwrap_or_default();
+            let locks = w
+                .engine
+                .locks(&w.room(r))
+                .await
+                .unwrap()
+                .unwrap_or_default();
             for (f, o) in &locks {
                 let fi = FIELDS.iter().position(|x| x == f).unwrap();
                 let want = model.locks.get(&(r, fi)).map(|&s| w.sessions[s].0.clone());

@@ -8,7 +8,7 @@
 //! Who emits: the node that performed the operation, once in the cluster (an
 //! engine answers each operation to exactly one caller: a leave, a lock expiry,
 //! a dead session's claim). Members hear of their room's lock and entity
-//! transitions through the engine ([`crate::engine::Engine::broadcast`], which on
+//! transitions through the engine ([`crate::engine::Presence::broadcast`], which on
 //! Redis publishes this type as data); of joins, leaves and updates through the
 //! room's diffs (`core::diff`), which carry the same facts per `seq`.
 

@@ -13,7 +13,10 @@ use parking_lot::Mutex;
 use serde_json::Value;
 use tokio::time::Instant;
 
-use super::{Engine, Outbox, Outgoing, RoomPatch, RoomSummary, SubMode, UserChange, UserRecord};
+use super::{
+    Cluster, EngineError, Locks, Outbox, Outgoing, Presence, RoomPatch, RoomSummary, Rooms,
+    SubMode, UserChange, UserRecord, Users,
+};
 use crate::clock::Clock;
 use crate::core::error::CoreError;
 use crate::core::room::{
@@ -135,11 +138,11 @@ impl MemoryEngine {
 }
 
 #[async_trait]
-impl Engine for MemoryEngine {
-    async fn create_room(&self, id: RoomId, settings: RoomSettings) -> Result<(), CoreError> {
+impl Rooms for MemoryEngine {
+    async fn create_room(&self, id: RoomId, settings: RoomSettings) -> Result<(), EngineError> {
         use dashmap::mapref::entry::Entry;
         match self.rooms.entry(id.clone()) {
-            Entry::Occupied(_) => Err(CoreError::room_exists(&id.key)),
+            Entry::Occupied(_) => Err(CoreError::room_exists(&id.key).into()),
             Entry::Vacant(v) => {
                 v.insert(Arc::new(Mutex::new(Room::new(
                     id,
@@ -151,15 +154,15 @@ impl Engine for MemoryEngine {
         }
     }
 
-    async fn room(&self, id: &RoomId) -> Option<RoomSummary> {
-        self.with(id, |r| Self::summary(r))
+    async fn room(&self, id: &RoomId) -> Result<Option<RoomSummary>, EngineError> {
+        Ok(self.with(id, |r| Self::summary(r)))
     }
 
     async fn update_room(
         &self,
         id: &RoomId,
         p: RoomPatch,
-    ) -> Result<(RoomSummary, AccessChange), CoreError> {
+    ) -> Result<(RoomSummary, AccessChange), EngineError> {
         self.with(id, |r| {
             p.apply(&mut r.settings);
             let change = if p.visibility.is_some() {
@@ -169,14 +172,16 @@ impl Engine for MemoryEngine {
             };
             (Self::summary(r), change)
         })
-        .ok_or_else(|| Self::not_found(id))
+        .ok_or_else(|| Self::not_found(id).into())
     }
 
-    async fn delete_room(&self, id: &RoomId) -> Option<Vec<SessionId>> {
-        let (_, room) = self.rooms.remove(id)?;
+    async fn delete_room(&self, id: &RoomId) -> Result<Option<Vec<SessionId>>, EngineError> {
+        let Some((_, room)) = self.rooms.remove(id) else {
+            return Ok(None);
+        };
         let mut r = room.lock();
         r.removed = true;
-        Some(r.member_ids().cloned().collect())
+        Ok(Some(r.member_ids().cloned().collect()))
     }
 
     async fn set_participant(
@@ -184,12 +189,12 @@ impl Engine for MemoryEngine {
         id: &RoomId,
         user: UserId,
         role: Option<Role>,
-    ) -> Result<AccessChange, CoreError> {
+    ) -> Result<AccessChange, EngineError> {
         self.with(id, |r| r.set_participant(user, role))
-            .ok_or_else(|| Self::not_found(id))
+            .ok_or_else(|| Self::not_found(id).into())
     }
 
-    async fn list_rooms(&self, tenant: &TenantId) -> Vec<RoomSummary> {
+    async fn list_rooms(&self, tenant: &TenantId) -> Result<Vec<RoomSummary>, EngineError> {
         let rooms: Vec<Arc<Mutex<Room>>> = self
             .rooms
             .iter()
@@ -198,18 +203,21 @@ impl Engine for MemoryEngine {
             .collect();
         let mut out: Vec<RoomSummary> = rooms.iter().map(|r| Self::summary(&r.lock())).collect();
         out.sort_by(|a, b| a.id.key.cmp(&b.id.key));
-        out
+        Ok(out)
     }
 
-    async fn all_rooms(&self) -> Vec<RoomSummary> {
+    async fn all_rooms(&self) -> Result<Vec<RoomSummary>, EngineError> {
         let rooms: Vec<Arc<Mutex<Room>>> = self.rooms.iter().map(|e| e.value().clone()).collect();
-        rooms.iter().map(|r| Self::summary(&r.lock())).collect()
+        Ok(rooms.iter().map(|r| Self::summary(&r.lock())).collect())
     }
 
     async fn room_count(&self) -> usize {
         self.rooms.len()
     }
+}
 
+#[async_trait]
+impl Presence for MemoryEngine {
     async fn join(
         &self,
         id: &RoomId,
@@ -219,7 +227,7 @@ impl Engine for MemoryEngine {
         mode: SubMode,
         list_limit: usize,
         reply_ref: Option<&Value>,
-    ) -> Result<Joined, CoreError> {
+    ) -> Result<Joined, EngineError> {
         let (mut r, created) = self.lock_or_create(id, &create);
         let session = member.meta.id.clone();
         let joined = match r.join(member, actor) {
@@ -229,7 +237,7 @@ impl Engine for MemoryEngine {
                 if created {
                     self.drop_room(id, r);
                 }
-                return Err(e);
+                return Err(e.into());
             }
         };
         let to = [session];
@@ -272,9 +280,10 @@ impl Engine for MemoryEngine {
         id: &RoomId,
         session: &SessionId,
         state: Value,
-    ) -> Result<Option<NeedsFlush>, CoreError> {
-        self.with(id, |r| r.set_state(session, state))
-            .unwrap_or_else(|| Err(CoreError::not_subscribed(&id.key)))
+    ) -> Result<Option<NeedsFlush>, EngineError> {
+        Ok(self
+            .with(id, |r| r.set_state(session, state))
+            .unwrap_or_else(|| Err(CoreError::not_subscribed(&id.key)))?)
     }
 
     async fn touch(&self, id: &RoomId, session: &SessionId, _status: Status) -> NeedsFlush {
@@ -325,13 +334,14 @@ impl Engine for MemoryEngine {
         .unwrap_or(0)
     }
 
-    async fn snapshot(&self, id: &RoomId) -> Option<PresenceSnapshot> {
-        self.with(id, |r| r.snapshot(&self.clock))
+    async fn snapshot(&self, id: &RoomId) -> Result<Option<PresenceSnapshot>, EngineError> {
+        Ok(self.with(id, |r| r.snapshot(&self.clock)))
     }
 
-    async fn members(&self, id: &RoomId) -> Vec<SessionId> {
-        self.with(id, |r| r.member_ids().cloned().collect())
-            .unwrap_or_default()
+    async fn members(&self, id: &RoomId) -> Result<Vec<SessionId>, EngineError> {
+        Ok(self
+            .with(id, |r| r.member_ids().cloned().collect())
+            .unwrap_or_default())
     }
 
     async fn broadcast(&self, id: &RoomId, t: &Transition) -> usize {
@@ -357,7 +367,10 @@ impl Engine for MemoryEngine {
             })
             .is_some()
     }
+}
 
+#[async_trait]
+impl Locks for MemoryEngine {
     async fn lock(
         &self,
         id: &RoomId,
@@ -365,9 +378,10 @@ impl Engine for MemoryEngine {
         session: &SessionId,
         now: Instant,
         ttl: Duration,
-    ) -> Result<LockOutcome, CoreError> {
-        self.with(id, |r| r.lock(field, session, now, ttl))
-            .unwrap_or_else(|| Err(CoreError::not_subscribed(&id.key)))
+    ) -> Result<LockOutcome, EngineError> {
+        Ok(self
+            .with(id, |r| r.lock(field, session, now, ttl))
+            .unwrap_or_else(|| Err(CoreError::not_subscribed(&id.key)))?)
     }
 
     async fn unlock(
@@ -375,9 +389,10 @@ impl Engine for MemoryEngine {
         id: &RoomId,
         field: &str,
         session: &SessionId,
-    ) -> Result<Option<FieldLock>, CoreError> {
-        self.with(id, |r| r.unlock(field, session))
-            .unwrap_or_else(|| Err(CoreError::not_subscribed(&id.key)))
+    ) -> Result<Option<FieldLock>, EngineError> {
+        Ok(self
+            .with(id, |r| r.unlock(field, session))
+            .unwrap_or_else(|| Err(CoreError::not_subscribed(&id.key)))?)
     }
 
     async fn refresh_locks(
@@ -399,13 +414,16 @@ impl Engine for MemoryEngine {
         self.with(id, |r| r.force_unlock(field)).flatten()
     }
 
-    async fn locks(&self, id: &RoomId) -> Option<BTreeMap<String, LockOwnerView>> {
-        self.with(id, |r| {
+    async fn locks(
+        &self,
+        id: &RoomId,
+    ) -> Result<Option<BTreeMap<String, LockOwnerView>>, EngineError> {
+        Ok(self.with(id, |r| {
             r.locks()
                 .iter()
                 .map(|(f, l)| (f.clone(), LockOwnerView::new(l, &self.clock)))
                 .collect()
-        })
+        }))
     }
 
     async fn require_role(
@@ -414,9 +432,10 @@ impl Engine for MemoryEngine {
         session: &SessionId,
         role: Role,
         action: &str,
-    ) -> Result<(), CoreError> {
-        self.with(id, |r| r.require_role(session, role, action))
-            .unwrap_or_else(|| Err(CoreError::not_subscribed(&id.key)))
+    ) -> Result<(), EngineError> {
+        Ok(self
+            .with(id, |r| r.require_role(session, role, action))
+            .unwrap_or_else(|| Err(CoreError::not_subscribed(&id.key)))?)
     }
 
     async fn mutating(
@@ -444,7 +463,10 @@ impl Engine for MemoryEngine {
         })
         .flatten()
     }
+}
 
+#[async_trait]
+impl Users for MemoryEngine {
     async fn user_attach(
         &self,
         user: &UserRef,
@@ -498,8 +520,8 @@ impl Engine for MemoryEngine {
         });
     }
 
-    async fn user(&self, user: &UserRef) -> UserRecord {
-        match self.users.get(user) {
+    async fn user(&self, user: &UserRef) -> Result<UserRecord, EngineError> {
+        Ok(match self.users.get(user) {
             Some(e) => UserRecord {
                 status: e.merged(),
                 last_seen: e.last_seen,
@@ -517,6 +539,9 @@ impl Engine for MemoryEngine {
                 sessions: vec![],
                 devices: vec![],
             },
-        }
+        })
     }
 }
+
+#[async_trait]
+impl Cluster for MemoryEngine {}

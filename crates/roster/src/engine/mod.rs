@@ -29,6 +29,33 @@ pub use crate::core::types::SubMode;
 use crate::core::types::{Role, Status};
 use crate::ids::{RoomId, SessionId, TenantId, UserId, UserRef};
 
+/// Why an engine operation did not happen. Every fallible answer of the engine
+/// says which of the two it was, so "absent" never stands for "unreachable".
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    /// A rule of presence refused it (the caller's error: not subscribed, room
+    /// full, no such room, …).
+    #[error(transparent)]
+    Refused(#[from] CoreError),
+    /// The shared state could not be reached: nothing was done; try again.
+    #[error("the presence engine (Redis) is unavailable; try again")]
+    Unavailable,
+}
+
+impl From<EngineError> for CoreError {
+    /// For a client of the wire protocol, an unreachable engine is `internal`
+    /// (PROTOCOL §13); REST answers it `503 unavailable` (`http/api`).
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Refused(e) => e,
+            EngineError::Unavailable => CoreError::new(
+                crate::core::error::ErrorCode::Internal,
+                EngineError::Unavailable.to_string(),
+            ),
+        }
+    }
+}
+
 /// What the engine asks the node to deliver to local sessions, as data. The
 /// node has each recipient's protocol render it, once per protocol, whatever
 /// the number of recipients.
@@ -126,12 +153,12 @@ pub enum EngineEvent {
     /// Close a local session (kicked from another node).
     Kick(SessionId, u16),
     /// The shared state is reachable again after an outage: the node writes its
-    /// sessions back (Redis may have lost them) and then calls [`Engine::resync`].
+    /// sessions back (Redis may have lost them) and then calls [`Cluster::resync`].
     Recovered,
     /// A local session was resumed on another node: drop it here, silently.
     TakenOver(SessionId),
     /// Another node asks for this node's sessions: answer with
-    /// [`Engine::answer_sessions`].
+    /// [`Cluster::answer_sessions`].
     SessionsAsked(SessionsAsked),
 }
 
@@ -151,24 +178,28 @@ pub struct DeadSession {
     pub id: SessionId,
     pub user: UserRef,
     pub rooms: Vec<RoomId>,
-    /// Handed over by its node's shutdown ([`Engine::hand_over_at_shutdown`]):
+    /// Handed over by its node's shutdown ([`Cluster::hand_over_at_shutdown`]):
     /// nobody resumed it within its leave grace, so it is `disconnected`.
     pub handed_over: bool,
 }
 
+/// Rooms as things (settings, participants; REST and the sweeper).
 #[async_trait]
-pub trait Engine: Send + Sync + 'static {
-    // ---- rooms as things (REST) ----
-    async fn create_room(&self, id: RoomId, settings: RoomSettings) -> Result<(), CoreError>;
-    async fn room(&self, id: &RoomId) -> Option<RoomSummary>;
+pub trait Rooms: Send + Sync + 'static {
+    async fn create_room(&self, id: RoomId, settings: RoomSettings) -> Result<(), EngineError>;
+
+    async fn room(&self, id: &RoomId) -> Result<Option<RoomSummary>, EngineError>;
+
     /// Changes settings; a visibility change re-checks members' access.
     async fn update_room(
         &self,
         id: &RoomId,
         patch: RoomPatch,
-    ) -> Result<(RoomSummary, AccessChange), CoreError>;
+    ) -> Result<(RoomSummary, AccessChange), EngineError>;
+
     /// Removes the room; returns the sessions that were in it (to be kicked).
-    async fn delete_room(&self, id: &RoomId) -> Option<Vec<SessionId>>;
+    async fn delete_room(&self, id: &RoomId) -> Result<Option<Vec<SessionId>>, EngineError>;
+
     /// Sets or removes a participant role and applies it to members already in
     /// the room; says who must be kicked and which locks were released.
     async fn set_participant(
@@ -176,13 +207,19 @@ pub trait Engine: Send + Sync + 'static {
         id: &RoomId,
         user: UserId,
         role: Option<Role>,
-    ) -> Result<AccessChange, CoreError>;
-    async fn list_rooms(&self, tenant: &TenantId) -> Vec<RoomSummary>;
-    async fn room_count(&self) -> usize;
-    /// Every room of every tenant (statistics sampling).
-    async fn all_rooms(&self) -> Vec<RoomSummary>;
+    ) -> Result<AccessChange, EngineError>;
 
-    // ---- membership ----
+    async fn list_rooms(&self, tenant: &TenantId) -> Result<Vec<RoomSummary>, EngineError>;
+
+    async fn room_count(&self) -> usize;
+
+    /// Every room of every tenant (statistics sampling).
+    async fn all_rooms(&self) -> Result<Vec<RoomSummary>, EngineError>;
+}
+
+/// Membership of rooms, member state, and the room's diffs and events.
+#[async_trait]
+pub trait Presence: Send + Sync + 'static {
     /// Joins (creating the room with `create` if absent) and delivers the joiner's
     /// `PRESENCE`/`PRESENCE_COUNT` in the same transition.
     #[allow(clippy::too_many_arguments)]
@@ -195,7 +232,8 @@ pub trait Engine: Send + Sync + 'static {
         mode: SubMode,
         list_limit: usize,
         reply_ref: Option<&Value>,
-    ) -> Result<Joined, CoreError>;
+    ) -> Result<Joined, EngineError>;
+
     async fn leave(
         &self,
         id: &RoomId,
@@ -203,27 +241,37 @@ pub trait Engine: Send + Sync + 'static {
         reason: crate::core::types::LeaveReason,
         now: Instant,
     ) -> Option<Left>;
+
     async fn set_state(
         &self,
         id: &RoomId,
         session: &SessionId,
         state: Value,
-    ) -> Result<Option<NeedsFlush>, CoreError>;
+    ) -> Result<Option<NeedsFlush>, EngineError>;
+
     /// Something shown in the member's entry changed; `status` is the user's
     /// merged status now.
     async fn touch(&self, id: &RoomId, session: &SessionId, status: Status) -> NeedsFlush;
+
     /// Flushes the pending diff to members (one `seq`). Returns the number of
     /// deliveries made.
     async fn flush(&self, id: &RoomId, list_limit: usize) -> usize;
-    async fn snapshot(&self, id: &RoomId) -> Option<PresenceSnapshot>;
-    async fn members(&self, id: &RoomId) -> Vec<SessionId>;
+
+    async fn snapshot(&self, id: &RoomId) -> Result<Option<PresenceSnapshot>, EngineError>;
+
+    async fn members(&self, id: &RoomId) -> Result<Vec<SessionId>, EngineError>;
+
     /// Tells every member (of every node) of a lock or entity transition.
     /// Returns the local deliveries made (0 where delivery is asynchronous).
     async fn broadcast(&self, id: &RoomId, t: &Transition) -> usize;
+
     /// Drops an ad-hoc room that has stayed empty for its idle TTL.
     async fn remove_if_idle(&self, id: &RoomId, now: Instant) -> bool;
+}
 
-    // ---- locks ----
+/// Field locks and the entity lifecycle of a room.
+#[async_trait]
+pub trait Locks: Send + Sync + 'static {
     async fn lock(
         &self,
         id: &RoomId,
@@ -231,13 +279,15 @@ pub trait Engine: Send + Sync + 'static {
         session: &SessionId,
         now: Instant,
         ttl: Duration,
-    ) -> Result<LockOutcome, CoreError>;
+    ) -> Result<LockOutcome, EngineError>;
+
     async fn unlock(
         &self,
         id: &RoomId,
         field: &str,
         session: &SessionId,
-    ) -> Result<Option<FieldLock>, CoreError>;
+    ) -> Result<Option<FieldLock>, EngineError>;
+
     /// A heartbeat of a member: its locks last until `until`; its measured
     /// latency (shown in its entry) is `latency_ms`.
     async fn refresh_locks(
@@ -247,18 +297,24 @@ pub trait Engine: Send + Sync + 'static {
         until: Instant,
         latency_ms: Option<u32>,
     ) -> Vec<String>;
+
     async fn expire_lock(&self, id: &RoomId, field: &str, now: Instant) -> Option<FieldLock>;
+
     async fn force_unlock(&self, id: &RoomId, field: &str) -> Option<FieldLock>;
-    async fn locks(&self, id: &RoomId) -> Option<BTreeMap<String, LockOwnerView>>;
+
+    async fn locks(
+        &self,
+        id: &RoomId,
+    ) -> Result<Option<BTreeMap<String, LockOwnerView>>, EngineError>;
+
     async fn require_role(
         &self,
         id: &RoomId,
         session: &SessionId,
         role: Role,
         action: &str,
-    ) -> Result<(), CoreError>;
+    ) -> Result<(), EngineError>;
 
-    // ---- entity lifecycle ----
     async fn mutating(
         &self,
         id: &RoomId,
@@ -267,10 +323,15 @@ pub trait Engine: Send + Sync + 'static {
         now: Instant,
         stale_ttl: Duration,
     ) -> EntityView;
-    async fn mutated(&self, id: &RoomId, create: RoomSettings) -> EntityView;
-    async fn expire_stale(&self, id: &RoomId, now: Instant) -> Option<EntityView>;
 
-    // ---- users ----
+    async fn mutated(&self, id: &RoomId, create: RoomSettings) -> EntityView;
+
+    async fn expire_stale(&self, id: &RoomId, now: Instant) -> Option<EntityView>;
+}
+
+/// Users' merged status over their live sessions.
+#[async_trait]
+pub trait Users: Send + Sync + 'static {
     /// A session of the user went live; returns the status change and the shared
     /// cell that mirrors the user's merged status.
     async fn user_attach(
@@ -280,31 +341,41 @@ pub trait Engine: Send + Sync + 'static {
         status: Status,
         device: &str,
     ) -> (UserChange, Arc<AtomicU8>);
+
     async fn user_detach(&self, user: &UserRef, session: &SessionId, now: SystemTime)
         -> UserChange;
+
     async fn user_set_status(
         &self,
         user: &UserRef,
         session: &SessionId,
         status: Status,
     ) -> UserChange;
-    async fn user(&self, user: &UserRef) -> UserRecord;
+
+    async fn user(&self, user: &UserRef) -> Result<UserRecord, EngineError>;
+
     /// Remembers an earlier `last_seen` (from the store) for a user with none.
     async fn user_seen(&self, user: &UserRef, at: SystemTime);
+}
 
-    // ---- several nodes (no-ops for an engine that lives in one process) ----
+/// Several nodes sharing the state: liveness, hand-over, take-over, questions between nodes. No-ops for an engine that lives in one process.
+#[async_trait]
+pub trait Cluster: Send + Sync + 'static {
     /// Whether other nodes share this state (then the node runs the liveness sweep).
     fn shared(&self) -> bool {
         false
     }
+
     /// Whether the shared state is reachable (`/readyz`).
     fn healthy(&self) -> bool {
         true
     }
+
     /// The rooms a session (possibly of another node) is in.
     async fn session_rooms(&self, _session: &SessionId) -> Vec<RoomId> {
         vec![]
     }
+
     /// A session of this node started: registered for the liveness sweep.
     async fn session_opened(
         &self,
@@ -313,41 +384,52 @@ pub trait Engine: Send + Sync + 'static {
         _client_id: Option<&str>,
     ) {
     }
+
     /// A session of this node ended normally.
     async fn session_closed(&self, _session: &SessionId) {}
+
     /// This node's sessions are alive until `until` (called every sweep interval).
     async fn sessions_alive(&self, _sessions: &[SessionId], _until: SystemTime) {}
+
     /// The node is shutting down: each of its sessions stays in the shared
     /// state until its deadline (the end of its leave grace), may be taken over
     /// by a `clientId` resume on any node, and is claimed by another node's
     /// sweep as [`DeadSession::handed_over`] if nobody resumes it.
     async fn hand_over_at_shutdown(&self, _sessions: &[(SessionId, SystemTime)]) {}
+
     /// Claims sessions whose node stopped refreshing them; each is claimed by
     /// exactly one caller cluster-wide.
     async fn claim_dead(&self, _now: SystemTime) -> Vec<DeadSession> {
         vec![]
     }
+
     /// The user of a live session of any node (shared engines; `None` here).
     async fn session_user(&self, _session: &SessionId) -> Option<UserRef> {
         None
     }
+
     /// Closes a session that may live on another node.
     async fn kick_remote(&self, _session: &SessionId, _code: u16) {}
+
     /// The sessions that the other nodes hold of `tenant` (of `user` only, if
     /// given), each as its node sees it now. Nothing on one node.
     async fn remote_sessions(
         &self,
         _tenant: &TenantId,
         _user: Option<&UserId>,
-    ) -> Result<Vec<SessionInfoView>, CoreError> {
+    ) -> Result<Vec<SessionInfoView>, EngineError> {
         Ok(vec![])
     }
+
     /// This node's answer to [`EngineEvent::SessionsAsked`].
     async fn answer_sessions(&self, _ask: SessionsAsked, _sessions: Vec<SessionInfoView>) {}
+
     /// Tells other nodes that a user's status or sessions changed.
     async fn announce_user(&self, _user: &UserRef) {}
+
     /// Sends every local member a fresh snapshot (diffs may have been missed).
     async fn resync(&self) {}
+
     /// A `clientId` resume of a session held by another node: moves it to this
     /// node (atomically; the other node is told) and returns it with its rooms.
     async fn take_over(
@@ -357,13 +439,22 @@ pub trait Engine: Send + Sync + 'static {
     ) -> Option<(SessionId, Vec<RoomId>)> {
         None
     }
+
     /// Delivers to a taken-over session what its rooms publish from now on.
     async fn adopt_local(&self, _session: &SessionId, _rooms: &[RoomId]) {}
+
     /// Stops delivering to a session that moved to another node.
     async fn forget_local(&self, _session: &SessionId, _rooms: &[RoomId]) {}
+
     /// Before a session's leaves: `false` if another node has taken it over
-    /// (then it must not leave anything). Atomic with [`Engine::take_over`].
+    /// (then it must not leave anything). Atomic with [`Cluster::take_over`].
     async fn release_session(&self, _session: &SessionId) -> bool {
         true
     }
 }
+
+/// The whole engine, as the node holds it (`Arc<dyn Engine>`): every small
+/// trait above. Implemented for whatever implements them all.
+pub trait Engine: Rooms + Presence + Locks + Users + Cluster {}
+
+impl<T: Rooms + Presence + Locks + Users + Cluster> Engine for T {}

@@ -22,12 +22,12 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::{
-    DeadSession, Engine, EngineEvent, Outbox, Outgoing, RoomPatch, RoomSummary, SessionsAsked,
-    SubMode, UserChange, UserRecord,
+    Cluster, DeadSession, EngineError, EngineEvent, Locks, Outbox, Outgoing, Presence, RoomPatch,
+    RoomSummary, Rooms, SessionsAsked, SubMode, UserChange, UserRecord, Users,
 };
 use crate::clock::Clock;
 use crate::core::diff::{plan, Op, Plan};
-use crate::core::error::{CoreError, ErrorCode};
+use crate::core::error::CoreError;
 use crate::core::room::{
     AccessChange, Actor, EntityView, FieldLock, Joined, Left, LockOutcome, LockOwnerView, Member,
     MemberView, NeedsFlush, PresenceDiff, PresenceSnapshot, ReleasedLock, RoomSettings, RoomStatus,
@@ -265,12 +265,9 @@ fn ms(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
-fn unavailable(e: redis::RedisError) -> CoreError {
+fn unavailable(e: redis::RedisError) -> EngineError {
     tracing::warn!("redis: {e}");
-    CoreError::new(
-        ErrorCode::Internal,
-        "the presence engine (Redis) is unavailable; try again",
-    )
+    EngineError::Unavailable
 }
 
 // ---- reading script replies -------------------------------------------------
@@ -1171,7 +1168,7 @@ impl Inner {
 }
 
 /// A script's refusal (`{'err', code, detail}`) as the core words it.
-fn core_err(code: &str, id: &RoomId, detail: &str) -> CoreError {
+fn core_err(code: &str, id: &RoomId, detail: &str) -> EngineError {
     let room = &id.key;
     match code {
         "room_closed" => CoreError::room_closed(room, detail == "closed"),
@@ -1186,19 +1183,20 @@ fn core_err(code: &str, id: &RoomId, detail: &str) -> CoreError {
         "not_lock_owner" => CoreError::not_lock_owner(room, detail),
         _ => CoreError::not_subscribed(room),
     }
+    .into()
 }
 
-fn no_room(id: &RoomId) -> CoreError {
-    CoreError::no_room(&id.key)
+fn no_room(id: &RoomId) -> EngineError {
+    CoreError::no_room(&id.key).into()
 }
 
-fn role_err(id: &RoomId, action: &str, needed: Role, have: Role) -> CoreError {
-    CoreError::role_needed(&id.key, action, needed, have)
+fn role_err(id: &RoomId, action: &str, needed: Role, have: Role) -> EngineError {
+    CoreError::role_needed(&id.key, action, needed, have).into()
 }
 
 #[async_trait]
-impl Engine for RedisEngine {
-    async fn create_room(&self, id: RoomId, settings: RoomSettings) -> Result<(), CoreError> {
+impl Rooms for RedisEngine {
+    async fn create_room(&self, id: RoomId, settings: RoomSettings) -> Result<(), EngineError> {
         let i = &self.inner;
         let cfg = cfg_args(&settings);
         let mut args = vec![ms(SystemTime::now()).to_string(), cfg.len().to_string()];
@@ -1213,20 +1211,20 @@ impl Engine for RedisEngine {
             .map_err(unavailable)?;
         i.index_room(&id).await;
         if int(&created) == 0 {
-            return Err(CoreError::room_exists(&id.key));
+            return Err(CoreError::room_exists(&id.key).into());
         }
         Ok(())
     }
 
-    async fn room(&self, id: &RoomId) -> Option<RoomSummary> {
-        self.inner.summary(id).await.ok().flatten()
+    async fn room(&self, id: &RoomId) -> Result<Option<RoomSummary>, EngineError> {
+        self.inner.summary(id).await.map_err(unavailable)
     }
 
     async fn update_room(
         &self,
         id: &RoomId,
         p: RoomPatch,
-    ) -> Result<(RoomSummary, AccessChange), CoreError> {
+    ) -> Result<(RoomSummary, AccessChange), EngineError> {
         let i = &self.inner;
         let mut args = vec![if p.visibility.is_some() { "1" } else { "0" }.to_string()];
         args.extend(patch_args(&p));
@@ -1246,14 +1244,17 @@ impl Engine for RedisEngine {
         Ok((summary, change))
     }
 
-    async fn delete_room(&self, id: &RoomId) -> Option<Vec<SessionId>> {
+    async fn delete_room(&self, id: &RoomId) -> Result<Option<Vec<SessionId>>, EngineError> {
         let i = &self.inner;
-        let v = i.script("delete_room", &i.room_key(id), &[]).await.ok()?;
+        let v = i
+            .script("delete_room", &i.room_key(id), &[])
+            .await
+            .map_err(unavailable)?;
         i.unindex_room(id).await;
         if is_none(&v) {
-            return None;
+            return Ok(None);
         }
-        Some(
+        Ok(Some(
             arr(&v)
                 .first()
                 .map(texts)
@@ -1261,7 +1262,7 @@ impl Engine for RedisEngine {
                 .iter()
                 .filter_map(|s| SessionId::parse(s).ok())
                 .collect(),
-        )
+        ))
     }
 
     async fn set_participant(
@@ -1269,7 +1270,7 @@ impl Engine for RedisEngine {
         id: &RoomId,
         user: UserId,
         role: Option<Role>,
-    ) -> Result<AccessChange, CoreError> {
+    ) -> Result<AccessChange, EngineError> {
         let i = &self.inner;
         let args = [
             user.to_string(),
@@ -1285,12 +1286,12 @@ impl Engine for RedisEngine {
         Ok(access_change(&v))
     }
 
-    async fn list_rooms(&self, tenant: &TenantId) -> Vec<RoomSummary> {
+    async fn list_rooms(&self, tenant: &TenantId) -> Result<Vec<RoomSummary>, EngineError> {
         let i = &self.inner;
         let keys: Vec<String> = i
             .cmd(redis::cmd("SMEMBERS").arg(i.rooms_index(tenant)))
             .await
-            .unwrap_or_default();
+            .map_err(unavailable)?;
         let mut out = vec![];
         for k in keys {
             let Ok(key) = RoomKey::parse(&k) else {
@@ -1300,14 +1301,13 @@ impl Engine for RedisEngine {
                 tenant: tenant.clone(),
                 key,
             };
-            match i.summary(&id).await {
-                Ok(Some(s)) => out.push(s),
-                Ok(None) => i.unindex_room(&id).await,
-                Err(_) => {}
+            match i.summary(&id).await.map_err(unavailable)? {
+                Some(s) => out.push(s),
+                None => i.unindex_room(&id).await,
             }
         }
         out.sort_by(|a, b| a.id.key.cmp(&b.id.key));
-        out
+        Ok(out)
     }
 
     async fn room_count(&self) -> usize {
@@ -1328,21 +1328,24 @@ impl Engine for RedisEngine {
         n
     }
 
-    async fn all_rooms(&self) -> Vec<RoomSummary> {
+    async fn all_rooms(&self) -> Result<Vec<RoomSummary>, EngineError> {
         let i = &self.inner;
         let tenants: Vec<String> = i
             .cmd(redis::cmd("SMEMBERS").arg(i.tenants_key()))
             .await
-            .unwrap_or_default();
+            .map_err(unavailable)?;
         let mut out = vec![];
         for t in tenants {
             if let Ok(t) = TenantId::parse(&t) {
-                out.extend(self.list_rooms(&t).await);
+                out.extend(self.list_rooms(&t).await?);
             }
         }
-        out
+        Ok(out)
     }
+}
 
+#[async_trait]
+impl Presence for RedisEngine {
     async fn join(
         &self,
         id: &RoomId,
@@ -1352,7 +1355,7 @@ impl Engine for RedisEngine {
         mode: SubMode,
         list_limit: usize,
         reply_ref: Option<&Value>,
-    ) -> Result<Joined, CoreError> {
+    ) -> Result<Joined, EngineError> {
         let i = &self.inner;
         let sid = member.meta.id.clone();
         let count_mode = mode == SubMode::Count;
@@ -1516,7 +1519,7 @@ impl Engine for RedisEngine {
         id: &RoomId,
         session: &SessionId,
         state: Value,
-    ) -> Result<Option<NeedsFlush>, CoreError> {
+    ) -> Result<Option<NeedsFlush>, EngineError> {
         let i = &self.inner;
         let args = [
             session.to_string(),
@@ -1561,24 +1564,28 @@ impl Engine for RedisEngine {
         }
     }
 
-    async fn snapshot(&self, id: &RoomId) -> Option<PresenceSnapshot> {
+    async fn snapshot(&self, id: &RoomId) -> Result<Option<PresenceSnapshot>, EngineError> {
         let i = &self.inner;
-        let v = i.script("snapshot", &i.room_key(id), &[]).await.ok()?;
+        let v = i
+            .script("snapshot", &i.room_key(id), &[])
+            .await
+            .map_err(unavailable)?;
         if is_none(&v) {
-            return None;
+            return Ok(None);
         }
-        i.snapshot_from(id, arr(&v))
+        Ok(i.snapshot_from(id, arr(&v)))
     }
 
-    async fn members(&self, id: &RoomId) -> Vec<SessionId> {
+    async fn members(&self, id: &RoomId) -> Result<Vec<SessionId>, EngineError> {
         let i = &self.inner;
         let keys: Vec<String> = i
             .cmd(redis::cmd("HKEYS").arg(format!("{}:m", i.room_key(id))))
             .await
-            .unwrap_or_default();
-        keys.iter()
+            .map_err(unavailable)?;
+        Ok(keys
+            .iter()
             .filter_map(|s| SessionId::parse(s).ok())
-            .collect()
+            .collect())
     }
 
     async fn broadcast(&self, id: &RoomId, t: &Transition) -> usize {
@@ -1609,7 +1616,10 @@ impl Engine for RedisEngine {
         }
         removed
     }
+}
 
+#[async_trait]
+impl Locks for RedisEngine {
     async fn lock(
         &self,
         id: &RoomId,
@@ -1617,7 +1627,7 @@ impl Engine for RedisEngine {
         session: &SessionId,
         now: Instant,
         ttl: Duration,
-    ) -> Result<LockOutcome, CoreError> {
+    ) -> Result<LockOutcome, EngineError> {
         let i = &self.inner;
         let args = [
             session.to_string(),
@@ -1649,7 +1659,7 @@ impl Engine for RedisEngine {
         id: &RoomId,
         field: &str,
         session: &SessionId,
-    ) -> Result<Option<FieldLock>, CoreError> {
+    ) -> Result<Option<FieldLock>, EngineError> {
         let i = &self.inner;
         let args = [session.to_string(), field.to_string()];
         let v = i
@@ -1661,7 +1671,7 @@ impl Engine for RedisEngine {
             Some("released") => Ok(i.lock_at(&v, 1)),
             Some("none") => Ok(None),
             _ => match a.get(1).map(text).as_deref() {
-                Some("not_lock_owner") => Err(CoreError::not_lock_owner(&id.key, field)),
+                Some("not_lock_owner") => Err(CoreError::not_lock_owner(&id.key, field).into()),
                 _ => Err(core_err("not_subscribed", id, "")),
             },
         }
@@ -1700,20 +1710,23 @@ impl Engine for RedisEngine {
         i.lock_at(&v, 0)
     }
 
-    async fn locks(&self, id: &RoomId) -> Option<BTreeMap<String, LockOwnerView>> {
+    async fn locks(
+        &self,
+        id: &RoomId,
+    ) -> Result<Option<BTreeMap<String, LockOwnerView>>, EngineError> {
         let i = &self.inner;
         let k = i.room_key(id);
         let exists: bool = i
             .cmd(redis::cmd("EXISTS").arg(format!("{k}:cfg")))
             .await
-            .ok()?;
+            .map_err(unavailable)?;
         if !exists {
-            return None;
+            return Ok(None);
         }
         let v: RValue = i
             .cmd(redis::cmd("HGETALL").arg(format!("{k}:l")))
             .await
-            .ok()?;
+            .map_err(unavailable)?;
         let mut out = BTreeMap::new();
         for (field, val) in pairs(&v) {
             let mut it = val.split('\u{1f}');
@@ -1723,7 +1736,7 @@ impl Engine for RedisEngine {
                 }
             }
         }
-        Some(out)
+        Ok(Some(out))
     }
 
     async fn require_role(
@@ -1732,7 +1745,7 @@ impl Engine for RedisEngine {
         session: &SessionId,
         role: Role,
         action: &str,
-    ) -> Result<(), CoreError> {
+    ) -> Result<(), EngineError> {
         let i = &self.inner;
         let x: Option<String> = i
             .cmd(
@@ -1784,7 +1797,10 @@ impl Engine for RedisEngine {
         let a = arr(&v);
         Some(Inner::entity_from(id, a.first()?, a.get(1)?, a.get(2)?))
     }
+}
 
+#[async_trait]
+impl Users for RedisEngine {
     async fn user_attach(
         &self,
         user: &UserRef,
@@ -1836,12 +1852,12 @@ impl Engine for RedisEngine {
             .await
     }
 
-    async fn user(&self, user: &UserRef) -> UserRecord {
+    async fn user(&self, user: &UserRef) -> Result<UserRecord, EngineError> {
         let i = &self.inner;
         let v: RValue = i
             .cmd(redis::cmd("HGETALL").arg(i.user_key(user)))
             .await
-            .unwrap_or(RValue::Nil);
+            .map_err(unavailable)?;
         let mut best = 0u8;
         let mut sessions = vec![];
         let mut devices = vec![];
@@ -1865,12 +1881,12 @@ impl Engine for RedisEngine {
         devices.dedup();
         sessions.sort();
         i.cell(user, best as i64);
-        UserRecord {
+        Ok(UserRecord {
             status: Status::from_u8(best),
             last_seen,
             sessions,
             devices,
-        }
+        })
     }
 
     async fn user_seen(&self, user: &UserRef, at: SystemTime) {
@@ -1878,7 +1894,10 @@ impl Engine for RedisEngine {
             .user_op(user, "seen", "", Status::Offline, "", at)
             .await;
     }
+}
 
+#[async_trait]
+impl Cluster for RedisEngine {
     fn healthy(&self) -> bool {
         self.inner.healthy.load(Ordering::SeqCst)
     }
@@ -2099,7 +2118,7 @@ impl Engine for RedisEngine {
         &self,
         tenant: &TenantId,
         user: Option<&UserId>,
-    ) -> Result<Vec<SessionInfoView>, CoreError> {
+    ) -> Result<Vec<SessionInfoView>, EngineError> {
         let i = &self.inner;
         i.up().map_err(unavailable)?;
         let now = ms(i.clock.wall_now());

@@ -13,7 +13,7 @@ use crate::core::error::{CoreError, ErrorCode};
 use crate::core::room::{RoomSettings, RoomStatus};
 use crate::core::room_type::RoomType;
 use crate::core::types::{LeaveReason, Role};
-use crate::engine::{RoomPatch, RoomSummary};
+use crate::engine::{EngineError, RoomPatch, RoomSummary};
 use crate::ids::{RoomId, SessionId, TenantId, UserId};
 use crate::store::{unix_ms, Participant, StoreError};
 
@@ -21,7 +21,7 @@ use crate::store::{unix_ms, Participant, StoreError};
 #[derive(Debug)]
 pub enum AdminError {
     Store(StoreError),
-    Core(CoreError),
+    Engine(EngineError),
 }
 
 impl From<StoreError> for AdminError {
@@ -32,7 +32,13 @@ impl From<StoreError> for AdminError {
 
 impl From<CoreError> for AdminError {
     fn from(e: CoreError) -> Self {
-        Self::Core(e)
+        Self::Engine(e.into())
+    }
+}
+
+impl From<EngineError> for AdminError {
+    fn from(e: EngineError) -> Self {
+        Self::Engine(e)
     }
 }
 
@@ -70,7 +76,7 @@ impl Node {
         let summary = self
             .engine
             .room(id)
-            .await
+            .await?
             .ok_or_else(|| CoreError::new(ErrorCode::Internal, "room vanished"))?;
         Ok(summary)
     }
@@ -85,7 +91,7 @@ impl Node {
         details: Value,
     ) -> Result<Option<RoomSummary>, AdminError> {
         let closing = patch.status == Some(RoomStatus::Closed);
-        let Some(current) = self.engine.room(id).await else {
+        let Some(current) = self.engine.room(id).await? else {
             return Ok(None);
         };
         let mut next = current.settings.clone();
@@ -95,10 +101,10 @@ impl Node {
         self.record_admin(id, "room_updated", actor, details);
         self.access_changed(id, change).await;
         if closing {
-            let members = self.engine.members(id).await;
+            let members = self.engine.members(id).await?;
             self.kick_sessions(members).await;
         }
-        Ok(Some(self.engine.room(id).await.unwrap_or(summary)))
+        Ok(Some(self.engine.room(id).await?.unwrap_or(summary)))
     }
 
     /// Deletes a room, stored or live; its members are kicked. `false` if it was
@@ -108,7 +114,7 @@ impl Node {
             .store
             .delete_room(id.tenant.as_str(), id.key.as_str())
             .await?;
-        let members = self.engine.delete_room(id).await;
+        let members = self.engine.delete_room(id).await?;
         if !stored && members.is_none() {
             return Ok(false);
         }
@@ -126,7 +132,7 @@ impl Node {
         role: Role,
         actor: &str,
     ) -> Result<bool, AdminError> {
-        let Some(current) = self.engine.room(id).await else {
+        let Some(current) = self.engine.room(id).await? else {
             return Ok(false);
         };
         // A room with participants is a declared room: it must survive a restart,

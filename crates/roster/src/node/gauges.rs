@@ -39,22 +39,33 @@ pub async fn sample(node: &Node, ping_timeout: Duration) -> LiveCounts {
     // not be overwritten by this older count. (`roster_sessions` itself is kept
     // exact by the node on every open and end; the sample only reports it.)
     metrics::gauge!(m::ONLINE_USERS).set(online_users as f64);
-    let mut locks_held = 0;
-    let mut stale_entities = 0;
-    for room in node.engine.all_rooms().await {
-        if room.entity.stale {
-            stale_entities += 1;
+    // Read from the engine (every room of the cluster on Redis). Unreachable:
+    // these two gauges keep their last values, and `roster_redis_up` says why.
+    let engine_counts = async {
+        let (mut locks_held, mut stale_entities) = (0, 0);
+        for room in node.engine.all_rooms().await? {
+            if room.entity.stale {
+                stale_entities += 1;
+            }
+            locks_held += node.engine.locks(&room.id).await?.map_or(0, |l| l.len());
         }
-        locks_held += node.engine.locks(&room.id).await.map_or(0, |l| l.len());
+        Ok::<_, crate::engine::EngineError>((locks_held, stale_entities))
     }
+    .await;
+    let (locks_held, stale_entities) = match engine_counts {
+        Ok(c) => {
+            metrics::gauge!(m::LOCKS_HELD).set(c.0 as f64);
+            metrics::gauge!(m::STALE_ENTITIES).set(c.1 as f64);
+            c
+        }
+        Err(_) => (0, 0),
+    };
     let counts = LiveCounts {
         sessions,
         online_users,
         locks_held,
         stale_entities,
     };
-    metrics::gauge!(m::LOCKS_HELD).set(counts.locks_held as f64);
-    metrics::gauge!(m::STALE_ENTITIES).set(counts.stale_entities as f64);
     metrics::gauge!(m::REDIS_UP).set(up(node.engine.healthy()));
     // At shutdown the store is closed under a sample in flight: no false alarm.
     if node.shutting_down.load(Ordering::Relaxed) {

@@ -11,7 +11,7 @@ impl Node {
         room: &RoomId,
         mutating: bool,
         by: UserId,
-    ) -> Option<crate::core::room::EntityView> {
+    ) -> Result<Option<crate::core::room::EntityView>, EngineError> {
         let now = self.clock.now();
         self.record(
             &room.tenant,
@@ -32,11 +32,11 @@ impl Node {
             self.engine.mutated(room, settings).await
         };
         self.emit(Self::entity_transition(room, &view)).await;
-        if self.engine.members(room).await.is_empty() {
+        if self.engine.members(room).await?.is_empty() {
             let idle = self
                 .engine
                 .room(room)
-                .await
+                .await?
                 .map(|r| r.settings.idle_ttl)
                 .unwrap_or_default();
             self.schedule(
@@ -44,7 +44,7 @@ impl Node {
                 Deadline::RoomIdle(room.clone()),
             );
         }
-        self.engine.room(room).await.map(|r| r.entity)
+        Ok(self.engine.room(room).await?.map(|r| r.entity))
     }
 
     pub(super) fn entity_transition(

@@ -46,7 +46,7 @@ use crate::core::room_type::{self, RoomType};
 use crate::core::session::SessionMeta;
 use crate::core::transition::{LockRelease, Transition};
 use crate::core::types::{DeviceInfo, LeaveReason, Role, Status};
-use crate::engine::{Engine, SubMode};
+use crate::engine::{Engine, EngineError, SubMode};
 use crate::ids::{RoomId, RoomKey, SessionId, TenantId, UserId, UserRef};
 use crate::journal::Journal;
 use crate::metrics as m;

@@ -10,9 +10,9 @@ use std::collections::BTreeMap;
 use futures_util::stream::BoxStream;
 
 use super::{Node, SessionInfoView, UserStatusView};
-use crate::core::error::CoreError;
 use crate::core::room::{LockOwnerView, PresenceSnapshot};
 use crate::core::types::Status;
+use crate::engine::EngineError;
 use crate::engine::RoomSummary;
 use crate::ids::{RoomId, TenantId, UserRef};
 use crate::store::{
@@ -53,33 +53,39 @@ impl Node {
     }
 
     /// The room as the engine holds it (settings, counts, entity state).
-    pub async fn room(&self, id: &RoomId) -> Option<RoomSummary> {
+    pub async fn room(&self, id: &RoomId) -> Result<Option<RoomSummary>, EngineError> {
         self.engine.room(id).await
     }
 
     /// The tenant's rooms, declared and ad hoc, by key.
-    pub async fn rooms(&self, tenant: &TenantId) -> Vec<RoomSummary> {
+    pub async fn rooms(&self, tenant: &TenantId) -> Result<Vec<RoomSummary>, EngineError> {
         self.engine.list_rooms(tenant).await
     }
 
     /// The room's `PRESENCE` snapshot, as a subscriber would get it.
-    pub async fn room_presence(&self, id: &RoomId) -> Option<PresenceSnapshot> {
+    pub async fn room_presence(
+        &self,
+        id: &RoomId,
+    ) -> Result<Option<PresenceSnapshot>, EngineError> {
         self.engine.snapshot(id).await
     }
 
     /// The room's field locks by field; `None` if the room is gone.
-    pub async fn room_locks(&self, id: &RoomId) -> Option<BTreeMap<String, LockOwnerView>> {
+    pub async fn room_locks(
+        &self,
+        id: &RoomId,
+    ) -> Result<Option<BTreeMap<String, LockOwnerView>>, EngineError> {
         self.engine.locks(id).await
     }
 
     /// Whether the user has a live session anywhere; never asks the store.
-    pub async fn is_online(&self, user: &UserRef) -> bool {
-        self.engine.user(user).await.status != Status::Offline
+    pub async fn is_online(&self, user: &UserRef) -> Result<bool, EngineError> {
+        Ok(self.engine.user(user).await?.status != Status::Offline)
     }
 
     /// The user's status, live sessions and their rooms.
-    pub async fn user_presence(&self, user: &UserRef) -> Result<UserPresence, CoreError> {
-        let status = self.user_status(user).await;
+    pub async fn user_presence(&self, user: &UserRef) -> Result<UserPresence, EngineError> {
+        let status = self.user_status(user).await?;
         let sessions = self.sessions(&user.tenant, Some(&user.user)).await?;
         let mut rooms: Vec<String> = sessions
             .iter()
@@ -96,7 +102,7 @@ impl Node {
 
     /// Live sessions (every node), the distinct users among them, and the rooms
     /// with members, of one tenant.
-    pub async fn live_totals(&self, tenant: &TenantId) -> Result<LiveTotals, CoreError> {
+    pub async fn live_totals(&self, tenant: &TenantId) -> Result<LiveTotals, EngineError> {
         let live = self.sessions(tenant, None).await?;
         let mut users: Vec<&str> = live.iter().map(|s| s.user_id.as_str()).collect();
         users.sort();
@@ -104,7 +110,7 @@ impl Node {
         let rooms = self
             .engine
             .list_rooms(tenant)
-            .await
+            .await?
             .iter()
             .filter(|r| r.sessions > 0)
             .count();

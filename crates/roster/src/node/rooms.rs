@@ -77,6 +77,8 @@ impl Node {
                     .engine
                     .room(room)
                     .await
+                    .ok()
+                    .flatten()
                     .map(|r| r.settings.idle_ttl)
                     .unwrap_or_default();
                 self.schedule(now + idle, Deadline::RoomIdle(room.clone()));

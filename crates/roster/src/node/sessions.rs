@@ -443,7 +443,7 @@ impl Node {
         &self,
         tenant: &TenantId,
         user: Option<&UserId>,
-    ) -> Result<Vec<SessionInfoView>, CoreError> {
+    ) -> Result<Vec<SessionInfoView>, EngineError> {
         let mut out = self.local_sessions(tenant, user);
         let remote = self.engine.remote_sessions(tenant, user).await?;
         out.extend(

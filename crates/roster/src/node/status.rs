@@ -23,8 +23,13 @@ impl Node {
                 None,
                 serde_json::json!({"from": change.before, "to": change.after}),
             );
-            let record = self.engine.user(user).await;
-            for sid in record.sessions {
+            let sessions = match self.engine.user(user).await {
+                Ok(record) => record.sessions,
+                // Redis is unreachable: entries show the new status at the
+                // resync that follows its recovery.
+                Err(_) => vec![],
+            };
+            for sid in sessions {
                 let rooms: Vec<RoomId> = match self.hub.get(&sid) {
                     Some(other) => other.rooms.lock().iter().cloned().collect(),
                     // A session of the user on another node.
@@ -118,14 +123,18 @@ impl Node {
         }
     }
 
-    pub async fn user_status(&self, user: &UserRef) -> UserStatusView {
+    pub async fn user_status(&self, user: &UserRef) -> Result<UserStatusView, EngineError> {
         self.user_status_with(user, true).await
     }
 
     /// `lookup`: ask the store for the `lastSeen` of a user not seen since
     /// start-up (bounded); otherwise answer from memory only.
-    pub(super) async fn user_status_with(&self, user: &UserRef, lookup: bool) -> UserStatusView {
-        let record = self.engine.user(user).await;
+    pub(super) async fn user_status_with(
+        &self,
+        user: &UserRef,
+        lookup: bool,
+    ) -> Result<UserStatusView, EngineError> {
+        let record = self.engine.user(user).await?;
         let devices = record.devices;
         let last_seen = if record.status == Status::Offline {
             match record.last_seen {
@@ -136,11 +145,11 @@ impl Node {
         } else {
             Some(iso(self.clock.wall_now()))
         };
-        UserStatusView {
+        Ok(UserStatusView {
             status: record.status,
             last_seen,
             devices,
-        }
+        })
     }
 
     /// `lastSeen` of a user not seen since start-up, from the store. Bounded (the
@@ -209,7 +218,7 @@ impl Node {
                 .or_default()
                 .insert(s.meta.id.clone());
             s.watching.lock().insert(u.clone());
-            let v = self.user_status_with(&key, false).await;
+            let v = self.user_status_with(&key, false).await?;
             if v.status == Status::Offline && v.last_seen.is_none() {
                 unknown.push(key);
             }
@@ -266,7 +275,9 @@ impl Node {
         else {
             return;
         };
-        let view = self.user_status(user).await;
+        let Ok(view) = self.user_status(user).await else {
+            return; // Redis is unreachable: watchers hear of the next change
+        };
         let reply = hub::Reply::Status {
             user: &user.user,
             view: &view,

@@ -64,7 +64,7 @@ pub async fn lifecycle(
     let view = app
         .node
         .lifecycle(&room, matches!(ev.kind, LifecycleType::Mutating), user)
-        .await;
+        .await?;
     Ok((
         axum::http::StatusCode::ACCEPTED,
         Json(view.map(|v| serde_json::to_value(v).unwrap_or_default())),

@@ -36,7 +36,7 @@ pub async fn list(
     let locks = app
         .node
         .room_locks(&id)
-        .await
+        .await?
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no room {room}")))?;
     let items = locks
         .into_iter()

@@ -78,7 +78,22 @@ impl From<crate::node::admin::AdminError> for ApiError {
         use crate::node::admin::AdminError as A;
         match e {
             A::Store(e) => e.into(),
-            A::Core(e) => e.into(),
+            A::Engine(e) => e.into(),
+        }
+    }
+}
+
+impl From<crate::engine::EngineError> for ApiError {
+    /// A refusal keeps its code; an unreachable engine (Redis) is `503
+    /// unavailable`, never "not found" or an empty list.
+    fn from(e: crate::engine::EngineError) -> Self {
+        use crate::engine::EngineError as E;
+        match e {
+            E::Refused(e) => Self(e),
+            E::Unavailable => ApiError::new(
+                ErrorCode::Unavailable,
+                "the presence engine (Redis) is unavailable; try again later",
+            ),
         }
     }
 }
@@ -362,7 +377,7 @@ pub async fn room_or_404(
     let summary = app
         .node
         .room(&id)
-        .await
+        .await?
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no room {key}")))?;
     Ok((id, summary))
 }

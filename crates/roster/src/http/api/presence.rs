@@ -37,7 +37,7 @@ pub async fn room_presence(
     let snap = app
         .node
         .room_presence(&id)
-        .await
+        .await?
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no room {room}")))?;
     Ok(Json(serde_json::to_value(snap).unwrap_or_default()))
 }
@@ -96,7 +96,7 @@ pub async fn user_online(
         tenant: caller.tenant.clone(),
         user: user_id(&id)?,
     };
-    let online = app.node.is_online(&user).await;
+    let online = app.node.is_online(&user).await?;
     Ok(Json(json!({"isOnline": online})))
 }
 
@@ -125,7 +125,7 @@ pub async fn batch(
                 tenant: caller.tenant.clone(),
                 user,
             })
-            .await;
+            .await?;
         out.insert(id.clone(), json!({"status": v.status, "isOnline": v.status != Status::Offline, "lastSeen": v.last_seen}));
     }
     Ok(Json(serde_json::to_value(out).unwrap_or_default()))

@@ -215,7 +215,7 @@ pub async fn list(
     let items: Vec<RoomView> = app
         .node
         .rooms(&caller.tenant)
-        .await
+        .await?
         .into_iter()
         .filter(|r| caller.may_see(&r.settings).is_ok())
         .filter(|r| {
