@@ -1158,10 +1158,10 @@ async fn the_redis_health_gauge_follows_a_hung_redis() {
     assert_eq!(metric(&s.metrics().await, "roster_redis_up"), 1.0);
 }
 
-/// With Redis gone, the REST reads of live state say so (`503 unavailable`)
-/// instead of answering "no such room", "offline" or an empty list.
+/// With Redis gone, REST calls on live state say so (`503 unavailable`) instead
+/// of answering "no such room", "offline", an empty list or a fake success.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rest_reads_of_live_state_answer_503_while_redis_is_down() {
+async fn rest_calls_on_live_state_answer_503_while_redis_is_down() {
     let mut redis = PrivateRedis::start_on(PrivateRedis::free_port());
     let prefix = unique_prefix();
     let url = redis.url();
@@ -1193,6 +1193,25 @@ async fn rest_reads_of_live_state_answer_503_while_redis_is_down() {
             (code, body["error"]["code"].as_str()),
             (503, Some("unavailable")),
             "{path} with Redis down: {body}"
+        );
+    }
+    // Writes too: nothing was done, and the caller is told to try again.
+    let admin = s.admin_token("acme");
+    let svc = s.token_full("etl", "acme", &["service"], None);
+    for (method, path, token, body) in [
+        ("DELETE", "/api/v1/rooms/Order:5/locks/total", &admin, None),
+        (
+            "POST",
+            "/api/v1/lifecycle",
+            &svc,
+            Some(json!({"type": "MUTATING", "entity": "Order", "id": 5, "userId": "etl"})),
+        ),
+    ] {
+        let (code, answer) = s.rest(method, path, token, body).await;
+        assert_eq!(
+            (code, answer["error"]["code"].as_str()),
+            (503, Some("unavailable")),
+            "{method} {path} with Redis down: {answer}"
         );
     }
 }

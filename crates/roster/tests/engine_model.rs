@@ -402,7 +402,8 @@ impl World {
                         LeaveReason::Left,
                         Instant::now(),
                     )
-                    .await;
+                    .await
+                    .unwrap();
                 format!("left {}", left.is_some())
             }
             Op::State(s, r, v) => match e
@@ -414,7 +415,8 @@ impl World {
             },
             Op::Touch(s, r) => {
                 e.touch(&self.room(r), &self.sessions[s].0, Status::Online)
-                    .await;
+                    .await
+                    .unwrap();
                 "-".into()
             }
             Op::Lock(s, r, f) => {
@@ -446,7 +448,7 @@ impl World {
                 }
             }
             Op::ForceUnlock(r, f) => {
-                let l = e.force_unlock(&self.room(r), FIELDS[f]).await;
+                let l = e.force_unlock(&self.room(r), FIELDS[f]).await.unwrap();
                 format!("forced {}", l.is_some())
             }
             Op::ExpireLock(r, f, late) => {
@@ -455,11 +457,11 @@ impl World {
                 } else {
                     Instant::now()
                 };
-                let l = e.expire_lock(&self.room(r), FIELDS[f], now).await;
+                let l = e.expire_lock(&self.room(r), FIELDS[f], now).await.unwrap();
                 format!("expired {}", l.is_some())
             }
             Op::Flush(r) => {
-                e.flush(&self.room(r), LIST_LIMIT).await;
+                e.flush(&self.room(r), LIST_LIMIT).await.unwrap();
                 "-".into()
             }
             Op::Attach(s, on) => {
@@ -651,7 +653,7 @@ async fn run_case(kind: &str, seed: u64) -> Result<Vec<String>, String> {
     }
     for r in 0..ROOMS.len() {
         let id = w.room(r);
-        w.engine.flush(&id, LIST_LIMIT).await;
+        w.engine.flush(&id, LIST_LIMIT).await.unwrap();
     }
     // Redis delivers through pub/sub: wait until every member caught up.
     let deadline = Instant::now() + Duration::from_secs(5);

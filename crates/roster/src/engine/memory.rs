@@ -271,8 +271,8 @@ impl Presence for MemoryEngine {
         session: &SessionId,
         reason: LeaveReason,
         now: Instant,
-    ) -> Option<Left> {
-        self.with(id, |r| r.leave(session, reason, now)).flatten()
+    ) -> Result<Option<Left>, EngineError> {
+        Ok(self.with(id, |r| r.leave(session, reason, now)).flatten())
     }
 
     async fn set_state(
@@ -286,52 +286,59 @@ impl Presence for MemoryEngine {
             .unwrap_or_else(|| Err(CoreError::not_subscribed(&id.key)))?)
     }
 
-    async fn touch(&self, id: &RoomId, session: &SessionId, _status: Status) -> NeedsFlush {
-        self.with(id, |r| r.touch(session)).unwrap_or(false)
+    async fn touch(
+        &self,
+        id: &RoomId,
+        session: &SessionId,
+        _status: Status,
+    ) -> Result<NeedsFlush, EngineError> {
+        Ok(self.with(id, |r| r.touch(session)).unwrap_or(false))
     }
 
-    async fn flush(&self, id: &RoomId, list_limit: usize) -> usize {
-        self.with(id, |r| {
-            let Some(f) = r.take_diff(&self.clock, list_limit) else {
-                return 0;
-            };
-            let mut n = 0;
-            let variant_recipients = f.variants.iter().flat_map(|(_, to)| to);
-            if f.snapshot_for_list {
-                let snap = r.snapshot(&self.clock);
-                let mut to = f.list_recipients.iter().chain(variant_recipients);
-                self.outbox.deliver(
-                    &mut to,
-                    Outgoing::Presence {
-                        snapshot: &snap,
-                        reply_ref: None,
-                    },
-                );
-            } else {
-                if !f.list_recipients.is_empty() {
-                    self.outbox
-                        .deliver(&mut f.list_recipients.iter(), Outgoing::Diff(&f.diff));
+    async fn flush(&self, id: &RoomId, list_limit: usize) -> Result<usize, EngineError> {
+        Ok(self
+            .with(id, |r| {
+                let Some(f) = r.take_diff(&self.clock, list_limit) else {
+                    return 0;
+                };
+                let mut n = 0;
+                let variant_recipients = f.variants.iter().flat_map(|(_, to)| to);
+                if f.snapshot_for_list {
+                    let snap = r.snapshot(&self.clock);
+                    let mut to = f.list_recipients.iter().chain(variant_recipients);
+                    self.outbox.deliver(
+                        &mut to,
+                        Outgoing::Presence {
+                            snapshot: &snap,
+                            reply_ref: None,
+                        },
+                    );
+                } else {
+                    if !f.list_recipients.is_empty() {
+                        self.outbox
+                            .deliver(&mut f.list_recipients.iter(), Outgoing::Diff(&f.diff));
+                    }
+                    for (diff, to) in &f.variants {
+                        self.outbox.deliver(&mut to.iter(), Outgoing::Diff(diff));
+                    }
                 }
-                for (diff, to) in &f.variants {
-                    self.outbox.deliver(&mut to.iter(), Outgoing::Diff(diff));
+                n += f.list_recipients.len()
+                    + f.variants.iter().map(|(_, to)| to.len()).sum::<usize>();
+                if f.count_changed && !f.count_recipients.is_empty() {
+                    self.outbox.deliver(
+                        &mut f.count_recipients.iter(),
+                        Outgoing::PresenceCount {
+                            room: &f.diff.room,
+                            count: f.count,
+                            seq: f.diff.seq,
+                            reply_ref: None,
+                        },
+                    );
+                    n += f.count_recipients.len();
                 }
-            }
-            n += f.list_recipients.len() + f.variants.iter().map(|(_, to)| to.len()).sum::<usize>();
-            if f.count_changed && !f.count_recipients.is_empty() {
-                self.outbox.deliver(
-                    &mut f.count_recipients.iter(),
-                    Outgoing::PresenceCount {
-                        room: &f.diff.room,
-                        count: f.count,
-                        seq: f.diff.seq,
-                        reply_ref: None,
-                    },
-                );
-                n += f.count_recipients.len();
-            }
-            n
-        })
-        .unwrap_or(0)
+                n
+            })
+            .unwrap_or(0))
     }
 
     async fn snapshot(&self, id: &RoomId) -> Result<Option<PresenceSnapshot>, EngineError> {
@@ -344,16 +351,18 @@ impl Presence for MemoryEngine {
             .unwrap_or_default())
     }
 
-    async fn broadcast(&self, id: &RoomId, t: &Transition) -> usize {
-        self.with(id, |r| {
-            self.outbox.deliver(&mut r.member_ids(), Outgoing::Event(t));
-            r.len()
-        })
-        .unwrap_or(0)
+    async fn broadcast(&self, id: &RoomId, t: &Transition) -> Result<usize, EngineError> {
+        Ok(self
+            .with(id, |r| {
+                self.outbox.deliver(&mut r.member_ids(), Outgoing::Event(t));
+                r.len()
+            })
+            .unwrap_or(0))
     }
 
-    async fn remove_if_idle(&self, id: &RoomId, now: Instant) -> bool {
-        self.rooms
+    async fn remove_if_idle(&self, id: &RoomId, now: Instant) -> Result<bool, EngineError> {
+        Ok(self
+            .rooms
             .remove_if(id, |_, room| {
                 let mut r = room.lock();
                 let idle = !r.settings.declared
@@ -365,7 +374,7 @@ impl Presence for MemoryEngine {
                 r.removed |= idle;
                 idle
             })
-            .is_some()
+            .is_some())
     }
 }
 
@@ -401,17 +410,27 @@ impl Locks for MemoryEngine {
         session: &SessionId,
         until: Instant,
         _latency_ms: Option<u32>,
-    ) -> Vec<String> {
-        self.with(id, |r| r.refresh_locks(session, until))
-            .unwrap_or_default()
+    ) -> Result<Vec<String>, EngineError> {
+        Ok(self
+            .with(id, |r| r.refresh_locks(session, until))
+            .unwrap_or_default())
     }
 
-    async fn expire_lock(&self, id: &RoomId, field: &str, now: Instant) -> Option<FieldLock> {
-        self.with(id, |r| r.expire_lock(field, now)).flatten()
+    async fn expire_lock(
+        &self,
+        id: &RoomId,
+        field: &str,
+        now: Instant,
+    ) -> Result<Option<FieldLock>, EngineError> {
+        Ok(self.with(id, |r| r.expire_lock(field, now)).flatten())
     }
 
-    async fn force_unlock(&self, id: &RoomId, field: &str) -> Option<FieldLock> {
-        self.with(id, |r| r.force_unlock(field)).flatten()
+    async fn force_unlock(
+        &self,
+        id: &RoomId,
+        field: &str,
+    ) -> Result<Option<FieldLock>, EngineError> {
+        Ok(self.with(id, |r| r.force_unlock(field)).flatten())
     }
 
     async fn locks(
@@ -445,23 +464,28 @@ impl Locks for MemoryEngine {
         by: UserId,
         now: Instant,
         stale_ttl: Duration,
-    ) -> EntityView {
+    ) -> Result<EntityView, EngineError> {
         let (mut r, _) = self.lock_or_create(id, &create);
         r.mutating(by, now, stale_ttl);
-        r.entity_view()
+        Ok(r.entity_view())
     }
 
-    async fn mutated(&self, id: &RoomId, create: RoomSettings) -> EntityView {
+    async fn mutated(&self, id: &RoomId, create: RoomSettings) -> Result<EntityView, EngineError> {
         let (mut r, _) = self.lock_or_create(id, &create);
         r.mutated();
-        r.entity_view()
+        Ok(r.entity_view())
     }
 
-    async fn expire_stale(&self, id: &RoomId, now: Instant) -> Option<EntityView> {
-        self.with(id, |r| {
-            r.expire_stale(now).is_some().then(|| r.entity_view())
-        })
-        .flatten()
+    async fn expire_stale(
+        &self,
+        id: &RoomId,
+        now: Instant,
+    ) -> Result<Option<EntityView>, EngineError> {
+        Ok(self
+            .with(id, |r| {
+                r.expire_stale(now).is_some().then(|| r.entity_view())
+            })
+            .flatten())
     }
 }
 

@@ -240,7 +240,7 @@ pub trait Presence: Send + Sync + 'static {
         session: &SessionId,
         reason: crate::core::types::LeaveReason,
         now: Instant,
-    ) -> Option<Left>;
+    ) -> Result<Option<Left>, EngineError>;
 
     async fn set_state(
         &self,
@@ -251,11 +251,16 @@ pub trait Presence: Send + Sync + 'static {
 
     /// Something shown in the member's entry changed; `status` is the user's
     /// merged status now.
-    async fn touch(&self, id: &RoomId, session: &SessionId, status: Status) -> NeedsFlush;
+    async fn touch(
+        &self,
+        id: &RoomId,
+        session: &SessionId,
+        status: Status,
+    ) -> Result<NeedsFlush, EngineError>;
 
     /// Flushes the pending diff to members (one `seq`). Returns the number of
     /// deliveries made.
-    async fn flush(&self, id: &RoomId, list_limit: usize) -> usize;
+    async fn flush(&self, id: &RoomId, list_limit: usize) -> Result<usize, EngineError>;
 
     async fn snapshot(&self, id: &RoomId) -> Result<Option<PresenceSnapshot>, EngineError>;
 
@@ -263,10 +268,10 @@ pub trait Presence: Send + Sync + 'static {
 
     /// Tells every member (of every node) of a lock or entity transition.
     /// Returns the local deliveries made (0 where delivery is asynchronous).
-    async fn broadcast(&self, id: &RoomId, t: &Transition) -> usize;
+    async fn broadcast(&self, id: &RoomId, t: &Transition) -> Result<usize, EngineError>;
 
     /// Drops an ad-hoc room that has stayed empty for its idle TTL.
-    async fn remove_if_idle(&self, id: &RoomId, now: Instant) -> bool;
+    async fn remove_if_idle(&self, id: &RoomId, now: Instant) -> Result<bool, EngineError>;
 }
 
 /// Field locks and the entity lifecycle of a room.
@@ -296,11 +301,20 @@ pub trait Locks: Send + Sync + 'static {
         session: &SessionId,
         until: Instant,
         latency_ms: Option<u32>,
-    ) -> Vec<String>;
+    ) -> Result<Vec<String>, EngineError>;
 
-    async fn expire_lock(&self, id: &RoomId, field: &str, now: Instant) -> Option<FieldLock>;
+    async fn expire_lock(
+        &self,
+        id: &RoomId,
+        field: &str,
+        now: Instant,
+    ) -> Result<Option<FieldLock>, EngineError>;
 
-    async fn force_unlock(&self, id: &RoomId, field: &str) -> Option<FieldLock>;
+    async fn force_unlock(
+        &self,
+        id: &RoomId,
+        field: &str,
+    ) -> Result<Option<FieldLock>, EngineError>;
 
     async fn locks(
         &self,
@@ -322,11 +336,15 @@ pub trait Locks: Send + Sync + 'static {
         by: UserId,
         now: Instant,
         stale_ttl: Duration,
-    ) -> EntityView;
+    ) -> Result<EntityView, EngineError>;
 
-    async fn mutated(&self, id: &RoomId, create: RoomSettings) -> EntityView;
+    async fn mutated(&self, id: &RoomId, create: RoomSettings) -> Result<EntityView, EngineError>;
 
-    async fn expire_stale(&self, id: &RoomId, now: Instant) -> Option<EntityView>;
+    async fn expire_stale(
+        &self,
+        id: &RoomId,
+        now: Instant,
+    ) -> Result<Option<EntityView>, EngineError>;
 }
 
 /// Users' merged status over their live sessions.

@@ -1482,7 +1482,7 @@ impl Presence for RedisEngine {
         session: &SessionId,
         reason: LeaveReason,
         now: Instant,
-    ) -> Option<Left> {
+    ) -> Result<Option<Left>, EngineError> {
         let i = &self.inner;
         let args = [
             session.to_string(),
@@ -1502,16 +1502,16 @@ impl Presence for RedisEngine {
                     .arg(format!("{}|{}", id.tenant, id.key)),
             )
             .await;
-        let v = reply.map_err(unavailable).ok()?;
+        let v = reply.map_err(unavailable)?;
         if is_none(&v) {
-            return None;
+            return Ok(None);
         }
         let a = arr(&v);
-        Some(Left {
+        Ok(Some(Left {
             needs_flush: a.first().map(int) == Some(1),
             now_empty: a.get(1).map(int) == Some(1),
             released_locks: a.get(2).map(texts).unwrap_or_default(),
-        })
+        }))
     }
 
     async fn set_state(
@@ -1543,25 +1543,27 @@ impl Presence for RedisEngine {
         }
     }
 
-    async fn touch(&self, id: &RoomId, session: &SessionId, status: Status) -> NeedsFlush {
+    async fn touch(
+        &self,
+        id: &RoomId,
+        session: &SessionId,
+        status: Status,
+    ) -> Result<NeedsFlush, EngineError> {
         let i = &self.inner;
         let args = [session.to_string(), status.as_u8().to_string()];
         i.script("touch", &i.room_key(id), &args)
             .await
             .map(|v| int(&v) == 1)
-            .unwrap_or(false)
+            .map_err(unavailable)
     }
 
-    async fn flush(&self, id: &RoomId, list_limit: usize) -> usize {
+    async fn flush(&self, id: &RoomId, list_limit: usize) -> Result<usize, EngineError> {
         let i = &self.inner;
         let args = [list_limit.to_string(), i.publish_cmd().to_string()];
-        match i.script("flush", &i.room_key(id), &args).await {
-            Ok(v) => int(&v) as usize,
-            Err(e) => {
-                tracing::warn!("redis flush of {}: {e}", id.key);
-                0
-            }
-        }
+        i.script("flush", &i.room_key(id), &args)
+            .await
+            .map(|v| int(&v) as usize)
+            .map_err(unavailable)
     }
 
     async fn snapshot(&self, id: &RoomId) -> Result<Option<PresenceSnapshot>, EngineError> {
@@ -1588,33 +1590,34 @@ impl Presence for RedisEngine {
             .collect())
     }
 
-    async fn broadcast(&self, id: &RoomId, t: &Transition) -> usize {
+    async fn broadcast(&self, id: &RoomId, t: &Transition) -> Result<usize, EngineError> {
         let i = &self.inner;
-        let Ok(data) = serde_json::to_string(t) else {
-            return 0;
-        };
-        let _: redis::RedisResult<i64> = i
+        // A transition is plain data: serializing it cannot fail.
+        let data = serde_json::to_string(t).unwrap_or_default();
+        let _: i64 = i
             .cmd(
                 redis::cmd(i.publish_cmd())
                     .arg(i.channel(id))
                     .arg(format!("E{data}")),
             )
-            .await;
-        0
+            .await
+            .map_err(unavailable)?;
+        // Delivered asynchronously, by every node's subscription.
+        Ok(0)
     }
 
-    async fn remove_if_idle(&self, id: &RoomId, now: Instant) -> bool {
+    async fn remove_if_idle(&self, id: &RoomId, now: Instant) -> Result<bool, EngineError> {
         let i = &self.inner;
         let args = [ms(i.clock.wall(now)).to_string()];
         let removed = i
             .script("remove_if_idle", &i.room_key(id), &args)
             .await
             .map(|v| int(&v) == 1)
-            .unwrap_or(false);
+            .map_err(unavailable)?;
         if removed {
             i.unindex_room(id).await;
         }
-        removed
+        Ok(removed)
     }
 }
 
@@ -1683,7 +1686,7 @@ impl Locks for RedisEngine {
         session: &SessionId,
         until: Instant,
         latency_ms: Option<u32>,
-    ) -> Vec<String> {
+    ) -> Result<Vec<String>, EngineError> {
         let i = &self.inner;
         let args = [
             session.to_string(),
@@ -1693,21 +1696,36 @@ impl Locks for RedisEngine {
         i.script("refresh_locks", &i.room_key(id), &args)
             .await
             .map(|v| texts(&v))
-            .unwrap_or_default()
+            .map_err(unavailable)
     }
 
-    async fn expire_lock(&self, id: &RoomId, field: &str, now: Instant) -> Option<FieldLock> {
+    async fn expire_lock(
+        &self,
+        id: &RoomId,
+        field: &str,
+        now: Instant,
+    ) -> Result<Option<FieldLock>, EngineError> {
         let i = &self.inner;
         let args = [field.to_string(), ms(i.clock.wall(now)).to_string()];
-        let v = i.script("expire_lock", &i.room_key(id), &args).await.ok()?;
-        i.lock_at(&v, 0)
+        let v = i
+            .script("expire_lock", &i.room_key(id), &args)
+            .await
+            .map_err(unavailable)?;
+        Ok(i.lock_at(&v, 0))
     }
 
-    async fn force_unlock(&self, id: &RoomId, field: &str) -> Option<FieldLock> {
+    async fn force_unlock(
+        &self,
+        id: &RoomId,
+        field: &str,
+    ) -> Result<Option<FieldLock>, EngineError> {
         let i = &self.inner;
         let args = [field.to_string(), String::new()];
-        let v = i.script("expire_lock", &i.room_key(id), &args).await.ok()?;
-        i.lock_at(&v, 0)
+        let v = i
+            .script("expire_lock", &i.room_key(id), &args)
+            .await
+            .map_err(unavailable)?;
+        Ok(i.lock_at(&v, 0))
     }
 
     async fn locks(
@@ -1773,29 +1791,36 @@ impl Locks for RedisEngine {
         by: UserId,
         now: Instant,
         stale_ttl: Duration,
-    ) -> EntityView {
+    ) -> Result<EntityView, EngineError> {
         self.lifecycle(id, create, "mutating", by.as_str(), now, stale_ttl)
             .await
     }
 
-    async fn mutated(&self, id: &RoomId, create: RoomSettings) -> EntityView {
+    async fn mutated(&self, id: &RoomId, create: RoomSettings) -> Result<EntityView, EngineError> {
         let now = self.inner.clock.now();
         self.lifecycle(id, create, "mutated", "", now, Duration::ZERO)
             .await
     }
 
-    async fn expire_stale(&self, id: &RoomId, now: Instant) -> Option<EntityView> {
+    async fn expire_stale(
+        &self,
+        id: &RoomId,
+        now: Instant,
+    ) -> Result<Option<EntityView>, EngineError> {
         let i = &self.inner;
         let args = [ms(i.clock.wall(now)).to_string()];
         let v = i
             .script("expire_stale", &i.room_key(id), &args)
             .await
-            .ok()?;
+            .map_err(unavailable)?;
         if is_none(&v) {
-            return None;
+            return Ok(None);
         }
         let a = arr(&v);
-        Some(Inner::entity_from(id, a.first()?, a.get(1)?, a.get(2)?))
+        Ok(match (a.first(), a.get(1), a.get(2)) {
+            (Some(s), Some(b), Some(n)) => Some(Inner::entity_from(id, s, b, n)),
+            _ => None,
+        })
     }
 }
 
@@ -2297,7 +2322,7 @@ impl RedisEngine {
         by: &str,
         now: Instant,
         ttl: Duration,
-    ) -> EntityView {
+    ) -> Result<EntityView, EngineError> {
         let i = &self.inner;
         let mut args = vec![
             mode.to_string(),
@@ -2306,30 +2331,21 @@ impl RedisEngine {
             (ttl.as_millis() as u64).to_string(),
         ];
         args.extend(cfg_args(&create));
-        match i.script("lifecycle", &i.room_key(id), &args).await {
-            Ok(v) => {
-                let a = arr(&v);
-                if a.first().map(int) == Some(1) {
-                    i.index_room(id).await;
-                }
-                let nil = RValue::Nil;
-                Inner::entity_from(
-                    id,
-                    a.get(1).unwrap_or(&nil),
-                    a.get(2).unwrap_or(&nil),
-                    a.get(3).unwrap_or(&nil),
-                )
-            }
-            Err(e) => {
-                tracing::warn!("redis lifecycle of {}: {e}", id.key);
-                EntityView {
-                    room: id.key.as_str().to_string(),
-                    stale: false,
-                    busy_by: None,
-                    version: 0,
-                }
-            }
+        let v = i
+            .script("lifecycle", &i.room_key(id), &args)
+            .await
+            .map_err(unavailable)?;
+        let a = arr(&v);
+        if a.first().map(int) == Some(1) {
+            i.index_room(id).await;
         }
+        let nil = RValue::Nil;
+        Ok(Inner::entity_from(
+            id,
+            a.get(1).unwrap_or(&nil),
+            a.get(2).unwrap_or(&nil),
+            a.get(3).unwrap_or(&nil),
+        ))
     }
 }
 

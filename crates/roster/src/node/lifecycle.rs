@@ -25,11 +25,11 @@ impl Node {
         let settings = self.ad_hoc_settings(room);
         let view = if mutating {
             let ttl = self.timing().stale_ttl.0;
-            let v = self.engine.mutating(room, settings, by, now, ttl).await;
+            let v = self.engine.mutating(room, settings, by, now, ttl).await?;
             self.schedule(now + ttl, Deadline::StaleExpiry(room.clone()));
             v
         } else {
-            self.engine.mutated(room, settings).await
+            self.engine.mutated(room, settings).await?
         };
         self.emit(Self::entity_transition(room, &view)).await;
         if self.engine.members(room).await?.is_empty() {

@@ -93,9 +93,15 @@ impl Node {
     }
 
     /// Admin force-release (REST); `actor` is who asked.
-    pub async fn force_unlock(&self, room: &RoomId, field: &str, actor: &str) -> bool {
-        let Some(lock) = self.engine.force_unlock(room, field).await else {
-            return false;
+    /// `false`: the field was not locked.
+    pub async fn force_unlock(
+        &self,
+        room: &RoomId,
+        field: &str,
+        actor: &str,
+    ) -> Result<bool, EngineError> {
+        let Some(lock) = self.engine.force_unlock(room, field).await? else {
+            return Ok(false);
         };
         self.record(
             &room.tenant,
@@ -114,6 +120,6 @@ impl Node {
             reason: LockRelease::ForceReleased,
         })
         .await;
-        true
+        Ok(true)
     }
 }

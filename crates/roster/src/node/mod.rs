@@ -157,6 +157,12 @@ impl Node {
         node
     }
 
+    /// A deadline whose engine call failed (Redis unreachable) is tried again
+    /// one `timing.sweep_interval` later, until it succeeds.
+    fn retry_later(&self, d: Deadline) {
+        self.schedule(self.clock.now() + self.timing().sweep_interval.0, d);
+    }
+
     pub fn timing(&self) -> &crate::config::TimingConfig {
         &self.config.timing
     }

@@ -25,7 +25,9 @@ impl Node {
         reason: LeaveReason,
         now: Instant,
     ) {
-        if let Some(left) = self.engine.leave(room, sid, reason, now).await {
+        // Unreachable: the session's liveness record is not refreshed any more,
+        // so the liveness sweep announces this leave after recovery.
+        if let Ok(Some(left)) = self.engine.leave(room, sid, reason, now).await {
             let kind = if reason == LeaveReason::Timeout {
                 "timeout"
             } else {
@@ -100,13 +102,17 @@ impl Node {
     /// until the diff is handed to every local member's queue (Redis: published)
     /// is the diff delivery histogram.
     pub(super) async fn flush_diff(&self, room: &RoomId, since: Instant) {
-        let n = self
+        match self
             .engine
             .flush(room, self.config.limits.presence_list_limit)
-            .await;
-        if n > 0 {
-            let took = self.clock.now().saturating_duration_since(since);
-            metrics::histogram!(m::DIFF_DELIVERY).record(took.as_secs_f64());
+            .await
+        {
+            Ok(0) => {}
+            Ok(_) => {
+                let took = self.clock.now().saturating_duration_since(since);
+                metrics::histogram!(m::DIFF_DELIVERY).record(took.as_secs_f64());
+            }
+            Err(_) => self.retry_later(Deadline::DiffFlush(room.clone())),
         }
     }
 

@@ -36,7 +36,8 @@ impl Node {
                     None => self.engine.session_rooms(&sid).await,
                 };
                 for room in rooms {
-                    if self.engine.touch(&room, &sid, change.after).await {
+                    // Unreachable: the entry shows the status at the resync.
+                    if let Ok(true) = self.engine.touch(&room, &sid, change.after).await {
                         self.schedule_flush(&room).await;
                     }
                 }
@@ -58,6 +59,7 @@ impl Node {
                 .engine
                 .refresh_locks(room, &s.meta.id, until, s.meta.latency_ms())
                 .await
+                .unwrap_or_default()
             {
                 self.schedule(until, Deadline::LockExpiry(room.clone(), field));
             }

@@ -96,7 +96,13 @@ impl Node {
                 }
             }
             Deadline::LockExpiry(room, field) => {
-                if let Some(lock) = self.engine.expire_lock(&room, &field, now).await {
+                let lock = match self.engine.expire_lock(&room, &field, now).await {
+                    Ok(lock) => lock,
+                    Err(_) => {
+                        return self.retry_later(Deadline::LockExpiry(room, field));
+                    }
+                };
+                if let Some(lock) = lock {
                     self.record(
                         &room.tenant,
                         "lock_expired",
@@ -117,14 +123,16 @@ impl Node {
                 }
             }
 
-            Deadline::StaleExpiry(room) => {
-                if let Some(view) = self.engine.expire_stale(&room, now).await {
-                    self.emit(Self::entity_transition(&room, &view)).await;
-                }
-            }
+            Deadline::StaleExpiry(room) => match self.engine.expire_stale(&room, now).await {
+                Ok(Some(view)) => self.emit(Self::entity_transition(&room, &view)).await,
+                Ok(None) => {}
+                Err(_) => self.retry_later(Deadline::StaleExpiry(room)),
+            },
             Deadline::DiffFlush(room) => self.flush_diff(&room, now).await,
             Deadline::RoomIdle(room) => {
-                self.engine.remove_if_idle(&room, now).await;
+                if self.engine.remove_if_idle(&room, now).await.is_err() {
+                    self.retry_later(Deadline::RoomIdle(room));
+                }
             }
             Deadline::PingAll => {
                 let stamp = self.clock.millis(now);

@@ -51,7 +51,11 @@ impl Node {
     pub(crate) async fn emit(&self, t: Transition) {
         if t.is_room_event() {
             if let Some(room) = t.room() {
-                self.engine.broadcast(room, &t).await;
+                if let Err(e) = self.engine.broadcast(room, &t).await {
+                    // Members that missed it get the room's locks and entity
+                    // state again in the snapshots of the resync after recovery.
+                    tracing::warn!(room = %room.key, kind = t.kind(), "room event not sent: {e}");
+                }
             }
         }
         let at = self.clock.wall_now();

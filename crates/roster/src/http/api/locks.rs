@@ -65,7 +65,7 @@ pub async fn force_release(
 ) -> ApiResult<Response> {
     caller.require_admin()?;
     let id = caller.room(&room)?;
-    if app.node.force_unlock(&id, &field, &caller.actor()).await {
+    if app.node.force_unlock(&id, &field, &caller.actor()).await? {
         Ok(no_content())
     } else {
         Err(ApiError::new(
