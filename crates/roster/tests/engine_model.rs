@@ -8,7 +8,8 @@
 //! engine's roster (sessions and states); at most one lock owner per field; a
 //! user is online or away iff it has a live session, with the merged status;
 //! after every operation each room exists iff the model says so, with the
-//! model's status, visibility and entity state (`Engine::room`).
+//! model's status, visibility, participants and entity state (`Engine::room`),
+//! members and locks.
 //!
 //! Generated: joins (capacity, state, roles), leaves, member state, touches,
 //! locks (lock, unlock, force, the sweeper's expiry before or past the TTL),
@@ -272,21 +273,35 @@ impl Model {
     }
 
     /// What `Engine::room` shows of the room: status, visibility, entity.
+    /// What `Engine::room` shows of the room (status, visibility, participants,
+    /// entity) with its members (slots) and locks (field=slot).
     fn room_view(&self, r: usize) -> String {
         if !self.exists.contains(&r) {
             return "none".into();
         }
-        let e = self.entity.get(&r).copied().unwrap_or_default();
-        let busy = e.busy.map(|u| format!("u{u}"));
+        let parts: Vec<String> = self
+            .roles
+            .iter()
+            .filter(|((rr, _), _)| *rr == r)
+            .map(|((_, u), role)| format!("u{u}={role:?}"))
+            .collect();
+        let mut locks: Vec<String> = self
+            .locks
+            .iter()
+            .filter(|((rr, _), _)| *rr == r)
+            .map(|((_, f), s)| format!("{}={s}", FIELDS[*f]))
+            .collect();
+        locks.sort();
         format!(
-            "{:?} {:?} {}",
+            "{:?} {:?} {parts:?} {} members {:?} locks {locks:?}",
             self.room_status(r),
             if self.private.contains(&r) {
                 Visibility::Private
             } else {
                 Visibility::Open
             },
-            entity_str(ROOMS[r], e.stale, busy.as_deref(), e.version)
+            self.entity_reply(r),
+            self.members(r)
         )
     }
 
@@ -596,15 +611,38 @@ impl World {
 
     /// What `Engine::room` shows of the room (as `Model::room_view`).
     async fn room_view(&self, r: usize) -> String {
-        match self.engine.room(&self.room(r)).await {
-            None => "none".into(),
-            Some(s) => format!(
-                "{:?} {:?} {}",
-                s.settings.status,
-                s.settings.visibility,
-                Self::entity(&s.entity)
-            ),
-        }
+        let id = self.room(r);
+        let Some(s) = self.engine.room(&id).await else {
+            return "none".into();
+        };
+        let parts: Vec<String> = s
+            .settings
+            .participants
+            .iter()
+            .map(|(u, role)| format!("{}={role:?}", u.as_str()))
+            .collect();
+        let mut members: Vec<usize> = self
+            .engine
+            .members(&id)
+            .await
+            .iter()
+            .map(|m| self.slot(m))
+            .collect();
+        members.sort();
+        let locks: Vec<String> = self
+            .engine
+            .locks(&id)
+            .await
+            .unwrap_or_default()
+            .iter()
+            .map(|(f, o)| format!("{f}={}", self.slot(&o.session_id)))
+            .collect();
+        format!(
+            "{:?} {:?} {parts:?} {} members {members:?} locks {locks:?}",
+            s.settings.status,
+            s.settings.visibility,
+            Self::entity(&s.entity)
+        )
     }
 
     /// The node's kick (`kick_sessions` -> `close_and_end` -> `end_session`):
@@ -992,7 +1030,8 @@ async fn run_case(kind: &str, ops: &[Op]) -> Result<Vec<String>, String> {
             return Err(format!("op {n} {op:?}: engine {got:?}, model {want:?}"));
         }
         replies.push(got);
-        // The room's status, visibility and entity state are the model's.
+        // The room's status, visibility, participants, entity state, members
+        // and locks are the model's.
         for r in 0..ROOMS.len() {
             let (got, want) = (w.room_view(r).await, model.room_view(r));
             if got != want {
