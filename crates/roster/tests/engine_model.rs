@@ -11,9 +11,10 @@
 //! model's status, visibility, participants and entity state (`Engine::room`),
 //! members and locks.
 //!
-//! Generated: joins (capacity, state, roles), leaves, member state, touches,
-//! locks (lock, unlock, force, the sweeper's expiry before or past the TTL),
-//! flushes, users' sessions and status, participant roles, maintenance; private
+//! Generated: joins (capacity, state, roles; one session has a commenter token,
+//! one an admin's), leaves, member state, touches, locks (lock, unlock, force,
+//! the sweeper's expiry before or past the TTL), flushes, users' sessions and
+//! status, participant roles, maintenance; private
 //! rooms (`update_room` with a visibility: the `AccessChange` answered, evicted
 //! members and released locks, later joins refused `forbidden`), closing
 //! (`status: closed`: later joins refused `room_closed` until reopened) and
@@ -26,7 +27,7 @@
 //! the model the same.
 //!
 //! Not covered: timeouts and resume, the liveness sweep, several nodes, idle
-//! room expiry, count mode and the list limit, admins, `refresh_locks`, declared
+//! room expiry, count mode and the list limit, `refresh_locks`, declared
 //! rooms (`create_room`), the node's events (LOCK/ENTITY frames) — node-level, in
 //! the behaviour tests.
 //!
@@ -37,8 +38,9 @@
 //! with `ROSTER_MODEL_SEED=<n>`, more with `ROSTER_MODEL_CASES=<n>` (default 12
 //! per engine here); a long run:
 //! `ROSTER_MODEL_CASES=2000 cargo nextest run -p roster --test engine_model`
-//! (with `ROSTER_TEST_REDIS=redis://127.0.0.1:6379` for Redis). A failure
-//! becomes a named regression test here.
+//! (the Redis tests use `ROSTER_TEST_REDIS`, else `redis://127.0.0.1:6379`;
+//! 2000 Redis cases take about ten minutes). A failure becomes a named
+//! regression test here.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
@@ -137,6 +139,18 @@ enum Op {
     Mutating(usize, usize),
     Mutated(usize),
     ExpireStale(usize, bool),
+}
+
+/// What each session's token grants in open rooms, and whether it is an
+/// admin's: session 4 (user u1) has a commenter token, so that a participant
+/// entry removed falls back to below operator; session 5 (user u2) an admin's,
+/// owner everywhere and never evicted. The others: operator.
+fn token(s: usize) -> (Role, bool) {
+    match s {
+        4 => (Role::Commenter, false),
+        5 => (Role::Operator, true),
+        _ => (Role::Operator, false),
+    }
 }
 
 fn status(online: bool) -> Status {
@@ -241,14 +255,18 @@ impl Model {
         format!("{:?}->{:?}", before, self.user_status(s % 3))
     }
 
-    /// A session's role in a room: its user's participant role, else what the
-    /// token grants (operator here) in an open room, else none (private room:
-    /// no entry).
+    /// A session's role in a room: owner for an admin's token, else its user's
+    /// participant role, else what the token grants in an open room, else none
+    /// (private room: no entry).
     fn role(&self, r: usize, s: usize) -> Option<Role> {
+        let (open_role, admin) = token(s);
+        if admin {
+            return Some(Role::Owner);
+        }
         match self.roles.get(&(r, s % 3)) {
             Some(&x) => Some(x),
             None if self.private.contains(&r) => None,
-            None => Some(Role::Operator),
+            None => Some(open_role),
         }
     }
 
@@ -689,10 +707,11 @@ impl World {
         match *op {
             Op::Join(s, r, st) => {
                 let user = self.sessions[s].1.clone();
+                let (open_role, is_admin) = token(s);
                 let actor = Actor {
                     user: &user,
-                    open_role: Role::Operator,
-                    is_admin: false,
+                    open_role,
+                    is_admin,
                 };
                 let state = st.map(|v| json!({"v": v})).unwrap_or(json!({}));
                 match e
