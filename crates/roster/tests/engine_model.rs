@@ -9,7 +9,8 @@
 //! user is online or away iff it has a live session, with the merged status;
 //! after every operation each room exists iff the model says so, with the
 //! model's status, visibility, participants and entity state (`Engine::room`),
-//! members and locks.
+//! members and locks; on the memory engine (which delivers inside the call),
+//! everything an operation sent went to members of the room.
 //!
 //! Generated: joins (capacity, state, roles; one session has a commenter token,
 //! one an admin's), leaves, member state, touches, locks (lock, unlock, force,
@@ -1042,7 +1043,22 @@ async fn run_case(kind: &str, ops: &[Op]) -> Result<Vec<String>, String> {
     let mut replies = vec![];
     for (n, op) in ops.iter().enumerate() {
         let want = model.apply(op);
+        let sent_before = w.recorder.0.lock().unwrap().len();
         let got = w.run(op).await;
+        // The memory engine delivers inside the call: whatever this op sent went
+        // to members of the room (never to a session evicted, kicked or gone).
+        if kind == "memory" {
+            let sent = w.recorder.0.lock().unwrap()[sent_before..].to_vec();
+            for (to, m) in sent {
+                let r = ROOMS.iter().position(|k| m["room"] == *k).unwrap();
+                let s = w.slot(&to);
+                if !model.is_member(r, s) {
+                    return Err(format!(
+                        "op {n} {op:?}: session {s}, no member of room {r}, was sent {m}"
+                    ));
+                }
+            }
+        }
         // The model knows codes; the engines must also agree on the wording.
         let code = got.split('\u{1f}').next().unwrap_or_default();
         if code != want {
