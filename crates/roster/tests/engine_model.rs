@@ -9,8 +9,9 @@
 //! user is online or away iff it has a live session, with the merged status;
 //! after every operation each room exists iff the model says so, with the
 //! model's status, visibility, participants and entity state (`Engine::room`),
-//! members and locks; on the memory engine (which delivers inside the call),
-//! everything an operation sent went to members of the room.
+//! members and locks; a joiner's `PRESENCE` shows the model's entity state,
+//! locks, count and roster; on the memory engine (which delivers inside the
+//! call), everything an operation sent went to members of the room.
 //!
 //! Generated: joins (capacity, state, roles; one session has a commenter token,
 //! one an admin's), leaves, member state, touches, locks (lock, unlock, force,
@@ -324,6 +325,32 @@ impl Model {
         )
     }
 
+    /// What a `PRESENCE` of the room shows (as `World::presence`).
+    fn presence(&self, r: usize) -> String {
+        let e = self.entity.get(&r).copied().unwrap_or_default();
+        let mut locks: Vec<String> = self
+            .locks
+            .iter()
+            .filter(|((rr, _), _)| *rr == r)
+            .map(|((_, f), s)| format!("{}={s}", FIELDS[*f]))
+            .collect();
+        locks.sort();
+        let sessions: Vec<String> = self
+            .rooms
+            .get(&r)
+            .into_iter()
+            .flatten()
+            .map(|(s, st)| format!("{s}={st}"))
+            .collect();
+        format!(
+            "stale={} busy={:?} v={} count={} locks {locks:?} sessions {sessions:?}",
+            e.stale,
+            e.busy.map(|u| format!("u{u}")),
+            e.version,
+            sessions.len()
+        )
+    }
+
     fn entity_reply(&self, r: usize) -> String {
         let e = self.entity.get(&r).copied().unwrap_or_default();
         let busy = e.busy.map(|u| format!("u{u}"));
@@ -625,6 +652,33 @@ impl World {
             v.stale,
             v.busy_by.as_ref().map(|u| u.as_str()),
             v.version,
+        )
+    }
+
+    /// What a `PRESENCE` frame shows (as `Model::presence`).
+    fn presence(&self, m: &Value) -> String {
+        let slot = |v: &Value| self.slot(&SessionId::parse(v.as_str().unwrap()).unwrap());
+        let locks: Vec<String> = m["locks"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(f, o)| format!("{f}={}", slot(&o["sessionId"])))
+            .collect();
+        let mut sessions: Vec<(usize, String)> = m["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|u| u["sessions"].as_array().unwrap())
+            .map(|x| (slot(&x["sessionId"]), x["state"].to_string()))
+            .collect();
+        sessions.sort();
+        let sessions: Vec<String> = sessions.iter().map(|(s, st)| format!("{s}={st}")).collect();
+        format!(
+            "stale={} busy={:?} v={} count={} locks {locks:?} sessions {sessions:?}",
+            m["stale"].as_bool().unwrap(),
+            m["busyBy"].as_str().map(String::from),
+            m["version"],
+            m["count"]
         )
     }
 
@@ -1063,6 +1117,22 @@ async fn run_case(kind: &str, ops: &[Op]) -> Result<Vec<String>, String> {
         let code = got.split('\u{1f}').next().unwrap_or_default();
         if code != want {
             return Err(format!("op {n} {op:?}: engine {got:?}, model {want:?}"));
+        }
+        // A member's SUB is answered (inside the call) with a PRESENCE that shows
+        // the room as the model holds it.
+        if let (Op::Join(s, r, _), "joined" | "already") = (op, code) {
+            let sid = &w.sessions[*s].0;
+            let sent = w.recorder.0.lock().unwrap()[sent_before..].to_vec();
+            let snap = sent
+                .iter()
+                .rev()
+                .find(|(to, m)| to == sid && m["type"] == "PRESENCE" && m["room"] == ROOMS[*r])
+                .map(|(_, m)| w.presence(m))
+                .ok_or_else(|| format!("op {n} {op:?}: no PRESENCE sent"))?;
+            let want = model.presence(*r);
+            if snap != want {
+                return Err(format!("op {n} {op:?}: PRESENCE {snap:?}, model {want:?}"));
+            }
         }
         replies.push(got);
         // The room's status, visibility, participants, entity state, members
