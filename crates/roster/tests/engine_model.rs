@@ -41,7 +41,7 @@
 //! per engine here); a long run:
 //! `ROSTER_MODEL_CASES=2000 cargo nextest run -p roster --test engine_model`
 //! (the Redis tests use `ROSTER_TEST_REDIS`, else `redis://127.0.0.1:6379`;
-//! 2000 Redis cases take about ten minutes). A failure becomes a named
+//! 2000 Redis cases take some 13 minutes). A failure becomes a named
 //! regression test here.
 
 use std::collections::{BTreeMap, BTreeSet};
