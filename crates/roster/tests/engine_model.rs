@@ -6,26 +6,56 @@
 //! of a session it holds, no leave or update of one it does not), with no `seq`
 //! gap; after the last flush each member's snapshot plus diffs is exactly the
 //! engine's roster (sessions and states); at most one lock owner per field; a
-//! user is online or away iff it has a live session, with the merged status.
+//! user is online or away iff it has a live session, with the merged status;
+//! after every operation each room exists iff the model says so, with the
+//! model's status, visibility, participants and entity state (`Engine::room`),
+//! members and locks; a joiner's `PRESENCE` shows the model's entity state,
+//! locks, count and roster; on the memory engine (which delivers inside the
+//! call), everything an operation sent went to members of the room.
 //!
-//! Seeded, not shrinking: a failure prints the seed and the operations; run one
-//! with `ROSTER_MODEL_SEED=<n>`, more with `ROSTER_MODEL_CASES=<n>` (default 12 per
-//! engine here; `ROSTER_MODEL_CASES=2000 cargo nextest run -p roster --test
-//! engine_model` for a long run). A seed that fails becomes a named regression
-//! test here. Not covered yet: timeouts and resume (node-level, in the behaviour
-//! tests), private rooms and closing a room (they evict members: node-level).
-//! Lock expiry is generated: the sweeper's call, at a time before or past the TTL.
+//! Generated: joins (capacity, state, roles; one session has a commenter token,
+//! one an admin's), leaves, member state, touches, locks (lock, unlock, force,
+//! the sweeper's expiry before or past the TTL), flushes, users' sessions and
+//! status, participant roles, maintenance; private
+//! rooms (`update_room` with a visibility: the `AccessChange` answered, evicted
+//! members and released locks, later joins refused `forbidden`), closing
+//! (`status: closed`: later joins refused `room_closed` until reopened) and
+//! deleting a room (`delete_room`: its members answered, the room gone with its
+//! roles, locks and entity state); the entity lifecycle (`mutating`, `mutated`,
+//! the sweeper's stale expiry before or past the TTL) with the `EntityView`
+//! answered. The engines leave kicking to the node: the driver does what the node
+//! does (`access_changed`/`kick_sessions` -> `end_session`: the kicked session
+//! leaves every room it joined with reason `kicked`, then its user loses it), and
+//! the model the same.
+//!
+//! Not covered: timeouts and resume, the liveness sweep, several nodes, idle
+//! room expiry, count mode and the list limit, `refresh_locks`, declared
+//! rooms (`create_room`), the node's events (LOCK/ENTITY frames) — node-level, in
+//! the behaviour tests.
+//!
+//! Seeded and shrinking: a failing case is shrunk (chunks, then single ops
+//! removed while it still fails, each run on fresh engine state: a fresh tenant
+//! and Redis key prefix), and the failure prints the seed, the first error and
+//! the smallest failing op list (pastes into a regression test). Run one seed
+//! with `ROSTER_MODEL_SEED=<n>`, more with `ROSTER_MODEL_CASES=<n>` (default 12
+//! per engine here); a long run:
+//! `ROSTER_MODEL_CASES=2000 cargo nextest run -p roster --test engine_model`
+//! (the Redis tests use `ROSTER_TEST_REDIS`, else `redis://127.0.0.1:6379`;
+//! 2000 Redis cases take some 13 minutes). A failure becomes a named
+//! regression test here.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::AtomicU8;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use roster::clock::Clock;
-use roster::core::room::{Actor, LockOutcome, Member, RoomSettings, RoomStatus};
-use roster::core::room_type::seeded;
+use roster::core::room::{
+    AccessChange, Actor, EntityView, LockOutcome, Member, RoomSettings, RoomStatus,
+};
+use roster::core::room_type::{seeded, Visibility};
 use roster::core::session::SessionMeta;
 use roster::core::types::{DeviceInfo, LeaveReason, Role, Status, SubMode};
 use roster::engine::memory::MemoryEngine;
@@ -44,6 +74,8 @@ const OPS: usize = 80;
 const LIST_LIMIT: usize = 1000;
 /// Longer than any case runs, so only `ExpireLock(.., true)` expires a lock.
 const LOCK_TTL: Duration = Duration::from_secs(60);
+/// Likewise for `MUTATING`: only `ExpireStale(.., true)` clears `stale`.
+const STALE_TTL: Duration = Duration::from_secs(60);
 
 /// Every message an engine delivered, per recipient, as JSON.
 #[derive(Default)]
@@ -97,6 +129,30 @@ enum Op {
     Participant(usize, usize, Option<Role>),
     /// The room put in maintenance (`true`) or back to active.
     Maintenance(usize, bool),
+    /// The room made private (`true`) or open (`update_room` with a visibility):
+    /// the driver then kicks whoever the engine evicted, as the node does.
+    Visibility(usize, bool),
+    /// `status: closed`: the driver then kicks every member, as the node does.
+    Close(usize),
+    /// `delete_room`: the driver then kicks every member it answered.
+    Delete(usize),
+    /// Entity lifecycle: `MUTATING` by user `u`, `MUTATED`, and the sweeper's
+    /// stale expiry, now (`false`: nothing is due) or past every stale TTL.
+    Mutating(usize, usize),
+    Mutated(usize),
+    ExpireStale(usize, bool),
+}
+
+/// What each session's token grants in open rooms, and whether it is an
+/// admin's: session 4 (user u1) has a commenter token, so that a participant
+/// entry removed falls back to below operator; session 5 (user u2) an admin's,
+/// owner everywhere and never evicted. The others: operator.
+fn token(s: usize) -> (Role, bool) {
+    match s {
+        4 => (Role::Commenter, false),
+        5 => (Role::Operator, true),
+        _ => (Role::Operator, false),
+    }
 }
 
 fn status(online: bool) -> Status {
@@ -115,7 +171,7 @@ fn gen(rng: &mut StdRng) -> Vec<Op> {
                 rng.random_range(0..ROOMS.len()),
             );
             let f = rng.random_range(0..FIELDS.len());
-            match rng.random_range(0..100) {
+            match rng.random_range(0..116) {
                 0..=29 => Op::Join(s, r, rng.random_bool(0.3).then(|| rng.random_range(0..5))),
                 30..=44 => Op::Leave(s, r),
                 45..=59 => Op::State(s, r, rng.random_range(0..5)),
@@ -126,7 +182,9 @@ fn gen(rng: &mut StdRng) -> Vec<Op> {
                 83..=86 => Op::Attach(s, rng.random_bool(0.7)),
                 87..=89 => Op::Detach(s),
                 90..=92 => Op::SetStatus(s, rng.random_bool(0.5)),
-                93..=95 => Op::Participant(
+                // More often than the rest of room admin, so that private rooms
+                // get participants in and out again.
+                93..=95 | 110..=113 => Op::Participant(
                     r,
                     rng.random_range(0..3),
                     [
@@ -138,10 +196,31 @@ fn gen(rng: &mut StdRng) -> Vec<Op> {
                 ),
                 96 => Op::Maintenance(r, rng.random_bool(0.6)),
                 97 => Op::ExpireLock(r, f, rng.random_bool(0.7)),
-                _ => Op::Flush(r),
+                98..=99 => Op::Flush(r),
+                100..=102 => Op::Visibility(r, rng.random_bool(0.5)),
+                103 => Op::Close(r),
+                104 => Op::Delete(r),
+                105..=106 => Op::Mutating(r, rng.random_range(0..3)),
+                107..=108 => Op::Mutated(r),
+                109 => Op::ExpireStale(r, rng.random_bool(0.7)),
+                // Reopens a closed room (or one in maintenance).
+                _ => Op::Maintenance(r, false),
             }
         })
         .collect()
+}
+
+/// A room's entity state (`MUTATING`/`MUTATED`), as the model sees it.
+#[derive(Default, Clone, Copy)]
+struct Entity {
+    stale: bool,
+    busy: Option<usize>,
+    version: u64,
+}
+
+/// How both sides print an `EntityView`.
+fn entity_str(room: &str, stale: bool, busy: Option<&str>, version: u64) -> String {
+    format!("entity {room} stale={stale} busy={busy:?} v={version}")
 }
 
 /// The reference model: what each room holds, who holds each lock, and each
@@ -151,10 +230,13 @@ struct Model {
     rooms: BTreeMap<usize, BTreeMap<usize, Value>>,
     locks: BTreeMap<(usize, usize), usize>,
     live: BTreeMap<usize, Status>,
-    /// Rooms that exist (created by a join), in maintenance, participant roles.
-    exists: std::collections::BTreeSet<usize>,
-    maintenance: std::collections::BTreeSet<usize>,
+    /// Rooms that exist (created by a join or a lifecycle call), their status
+    /// (absent: active), the private ones, participant roles, entity state.
+    exists: BTreeSet<usize>,
+    status: BTreeMap<usize, RoomStatus>,
+    private: BTreeSet<usize>,
     roles: BTreeMap<(usize, usize), Role>,
+    entity: BTreeMap<usize, Entity>,
 }
 
 impl Model {
@@ -175,17 +257,163 @@ impl Model {
         format!("{:?}->{:?}", before, self.user_status(s % 3))
     }
 
-    /// A session's role in an open room: its user's participant role, else what
-    /// the token grants (operator here).
-    fn role(&self, r: usize, s: usize) -> Role {
-        self.roles
-            .get(&(r, s % 3))
-            .copied()
-            .unwrap_or(Role::Operator)
+    /// A session's role in a room: owner for an admin's token, else its user's
+    /// participant role, else what the token grants in an open room, else none
+    /// (private room: no entry).
+    fn role(&self, r: usize, s: usize) -> Option<Role> {
+        let (open_role, admin) = token(s);
+        if admin {
+            return Some(Role::Owner);
+        }
+        match self.roles.get(&(r, s % 3)) {
+            Some(&x) => Some(x),
+            None if self.private.contains(&r) => None,
+            None => Some(open_role),
+        }
+    }
+
+    /// A member's role (members always have one: the others were kicked).
+    fn member_role(&self, r: usize, s: usize) -> Role {
+        self.role(r, s).unwrap_or(Role::Viewer)
     }
 
     fn is_member(&self, r: usize, s: usize) -> bool {
         self.rooms.get(&r).is_some_and(|m| m.contains_key(&s))
+    }
+
+    fn members(&self, r: usize) -> Vec<usize> {
+        self.rooms
+            .get(&r)
+            .map(|m| m.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
+    fn room_status(&self, r: usize) -> RoomStatus {
+        self.status.get(&r).copied().unwrap_or(RoomStatus::Active)
+    }
+
+    /// What `Engine::room` shows of the room: status, visibility, entity.
+    /// What `Engine::room` shows of the room (status, visibility, participants,
+    /// entity) with its members (slots) and locks (field=slot).
+    fn room_view(&self, r: usize) -> String {
+        if !self.exists.contains(&r) {
+            return "none".into();
+        }
+        let parts: Vec<String> = self
+            .roles
+            .iter()
+            .filter(|((rr, _), _)| *rr == r)
+            .map(|((_, u), role)| format!("u{u}={role:?}"))
+            .collect();
+        let mut locks: Vec<String> = self
+            .locks
+            .iter()
+            .filter(|((rr, _), _)| *rr == r)
+            .map(|((_, f), s)| format!("{}={s}", FIELDS[*f]))
+            .collect();
+        locks.sort();
+        format!(
+            "{:?} {:?} {parts:?} {} members {:?} locks {locks:?}",
+            self.room_status(r),
+            if self.private.contains(&r) {
+                Visibility::Private
+            } else {
+                Visibility::Open
+            },
+            self.entity_reply(r),
+            self.members(r)
+        )
+    }
+
+    /// What a `PRESENCE` of the room shows (as `World::presence`).
+    fn presence(&self, r: usize) -> String {
+        let e = self.entity.get(&r).copied().unwrap_or_default();
+        let mut locks: Vec<String> = self
+            .locks
+            .iter()
+            .filter(|((rr, _), _)| *rr == r)
+            .map(|((_, f), s)| format!("{}={s}", FIELDS[*f]))
+            .collect();
+        locks.sort();
+        let sessions: Vec<String> = self
+            .rooms
+            .get(&r)
+            .into_iter()
+            .flatten()
+            .map(|(s, st)| format!("{s}={st}"))
+            .collect();
+        format!(
+            "stale={} busy={:?} v={} count={} locks {locks:?} sessions {sessions:?}",
+            e.stale,
+            e.busy.map(|u| format!("u{u}")),
+            e.version,
+            sessions.len()
+        )
+    }
+
+    fn entity_reply(&self, r: usize) -> String {
+        let e = self.entity.get(&r).copied().unwrap_or_default();
+        let busy = e.busy.map(|u| format!("u{u}"));
+        entity_str(ROOMS[r], e.stale, busy.as_deref(), e.version)
+    }
+
+    /// The node's kick (`close_and_end`): the session leaves every room it is
+    /// in and its user loses it.
+    fn kick(&mut self, s: usize) -> String {
+        let mut left = vec![];
+        for (r, m) in self.rooms.iter_mut() {
+            if m.remove(&s).is_some() {
+                left.push(*r);
+            }
+        }
+        self.locks.retain(|_, o| *o != s);
+        let change = self.status_change(s, |l| {
+            l.remove(&s);
+        });
+        format!("; kick {s}: left {left:?} {change}")
+    }
+
+    /// After a participant or visibility change (`reapply_roles`): members with
+    /// no role any more are evicted (and kicked), locks of the others now below
+    /// operator are released. An evicted member keeps its (operator) role until
+    /// its kick, so its locks go with its leave.
+    fn access_changed(&mut self, r: usize) -> String {
+        let evicted: Vec<usize> = self
+            .members(r)
+            .into_iter()
+            .filter(|&s| self.role(r, s).is_none())
+            .collect();
+        let gone: Vec<(usize, usize)> = self
+            .locks
+            .iter()
+            .filter(|((rr, _), o)| {
+                *rr == r
+                    && !evicted.contains(o)
+                    && self.role(r, **o).is_some_and(|x| x < Role::Operator)
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        let mut lost: Vec<String> = gone.iter().map(|(_, f)| FIELDS[*f].to_string()).collect();
+        for k in &gone {
+            self.locks.remove(k);
+        }
+        lost.sort();
+        let mut out = format!("released {lost:?} evicted {evicted:?}");
+        for s in evicted {
+            out += &self.kick(s);
+        }
+        out
+    }
+
+    /// The room is dropped with everything it held.
+    fn drop_room(&mut self, r: usize) {
+        self.rooms.remove(&r);
+        self.exists.remove(&r);
+        self.status.remove(&r);
+        self.private.remove(&r);
+        self.roles.retain(|(rr, _), _| *rr != r);
+        self.locks.retain(|(rr, _), _| *rr != r);
+        self.entity.remove(&r);
     }
 
     /// The reply the engines must give, as a short string.
@@ -193,13 +421,13 @@ impl Model {
         match *op {
             Op::Join(s, r, st) => {
                 let role = self.role(r, s);
-                let closed = self.maintenance.contains(&r);
+                let closed = self.room_status(r) != RoomStatus::Active;
                 let room = self.rooms.entry(r).or_default();
                 if room.contains_key(&s) {
                     "already".into()
                 } else if closed {
                     "err room_closed".into()
-                } else if st.is_some() && role < Role::Commenter {
+                } else if role.is_none_or(|x| st.is_some() && x < Role::Commenter) {
                     "err forbidden".into()
                 } else if r == 0 && room.len() >= SMALL_CAPACITY as usize {
                     "err room_full".into()
@@ -217,7 +445,7 @@ impl Model {
                 format!("left {left}")
             }
             Op::State(s, r, v) => {
-                let role = self.role(r, s);
+                let role = self.member_role(r, s);
                 match self.rooms.entry(r).or_default().get_mut(&s) {
                     None => "err not_subscribed".into(),
                     Some(st) if *st == json!({"v": v}) => "ok".into(),
@@ -233,7 +461,7 @@ impl Model {
                 if !self.is_member(r, s) {
                     return "err not_subscribed".into();
                 }
-                if self.role(r, s) < Role::Operator {
+                if self.member_role(r, s) < Role::Operator {
                     return "err forbidden".into();
                 }
                 match self.locks.get(&(r, f)) {
@@ -280,31 +508,80 @@ impl Model {
                     Some(x) => self.roles.insert((r, u), x),
                     None => self.roles.remove(&(r, u)),
                 };
-                // Locks of members now below operator are released.
-                let gone: Vec<(usize, usize)> = self
-                    .locks
-                    .iter()
-                    .filter(|((rr, _), o)| *rr == r && self.role(r, **o) < Role::Operator)
-                    .map(|(k, _)| *k)
-                    .collect();
-                let mut lost: Vec<String> =
-                    gone.iter().map(|(_, f)| FIELDS[*f].to_string()).collect();
-                for k in &gone {
-                    self.locks.remove(k);
-                }
-                lost.sort();
-                format!("released {lost:?}")
+                self.access_changed(r)
             }
             Op::Maintenance(r, on) => {
                 if !self.exists.contains(&r) {
                     return "err not_found".into();
                 }
-                if on {
-                    self.maintenance.insert(r);
+                let st = if on {
+                    RoomStatus::Maintenance
                 } else {
-                    self.maintenance.remove(&r);
-                }
+                    RoomStatus::Active
+                };
+                self.status.insert(r, st);
                 "ok".into()
+            }
+            Op::Visibility(r, private) => {
+                if !self.exists.contains(&r) {
+                    return "err not_found".into();
+                }
+                if private {
+                    self.private.insert(r);
+                } else {
+                    self.private.remove(&r);
+                }
+                self.access_changed(r)
+            }
+            Op::Close(r) => {
+                if !self.exists.contains(&r) {
+                    return "err not_found".into();
+                }
+                self.status.insert(r, RoomStatus::Closed);
+                let mut out = "closed".to_string();
+                for s in self.members(r) {
+                    out += &self.kick(s);
+                }
+                out
+            }
+            Op::Delete(r) => {
+                if !self.exists.contains(&r) {
+                    return "deleted none".into();
+                }
+                let members = self.members(r);
+                self.drop_room(r);
+                let mut out = format!("deleted {members:?}");
+                for s in members {
+                    out += &self.kick(s);
+                }
+                out
+            }
+            Op::Mutating(r, u) => {
+                self.exists.insert(r);
+                let e = self.entity.entry(r).or_default();
+                e.stale = true;
+                e.busy = Some(u);
+                self.entity_reply(r)
+            }
+            Op::Mutated(r) => {
+                self.exists.insert(r);
+                let e = self.entity.entry(r).or_default();
+                e.stale = false;
+                e.busy = None;
+                e.version += 1;
+                self.entity_reply(r)
+            }
+            Op::ExpireStale(r, late) => {
+                let due = self.exists.contains(&r)
+                    && late
+                    && self.entity.get(&r).is_some_and(|e| e.stale);
+                if !due {
+                    return "unchanged".into();
+                }
+                let e = self.entity.entry(r).or_default();
+                e.stale = false;
+                e.busy = None;
+                self.entity_reply(r)
             }
         }
     }
@@ -315,6 +592,9 @@ struct World {
     recorder: Arc<Recorder>,
     tenant: TenantId,
     sessions: Vec<(SessionId, UserId)>,
+    /// The rooms each session joined, as the node's session handle keeps them:
+    /// a kick leaves all of them.
+    joined: Vec<BTreeSet<usize>>,
 }
 
 impl World {
@@ -362,8 +642,123 @@ impl World {
         Member::new(Arc::new(meta), SystemTime::now(), state, false)
     }
 
-    async fn run(&self, op: &Op) -> String {
-        let e = &self.engine;
+    fn slot(&self, id: &SessionId) -> usize {
+        self.sessions.iter().position(|(s, _)| s == id).unwrap()
+    }
+
+    fn entity(v: &EntityView) -> String {
+        entity_str(
+            &v.room,
+            v.stale,
+            v.busy_by.as_ref().map(|u| u.as_str()),
+            v.version,
+        )
+    }
+
+    /// What a `PRESENCE` frame shows (as `Model::presence`).
+    fn presence(&self, m: &Value) -> String {
+        let slot = |v: &Value| self.slot(&SessionId::parse(v.as_str().unwrap()).unwrap());
+        let locks: Vec<String> = m["locks"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(f, o)| format!("{f}={}", slot(&o["sessionId"])))
+            .collect();
+        let mut sessions: Vec<(usize, String)> = m["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|u| u["sessions"].as_array().unwrap())
+            .map(|x| (slot(&x["sessionId"]), x["state"].to_string()))
+            .collect();
+        sessions.sort();
+        let sessions: Vec<String> = sessions.iter().map(|(s, st)| format!("{s}={st}")).collect();
+        format!(
+            "stale={} busy={:?} v={} count={} locks {locks:?} sessions {sessions:?}",
+            m["stale"].as_bool().unwrap(),
+            m["busyBy"].as_str().map(String::from),
+            m["version"],
+            m["count"]
+        )
+    }
+
+    /// What `Engine::room` shows of the room (as `Model::room_view`).
+    async fn room_view(&self, r: usize) -> String {
+        let id = self.room(r);
+        let Some(s) = self.engine.room(&id).await.unwrap() else {
+            return "none".into();
+        };
+        let parts: Vec<String> = s
+            .settings
+            .participants
+            .iter()
+            .map(|(u, role)| format!("{}={role:?}", u.as_str()))
+            .collect();
+        let mut members: Vec<usize> = self
+            .engine
+            .members(&id)
+            .await
+            .unwrap()
+            .iter()
+            .map(|m| self.slot(m))
+            .collect();
+        members.sort();
+        let locks: Vec<String> = self
+            .engine
+            .locks(&id)
+            .await
+            .unwrap()
+            .unwrap_or_default()
+            .iter()
+            .map(|(f, o)| format!("{f}={}", self.slot(&o.session_id)))
+            .collect();
+        format!(
+            "{:?} {:?} {parts:?} {} members {members:?} locks {locks:?}",
+            s.settings.status,
+            s.settings.visibility,
+            Self::entity(&s.entity)
+        )
+    }
+
+    /// The node's kick (`kick_sessions` -> `close_and_end` -> `end_session`):
+    /// the session leaves every room it joined (reason `kicked`), then its user
+    /// loses it.
+    async fn kick(&mut self, s: usize) -> String {
+        let sid = self.sessions[s].0.clone();
+        let mut left = vec![];
+        for r in std::mem::take(&mut self.joined[s]) {
+            let l = self
+                .engine
+                .leave(&self.room(r), &sid, LeaveReason::Kicked, Instant::now())
+                .await
+                .unwrap();
+            if l.is_some() {
+                left.push(r);
+            }
+        }
+        let c = self
+            .engine
+            .user_detach(&self.user(s), &sid, SystemTime::now())
+            .await;
+        format!("; kick {s}: left {left:?} {:?}->{:?}", c.before, c.after)
+    }
+
+    /// The node's `access_changed`: evicted sessions are kicked (in slot order,
+    /// as the model does; the node goes in the engine's order).
+    async fn access_changed(&mut self, c: AccessChange) -> String {
+        let mut lost: Vec<String> = c.released_locks.into_iter().map(|l| l.field).collect();
+        lost.sort();
+        let mut evicted: Vec<usize> = c.evicted.iter().map(|id| self.slot(id)).collect();
+        evicted.sort();
+        let mut out = format!("released {lost:?} evicted {evicted:?}");
+        for s in evicted {
+            out += &self.kick(s).await;
+        }
+        out
+    }
+
+    async fn run(&mut self, op: &Op) -> String {
+        let e = self.engine.clone();
         let code = |e: roster::engine::EngineError| {
             let e = roster::core::error::CoreError::from(e);
             format!("err {}\u{1f}{}", e.code.as_str(), e.message)
@@ -371,10 +766,11 @@ impl World {
         match *op {
             Op::Join(s, r, st) => {
                 let user = self.sessions[s].1.clone();
+                let (open_role, is_admin) = token(s);
                 let actor = Actor {
                     user: &user,
-                    open_role: Role::Operator,
-                    is_admin: false,
+                    open_role,
+                    is_admin,
                 };
                 let state = st.map(|v| json!({"v": v})).unwrap_or(json!({}));
                 match e
@@ -390,11 +786,15 @@ impl World {
                     .await
                 {
                     Ok(j) if j.already_member => "already".into(),
-                    Ok(_) => "joined".into(),
+                    Ok(_) => {
+                        self.joined[s].insert(r);
+                        "joined".into()
+                    }
                     Err(err) => code(err),
                 }
             }
             Op::Leave(s, r) => {
+                self.joined[s].remove(&r);
                 let left = e
                     .leave(
                         &self.room(r),
@@ -485,12 +885,7 @@ impl World {
             Op::Participant(r, u, role) => {
                 let user = UserId::parse(&format!("u{u}")).unwrap();
                 match e.set_participant(&self.room(r), user, role).await {
-                    Ok(c) => {
-                        let mut lost: Vec<String> =
-                            c.released_locks.into_iter().map(|l| l.field).collect();
-                        lost.sort();
-                        format!("released {lost:?}")
-                    }
+                    Ok(c) => self.access_changed(c).await,
                     Err(err) => code(err),
                 }
             }
@@ -506,6 +901,86 @@ impl World {
                 match e.update_room(&self.room(r), patch).await {
                     Ok(_) => "ok".into(),
                     Err(err) => code(err),
+                }
+            }
+            Op::Visibility(r, private) => {
+                let patch = RoomPatch {
+                    visibility: Some(if private {
+                        Visibility::Private
+                    } else {
+                        Visibility::Open
+                    }),
+                    ..RoomPatch::default()
+                };
+                match e.update_room(&self.room(r), patch).await {
+                    Ok((_, c)) => self.access_changed(c).await,
+                    Err(err) => code(err),
+                }
+            }
+            Op::Close(r) => {
+                let patch = RoomPatch {
+                    status: Some(RoomStatus::Closed),
+                    ..RoomPatch::default()
+                };
+                match e.update_room(&self.room(r), patch).await {
+                    Ok((_, c)) => {
+                        // No visibility in the patch: nothing to reapply.
+                        assert_eq!(c, AccessChange::default());
+                        let mut members: Vec<usize> = e
+                            .members(&self.room(r))
+                            .await
+                            .unwrap()
+                            .iter()
+                            .map(|id| self.slot(id))
+                            .collect();
+                        members.sort();
+                        let mut out = "closed".to_string();
+                        for s in members {
+                            out += &self.kick(s).await;
+                        }
+                        out
+                    }
+                    Err(err) => code(err),
+                }
+            }
+            Op::Delete(r) => match e.delete_room(&self.room(r)).await.unwrap() {
+                None => "deleted none".into(),
+                Some(ids) => {
+                    let mut members: Vec<usize> = ids.iter().map(|id| self.slot(id)).collect();
+                    members.sort();
+                    let mut out = format!("deleted {members:?}");
+                    for s in members {
+                        out += &self.kick(s).await;
+                    }
+                    out
+                }
+            },
+            Op::Mutating(r, u) => {
+                let by = UserId::parse(&format!("u{u}")).unwrap();
+                let v = e
+                    .mutating(
+                        &self.room(r),
+                        Self::settings(r),
+                        by,
+                        Instant::now(),
+                        STALE_TTL,
+                    )
+                    .await
+                    .unwrap();
+                Self::entity(&v)
+            }
+            Op::Mutated(r) => {
+                Self::entity(&e.mutated(&self.room(r), Self::settings(r)).await.unwrap())
+            }
+            Op::ExpireStale(r, late) => {
+                let now = if late {
+                    Instant::now() + STALE_TTL * 2
+                } else {
+                    Instant::now()
+                };
+                match e.expire_stale(&self.room(r), now).await.unwrap() {
+                    Some(v) => Self::entity(&v),
+                    None => "unchanged".into(),
                 }
             }
         }
@@ -601,14 +1076,23 @@ async fn engine(kind: &str, recorder: Arc<Recorder>) -> Arc<dyn Engine> {
     )
 }
 
-/// Runs one case; answers every reply in full (error messages included).
-async fn run_case(kind: &str, seed: u64) -> Result<Vec<String>, String> {
-    let ops = gen(&mut StdRng::seed_from_u64(seed));
+/// Distinguishes the runs of one process (shrinking reruns a case many times).
+static RUN: AtomicU64 = AtomicU64::new(0);
+
+/// Runs one case on fresh engine state (a fresh tenant, and for Redis a fresh
+/// key prefix); answers every reply in full (error messages included).
+async fn run_case(kind: &str, ops: &[Op]) -> Result<Vec<String>, String> {
     let recorder = Arc::new(Recorder::default());
-    let w = World {
+    let tenant = format!(
+        "m{}r{}n{}",
+        std::process::id(),
+        rand::rng().random::<u32>(),
+        RUN.fetch_add(1, Ordering::Relaxed)
+    );
+    let mut w = World {
         engine: engine(kind, recorder.clone()).await,
         recorder,
-        tenant: TenantId::parse(&format!("m{seed}")).unwrap(),
+        tenant: TenantId::parse(&tenant).unwrap(),
         sessions: (0..SESSIONS)
             .map(|i| {
                 (
@@ -617,18 +1101,60 @@ async fn run_case(kind: &str, seed: u64) -> Result<Vec<String>, String> {
                 )
             })
             .collect(),
+        joined: vec![BTreeSet::new(); SESSIONS],
     };
     let mut model = Model::default();
     let mut replies = vec![];
     for (n, op) in ops.iter().enumerate() {
         let want = model.apply(op);
+        let sent_before = w.recorder.0.lock().unwrap().len();
         let got = w.run(op).await;
+        // The memory engine delivers inside the call: whatever this op sent went
+        // to members of the room (never to a session evicted, kicked or gone).
+        if kind == "memory" {
+            let sent = w.recorder.0.lock().unwrap()[sent_before..].to_vec();
+            for (to, m) in sent {
+                let r = ROOMS.iter().position(|k| m["room"] == *k).unwrap();
+                let s = w.slot(&to);
+                if !model.is_member(r, s) {
+                    return Err(format!(
+                        "op {n} {op:?}: session {s}, no member of room {r}, was sent {m}"
+                    ));
+                }
+            }
+        }
         // The model knows codes; the engines must also agree on the wording.
         let code = got.split('\u{1f}').next().unwrap_or_default();
         if code != want {
             return Err(format!("op {n} {op:?}: engine {got:?}, model {want:?}"));
         }
+        // A member's SUB is answered (inside the call) with a PRESENCE that shows
+        // the room as the model holds it.
+        if let (Op::Join(s, r, _), "joined" | "already") = (op, code) {
+            let sid = &w.sessions[*s].0;
+            let sent = w.recorder.0.lock().unwrap()[sent_before..].to_vec();
+            let snap = sent
+                .iter()
+                .rev()
+                .find(|(to, m)| to == sid && m["type"] == "PRESENCE" && m["room"] == ROOMS[*r])
+                .map(|(_, m)| w.presence(m))
+                .ok_or_else(|| format!("op {n} {op:?}: no PRESENCE sent"))?;
+            let want = model.presence(*r);
+            if snap != want {
+                return Err(format!("op {n} {op:?}: PRESENCE {snap:?}, model {want:?}"));
+            }
+        }
         replies.push(got);
+        // The room's status, visibility, participants, entity state, members
+        // and locks are the model's.
+        for r in 0..ROOMS.len() {
+            let (got, want) = (w.room_view(r).await, model.room_view(r));
+            if got != want {
+                return Err(format!(
+                    "after op {n} {op:?}: room {r} is {got:?}, model {want:?}"
+                ));
+            }
+        }
         // A user is online (or away) iff it has a live session.
         for u in 0..3 {
             let rec = w.engine.user(&w.user(u)).await.unwrap();
@@ -720,7 +1246,75 @@ async fn run_case(kind: &str, seed: u64) -> Result<Vec<String>, String> {
     }
 }
 
-async fn run_engine(kind: &str) {
+/// One case against one engine: the model's replies, and for an engine other
+/// than memory the same replies as memory, word for word. A panic counts as a
+/// failure (so shrinking goes on past one).
+async fn check(kind: &'static str, ops: Vec<Op>) -> Result<(), String> {
+    let run = tokio::spawn(async move {
+        let replies = run_case(kind, &ops).await?;
+        if kind != "memory" {
+            // Twins: the same operations get the same replies, word for word.
+            let memory = run_case("memory", &ops).await?;
+            for (n, (a, b)) in replies.iter().zip(&memory).enumerate() {
+                if a != b {
+                    return Err(format!("op {n}: {kind} replied {a:?}, memory {b:?}"));
+                }
+            }
+        }
+        Ok(())
+    });
+    run.await.unwrap_or_else(|e| Err(format!("panicked: {e}")))
+}
+
+/// Shrinks a failing op list: removes chunks of halving size (down to single
+/// ops) while the case still fails, each try on fresh engine state. Bounded in
+/// runs and time; answers the smallest failing list found and its failure.
+async fn shrink(kind: &'static str, mut ops: Vec<Op>, mut err: String) -> (Vec<Op>, String) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut runs = 0;
+    let mut chunk = ops.len().div_ceil(2);
+    while chunk > 0 && runs < 1000 && Instant::now() < deadline {
+        let mut removed = false;
+        let mut i = 0;
+        while i < ops.len() && runs < 1000 && Instant::now() < deadline {
+            let mut fewer = ops.clone();
+            fewer.drain(i..(i + chunk).min(ops.len()));
+            runs += 1;
+            match check(kind, fewer.clone()).await {
+                Err(e) => {
+                    (ops, err) = (fewer, e);
+                    removed = true;
+                }
+                Ok(()) => i += chunk,
+            }
+        }
+        if !removed {
+            chunk /= 2;
+        }
+    }
+    (ops, err)
+}
+
+/// Runs `ops` on `kind`; on failure shrinks them and panics with the seed (if
+/// any) and the smallest failing list, printed so that it pastes into a
+/// regression test (`use Op::*; use Role::*;`).
+async fn run_ops(kind: &'static str, seed: Option<u64>, ops: Vec<Op>) {
+    let Err(e) = check(kind, ops.clone()).await else {
+        return;
+    };
+    let n = ops.len();
+    let (small, small_err) = shrink(kind, ops, e.clone()).await;
+    let seed = match seed {
+        Some(s) => format!("seed {s} (ROSTER_MODEL_SEED={s})"),
+        None => "explicit ops".into(),
+    };
+    panic!(
+        "{kind} engine, {seed}: {e}\nshrunk from {n} to {} ops: {small_err}\nops: vec!{small:?}",
+        small.len()
+    )
+}
+
+async fn run_engine(kind: &'static str) {
     let cases: u64 = std::env::var("ROSTER_MODEL_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -736,22 +1330,7 @@ async fn run_engine(kind: &str) {
         }
     };
     for seed in seeds {
-        let fail = |e: String| -> ! {
-            panic!(
-                "{kind} engine, seed {seed} (ROSTER_MODEL_SEED={seed}): {e}\nops: {:?}",
-                gen(&mut StdRng::seed_from_u64(seed))
-            )
-        };
-        let replies = run_case(kind, seed).await.unwrap_or_else(|e| fail(e));
-        if kind != "memory" {
-            // Twins: the same operations get the same replies, word for word.
-            let memory = run_case("memory", seed).await.unwrap_or_else(|e| fail(e));
-            for (n, (a, b)) in replies.iter().zip(&memory).enumerate() {
-                if a != b {
-                    fail(format!("op {n}: {kind} replied {a:?}, memory {b:?}"));
-                }
-            }
-        }
+        run_ops(kind, Some(seed), gen(&mut StdRng::seed_from_u64(seed))).await;
     }
 }
 
@@ -763,4 +1342,63 @@ async fn the_memory_engine_follows_the_model() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_redis_engine_follows_the_model() {
     run_engine("redis").await;
+}
+
+/// The new room-admin and lifecycle operations, once each in a known order
+/// (random cases reach some only rarely): a private room evicts the
+/// non-participants and refuses their joins; a participant removed from it is
+/// kicked with its locks; closing kicks everyone and refuses joins until
+/// reopened; a deleted room comes back fresh (open, no roles, version 0).
+fn admin_and_lifecycle_ops() -> Vec<Op> {
+    use Op::*;
+    use Role::*;
+    vec![
+        Attach(0, true),
+        Attach(1, false),
+        Join(0, 1, Some(1)),
+        Join(1, 1, None),
+        Join(2, 1, None),
+        Participant(1, 0, Some(Operator)),
+        Lock(0, 1, 0),
+        Lock(2, 1, 1),
+        Mutating(1, 2),
+        Visibility(1, true),
+        Join(1, 1, None),
+        Join(3, 1, None),
+        State(0, 1, 2),
+        Participant(1, 1, Some(Viewer)),
+        Join(1, 1, Some(3)),
+        Join(1, 1, None),
+        Lock(1, 1, 1),
+        ExpireStale(1, false),
+        ExpireStale(1, true),
+        Mutating(1, 0),
+        Mutated(1),
+        Participant(1, 0, None),
+        Visibility(1, false),
+        Join(4, 1, None),
+        Close(1),
+        Join(4, 1, None),
+        Maintenance(1, false),
+        Join(4, 1, None),
+        Mutated(1),
+        Delete(1),
+        Delete(1),
+        ExpireStale(1, true),
+        Participant(1, 0, Some(Viewer)),
+        Join(0, 1, Some(1)),
+        Mutating(0, 1),
+        Flush(1),
+        Flush(0),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_admin_and_lifecycle_on_memory() {
+    run_ops("memory", None, admin_and_lifecycle_ops()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_admin_and_lifecycle_on_redis() {
+    run_ops("redis", None, admin_and_lifecycle_ops()).await;
 }
