@@ -2,7 +2,11 @@
 //! operations from several sessions and users, run against a small reference
 //! model and against every engine (memory, and Redis at `ROSTER_TEST_REDIS`, which
 //! `scripts/test.sh` also points at a Redis Cluster). Checked: every reply is the
-//! model's; every diff a member receives applies cleanly to what it holds (no join
+//! model's, and each reply carries what the node builds its transitions from
+//! (`core::transition`: a join that occupied the room, a leave that vacated it
+//! and the locks it released, a state that changed or did not, lock owners,
+//! user status moves, access changes with who lost which lock), so the
+//! engines yield the same transitions; every diff a member receives applies cleanly to what it holds (no join
 //! of a session it holds, no leave or update of one it does not), with no `seq`
 //! gap; after the last flush each member's snapshot plus diffs is exactly the
 //! engine's roster (sessions and states); at most one lock owner per field; a
@@ -432,27 +436,37 @@ impl Model {
                 } else if r == 0 && room.len() >= SMALL_CAPACITY as usize {
                     "err room_full".into()
                 } else {
+                    let occupied = room.is_empty();
                     room.insert(s, st.map(|v| json!({"v": v})).unwrap_or(json!({})));
                     self.exists.insert(r);
-                    "joined".into()
+                    format!("joined occupied={occupied}")
                 }
             }
             Op::Leave(s, r) => {
-                let left = self.rooms.entry(r).or_default().remove(&s).is_some();
-                if left {
-                    self.locks.retain(|(rr, _), o| !(*rr == r && *o == s));
+                let room = self.rooms.entry(r).or_default();
+                if room.remove(&s).is_none() {
+                    return "left false".into();
                 }
-                format!("left {left}")
+                let vacated = room.is_empty();
+                let mut released: Vec<&str> = self
+                    .locks
+                    .iter()
+                    .filter(|((rr, _), o)| *rr == r && **o == s)
+                    .map(|((_, f), _)| FIELDS[*f])
+                    .collect();
+                released.sort();
+                self.locks.retain(|(rr, _), o| !(*rr == r && *o == s));
+                format!("left true vacated={vacated} released {released:?}")
             }
             Op::State(s, r, v) => {
                 let role = self.member_role(r, s);
                 match self.rooms.entry(r).or_default().get_mut(&s) {
                     None => "err not_subscribed".into(),
-                    Some(st) if *st == json!({"v": v}) => "ok".into(),
+                    Some(st) if *st == json!({"v": v}) => "ok unchanged".into(),
                     Some(_) if role < Role::Commenter => "err forbidden".into(),
                     Some(st) => {
                         *st = json!({"v": v});
-                        "ok".into()
+                        "ok changed".into()
                     }
                 }
             }
@@ -786,9 +800,9 @@ impl World {
                     .await
                 {
                     Ok(j) if j.already_member => "already".into(),
-                    Ok(_) => {
+                    Ok(j) => {
                         self.joined[s].insert(r);
-                        "joined".into()
+                        format!("joined occupied={}", j.occupied)
                     }
                     Err(err) => code(err),
                 }
@@ -804,13 +818,21 @@ impl World {
                     )
                     .await
                     .unwrap();
-                format!("left {}", left.is_some())
+                match left {
+                    None => "left false".into(),
+                    Some(l) => {
+                        let mut released = l.released_locks;
+                        released.sort();
+                        format!("left true vacated={} released {released:?}", l.now_empty)
+                    }
+                }
             }
             Op::State(s, r, v) => match e
                 .set_state(&self.room(r), &self.sessions[s].0, json!({"v": v}))
                 .await
             {
-                Ok(_) => "ok".into(),
+                Ok(None) => "ok unchanged".into(),
+                Ok(Some(_)) => "ok changed".into(),
                 Err(err) => code(err),
             },
             Op::Touch(s, r) => {
@@ -1130,7 +1152,8 @@ async fn run_case(kind: &str, ops: &[Op]) -> Result<Vec<String>, String> {
         }
         // A member's SUB is answered (inside the call) with a PRESENCE that shows
         // the room as the model holds it.
-        if let (Op::Join(s, r, _), "joined" | "already") = (op, code) {
+        let answered = code == "already" || code.starts_with("joined ");
+        if let (Op::Join(s, r, _), true) = (op, answered) {
             let sid = &w.sessions[*s].0;
             let sent = w.recorder.0.lock().unwrap()[sent_before..].to_vec();
             let snap = sent
