@@ -1200,6 +1200,8 @@ async fn rest_calls_on_live_state_answer_503_while_redis_is_down() {
     let svc = s.token_full("etl", "acme", &["service"], None);
     for (method, path, token, body) in [
         ("DELETE", "/api/v1/rooms/Order:5/locks/total", &admin, None),
+        // A session this node does not hold: asked of the cluster.
+        ("DELETE", "/api/v1/sessions/AAAAAAAAAAAAAAAA", &admin, None),
         (
             "POST",
             "/api/v1/lifecycle",

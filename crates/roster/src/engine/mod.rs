@@ -422,12 +422,14 @@ pub trait Cluster: Send + Sync + 'static {
     }
 
     /// The user of a live session of any node (shared engines; `None` here).
-    async fn session_user(&self, _session: &SessionId) -> Option<UserRef> {
-        None
+    async fn session_user(&self, _session: &SessionId) -> Result<Option<UserRef>, EngineError> {
+        Ok(None)
     }
 
     /// Closes a session that may live on another node.
-    async fn kick_remote(&self, _session: &SessionId, _code: u16) {}
+    async fn kick_remote(&self, _session: &SessionId, _code: u16) -> Result<(), EngineError> {
+        Ok(())
+    }
 
     /// The sessions that the other nodes hold of `tenant` (of `user` only, if
     /// given), each as its node sees it now. Nothing on one node.

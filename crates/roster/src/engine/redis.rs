@@ -2111,7 +2111,7 @@ impl Cluster for RedisEngine {
         out
     }
 
-    async fn session_user(&self, session: &SessionId) -> Option<UserRef> {
+    async fn session_user(&self, session: &SessionId) -> Result<Option<UserRef>, EngineError> {
         let i = &self.inner;
         let (t, u): (Option<String>, Option<String>) = i
             .cmd(
@@ -2121,22 +2121,26 @@ impl Cluster for RedisEngine {
                     .arg("u"),
             )
             .await
-            .ok()?;
-        Some(UserRef {
-            tenant: TenantId::parse(&t?).ok()?,
-            user: UserId::parse(&u?).ok()?,
-        })
+            .map_err(unavailable)?;
+        Ok((|| {
+            Some(UserRef {
+                tenant: TenantId::parse(&t?).ok()?,
+                user: UserId::parse(&u?).ok()?,
+            })
+        })())
     }
 
-    async fn kick_remote(&self, session: &SessionId, code: u16) {
+    async fn kick_remote(&self, session: &SessionId, code: u16) -> Result<(), EngineError> {
         let i = &self.inner;
-        let _: redis::RedisResult<i64> = i
+        let _: i64 = i
             .cmd(
                 redis::cmd("PUBLISH")
                     .arg(i.ctl_channel())
                     .arg(format!("K {session} {code}")),
             )
-            .await;
+            .await
+            .map_err(unavailable)?;
+        Ok(())
     }
 
     async fn remote_sessions(

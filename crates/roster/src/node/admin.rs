@@ -232,17 +232,23 @@ impl Node {
     /// Kicks a session of `tenant` on any node: its connection is closed with
     /// 4011 and it leaves every room with reason `kicked`. `false` if the tenant
     /// has no such session.
-    pub async fn kick_session(&self, tenant: &TenantId, sid: &SessionId, actor: &str) -> bool {
+    pub async fn kick_session(
+        &self,
+        tenant: &TenantId,
+        sid: &SessionId,
+        actor: &str,
+    ) -> Result<bool, EngineError> {
         let Some(s) = self.hub.get(sid) else {
             // Maybe a session of another node (shared engine): kicked through it.
             let Some(user) = self
                 .engine
                 .session_user(sid)
-                .await
+                .await?
                 .filter(|u| &u.tenant == tenant)
             else {
-                return false;
+                return Ok(false);
             };
+            self.engine.kick_remote(sid, close::KICKED).await?;
             self.record(
                 tenant,
                 "admin_kick",
@@ -252,11 +258,10 @@ impl Node {
                 Some(sid),
                 Value::Object(Default::default()),
             );
-            self.engine.kick_remote(sid, close::KICKED).await;
-            return true;
+            return Ok(true);
         };
         if &s.user_ref.tenant != tenant {
-            return false;
+            return Ok(false);
         }
         self.record(
             tenant,
@@ -269,7 +274,7 @@ impl Node {
         );
         self.close_and_end(sid, close::KICKED, LeaveReason::Kicked)
             .await;
-        true
+        Ok(true)
     }
 
     /// Writes a room's settings to the store (insert or replace).

@@ -509,8 +509,9 @@ impl Node {
                 .close_and_end(&sid, close::KICKED, LeaveReason::Kicked)
                 .await
             {
-                // Not here: maybe on another node.
-                self.engine.kick_remote(&sid, close::KICKED).await;
+                // Not here: maybe on another node. Unreachable: a session of
+                // another node is then ended by the liveness sweep at worst.
+                let _ = self.engine.kick_remote(&sid, close::KICKED).await;
             }
         }
     }

@@ -36,7 +36,7 @@ pub struct LifecycleEvent {
 /// `MUTATING` marks the entity's room stale (busy by `userId`); `MUTATED` clears it
 /// and bumps `version`. Members get an `ENTITY` event. Needs role `service` or `admin`.
 #[utoipa::path(post, path = "/api/v1/lifecycle", tag = "lifecycle", request_body = LifecycleEvent,
-    responses((status = 202, description = "{room, stale, busyBy, version}"), (status = 422, body = super::ErrorBody), (status = 403, body = super::ErrorBody)))]
+    responses((status = 202, description = "{room, stale, busyBy, version}"), (status = 422, body = super::ErrorBody), (status = 403, body = super::ErrorBody), (status = 503, description = "the presence engine (Redis) is unavailable; try again", body = super::ErrorBody)))]
 pub async fn lifecycle(
     State(app): State<AppState>,
     caller: Caller,

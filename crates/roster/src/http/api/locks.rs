@@ -26,7 +26,7 @@ pub struct LockItem {
 }
 
 #[utoipa::path(get, path = "/api/v1/rooms/{room}/locks", tag = "locks", params(("room" = String, Path)),
-    responses((status = 200, body = Page<LockItem>), (status = 404, body = super::ErrorBody)))]
+    responses((status = 200, body = Page<LockItem>), (status = 404, body = super::ErrorBody), (status = 503, description = "the presence engine (Redis) is unavailable; try again", body = super::ErrorBody)))]
 pub async fn list(
     State(app): State<AppState>,
     caller: Caller,
@@ -57,7 +57,7 @@ pub async fn list(
 /// `owner: null, reason: "force_released"`.
 #[utoipa::path(delete, path = "/api/v1/rooms/{room}/locks/{field}", tag = "locks",
     params(("room" = String, Path), ("field" = String, Path)),
-    responses((status = 204, description = "released"), (status = 404, body = super::ErrorBody), (status = 403, body = super::ErrorBody)))]
+    responses((status = 204, description = "released"), (status = 404, body = super::ErrorBody), (status = 403, body = super::ErrorBody), (status = 503, description = "the presence engine (Redis) is unavailable; try again", body = super::ErrorBody)))]
 pub async fn force_release(
     State(app): State<AppState>,
     caller: Caller,

@@ -27,7 +27,7 @@ pub fn router() -> Router<AppState> {
 #[utoipa::path(get, path = "/api/v1/rooms/{room}/presence", tag = "presence",
     params(("room" = String, Path, description = "room key, percent-encoded")),
     responses((status = 200, description = "PRESENCE snapshot (users grouped with their sessions)"),
-              (status = 403, body = super::ErrorBody), (status = 404, body = super::ErrorBody)))]
+              (status = 403, body = super::ErrorBody), (status = 404, body = super::ErrorBody), (status = 503, description = "the presence engine (Redis) is unavailable; try again", body = super::ErrorBody)))]
 pub async fn room_presence(
     State(app): State<AppState>,
     caller: Caller,
@@ -61,7 +61,7 @@ fn user_id(id: &str) -> ApiResult<UserId> {
 /// Status, last seen, live sessions and rooms of one user.
 #[utoipa::path(get, path = "/api/v1/users/{id}/presence", tag = "presence",
     params(("id" = String, Path, description = "user id (`sub`)")),
-    responses((status = 200, description = "{userId, status, isOnline, lastSeen, devices, sessions, rooms}")))]
+    responses((status = 200, description = "{userId, status, isOnline, lastSeen, devices, sessions, rooms}"), (status = 503, description = "the presence engine (Redis) is unavailable; try again", body = super::ErrorBody)))]
 pub async fn user_presence(
     State(app): State<AppState>,
     caller: Caller,
@@ -86,7 +86,7 @@ pub async fn user_presence(
 }
 
 #[utoipa::path(get, path = "/api/v1/users/{id}/online", tag = "presence",
-    params(("id" = String, Path)), responses((status = 200, description = "{isOnline}")))]
+    params(("id" = String, Path)), responses((status = 200, description = "{isOnline}"), (status = 503, description = "the presence engine (Redis) is unavailable; try again", body = super::ErrorBody)))]
 pub async fn user_online(
     State(app): State<AppState>,
     caller: Caller,
@@ -103,7 +103,7 @@ pub async fn user_online(
 /// `[ids]` (at most 1000) → `{id: {status, isOnline, lastSeen}}`.
 #[utoipa::path(post, path = "/api/v1/presence/batch", tag = "presence",
     request_body(content = Vec<String>, description = "user ids, at most 1000"),
-    responses((status = 200, description = "{id: {status, isOnline, lastSeen}}"), (status = 422, body = super::ErrorBody)))]
+    responses((status = 200, description = "{id: {status, isOnline, lastSeen}}"), (status = 422, body = super::ErrorBody), (status = 503, description = "the presence engine (Redis) is unavailable; try again", body = super::ErrorBody)))]
 pub async fn batch(
     State(app): State<AppState>,
     caller: Caller,

@@ -152,7 +152,7 @@ fn find_type(app: &AppState, caller: &Caller, code: &str) -> ApiResult<RoomType>
 
 /// Declares a room (201); 409 if it exists.
 #[utoipa::path(post, path = "/api/v1/rooms", tag = "rooms", request_body = CreateRoom,
-    responses((status = 201, body = RoomView), (status = 409, body = super::ErrorBody), (status = 422, body = super::ErrorBody)))]
+    responses((status = 201, body = RoomView), (status = 409, body = super::ErrorBody), (status = 422, body = super::ErrorBody), (status = 503, description = "the presence engine (Redis) is unavailable; try again", body = super::ErrorBody)))]
 pub async fn create(
     State(app): State<AppState>,
     caller: Caller,
@@ -206,7 +206,7 @@ pub struct RoomFilter {
 
 /// Rooms of the tenant (declared and ad hoc), by key. Private rooms are listed
 /// only to admins, monitors and their participants.
-#[utoipa::path(get, path = "/api/v1/rooms", tag = "rooms", params(RoomFilter), responses((status = 200, body = Page<RoomView>)))]
+#[utoipa::path(get, path = "/api/v1/rooms", tag = "rooms", params(RoomFilter), responses((status = 200, body = Page<RoomView>), (status = 503, description = "the presence engine (Redis) is unavailable; try again", body = super::ErrorBody)))]
 pub async fn list(
     State(app): State<AppState>,
     caller: Caller,
@@ -238,7 +238,7 @@ pub async fn list(
 }
 
 #[utoipa::path(get, path = "/api/v1/rooms/{room}", tag = "rooms", params(("room" = String, Path)),
-    responses((status = 200, body = RoomView), (status = 404, body = super::ErrorBody)))]
+    responses((status = 200, body = RoomView), (status = 404, body = super::ErrorBody), (status = 503, description = "the presence engine (Redis) is unavailable; try again", body = super::ErrorBody)))]
 pub async fn read(
     State(app): State<AppState>,
     caller: Caller,
@@ -251,7 +251,7 @@ pub async fn read(
 /// Changes a room. `status: closed` kicks every member (reason `kicked`);
 /// `maintenance` refuses new joins with `room_closed`.
 #[utoipa::path(patch, path = "/api/v1/rooms/{room}", tag = "rooms", params(("room" = String, Path)), request_body = PatchRoom,
-    responses((status = 200, body = RoomView), (status = 404, body = super::ErrorBody), (status = 422, body = super::ErrorBody)))]
+    responses((status = 200, body = RoomView), (status = 404, body = super::ErrorBody), (status = 422, body = super::ErrorBody), (status = 503, description = "the presence engine (Redis) is unavailable; try again", body = super::ErrorBody)))]
 pub async fn patch(
     State(app): State<AppState>,
     caller: Caller,
@@ -289,7 +289,7 @@ pub async fn patch(
 
 /// Deletes a room; its members leave with reason `kicked`.
 #[utoipa::path(delete, path = "/api/v1/rooms/{room}", tag = "rooms", params(("room" = String, Path)),
-    responses((status = 204, description = "deleted"), (status = 404, body = super::ErrorBody)))]
+    responses((status = 204, description = "deleted"), (status = 404, body = super::ErrorBody), (status = 503, description = "the presence engine (Redis) is unavailable; try again", body = super::ErrorBody)))]
 pub async fn remove(
     State(app): State<AppState>,
     caller: Caller,
@@ -314,7 +314,7 @@ pub struct ParticipantBody {
 
 #[utoipa::path(put, path = "/api/v1/rooms/{room}/participants/{user}", tag = "rooms",
     params(("room" = String, Path), ("user" = String, Path)), request_body = ParticipantBody,
-    responses((status = 204, description = "set"), (status = 404, body = super::ErrorBody), (status = 422, body = super::ErrorBody)))]
+    responses((status = 204, description = "set"), (status = 404, body = super::ErrorBody), (status = 422, body = super::ErrorBody), (status = 503, description = "the presence engine (Redis) is unavailable; try again", body = super::ErrorBody)))]
 pub async fn put_participant(
     State(app): State<AppState>,
     caller: Caller,
@@ -340,7 +340,7 @@ pub async fn put_participant(
 
 #[utoipa::path(delete, path = "/api/v1/rooms/{room}/participants/{user}", tag = "rooms",
     params(("room" = String, Path), ("user" = String, Path)),
-    responses((status = 204, description = "removed"), (status = 404, body = super::ErrorBody)))]
+    responses((status = 204, description = "removed"), (status = 404, body = super::ErrorBody), (status = 503, description = "the presence engine (Redis) is unavailable; try again", body = super::ErrorBody)))]
 pub async fn delete_participant(
     State(app): State<AppState>,
     caller: Caller,
@@ -358,7 +358,7 @@ pub async fn delete_participant(
 
 /// Participants of a room and their roles, by user.
 #[utoipa::path(get, path = "/api/v1/rooms/{room}/participants", tag = "rooms", params(("room" = String, Path)),
-    responses((status = 200, description = "{items: [{userId, role}], nextCursor: null}"), (status = 404, body = super::ErrorBody)))]
+    responses((status = 200, description = "{items: [{userId, role}], nextCursor: null}"), (status = 404, body = super::ErrorBody), (status = 503, description = "the presence engine (Redis) is unavailable; try again", body = super::ErrorBody)))]
 pub async fn list_participants(
     State(app): State<AppState>,
     caller: Caller,

@@ -30,7 +30,7 @@ pub struct SessionFilter {
 
 /// Live sessions of the tenant (connected or inside their leave grace).
 #[utoipa::path(get, path = "/api/v1/sessions", tag = "sessions", params(SessionFilter),
-    responses((status = 200, description = "{items: [session], nextCursor}"), (status = 403, body = super::ErrorBody)))]
+    responses((status = 200, description = "{items: [session], nextCursor}"), (status = 403, body = super::ErrorBody), (status = 503, description = "the presence engine (Redis) is unavailable; try again", body = super::ErrorBody)))]
 pub async fn list(
     State(app): State<AppState>,
     caller: Caller,
@@ -69,7 +69,7 @@ pub async fn list(
 /// Kicks a session: its connection is closed with 4011 and it leaves every room
 /// with reason `kicked`.
 #[utoipa::path(delete, path = "/api/v1/sessions/{id}", tag = "sessions", params(("id" = String, Path)),
-    responses((status = 204, description = "kicked"), (status = 404, body = super::ErrorBody), (status = 403, body = super::ErrorBody)))]
+    responses((status = 204, description = "kicked"), (status = 404, body = super::ErrorBody), (status = 403, body = super::ErrorBody), (status = 503, description = "the presence engine (Redis) is unavailable; try again", body = super::ErrorBody)))]
 pub async fn kick(
     State(app): State<AppState>,
     caller: Caller,
@@ -81,7 +81,7 @@ pub async fn kick(
     if !app
         .node
         .kick_session(&caller.tenant, &sid, &caller.actor())
-        .await
+        .await?
     {
         return Err(not_found());
     }
