@@ -554,30 +554,51 @@ async fn redis_lost_and_back_the_nodes_recover_without_ghosts() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
-    // And presence works across the nodes again. (Written back inside the
-    // diff window, alice's state can come as the repeat of her join: a join of a
-    // member the snapshot already showed is an update, docs/PROTOCOL.md §9.)
+    // And presence works across the nodes again. Through both outages, every
+    // diff bob received applies cleanly to what his latest snapshot and the
+    // diffs since show: no join of a session he holds (the resync's snapshots
+    // carry a cut, as a joiner's do), no leave or update of one he does not.
     a.send(json!({"type":"STATE","room":"Doc:9","state":{"x":2}}))
         .await
         .unwrap();
+    let mut held: BTreeSet<String> = BTreeSet::new();
+    let mut snap_seq = 0;
     let end = tokio::time::Instant::now() + T;
     loop {
         let left = end.saturating_duration_since(tokio::time::Instant::now());
-        match b.recv(left).await {
-            Ok(Incoming::Message(m)) if m["type"] == "PRESENCE_DIFF" => {
-                let seen = ["joins", "updates"].iter().any(|k| {
-                    m[*k]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .any(|u| u["userId"] == "alice" && u["session"]["state"]["x"] == 2)
-                });
-                if seen {
-                    break;
-                }
-            }
-            Ok(Incoming::Message(_)) => {}
+        let m = match b.recv(left).await {
+            Ok(Incoming::Message(m)) if m["room"] == "Doc:9" => m,
+            Ok(Incoming::Message(_)) => continue,
             other => panic!("no update after recovery: {other:?}"),
+        };
+        if m["type"] == "PRESENCE" {
+            held = session_ids(&m).into_iter().collect();
+            snap_seq = m["seq"].as_u64().unwrap();
+            continue;
+        }
+        if m["type"] != "PRESENCE_DIFF" || m["seq"].as_u64().unwrap() <= snap_seq {
+            continue;
+        }
+        let sid = |e: &Value| e["session"]["sessionId"].as_str().unwrap().to_string();
+        for l in m["leaves"].as_array().unwrap() {
+            let gone = l["sessionId"].as_str().unwrap();
+            assert!(held.remove(gone), "leave of {gone} never held: {m}");
+        }
+        for j in m["joins"].as_array().unwrap() {
+            assert!(held.insert(sid(j)), "join of {} already held: {m}", sid(j));
+        }
+        let mut done = false;
+        for u in m["updates"].as_array().unwrap() {
+            assert!(held.contains(&sid(u)), "update of {} not held: {m}", sid(u));
+            done |= u["userId"] == "alice" && u["session"]["state"]["x"] == 2;
+        }
+        done |= m["joins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|j| j["userId"] == "alice" && j["session"]["state"]["x"] == 2);
+        if done {
+            break;
         }
     }
 }

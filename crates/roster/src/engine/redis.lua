@@ -282,8 +282,12 @@ redis.call(ARGV[2], k('ch'), 'D' .. msg)
 return 1
 
 --@@ snapshot
--- ARGV: limit (0 = always the list)
+-- ARGV: the members this snapshot is sent to (none for a REST read): each gets a
+-- cut, so its next diff starts where this snapshot ends (as at a join).
 if redis.call('EXISTS', k('cfg')) == 0 then return false end
+for _, sid in ipairs(ARGV) do
+  if redis.call('HEXISTS', k('m'), sid) == 1 then cut(sid) end
+end
 local users, count = users_json()
 local e = entity()
 return { 'list', seq(), count, users, e[1], e[2], e[3], redis.call('HGETALL', k('l')) }

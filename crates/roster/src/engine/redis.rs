@@ -1043,54 +1043,75 @@ impl Inner {
 
     /// Fresh snapshots for local members (after the room fell back under the list
     /// limit, or after an outage in which diffs may have been lost).
+    /// Sends local members a fresh snapshot (a resync, or a room back under the
+    /// list limit). As at a join: each member's deliveries are buffered first,
+    /// the snapshot script logs a cut for each (so the next diff starts where
+    /// its snapshot ends, `core::diff`), the snapshot goes out, and the buffer
+    /// is drained past the snapshot's `seq`. A member already buffering (its
+    /// join is under way) is left to its join.
     async fn send_snapshots(&self, room: &RoomId, sessions: Vec<SessionId>) {
-        let k = self.room_key(room);
-        let Ok(v) = self.script("snapshot", &k, &[]).await else {
-            return;
-        };
-        if is_none(&v) {
-            return;
-        }
-        let Some(snap) = self.snapshot_from(room, arr(&v)) else {
-            return;
-        };
         let Some(lr) = self.local.get(room).map(|e| e.value().clone()) else {
             return;
         };
+        let targets: Vec<SessionId> = {
+            let mut members = lr.members.lock();
+            sessions
+                .into_iter()
+                .filter(|sid| match members.get_mut(sid) {
+                    Some(m) if m.buffer.is_none() => {
+                        m.buffer = Some(vec![]);
+                        true
+                    }
+                    _ => false,
+                })
+                .collect()
+        };
+        if targets.is_empty() {
+            return;
+        }
+        let args: Vec<String> = targets.iter().map(|s| s.to_string()).collect();
+        let snap = match self.script("snapshot", &self.room_key(room), &args).await {
+            Ok(v) if !is_none(&v) => self.snapshot_from(room, arr(&v)),
+            _ => None,
+        };
         let mut members = lr.members.lock();
-        let mut to = vec![];
-        let mut counted = vec![];
-        for sid in sessions {
-            if let Some(m) = members.get_mut(&sid) {
-                if m.buffer.is_some() || m.last_seq > snap.seq {
-                    continue;
-                }
-                m.last_seq = snap.seq;
-                m.last_count = snap.count;
-                if m.count_mode {
-                    counted.push(sid);
-                } else {
-                    to.push(sid);
+        if let Some(snap) = &snap {
+            let (mut to, mut counted) = (vec![], vec![]);
+            for sid in &targets {
+                if let Some(m) = members.get_mut(sid) {
+                    m.last_seq = snap.seq;
+                    m.last_count = snap.count;
+                    if m.count_mode {
+                        counted.push(sid.clone());
+                    } else {
+                        to.push(sid.clone());
+                    }
                 }
             }
+            self.outbox.deliver(
+                &mut to.iter(),
+                Outgoing::Presence {
+                    snapshot: snap,
+                    reply_ref: None,
+                },
+            );
+            self.outbox.deliver(
+                &mut counted.iter(),
+                Outgoing::PresenceCount {
+                    room: room.key.as_str(),
+                    count: snap.count,
+                    seq: snap.seq,
+                    reply_ref: None,
+                },
+            );
         }
-        drop(members);
-        self.outbox.deliver(
-            &mut to.iter(),
-            Outgoing::Presence {
-                snapshot: &snap,
-                reply_ref: None,
-            },
-        );
-        self.outbox.deliver(
-            &mut counted.iter(),
-            Outgoing::PresenceCount {
-                room: room.key.as_str(),
-                count: snap.count,
-                seq: snap.seq,
-                reply_ref: None,
-            },
-        );
+        // Without a snapshot (Redis unreachable again, the room gone) the
+        // buffered deliveries go out as they came.
+        for sid in &targets {
+            if let Some(m) = members.get_mut(sid) {
+                self.drain_buffer(room, sid, m);
+            }
+        }
     }
 
     async fn resync_all(&self) {
