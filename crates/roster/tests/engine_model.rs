@@ -61,7 +61,7 @@ use roster::core::room::{
 };
 use roster::core::room_type::{seeded, Visibility};
 use roster::core::session::SessionMeta;
-use roster::core::types::{DeviceInfo, LeaveReason, Role, Status, SubMode};
+use roster::core::types::{LeaveReason, Role, Status, SubMode};
 use roster::engine::memory::MemoryEngine;
 use roster::engine::redis::RedisEngine;
 use roster::engine::{Engine, Outbox, Outgoing, RoomPatch};
@@ -640,17 +640,10 @@ impl World {
 
     fn member(&self, s: usize, state: Value) -> Member {
         let (id, user) = &self.sessions[s];
-        let meta = SessionMeta::new(
+        let meta = SessionMeta::bare(
             id.clone(),
             self.tenant.clone(),
             user.clone(),
-            None,
-            None,
-            DeviceInfo::default(),
-            None,
-            None,
-            None,
-            SystemTime::now(),
             Arc::new(AtomicU8::new(Status::Online.as_u8())),
         );
         Member::new(Arc::new(meta), SystemTime::now(), state, false)

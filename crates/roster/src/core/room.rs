@@ -933,17 +933,10 @@ mod tests {
     }
 
     fn r_meta(id: &SessionId, user: &UserId) -> Arc<SessionMeta> {
-        Arc::new(SessionMeta::new(
+        Arc::new(SessionMeta::bare(
             id.clone(),
             TenantId::default_tenant(),
             user.clone(),
-            None,
-            None,
-            DeviceInfo::default(),
-            None,
-            None,
-            None,
-            SystemTime::now(),
             Arc::new(AtomicU8::new(Status::Online.as_u8())),
         ))
     }

@@ -61,6 +61,24 @@ impl SessionMeta {
         }
     }
 
+    /// A session that says nothing about itself (no name, device details,
+    /// client id or address), connected now: for tests and tools.
+    pub fn bare(id: SessionId, tenant: TenantId, user: UserId, user_status: Arc<AtomicU8>) -> Self {
+        Self::new(
+            id,
+            tenant,
+            user,
+            None,
+            None,
+            DeviceInfo::default(),
+            None,
+            None,
+            None,
+            SystemTime::now(),
+            user_status,
+        )
+    }
+
     pub fn latency_ms(&self) -> Option<u32> {
         match self.latency_ms.load(Ordering::Relaxed) {
             NO_LATENCY => None,
@@ -90,17 +108,10 @@ mod tests {
 
     #[test]
     fn latency_is_a_rolling_average() {
-        let m = SessionMeta::new(
+        let m = SessionMeta::bare(
             SessionId::new_random(),
             TenantId::default_tenant(),
             UserId::parse("u").unwrap(),
-            None,
-            None,
-            DeviceInfo::default(),
-            None,
-            None,
-            None,
-            SystemTime::now(),
             Arc::new(AtomicU8::new(0)),
         );
         assert_eq!(m.latency_ms(), None);

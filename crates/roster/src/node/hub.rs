@@ -262,10 +262,8 @@ impl Outbox for Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::types::DeviceInfo;
     use crate::ids::TenantId;
     use std::sync::atomic::AtomicUsize;
-    use std::time::SystemTime;
 
     /// A protocol that renders a diff as its own name and counts its renders.
     struct Counting(&'static str, AtomicUsize);
@@ -294,17 +292,10 @@ mod tests {
             kill: CancellationToken::new(),
             close_code: Arc::new(AtomicU16::new(0)),
         };
-        let meta = SessionMeta::new(
+        let meta = SessionMeta::bare(
             id.clone(),
             tenant.clone(),
             user.clone(),
-            None,
-            None,
-            DeviceInfo::default(),
-            None,
-            None,
-            None,
-            SystemTime::now(),
             Arc::new(AtomicU8::new(0)),
         );
         let handle = SessionHandle {

@@ -74,19 +74,14 @@ impl Node {
             },
         );
         if let Some(lock) = released {
-            self.record_member(
-                s,
+            self.lock_released(
                 &id,
-                "lock_released",
-                serde_json::json!({"field": field, "reason": "unlock"}),
-            );
-            self.emit(Transition::LockReleased {
-                room: id.clone(),
-                field: field.to_string(),
-                user: lock.user,
-                session: lock.session,
-                reason: LockRelease::Unlocked,
-            })
+                field.to_string(),
+                lock.user,
+                lock.session,
+                LockRelease::Unlocked,
+                None,
+            )
             .await;
         }
         Ok(())
@@ -103,23 +98,63 @@ impl Node {
         let Some(lock) = self.engine.force_unlock(room, field).await? else {
             return Ok(false);
         };
+        self.lock_released(
+            room,
+            field.to_string(),
+            lock.user,
+            lock.session,
+            LockRelease::ForceReleased,
+            Some(actor),
+        )
+        .await;
+        Ok(true)
+    }
+
+    /// A lock ended, for whatever `reason`: its activity row (`actor`: who
+    /// asked, for a force release) and its transition, written once here.
+    pub(super) async fn lock_released(
+        &self,
+        room: &RoomId,
+        field: String,
+        user: UserId,
+        session: SessionId,
+        reason: LockRelease,
+        actor: Option<&str>,
+    ) {
+        let (kind, details) = match reason {
+            LockRelease::Unlocked => (
+                "lock_released",
+                serde_json::json!({"field": field, "reason": "unlock"}),
+            ),
+            LockRelease::OwnerLeft(r) => (
+                "lock_released",
+                serde_json::json!({"field": field, "reason": r.as_str()}),
+            ),
+            LockRelease::AccessLost => (
+                "lock_released",
+                serde_json::json!({"field": field, "reason": "role"}),
+            ),
+            LockRelease::Expired => ("lock_expired", serde_json::json!({"field": field})),
+            LockRelease::ForceReleased => {
+                ("lock_force_released", serde_json::json!({"field": field}))
+            }
+        };
         self.record(
             &room.tenant,
-            "lock_force_released",
-            Some(actor),
-            Some(&lock.user),
+            kind,
+            actor,
+            Some(&user),
             Some(&room.key),
-            Some(&lock.session),
-            serde_json::json!({"field": field}),
+            Some(&session),
+            details,
         );
         self.emit(Transition::LockReleased {
             room: room.clone(),
-            field: field.to_string(),
-            user: lock.user,
-            session: lock.session,
-            reason: LockRelease::ForceReleased,
+            field,
+            user,
+            session,
+            reason,
         })
         .await;
-        Ok(true)
     }
 }

@@ -51,23 +51,9 @@ impl Node {
             })
             .await;
             for field in left.released_locks {
-                self.record(
-                    &room.tenant,
-                    "lock_released",
-                    None,
-                    Some(user),
-                    Some(&room.key),
-                    Some(sid),
-                    serde_json::json!({"field": field, "reason": reason.as_str()}),
-                );
-                self.emit(Transition::LockReleased {
-                    room: room.clone(),
-                    field,
-                    user: user.clone(),
-                    session: sid.clone(),
-                    reason: LockRelease::OwnerLeft(reason),
-                })
-                .await;
+                let why = LockRelease::OwnerLeft(reason);
+                self.lock_released(room, field, user.clone(), sid.clone(), why, None)
+                    .await;
             }
             if left.needs_flush {
                 self.schedule_flush(room).await;
@@ -301,23 +287,15 @@ impl Node {
     /// Carries out an [`AccessChange`]: locks released are announced, evicted
     /// sessions are kicked.
     pub async fn access_changed(&self, room: &RoomId, change: crate::core::room::AccessChange) {
-        for lock in change.released_locks {
-            self.record(
-                &room.tenant,
-                "lock_released",
+        for l in change.released_locks {
+            self.lock_released(
+                room,
+                l.field,
+                l.user,
+                l.session,
+                LockRelease::AccessLost,
                 None,
-                Some(&lock.user),
-                Some(&room.key),
-                Some(&lock.session),
-                serde_json::json!({"field": lock.field, "reason": "role"}),
-            );
-            self.emit(Transition::LockReleased {
-                room: room.clone(),
-                field: lock.field,
-                user: lock.user,
-                session: lock.session,
-                reason: LockRelease::AccessLost,
-            })
+            )
             .await;
         }
         self.kick_sessions(change.evicted).await;

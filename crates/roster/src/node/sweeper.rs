@@ -102,24 +102,9 @@ impl Node {
                         return self.retry_later(Deadline::LockExpiry(room, field));
                     }
                 };
-                if let Some(lock) = lock {
-                    self.record(
-                        &room.tenant,
-                        "lock_expired",
-                        None,
-                        Some(&lock.user),
-                        Some(&room.key),
-                        Some(&lock.session),
-                        serde_json::json!({"field": field}),
-                    );
-                    self.emit(Transition::LockReleased {
-                        room: room.clone(),
-                        field,
-                        user: lock.user,
-                        session: lock.session,
-                        reason: LockRelease::Expired,
-                    })
-                    .await;
+                if let Some(l) = lock {
+                    self.lock_released(&room, field, l.user, l.session, LockRelease::Expired, None)
+                        .await;
                 }
             }
 
