@@ -299,7 +299,21 @@ pub struct OpeningIo {
 }
 
 impl OpeningIo {
+    /// Every read and write of an open connection passes here, for as long as the
+    /// connection lives: once the opening is over it is one test, inlined. (As a
+    /// call per read and per write it cost about 1 % of a fan-out's instructions;
+    /// docs/BENCHMARKS.md, "Issue 11: before and after".)
+    #[inline(always)]
     fn check_deadline(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        if self.opening.is_none() {
+            return Ok(());
+        }
+        self.check_opening_deadline(cx)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn check_opening_deadline(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         let Some(opening) = &self.opening else {
             return Ok(());
         };
@@ -328,6 +342,7 @@ impl OpeningIo {
 }
 
 impl AsyncRead for OpeningIo {
+    #[inline]
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -339,6 +354,7 @@ impl AsyncRead for OpeningIo {
 }
 
 impl AsyncWrite for OpeningIo {
+    #[inline]
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -348,6 +364,7 @@ impl AsyncWrite for OpeningIo {
         Pin::new(&mut self.tcp).poll_write(cx, buf)
     }
 
+    #[inline]
     fn poll_write_vectored(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -357,14 +374,17 @@ impl AsyncWrite for OpeningIo {
         Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
     }
 
+    #[inline]
     fn is_write_vectored(&self) -> bool {
         self.tcp.is_write_vectored()
     }
 
+    #[inline]
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.tcp).poll_flush(cx)
     }
 
+    #[inline]
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.tcp).poll_shutdown(cx)
     }
