@@ -226,7 +226,13 @@ impl Outbox for Hub {
         // Usually one wire: a short list beats a map.
         let mut rendered: Vec<Rendered> = Vec::with_capacity(1);
         for id in to {
-            let Some(link) = self.get(id).and_then(|s| s.link()) else {
+            // Borrowed, not cloned: the session's map entry and its connection
+            // are held only for a `try_send`, which never waits.
+            let Some(session) = self.sessions.get(id) else {
+                continue;
+            };
+            let conn = session.conn.lock();
+            let Some(link) = conn.as_ref() else {
                 continue;
             };
             let i = match rendered
@@ -245,7 +251,7 @@ impl Outbox for Hub {
             };
             let r = &mut rendered[i];
             if let Some((_, frame)) = &r.frame {
-                r.sent += send_on(&link, frame) as u64;
+                r.sent += send_on(link, frame) as u64;
             }
         }
         for r in rendered {
