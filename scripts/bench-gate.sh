@@ -24,7 +24,9 @@ before=$(realpath "$1")
 after=$(realpath "$2")
 runs=${ROSTER_GATE_RUNS:-3}
 redis_url=${ROSTER_BENCH_REDIS_URL:-redis://127.0.0.1:6379}
-cargo build --release --locked -p roster-bench
+# Built together with the server, as scripts/bench.sh does (same features, so
+# nothing is built twice).
+cargo build --release --locked -p roster -p roster-bench
 B=target/release/roster-bench
 out=bench-results/gate
 rm -rf "$out"
