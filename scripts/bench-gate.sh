@@ -12,8 +12,9 @@
 #     CARGO_TARGET_DIR=/tmp/before-target cargo build --release -p roster)
 #
 # Writes JSON reports into bench-results/gate/ (git-ignored, emptied first) and
-# the table to stdout. ROSTER_GATE_RUNS (default 3) runs of each scenario per
-# binary; ROSTER_GATE_ONLY (space-separated scenario names) runs a subset. Redis
+# the table to stdout (not ROSTER_*: the servers inherit the environment and
+# refuse variables that are no setting of theirs). BENCH_GATE_RUNS (default 3) runs of each scenario per
+# binary; BENCH_GATE_ONLY (space-separated scenario names) runs a subset. Redis
 # scenarios use the Redis at ROSTER_BENCH_REDIS_URL (default
 # redis://127.0.0.1:6379) under a fresh key prefix each run. Takes about 15
 # minutes with 3 runs and uses both cores: don't run it beside other work.
@@ -22,8 +23,10 @@ cd "$(dirname "$0")/.."
 [ $# -eq 2 ] || { echo "usage: $0 BEFORE_BIN AFTER_BIN" >&2; exit 2; }
 before=$(realpath "$1")
 after=$(realpath "$2")
-runs=${ROSTER_GATE_RUNS:-3}
+runs=${BENCH_GATE_RUNS:-3}
 redis_url=${ROSTER_BENCH_REDIS_URL:-redis://127.0.0.1:6379}
+# The servers refuse ROSTER_* variables that are no setting of theirs.
+unset ROSTER_BENCH_REDIS_URL
 # Built together with the server, as scripts/bench.sh does (same features, so
 # nothing is built twice).
 cargo build --release --locked -p roster -p roster-bench
@@ -42,7 +45,7 @@ declare -A SCEN=(
   [redis3-fanout-1k]="fanout --members 1000 --updates-per-sec 20 --duration 10s --warmup 3s --diff-window 0ms --node-count 3 --redis $redis_url"
 )
 ORDER="connect-2k fanout-1k-w0 fanout-100-w0 locks-50 churn-sqlite redis1-fanout-1k redis3-fanout-1k"
-only=${ROSTER_GATE_ONLY:-$ORDER}
+only=${BENCH_GATE_ONLY:-$ORDER}
 
 for i in $(seq 1 "$runs"); do
   for name in $ORDER; do
