@@ -1,7 +1,9 @@
 //! Where shared presence state lives. The node talks to it only through
-//! [`Engine`]; every method is one atomic transition (in memory: under the room's
-//! lock; in Redis, later: one Lua script), so racing sessions on any node see one
-//! order. Changes that members must see are handed to an [`Outbox`] *inside* that
+//! [`Engine`], five small traits ([`Rooms`], [`Presence`], [`Locks`], [`Users`],
+//! [`Cluster`]); every method is one atomic transition (in memory: under the
+//! room's lock; on Redis: one Lua script), so racing sessions on any node see one
+//! order. A fallible answer is an [`EngineError`]: refused by a rule, or the
+//! shared state unreachable. Changes that members must see are handed to an [`Outbox`] *inside* that
 //! transition, which is what keeps a joiner's `PRESENCE` ahead of the first diff
 //! that follows it.
 
@@ -44,7 +46,7 @@ pub enum EngineError {
 
 impl From<EngineError> for CoreError {
     /// For a client of the wire protocol, an unreachable engine is `internal`
-    /// (PROTOCOL §13); REST answers it `503 unavailable` (`http/api`).
+    /// (PROTOCOL §5); REST answers it `503 unavailable` (`http/api`).
     fn from(e: EngineError) -> Self {
         match e {
             EngineError::Refused(e) => e,
@@ -376,7 +378,8 @@ pub trait Users: Send + Sync + 'static {
     async fn user_seen(&self, user: &UserRef, at: SystemTime);
 }
 
-/// Several nodes sharing the state: liveness, hand-over, take-over, questions between nodes. No-ops for an engine that lives in one process.
+/// Several nodes sharing the state: liveness, hand-over, take-over, questions
+/// between nodes. No-ops for an engine that lives in one process.
 #[async_trait]
 pub trait Cluster: Send + Sync + 'static {
     /// Whether other nodes share this state (then the node runs the liveness sweep).
