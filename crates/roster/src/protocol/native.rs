@@ -181,14 +181,16 @@ pub async fn serve(
     let Some(session) = node.hub.get(&welcome.session_id) else {
         return;
     };
+    // The opening ends before WELCOME leaves: a client that has seen WELCOME
+    // no longer counts against its address's `limits.max_openings_per_ip`.
+    if let Some(opening) = ctx.opening.take() {
+        opening.finish();
+    }
     metrics::counter!(m::MESSAGES_OUT, "type" => "WELCOME").increment(1);
     let welcome_frame = Frame::encode("WELCOME", &welcome, hello_ref.as_ref());
     if !Box::pin(send_frame(&mut ws, welcome_frame)).await {
         node.connection_lost(&session, link.id);
         return;
-    }
-    if let Some(opening) = ctx.opening.take() {
-        opening.finish();
     }
     tracing::debug!(session = %welcome.session_id, user = %welcome.user_id, tenant = %welcome.tenant_id, resumed = welcome.resumed, "session open");
     drop(welcome);

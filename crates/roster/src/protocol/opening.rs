@@ -293,9 +293,11 @@ impl Listener for OpeningListener {
 /// not arrived in time. After an upgrade it is a plain `TcpStream` (the opening and
 /// the timer are dropped at the next read or write).
 pub struct OpeningIo {
-    tcp: TcpStream,
+    // Dropped in this order: the opening's slot is released before the socket
+    // closes, so a peer that sees the close can open again at once.
     opening: Option<Arc<Opening>>,
     timer: Option<Pin<Box<Sleep>>>,
+    tcp: TcpStream,
 }
 
 impl OpeningIo {
