@@ -32,7 +32,11 @@
 //! leaves every room it joined with reason `kicked`, then its user loses it), and
 //! the model the same.
 //!
-//! Not covered: timeouts and resume, the liveness sweep, several nodes, idle
+//! A timeout is generated as the node carries it out (`end_session` with reason
+//! `timeout`: a leave of every room joined, then the user's detach).
+//!
+//! Not covered: the timer itself and resume by `clientId` (node-level), the
+//! liveness sweep, several nodes, idle
 //! room expiry, count mode and the list limit, `refresh_locks`, declared
 //! rooms (`create_room`), the node's events (LOCK/ENTITY frames) — node-level, in
 //! the behaviour tests.
@@ -128,6 +132,9 @@ enum Op {
     /// A session goes live (`true` = online, else away) / ends / sets its status.
     Attach(usize, bool),
     Detach(usize),
+    /// The node ends a silent session (`session_timeout`): it leaves every room
+    /// it joined with reason `timeout`, then its user loses it.
+    Timeout(usize),
     SetStatus(usize, bool),
     /// A participant role for user `u` in the room (`None` removes it).
     Participant(usize, usize, Option<Role>),
@@ -184,7 +191,8 @@ fn gen(rng: &mut StdRng) -> Vec<Op> {
                 75..=79 => Op::Unlock(s, r, f),
                 80..=82 => Op::ForceUnlock(r, f),
                 83..=86 => Op::Attach(s, rng.random_bool(0.7)),
-                87..=89 => Op::Detach(s),
+                87..=88 => Op::Detach(s),
+                89 => Op::Timeout(s),
                 90..=92 => Op::SetStatus(s, rng.random_bool(0.5)),
                 // More often than the rest of room admin, so that private rooms
                 // get participants in and out again.
@@ -509,6 +517,7 @@ impl Model {
             Op::Detach(s) => self.status_change(s, |l| {
                 l.remove(&s);
             }),
+            Op::Timeout(s) => format!("timed out{}", self.kick(s)),
             Op::SetStatus(s, on) => self.status_change(s, |l| {
                 if let Some(st) = l.get_mut(&s) {
                     *st = status(on);
@@ -731,12 +740,17 @@ impl World {
     /// the session leaves every room it joined (reason `kicked`), then its user
     /// loses it.
     async fn kick(&mut self, s: usize) -> String {
+        self.end(s, LeaveReason::Kicked).await
+    }
+
+    /// The node's `end_session` for `reason` (a kick, a timeout).
+    async fn end(&mut self, s: usize, reason: LeaveReason) -> String {
         let sid = self.sessions[s].0.clone();
         let mut left = vec![];
         for r in std::mem::take(&mut self.joined[s]) {
             let l = self
                 .engine
-                .leave(&self.room(r), &sid, LeaveReason::Kicked, Instant::now())
+                .leave(&self.room(r), &sid, reason, Instant::now())
                 .await
                 .unwrap();
             if l.is_some() {
@@ -885,6 +899,7 @@ impl World {
                     .await;
                 format!("{:?}->{:?}", c.before, c.after)
             }
+            Op::Timeout(s) => format!("timed out{}", self.end(s, LeaveReason::Timeout).await),
             Op::Detach(s) => {
                 let c = e
                     .user_detach(&self.user(s), &self.sessions[s].0, SystemTime::now())
