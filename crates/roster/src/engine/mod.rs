@@ -393,8 +393,8 @@ pub trait Cluster: Send + Sync + 'static {
     }
 
     /// The rooms a session (possibly of another node) is in.
-    async fn session_rooms(&self, _session: &SessionId) -> Vec<RoomId> {
-        vec![]
+    async fn session_rooms(&self, _session: &SessionId) -> Result<Vec<RoomId>, EngineError> {
+        Ok(vec![])
     }
 
     /// A session of this node started: registered for the liveness sweep.

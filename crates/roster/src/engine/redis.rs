@@ -1948,13 +1948,13 @@ impl Cluster for RedisEngine {
         self.inner.healthy.load(Ordering::SeqCst)
     }
 
-    async fn session_rooms(&self, session: &SessionId) -> Vec<RoomId> {
+    async fn session_rooms(&self, session: &SessionId) -> Result<Vec<RoomId>, EngineError> {
         let i = &self.inner;
         let v: Vec<String> = i
             .cmd(redis::cmd("SMEMBERS").arg(format!("{}:r", i.session_key(session))))
             .await
-            .unwrap_or_default();
-        v.iter().filter_map(|s| parse_room(s)).collect()
+            .map_err(unavailable)?;
+        Ok(v.iter().filter_map(|s| parse_room(s)).collect())
     }
 
     async fn session_opened(&self, session: &SessionId, user: &UserRef, client_id: Option<&str>) {

@@ -6,13 +6,14 @@
 use super::*;
 
 impl Node {
+    /// `false`: the engine could not be reached (nothing was left).
     pub(super) async fn leave_room(
         &self,
         s: &SessionHandle,
         room: &RoomId,
         reason: LeaveReason,
         now: Instant,
-    ) {
+    ) -> bool {
         self.leave_room_as(room, &s.meta.id, &s.meta.user, reason, now)
             .await
     }
@@ -24,10 +25,14 @@ impl Node {
         user: &UserId,
         reason: LeaveReason,
         now: Instant,
-    ) {
+    ) -> bool {
         // Unreachable: the session's liveness record is not refreshed any more,
         // so the liveness sweep announces this leave after recovery.
-        if let Ok(Some(left)) = self.engine.leave(room, sid, reason, now).await {
+        let left = match self.engine.leave(room, sid, reason, now).await {
+            Ok(left) => left,
+            Err(_) => return false,
+        };
+        if let Some(left) = left {
             let kind = if reason == LeaveReason::Timeout {
                 "timeout"
             } else {
@@ -72,6 +77,7 @@ impl Node {
                 self.schedule(now + idle, Deadline::RoomIdle(room.clone()));
             }
         }
+        true
     }
 
     pub(super) async fn schedule_flush(&self, room: &RoomId) {

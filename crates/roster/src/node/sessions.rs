@@ -5,6 +5,10 @@
 
 use super::*;
 
+/// How often the recovery after a Redis outage asks again, a sweep interval
+/// apart, for what a session's rooms are there.
+const RECOVERY_TRIES: usize = 10;
+
 impl Node {
     /// `HELLO` accepted: a new session, or the resume of one inside its grace.
     pub async fn open_session(
@@ -377,11 +381,22 @@ impl Node {
                 }
             }
             // An UNSUB during the outage could not be written: leave it now.
-            for room in self.engine.session_rooms(&s.meta.id).await {
-                if !rooms.contains(&room) {
-                    self.leave_room(s, &room, LeaveReason::Left, self.clock.now())
-                        .await;
+            // Redis may still be settling (a reconnect under way): tried again,
+            // a sweep interval apart, until it answers.
+            for _ in 0..RECOVERY_TRIES {
+                let mut done = false;
+                if let Ok(held) = self.engine.session_rooms(&s.meta.id).await {
+                    done = true;
+                    for room in held.iter().filter(|r| !rooms.contains(r)) {
+                        done &= self
+                            .leave_room(s, room, LeaveReason::Left, self.clock.now())
+                            .await;
+                    }
                 }
+                if done {
+                    break;
+                }
+                tokio::time::sleep(self.timing().sweep_interval.0).await;
             }
         }
         self.engine.resync().await;

@@ -33,7 +33,7 @@ impl Node {
                 let rooms: Vec<RoomId> = match self.hub.get(&sid) {
                     Some(other) => other.rooms.lock().iter().cloned().collect(),
                     // A session of the user on another node.
-                    None => self.engine.session_rooms(&sid).await,
+                    None => self.engine.session_rooms(&sid).await.unwrap_or_default(),
                 };
                 for room in rooms {
                     // Unreachable: the entry shows the status at the resync.
