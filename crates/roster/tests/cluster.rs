@@ -1238,3 +1238,163 @@ async fn rest_calls_on_live_state_answer_503_while_redis_is_down() {
         );
     }
 }
+
+/// An outbox that drops everything (the engine-level test below reads replies).
+struct Nowhere;
+impl roster::engine::Outbox for Nowhere {
+    fn deliver(
+        &self,
+        _to: &mut dyn Iterator<Item = &roster::ids::SessionId>,
+        _msg: roster::engine::Outgoing<'_>,
+    ) {
+    }
+}
+
+/// The engine seam (issue 11): while Redis hangs, every write of the users
+/// and cluster traits answers `EngineError::Unavailable` (the node decides what
+/// that means) instead of "nothing changed"; and a leave that could not be
+/// written keeps the room in the session's index, so that recovery finds it
+/// and leaves it (else a ghost stays in the room).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_writes_answer_unavailable_while_redis_hangs() {
+    use roster::core::room::{Actor, Member, RoomSettings};
+    use roster::core::session::SessionMeta;
+    use roster::core::types::{LeaveReason, Role, Status, SubMode};
+    use roster::engine::{Cluster, EngineError, Presence, Users};
+    use roster::ids::{RoomId, RoomKey, SessionId, TenantId, UserId, UserRef};
+    use std::sync::atomic::AtomicU8;
+    use std::sync::Arc;
+    use std::time::SystemTime;
+
+    let redis = PrivateRedis::start_on(PrivateRedis::free_port());
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let engine = roster::engine::redis::RedisEngine::connect(
+        &redis.url(),
+        &unique_prefix(),
+        Arc::new(Nowhere),
+        roster::clock::Clock::new(),
+        tx,
+        Duration::from_millis(100),
+    )
+    .await
+    .unwrap();
+    let tenant = TenantId::parse("acme").unwrap();
+    let user = UserRef {
+        tenant: tenant.clone(),
+        user: UserId::parse("alice").unwrap(),
+    };
+    let sid = SessionId::new_random();
+    let room = RoomId {
+        tenant: tenant.clone(),
+        key: RoomKey::parse("Doc:1").unwrap(),
+    };
+    let settings = RoomSettings::from_type(
+        &roster::core::room_type::seeded()
+            .into_iter()
+            .find(|t| t.code.0 == "GENERIC")
+            .unwrap(),
+        None,
+        false,
+        SystemTime::now(),
+    );
+    let member = Member::new(
+        Arc::new(SessionMeta::bare(
+            sid.clone(),
+            tenant.clone(),
+            user.user.clone(),
+            Arc::new(AtomicU8::new(0)),
+        )),
+        SystemTime::now(),
+        json!({}),
+        false,
+    );
+    let actor = Actor {
+        user: &user.user,
+        open_role: Role::Operator,
+        is_admin: false,
+    };
+    engine
+        .user_attach(&user, &sid, Status::Online, "web")
+        .await
+        .unwrap();
+    engine
+        .session_opened(&sid, &user, Some("tab"))
+        .await
+        .unwrap();
+    engine
+        .join(&room, settings, member, actor, SubMode::List, 100, None)
+        .await
+        .unwrap();
+
+    redis.signal("-STOP");
+    let end = tokio::time::Instant::now() + Duration::from_secs(10);
+    while engine.healthy() {
+        assert!(tokio::time::Instant::now() < end, "never unhealthy");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let now = SystemTime::now();
+    let down = |r: Result<(), EngineError>, what: &str| {
+        assert!(matches!(r, Err(EngineError::Unavailable)), "{what}: {r:?}");
+    };
+    down(
+        engine
+            .user_attach(&user, &sid, Status::Online, "web")
+            .await
+            .map(drop),
+        "user_attach",
+    );
+    down(
+        engine
+            .user_set_status(&user, &sid, Status::Away)
+            .await
+            .map(drop),
+        "user_set_status",
+    );
+    down(
+        engine.user_detach(&user, &sid, now).await.map(drop),
+        "user_detach",
+    );
+    down(engine.user_seen(&user, now).await, "user_seen");
+    down(
+        engine.session_opened(&sid, &user, Some("tab")).await,
+        "session_opened",
+    );
+    down(
+        engine.sessions_alive(std::slice::from_ref(&sid), now).await,
+        "sessions_alive",
+    );
+    down(engine.claim_dead(now).await.map(drop), "claim_dead");
+    down(engine.take_over(&user, "tab").await.map(drop), "take_over");
+    down(
+        engine.release_session(&sid).await.map(drop),
+        "release_session",
+    );
+    down(engine.announce_user(&user).await, "announce_user");
+    down(
+        engine
+            .leave(&room, &sid, LeaveReason::Left, tokio::time::Instant::now())
+            .await
+            .map(drop),
+        "leave",
+    );
+    down(engine.session_closed(&sid).await, "session_closed");
+
+    redis.signal("-CONT");
+    while !engine.healthy() {
+        assert!(tokio::time::Instant::now() < end, "never healthy again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The leave that failed: the room stays in the session's index, and the
+    // session in the room, until recovery leaves it.
+    assert_eq!(
+        engine.session_rooms(&sid).await.unwrap(),
+        vec![room.clone()]
+    );
+    assert_eq!(engine.members(&room).await.unwrap(), vec![sid.clone()]);
+    engine
+        .leave(&room, &sid, LeaveReason::Left, tokio::time::Instant::now())
+        .await
+        .unwrap()
+        .expect("a member until now");
+    assert!(engine.session_rooms(&sid).await.unwrap().is_empty());
+}

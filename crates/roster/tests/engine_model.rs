@@ -35,8 +35,14 @@
 //! A timeout is generated as the node carries it out (`end_session` with reason
 //! `timeout`: a leave of every room joined, then the user's detach).
 //!
-//! Not covered: the timer itself and resume by `clientId` (node-level), the
-//! liveness sweep, several nodes, idle
+//! A resume by `clientId` is generated as the node carries it out: on Redis
+//! two engines (two nodes on one key prefix) and the session moves to the
+//! other (`take_over`, which answers its rooms; `forget_local` on the old
+//! node, `adopt_local` on the new), on memory on the same node; then the
+//! client's re-`SUB` of each room. No one sees a leave or a join, and every
+//! diff the session gets after the move applies to what it holds (none twice).
+//!
+//! Not covered: the timer itself, the liveness sweep, idle
 //! room expiry, count mode and the list limit, `refresh_locks`, declared
 //! rooms (`create_room`), the node's events (LOCK/ENTITY frames) — node-level, in
 //! the behaviour tests.
@@ -152,6 +158,32 @@ enum Op {
     Mutating(usize, usize),
     Mutated(usize),
     ExpireStale(usize, bool),
+    /// The session's connection drops and a `HELLO` with its `clientId`
+    /// resumes it inside the grace: on Redis on the other node (`take_over`;
+    /// the old node forgets it, the new one adopts it), on memory on the same
+    /// node (the engine is not asked). The client then `SUB`s each room again
+    /// (PROTOCOL §6). Answered: the rooms it resumed with, and each re-`SUB`.
+    Resume(usize),
+}
+
+impl Op {
+    /// The session whose node carries the operation out, if any.
+    fn session(&self) -> Option<usize> {
+        match *self {
+            Op::Join(s, ..)
+            | Op::Leave(s, _)
+            | Op::State(s, ..)
+            | Op::Touch(s, _)
+            | Op::Lock(s, ..)
+            | Op::Unlock(s, ..)
+            | Op::Attach(s, _)
+            | Op::Detach(s)
+            | Op::Timeout(s)
+            | Op::SetStatus(s, _)
+            | Op::Resume(s) => Some(s),
+            _ => None,
+        }
+    }
 }
 
 /// What each session's token grants in open rooms, and whether it is an
@@ -182,7 +214,7 @@ fn gen(rng: &mut StdRng) -> Vec<Op> {
                 rng.random_range(0..ROOMS.len()),
             );
             let f = rng.random_range(0..FIELDS.len());
-            match rng.random_range(0..116) {
+            match rng.random_range(0..119) {
                 0..=29 => Op::Join(s, r, rng.random_bool(0.3).then(|| rng.random_range(0..5))),
                 30..=44 => Op::Leave(s, r),
                 45..=59 => Op::State(s, r, rng.random_range(0..5)),
@@ -216,7 +248,8 @@ fn gen(rng: &mut StdRng) -> Vec<Op> {
                 107..=108 => Op::Mutated(r),
                 109 => Op::ExpireStale(r, rng.random_bool(0.7)),
                 // Reopens a closed room (or one in maintenance).
-                _ => Op::Maintenance(r, false),
+                114..=115 => Op::Maintenance(r, false),
+                _ => Op::Resume(s),
             }
         })
         .collect()
@@ -606,12 +639,26 @@ impl Model {
                 e.busy = None;
                 self.entity_reply(r)
             }
+            Op::Resume(s) => {
+                let rooms: Vec<usize> =
+                    (0..ROOMS.len()).filter(|&r| self.is_member(r, s)).collect();
+                let subs: Vec<String> = rooms
+                    .iter()
+                    .map(|&r| self.apply(&Op::Join(s, r, None)))
+                    .collect();
+                format!("resumed {rooms:?} {subs:?}")
+            }
         }
     }
 }
 
 struct World {
+    /// Node 0's engine: room-level operations go there.
     engine: Arc<dyn Engine>,
+    /// One engine per node: two on Redis (one prefix), one on memory.
+    engines: Vec<Arc<dyn Engine>>,
+    /// The node each session is on (a resume on Redis moves it).
+    node: Vec<usize>,
     recorder: Arc<Recorder>,
     tenant: TenantId,
     sessions: Vec<(SessionId, UserId)>,
@@ -621,6 +668,11 @@ struct World {
 }
 
 impl World {
+    /// The engine of the node session `s` is on.
+    fn at(&self, s: usize) -> Arc<dyn Engine> {
+        self.engines[self.node[s]].clone()
+    }
+
     fn room(&self, r: usize) -> RoomId {
         RoomId {
             tenant: self.tenant.clone(),
@@ -749,7 +801,7 @@ impl World {
         let mut left = vec![];
         for r in std::mem::take(&mut self.joined[s]) {
             let l = self
-                .engine
+                .at(s)
                 .leave(&self.room(r), &sid, reason, Instant::now())
                 .await
                 .unwrap();
@@ -760,7 +812,8 @@ impl World {
         let c = self
             .engine
             .user_detach(&self.user(s), &sid, SystemTime::now())
-            .await;
+            .await
+            .unwrap();
         format!("; kick {s}: left {left:?} {:?}->{:?}", c.before, c.after)
     }
 
@@ -778,42 +831,78 @@ impl World {
         out
     }
 
-    async fn run(&mut self, op: &Op) -> String {
-        let e = self.engine.clone();
-        let code = |e: roster::engine::EngineError| {
-            let e = roster::core::error::CoreError::from(e);
-            format!("err {}\u{1f}{}", e.code.as_str(), e.message)
+    /// A `SUB` of session `s` (with state `st`), through its node.
+    async fn join(&mut self, s: usize, r: usize, st: Option<i64>) -> String {
+        let user = self.sessions[s].1.clone();
+        let (open_role, is_admin) = token(s);
+        let actor = Actor {
+            user: &user,
+            open_role,
+            is_admin,
         };
-        match *op {
-            Op::Join(s, r, st) => {
-                let user = self.sessions[s].1.clone();
-                let (open_role, is_admin) = token(s);
-                let actor = Actor {
-                    user: &user,
-                    open_role,
-                    is_admin,
-                };
-                let state = st.map(|v| json!({"v": v})).unwrap_or(json!({}));
-                match e
-                    .join(
-                        &self.room(r),
-                        Self::settings(r),
-                        self.member(s, state),
-                        actor,
-                        SubMode::List,
-                        LIST_LIMIT,
-                        None,
-                    )
-                    .await
-                {
-                    Ok(j) if j.already_member => "already".into(),
-                    Ok(j) => {
-                        self.joined[s].insert(r);
-                        format!("joined occupied={}", j.occupied)
-                    }
-                    Err(err) => code(err),
-                }
+        let state = st.map(|v| json!({"v": v})).unwrap_or(json!({}));
+        match self
+            .at(s)
+            .join(
+                &self.room(r),
+                Self::settings(r),
+                self.member(s, state),
+                actor,
+                SubMode::List,
+                LIST_LIMIT,
+                None,
+            )
+            .await
+        {
+            Ok(j) if j.already_member => "already".into(),
+            Ok(j) => {
+                self.joined[s].insert(r);
+                format!("joined occupied={}", j.occupied)
             }
+            Err(err) => code(err),
+        }
+    }
+
+    /// The node's resume by `clientId` (`open_session`), then the client's
+    /// re-`SUB` of each room.
+    async fn resume(&mut self, s: usize) -> String {
+        let sid = self.sessions[s].0.clone();
+        let mut rooms: Vec<usize> = if self.engines.len() > 1 {
+            let (from, to) = (self.node[s], 1 - self.node[s]);
+            let taken = self.engines[to]
+                .take_over(&self.user(s), &format!("c{s}"))
+                .await
+                .unwrap();
+            let Some((id, rooms)) = taken else {
+                return "no session to take over".into();
+            };
+            if id != sid {
+                return format!("took over {id}, not {sid}");
+            }
+            self.engines[from].forget_local(&sid, &rooms).await;
+            self.engines[to].adopt_local(&sid, &rooms).await;
+            self.node[s] = to;
+            rooms
+                .iter()
+                .map(|r| ROOMS.iter().position(|k| *k == r.key.as_str()).unwrap())
+                .collect()
+        } else {
+            self.joined[s].iter().copied().collect()
+        };
+        rooms.sort();
+        let mut subs = vec![];
+        for &r in &rooms {
+            subs.push(self.join(s, r, None).await);
+        }
+        format!("resumed {rooms:?} {subs:?}")
+    }
+
+    async fn run(&mut self, op: &Op) -> String {
+        let e = op
+            .session()
+            .map_or_else(|| self.engine.clone(), |s| self.at(s));
+        match *op {
+            Op::Join(s, r, st) => self.join(s, r, st).await,
             Op::Leave(s, r) => {
                 self.joined[s].remove(&r);
                 let left = e
@@ -894,22 +983,25 @@ impl World {
                 "-".into()
             }
             Op::Attach(s, on) => {
-                let (c, _) = e
+                let c = e
                     .user_attach(&self.user(s), &self.sessions[s].0, status(on), "web")
-                    .await;
+                    .await
+                    .unwrap();
                 format!("{:?}->{:?}", c.before, c.after)
             }
             Op::Timeout(s) => format!("timed out{}", self.end(s, LeaveReason::Timeout).await),
             Op::Detach(s) => {
                 let c = e
                     .user_detach(&self.user(s), &self.sessions[s].0, SystemTime::now())
-                    .await;
+                    .await
+                    .unwrap();
                 format!("{:?}->{:?}", c.before, c.after)
             }
             Op::SetStatus(s, on) => {
                 let c = e
                     .user_set_status(&self.user(s), &self.sessions[s].0, status(on))
-                    .await;
+                    .await
+                    .unwrap();
                 format!("{:?}->{:?}", c.before, c.after)
             }
             Op::Participant(r, u, role) => {
@@ -1013,8 +1105,15 @@ impl World {
                     None => "unchanged".into(),
                 }
             }
+            Op::Resume(s) => self.resume(s).await,
         }
     }
+}
+
+/// An engine's refusal as a reply: code and message.
+fn code(e: roster::engine::EngineError) -> String {
+    let e = roster::core::error::CoreError::from(e);
+    format!("err {}\u{1f}{}", e.code.as_str(), e.message)
 }
 
 /// What one member holds of one room, rebuilt from what it was sent.
@@ -1085,10 +1184,12 @@ fn rebuild(
     Ok(held)
 }
 
-async fn engine(kind: &str, recorder: Arc<Recorder>) -> Arc<dyn Engine> {
+/// The nodes' engines: one on memory; two on Redis, sharing a key prefix (and
+/// the recorder, so what either delivers is seen).
+async fn engines(kind: &str, recorder: Arc<Recorder>) -> Vec<Arc<dyn Engine>> {
     let clock = Clock::new();
     if kind == "memory" {
-        return Arc::new(MemoryEngine::new(recorder, clock));
+        return vec![Arc::new(MemoryEngine::new(recorder, clock))];
     }
     let url =
         std::env::var("ROSTER_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
@@ -1097,13 +1198,25 @@ async fn engine(kind: &str, recorder: Arc<Recorder>) -> Arc<dyn Engine> {
         std::process::id(),
         rand::rng().random::<u32>()
     );
-    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-    // The receiver is dropped: no node reacts to engine events in this test.
-    Arc::new(
-        RedisEngine::connect(&url, &prefix, recorder, clock, tx, Duration::from_secs(1))
+    let mut out: Vec<Arc<dyn Engine>> = vec![];
+    for _ in 0..2 {
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        // The receiver is dropped: the driver does what a node does on an
+        // engine event (a take-over: `forget_local` on the old node).
+        out.push(Arc::new(
+            RedisEngine::connect(
+                &url,
+                &prefix,
+                recorder.clone(),
+                clock,
+                tx,
+                Duration::from_secs(1),
+            )
             .await
             .unwrap_or_else(|e| panic!("redis at {url}: {e}")),
-    )
+        ));
+    }
+    out
 }
 
 /// Distinguishes the runs of one process (shrinking reruns a case many times).
@@ -1119,8 +1232,11 @@ async fn run_case(kind: &str, ops: &[Op]) -> Result<Vec<String>, String> {
         rand::rng().random::<u32>(),
         RUN.fetch_add(1, Ordering::Relaxed)
     );
+    let engines = engines(kind, recorder.clone()).await;
     let mut w = World {
-        engine: engine(kind, recorder.clone()).await,
+        engine: engines[0].clone(),
+        engines,
+        node: vec![0; SESSIONS],
         recorder,
         tenant: TenantId::parse(&tenant).unwrap(),
         sessions: (0..SESSIONS)
@@ -1133,6 +1249,13 @@ async fn run_case(kind: &str, ops: &[Op]) -> Result<Vec<String>, String> {
             .collect(),
         joined: vec![BTreeSet::new(); SESSIONS],
     };
+    // Each session said `HELLO` with a `clientId` on node 0 (`open_session`).
+    for s in 0..SESSIONS {
+        w.engine
+            .session_opened(&w.sessions[s].0, &w.user(s), Some(&format!("c{s}")))
+            .await
+            .unwrap();
+    }
     let mut model = Model::default();
     let mut replies = vec![];
     for (n, op) in ops.iter().enumerate() {

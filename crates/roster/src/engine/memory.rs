@@ -497,17 +497,18 @@ impl Users for MemoryEngine {
         session: &SessionId,
         status: Status,
         device: &str,
-    ) -> (UserChange, Arc<AtomicU8>) {
-        let change = self.user_change(user, |e| {
+    ) -> Result<UserChange, EngineError> {
+        Ok(self.user_change(user, |e| {
             e.sessions
                 .insert(session.clone(), (status, device.to_string()));
-        });
-        let cell = self
-            .users
+        }))
+    }
+
+    fn status_cell(&self, user: &UserRef) -> Arc<AtomicU8> {
+        self.users
             .get(user)
             .map(|e| e.cell.clone())
-            .unwrap_or_default();
-        (change, cell)
+            .unwrap_or_default()
     }
 
     async fn user_detach(
@@ -515,12 +516,12 @@ impl Users for MemoryEngine {
         user: &UserRef,
         session: &SessionId,
         now: SystemTime,
-    ) -> UserChange {
-        self.user_change(user, |e| {
+    ) -> Result<UserChange, EngineError> {
+        Ok(self.user_change(user, |e| {
             if e.sessions.remove(session).is_some() {
                 e.last_seen = Some(now);
             }
-        })
+        }))
     }
 
     async fn user_set_status(
@@ -528,20 +529,21 @@ impl Users for MemoryEngine {
         user: &UserRef,
         session: &SessionId,
         status: Status,
-    ) -> UserChange {
-        self.user_change(user, |e| {
+    ) -> Result<UserChange, EngineError> {
+        Ok(self.user_change(user, |e| {
             if let Some(s) = e.sessions.get_mut(session) {
                 s.0 = status;
             }
-        })
+        }))
     }
 
-    async fn user_seen(&self, user: &UserRef, at: SystemTime) {
+    async fn user_seen(&self, user: &UserRef, at: SystemTime) -> Result<(), EngineError> {
         self.user_change(user, |e| {
             if e.last_seen.is_none_or(|t| t < at) {
                 e.last_seen = Some(at);
             }
         });
+        Ok(())
     }
 
     async fn user(&self, user: &UserRef) -> Result<UserRecord, EngineError> {

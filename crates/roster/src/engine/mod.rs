@@ -138,6 +138,16 @@ pub struct UserChange {
     pub after: Status,
 }
 
+impl UserChange {
+    /// No change known: what the node assumes when the engine could not say.
+    pub fn none(status: Status) -> Self {
+        Self {
+            before: status,
+            after: status,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct UserRecord {
     pub status: Status,
@@ -352,30 +362,38 @@ pub trait Locks: Send + Sync + 'static {
 /// Users' merged status over their live sessions.
 #[async_trait]
 pub trait Users: Send + Sync + 'static {
-    /// A session of the user went live; returns the status change and the shared
-    /// cell that mirrors the user's merged status.
+    /// A session of the user went live; returns the user's status change.
     async fn user_attach(
         &self,
         user: &UserRef,
         session: &SessionId,
         status: Status,
         device: &str,
-    ) -> (UserChange, Arc<AtomicU8>);
+    ) -> Result<UserChange, EngineError>;
 
-    async fn user_detach(&self, user: &UserRef, session: &SessionId, now: SystemTime)
-        -> UserChange;
+    /// The cell, kept in this process, that mirrors a user's merged status as
+    /// this engine last saw it (member records read it). Asked after
+    /// [`Users::user_attach`], whatever that answered.
+    fn status_cell(&self, user: &UserRef) -> Arc<AtomicU8>;
+
+    async fn user_detach(
+        &self,
+        user: &UserRef,
+        session: &SessionId,
+        now: SystemTime,
+    ) -> Result<UserChange, EngineError>;
 
     async fn user_set_status(
         &self,
         user: &UserRef,
         session: &SessionId,
         status: Status,
-    ) -> UserChange;
+    ) -> Result<UserChange, EngineError>;
 
     async fn user(&self, user: &UserRef) -> Result<UserRecord, EngineError>;
 
     /// Remembers an earlier `last_seen` (from the store) for a user with none.
-    async fn user_seen(&self, user: &UserRef, at: SystemTime);
+    async fn user_seen(&self, user: &UserRef, at: SystemTime) -> Result<(), EngineError>;
 }
 
 /// Several nodes sharing the state: liveness, hand-over, take-over, questions
@@ -403,25 +421,41 @@ pub trait Cluster: Send + Sync + 'static {
         _session: &SessionId,
         _user: &UserRef,
         _client_id: Option<&str>,
-    ) {
+    ) -> Result<(), EngineError> {
+        Ok(())
     }
 
     /// A session of this node ended normally.
-    async fn session_closed(&self, _session: &SessionId) {}
+    async fn session_closed(&self, _session: &SessionId) -> Result<(), EngineError> {
+        Ok(())
+    }
 
     /// This node's sessions are alive until `until` (called every sweep interval).
-    async fn sessions_alive(&self, _sessions: &[SessionId], _until: SystemTime) {}
+    async fn sessions_alive(
+        &self,
+        _sessions: &[SessionId],
+        _until: SystemTime,
+    ) -> Result<(), EngineError> {
+        Ok(())
+    }
 
     /// The node is shutting down: each of its sessions stays in the shared
     /// state until its deadline (the end of its leave grace), may be taken over
     /// by a `clientId` resume on any node, and is claimed by another node's
     /// sweep as [`DeadSession::handed_over`] if nobody resumes it.
-    async fn hand_over_at_shutdown(&self, _sessions: &[(SessionId, SystemTime)]) {}
+    /// An error if some could not be handed over: those time out instead, as
+    /// if the node had died.
+    async fn hand_over_at_shutdown(
+        &self,
+        _sessions: &[(SessionId, SystemTime)],
+    ) -> Result<(), EngineError> {
+        Ok(())
+    }
 
     /// Claims sessions whose node stopped refreshing them; each is claimed by
     /// exactly one caller cluster-wide.
-    async fn claim_dead(&self, _now: SystemTime) -> Vec<DeadSession> {
-        vec![]
+    async fn claim_dead(&self, _now: SystemTime) -> Result<Vec<DeadSession>, EngineError> {
+        Ok(vec![])
     }
 
     /// The user of a live session of any node (shared engines; `None` here).
@@ -445,10 +479,18 @@ pub trait Cluster: Send + Sync + 'static {
     }
 
     /// This node's answer to [`EngineEvent::SessionsAsked`].
-    async fn answer_sessions(&self, _ask: SessionsAsked, _sessions: Vec<SessionInfoView>) {}
+    async fn answer_sessions(
+        &self,
+        _ask: SessionsAsked,
+        _sessions: Vec<SessionInfoView>,
+    ) -> Result<(), EngineError> {
+        Ok(())
+    }
 
     /// Tells other nodes that a user's status or sessions changed.
-    async fn announce_user(&self, _user: &UserRef) {}
+    async fn announce_user(&self, _user: &UserRef) -> Result<(), EngineError> {
+        Ok(())
+    }
 
     /// Sends every local member a fresh snapshot (diffs may have been missed).
     async fn resync(&self) {}
@@ -459,8 +501,8 @@ pub trait Cluster: Send + Sync + 'static {
         &self,
         _user: &UserRef,
         _client_id: &str,
-    ) -> Option<(SessionId, Vec<RoomId>)> {
-        None
+    ) -> Result<Option<(SessionId, Vec<RoomId>)>, EngineError> {
+        Ok(None)
     }
 
     /// Delivers to a taken-over session what its rooms publish from now on.
@@ -471,8 +513,8 @@ pub trait Cluster: Send + Sync + 'static {
 
     /// Before a session's leaves: `false` if another node has taken it over
     /// (then it must not leave anything). Atomic with [`Cluster::take_over`].
-    async fn release_session(&self, _session: &SessionId) -> bool {
-        true
+    async fn release_session(&self, _session: &SessionId) -> Result<bool, EngineError> {
+        Ok(true)
     }
 }
 

@@ -1155,7 +1155,7 @@ impl Inner {
         status: Status,
         device: &str,
         at: SystemTime,
-    ) -> UserChange {
+    ) -> Result<UserChange, EngineError> {
         let args = [
             op.to_string(),
             sid.to_string(),
@@ -1163,28 +1163,18 @@ impl Inner {
             device.to_string(),
             ms(at).to_string(),
         ];
-        match self
+        let v = self
             .script("user_change", &self.user_key(user), &args)
             .await
-        {
-            Ok(v) => {
-                let a = arr(&v);
-                let before = a.first().map(int).unwrap_or(0);
-                let after = a.get(1).map(int).unwrap_or(0);
-                self.cell(user, after);
-                UserChange {
-                    before: Status::from_u8(before as u8),
-                    after: Status::from_u8(after as u8),
-                }
-            }
-            Err(e) => {
-                tracing::warn!("redis user change: {e}");
-                UserChange {
-                    before: status,
-                    after: status,
-                }
-            }
-        }
+            .map_err(unavailable)?;
+        let a = arr(&v);
+        let before = a.first().map(int).unwrap_or(0);
+        let after = a.get(1).map(int).unwrap_or(0);
+        self.cell(user, after);
+        Ok(UserChange {
+            before: Status::from_u8(before as u8),
+            after: Status::from_u8(after as u8),
+        })
     }
 }
 
@@ -1481,15 +1471,15 @@ impl Presence for RedisEngine {
                 i.drain_buffer(id, &sid, m);
             }
         }
-        if !already {
-            let _: redis::RedisResult<()> = i
-                .cmd(
-                    redis::cmd("SADD")
-                        .arg(format!("{}:r", i.session_key(&sid)))
-                        .arg(format!("{}|{}", id.tenant, id.key)),
-                )
-                .await;
-        }
+        // Also when already a member: the re-`SUB` of recovery writes back an
+        // index entry that an outage lost.
+        let _: redis::RedisResult<()> = i
+            .cmd(
+                redis::cmd("SADD")
+                    .arg(format!("{}:r", i.session_key(&sid)))
+                    .arg(format!("{}|{}", id.tenant, id.key)),
+            )
+            .await;
         Ok(Joined {
             already_member: already,
             needs_flush,
@@ -1516,6 +1506,11 @@ impl Presence for RedisEngine {
                 i.release_local(id).await;
             }
         }
+        // The session's room index forgets the room only once the leave is
+        // written: after an outage, recovery finds the rooms whose leave failed
+        // there (if Redis came back between the two commands, an index without
+        // the room would leave a ghost in it).
+        let v = reply.map_err(unavailable)?;
         let _: redis::RedisResult<()> = i
             .cmd(
                 redis::cmd("SREM")
@@ -1523,7 +1518,6 @@ impl Presence for RedisEngine {
                     .arg(format!("{}|{}", id.tenant, id.key)),
             )
             .await;
-        let v = reply.map_err(unavailable)?;
         if is_none(&v) {
             return Ok(None);
         }
@@ -1853,9 +1847,8 @@ impl Users for RedisEngine {
         session: &SessionId,
         status: Status,
         device: &str,
-    ) -> (UserChange, Arc<AtomicU8>) {
-        let i = &self.inner;
-        let change = i
+    ) -> Result<UserChange, EngineError> {
+        self.inner
             .user_op(
                 user,
                 "attach",
@@ -1864,9 +1857,16 @@ impl Users for RedisEngine {
                 device,
                 SystemTime::now(),
             )
-            .await;
-        let cell = i.cell(user, change.after.as_u8() as i64);
-        (change, cell)
+            .await
+    }
+
+    fn status_cell(&self, user: &UserRef) -> Arc<AtomicU8> {
+        self.inner
+            .user_cells
+            .entry(user.clone())
+            .or_insert_with(|| Arc::new(AtomicU8::new(0)))
+            .value()
+            .clone()
     }
 
     async fn user_detach(
@@ -1874,7 +1874,7 @@ impl Users for RedisEngine {
         user: &UserRef,
         session: &SessionId,
         now: SystemTime,
-    ) -> UserChange {
+    ) -> Result<UserChange, EngineError> {
         self.inner
             .user_op(user, "detach", session.as_str(), Status::Offline, "", now)
             .await
@@ -1885,7 +1885,7 @@ impl Users for RedisEngine {
         user: &UserRef,
         session: &SessionId,
         status: Status,
-    ) -> UserChange {
+    ) -> Result<UserChange, EngineError> {
         self.inner
             .user_op(
                 user,
@@ -1935,10 +1935,11 @@ impl Users for RedisEngine {
         })
     }
 
-    async fn user_seen(&self, user: &UserRef, at: SystemTime) {
+    async fn user_seen(&self, user: &UserRef, at: SystemTime) -> Result<(), EngineError> {
         self.inner
             .user_op(user, "seen", "", Status::Offline, "", at)
-            .await;
+            .await
+            .map(drop)
     }
 }
 
@@ -1957,7 +1958,12 @@ impl Cluster for RedisEngine {
         Ok(v.iter().filter_map(|s| parse_room(s)).collect())
     }
 
-    async fn session_opened(&self, session: &SessionId, user: &UserRef, client_id: Option<&str>) {
+    async fn session_opened(
+        &self,
+        session: &SessionId,
+        user: &UserRef,
+        client_id: Option<&str>,
+    ) -> Result<(), EngineError> {
         let i = &self.inner;
         let mut p = redis::pipe();
         p.hset_multiple(
@@ -1970,56 +1976,68 @@ impl Cluster for RedisEngine {
             ],
         )
         .ignore();
-        let _: redis::RedisResult<()> = i.pipe(&p).await;
+        i.pipe::<()>(&p).await.map_err(unavailable)?;
         if let Some(cid) = client_id {
             // Where a `clientId` resume on another node finds the session; kept
             // a day (a stale entry points at a record that is gone). Another
             // slot than the record: a command of its own.
-            let _: redis::RedisResult<()> = i
-                .cmd(
-                    redis::cmd("SET")
-                        .arg(i.client_key(user, cid))
-                        .arg(session.as_str())
-                        .arg("EX")
-                        .arg(86_400),
-                )
-                .await;
+            i.cmd::<()>(
+                redis::cmd("SET")
+                    .arg(i.client_key(user, cid))
+                    .arg(session.as_str())
+                    .arg("EX")
+                    .arg(86_400),
+            )
+            .await
+            .map_err(unavailable)?;
         }
+        Ok(())
     }
 
-    async fn session_closed(&self, session: &SessionId) {
+    async fn session_closed(&self, session: &SessionId) -> Result<(), EngineError> {
         let i = &self.inner;
         let k = i.session_key(session);
         let mut p = redis::pipe();
         p.del(&k).ignore().del(format!("{k}:r")).ignore();
-        let _: redis::RedisResult<()> = i.pipe(&p).await;
-        let _: redis::RedisResult<()> = i
-            .cmd(redis::cmd("ZREM").arg(i.live_key()).arg(session.as_str()))
-            .await;
+        let record = i.pipe::<()>(&p).await;
+        // Both are tried: a liveness entry left behind is claimed by a sweep,
+        // which finds no record and lets it go.
+        i.cmd::<()>(redis::cmd("ZREM").arg(i.live_key()).arg(session.as_str()))
+            .await
+            .and(record)
+            .map_err(unavailable)
     }
 
-    async fn sessions_alive(&self, sessions: &[SessionId], until: SystemTime) {
+    async fn sessions_alive(
+        &self,
+        sessions: &[SessionId],
+        until: SystemTime,
+    ) -> Result<(), EngineError> {
         let i = &self.inner;
         let score = ms(until);
-        let _: redis::RedisResult<i64> = i
-            .cmd(
-                redis::cmd("ZADD")
-                    .arg(i.nodes_key())
-                    .arg(score)
-                    .arg(&i.node_id),
-            )
-            .await;
+        i.cmd::<i64>(
+            redis::cmd("ZADD")
+                .arg(i.nodes_key())
+                .arg(score)
+                .arg(&i.node_id),
+        )
+        .await
+        .map_err(unavailable)?;
         for chunk in sessions.chunks(1000) {
             let mut c = redis::cmd("ZADD");
             c.arg(i.live_key());
             for sid in chunk {
                 c.arg(score).arg(sid.as_str());
             }
-            let _: redis::RedisResult<i64> = i.cmd(&c).await;
+            i.cmd::<i64>(&c).await.map_err(unavailable)?;
         }
+        Ok(())
     }
 
-    async fn hand_over_at_shutdown(&self, sessions: &[(SessionId, SystemTime)]) {
+    async fn hand_over_at_shutdown(
+        &self,
+        sessions: &[(SessionId, SystemTime)],
+    ) -> Result<(), EngineError> {
         let i = &self.inner;
         // Marked first, deadline second: a claim never sees a due session of
         // ours without its mark. One script per record (each its own slot),
@@ -2049,12 +2067,13 @@ impl Cluster for RedisEngine {
                 }
             }
         }
-        if let Some((n, e)) = failed {
+        if let Some((n, e)) = &failed {
             tracing::warn!(
                 sessions = n,
                 "hand-over at shutdown failed; they will time out instead: {e}"
             );
         }
+        let mut deadlines = Ok(());
         for chunk in ours.chunks(1000) {
             // XX: a session claimed meanwhile is not brought back.
             let mut c = redis::cmd("ZADD");
@@ -2064,16 +2083,22 @@ impl Cluster for RedisEngine {
             }
             if let Err(e) = i.cmd::<i64>(&c).await {
                 tracing::warn!("hand-over at shutdown: liveness deadlines not written: {e}");
+                deadlines = Err(e);
             }
+        }
+        match failed {
+            Some((_, e)) => Err(unavailable(e)),
+            None => deadlines.map_err(unavailable),
         }
     }
 
-    async fn claim_dead(&self, now: SystemTime) -> Vec<DeadSession> {
+    async fn claim_dead(&self, now: SystemTime) -> Result<Vec<DeadSession>, EngineError> {
         let i = &self.inner;
         let args = [ms(now).to_string(), "500".to_string()];
-        let Ok(v) = i.script("claim_expired", &i.live_key(), &args).await else {
-            return vec![];
-        };
+        let v = i
+            .script("claim_expired", &i.live_key(), &args)
+            .await
+            .map_err(unavailable)?;
         let mut out = vec![];
         let window = TAKE_OVER_SETTLE.as_millis().to_string();
         for sid in texts(&v) {
@@ -2129,7 +2154,7 @@ impl Cluster for RedisEngine {
                 handed_over: get("g") == "1",
             });
         }
-        out
+        Ok(out)
     }
 
     async fn session_user(&self, session: &SessionId) -> Result<Option<UserRef>, EngineError> {
@@ -2224,31 +2249,41 @@ impl Cluster for RedisEngine {
         Ok(out)
     }
 
-    async fn answer_sessions(&self, ask: SessionsAsked, sessions: Vec<SessionInfoView>) {
+    async fn answer_sessions(
+        &self,
+        ask: SessionsAsked,
+        sessions: Vec<SessionInfoView>,
+    ) -> Result<(), EngineError> {
         let i = &self.inner;
-        let Ok(json) = serde_json::to_string(&sessions) else {
-            return;
-        };
-        let _: redis::RedisResult<i64> = i
-            .cmd(
-                redis::cmd("PUBLISH")
-                    .arg(i.ctl_channel())
-                    .arg(format!("A {} {json}", ask.id)),
-            )
-            .await;
+        // Plain data (strings and numbers): serializing cannot fail.
+        let json = serde_json::to_string(&sessions).unwrap_or_else(|_| "[]".into());
+        i.cmd::<i64>(
+            redis::cmd("PUBLISH")
+                .arg(i.ctl_channel())
+                .arg(format!("A {} {json}", ask.id)),
+        )
+        .await
+        .map(drop)
+        .map_err(unavailable)
     }
 
     async fn resync(&self) {
         self.inner.resync_all().await;
     }
 
-    async fn take_over(&self, user: &UserRef, client_id: &str) -> Option<(SessionId, Vec<RoomId>)> {
+    async fn take_over(
+        &self,
+        user: &UserRef,
+        client_id: &str,
+    ) -> Result<Option<(SessionId, Vec<RoomId>)>, EngineError> {
         let i = &self.inner;
         let sid: Option<String> = i
             .cmd(redis::cmd("GET").arg(i.client_key(user, client_id)))
             .await
-            .ok()?;
-        let sid = SessionId::parse(&sid?).ok()?;
+            .map_err(unavailable)?;
+        let Some(Ok(sid)) = sid.as_deref().map(SessionId::parse) else {
+            return Ok(None);
+        };
         let args = [
             user.tenant.to_string(),
             user.user.to_string(),
@@ -2257,9 +2292,9 @@ impl Cluster for RedisEngine {
         let v = i
             .script("take_over", &i.session_key(&sid), &args)
             .await
-            .ok()?;
+            .map_err(unavailable)?;
         if is_none(&v) {
-            return None;
+            return Ok(None);
         }
         let a = arr(&v);
         let rooms = a
@@ -2269,26 +2304,39 @@ impl Cluster for RedisEngine {
             .iter()
             .filter_map(|r| parse_room(r))
             .collect();
-        let _: redis::RedisResult<i64> = i
-            .cmd(
+        // The session is ours now (the script moved it). Should this word
+        // not reach the old node, that node's `release_session` still finds
+        // the session gone and leaves nothing.
+        if let Err(e) = i
+            .cmd::<i64>(
                 redis::cmd("PUBLISH")
                     .arg(i.ctl_channel())
                     .arg(format!("H {sid} {}", i.node_id)),
             )
-            .await;
-        Some((sid, rooms))
+            .await
+        {
+            tracing::warn!(session = %sid, "take-over not announced to the old node: {e}");
+        }
+        Ok(Some((sid, rooms)))
     }
 
     async fn adopt_local(&self, session: &SessionId, rooms: &[RoomId]) {
         let i = &self.inner;
         for room in rooms {
             if let Ok((lr, _guard)) = i.local_room(room).await {
+                // Subscribed first, then the room's `seq` read: a diff the old
+                // node may already have sent (or that the client's re-`SUB`
+                // snapshot covers) is not sent twice; every later one is sent.
+                let seq: Option<u64> = i
+                    .cmd(redis::cmd("GET").arg(format!("{}:seq", i.room_key(room))))
+                    .await
+                    .unwrap_or_default();
                 lr.members
                     .lock()
                     .entry(session.clone())
                     .or_insert(LocalMember {
                         count_mode: false,
-                        last_seq: 0,
+                        last_seq: seq.unwrap_or(0),
                         last_count: 0,
                         buffer: None,
                     });
@@ -2307,30 +2355,28 @@ impl Cluster for RedisEngine {
         }
     }
 
-    async fn release_session(&self, session: &SessionId) -> bool {
+    async fn release_session(&self, session: &SessionId) -> Result<bool, EngineError> {
         let i = &self.inner;
-        match i
+        let v = i
             .script(
                 "release",
                 &i.session_key(session),
                 std::slice::from_ref(&i.node_id),
             )
             .await
-        {
-            Ok(v) => int(&v) == 1,
-            // Redis unreachable: end it here; the sweep sorts out the rest.
-            Err(_) => true,
-        }
+            .map_err(unavailable)?;
+        Ok(int(&v) == 1)
     }
 
-    async fn announce_user(&self, user: &UserRef) {
+    async fn announce_user(&self, user: &UserRef) -> Result<(), EngineError> {
         let i = &self.inner;
-        let _: redis::RedisResult<i64> = i
-            .cmd(redis::cmd("PUBLISH").arg(i.ctl_channel()).arg(format!(
-                "U {} {}\u{1f}{}",
-                i.node_id, user.tenant, user.user
-            )))
-            .await;
+        i.cmd::<i64>(redis::cmd("PUBLISH").arg(i.ctl_channel()).arg(format!(
+            "U {} {}\u{1f}{}",
+            i.node_id, user.tenant, user.user
+        )))
+        .await
+        .map(drop)
+        .map_err(unavailable)
     }
 
     fn shared(&self) -> bool {

@@ -4,6 +4,7 @@
 //! (`run_engine_events`), kicks, and the live sessions of every node (REST).
 
 use super::*;
+use crate::engine::UserChange;
 
 /// How often the recovery after a Redis outage asks again, a sweep interval
 /// apart, for what a session's rooms are there.
@@ -30,7 +31,9 @@ impl Node {
                 return w;
             }
             if self.engine.shared() {
-                adopted = self.engine.take_over(&user_ref, cid).await;
+                // Redis unreachable: a new session; the held one leaves when
+                // its grace ends.
+                adopted = self.engine.take_over(&user_ref, cid).await.ok().flatten();
             }
         }
         let id = adopted
@@ -50,10 +53,14 @@ impl Node {
                 (d, os.clone().or(o))
             }
         };
-        let (change, cell) = self
+        // Redis unreachable: the session starts all the same, and recovery
+        // writes it back (`reassert_sessions`).
+        let change = self
             .engine
             .user_attach(&user_ref, &id, Status::Online, &device)
-            .await;
+            .await
+            .unwrap_or(UserChange::none(Status::Online));
+        let cell = self.engine.status_cell(&user_ref);
         let meta = Arc::new(SessionMeta::new(
             id.clone(),
             identity.tenant.clone(),
@@ -111,15 +118,19 @@ impl Node {
             Deadline::SessionTimeout(id.clone()),
         );
         if self.engine.shared() {
-            self.engine
+            // Unreachable: written back on recovery, like the user entry.
+            let until = self.clock.wall(now + self.timing().session_timeout.0);
+            if self
+                .engine
                 .session_opened(&id, &user_ref, hello.client_id.as_deref())
-                .await;
-            self.engine
-                .sessions_alive(
-                    std::slice::from_ref(&id),
-                    self.clock.wall(now + self.timing().session_timeout.0),
-                )
-                .await;
+                .await
+                .is_ok()
+            {
+                let _ = self
+                    .engine
+                    .sessions_alive(std::slice::from_ref(&id), until)
+                    .await;
+            }
         }
         let rooms = match &adopted {
             Some((_, rooms)) => {
@@ -222,7 +233,8 @@ impl Node {
         if s.ended.swap(true, Ordering::SeqCst) {
             return;
         }
-        if !self.engine.release_session(sid).await {
+        // Unreachable: it ends here; the liveness sweep sorts out the rest.
+        if !self.engine.release_session(sid).await.unwrap_or(true) {
             // Resumed on another node meanwhile: it lives on there.
             self.forget_session(&s).await;
             return;
@@ -246,11 +258,18 @@ impl Node {
             self.leave_room(&s, &room, reason, now).await;
         }
         self.unregister(&s);
-        self.engine.session_closed(sid).await;
+        // Unreachable: the liveness entry stays, and the sweep that claims it
+        // after recovery detaches the user (a no-op where this got through).
+        let _ = self.engine.session_closed(sid).await;
         let wall = self.clock.wall(now);
-        let change = self.engine.user_detach(&s.user_ref, sid, wall).await;
-        self.record_session_end(&s, reason.as_str(), wall, change.after);
-        self.user_changed(&s.user_ref, change).await;
+        match self.engine.user_detach(&s.user_ref, sid, wall).await {
+            Ok(change) => {
+                self.record_session_end(&s, reason.as_str(), wall, change.after);
+                self.user_changed(&s.user_ref, change).await;
+            }
+            // The user's other sessions unknown: no last seen recorded.
+            Err(_) => self.record_session_end(&s, reason.as_str(), wall, Status::Online),
+        }
     }
 
     /// The durable end of a session: its history row, and the user's last seen
@@ -298,7 +317,8 @@ impl Node {
                 }
                 EngineEvent::SessionsAsked(ask) => {
                     let local = self.local_sessions(&ask.tenant, ask.user.as_ref());
-                    self.engine.answer_sessions(ask, local).await;
+                    // Unreachable: the asking node answers without ours.
+                    let _ = self.engine.answer_sessions(ask, local).await;
                 }
             }
         }
@@ -361,13 +381,18 @@ impl Node {
             if s.ended.load(Ordering::SeqCst) {
                 continue;
             }
-            self.engine
+            // Each write tried once; should Redis fail again, the health check
+            // sees it and the next recovery writes everything again.
+            let _ = self
+                .engine
                 .user_attach(&s.user_ref, &s.meta.id, s.status(), &s.meta.device.device)
                 .await;
-            self.engine
+            let _ = self
+                .engine
                 .session_opened(&s.meta.id, &s.user_ref, s.meta.client_id.as_deref())
                 .await;
-            self.engine
+            let _ = self
+                .engine
                 .sessions_alive(std::slice::from_ref(&s.meta.id), until)
                 .await;
             let rooms: Vec<RoomId> = s.rooms.lock().iter().cloned().collect();
@@ -422,7 +447,13 @@ impl Node {
                 .await;
         }
         let wall = self.clock.wall(now);
-        let change = self.engine.user_detach(&d.user, &d.id, wall).await;
+        // Unreachable (Redis failed right after the claim): the user's other
+        // sessions unknown, no last seen recorded and no one told.
+        let change = self
+            .engine
+            .user_detach(&d.user, &d.id, wall)
+            .await
+            .unwrap_or(UserChange::none(Status::Online));
         self.journal.record(WriteOp::SessionEnded {
             tenant: d.user.tenant.to_string(),
             session_id: d.id.to_string(),

@@ -44,7 +44,8 @@ impl Node {
             }
         }
         self.notify_watchers(user).await;
-        self.engine.announce_user(user).await;
+        // Unreachable: the other nodes' watchers hear of it at the next change.
+        let _ = self.engine.announce_user(user).await;
     }
 
     pub async fn heartbeat(&self, s: &Arc<SessionHandle>, active: bool, latency_ms: Option<u32>) {
@@ -113,15 +114,29 @@ impl Node {
                 Status::Online
             }
         };
-        if s.status.swap(status.as_u8(), Ordering::Relaxed) == status.as_u8() {
+        let was = s.status.swap(status.as_u8(), Ordering::Relaxed);
+        if was == status.as_u8() {
             return;
         }
-        let change = self
+        match self
             .engine
             .user_set_status(&s.user_ref, &s.meta.id, status)
-            .await;
-        if change.before != change.after {
-            self.user_changed(&s.user_ref, change).await;
+            .await
+        {
+            Ok(change) if change.before != change.after => {
+                self.user_changed(&s.user_ref, change).await;
+            }
+            Ok(_) => {}
+            // Unreachable: the next recompute tries again (and recovery writes
+            // the session's status back).
+            Err(_) => {
+                let _ = s.status.compare_exchange(
+                    status.as_u8(),
+                    was,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+            }
         }
     }
 
@@ -181,7 +196,8 @@ impl Node {
             Err(_) => return None,
         };
         let at = SystemTime::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
-        self.engine.user_seen(user, at).await;
+        // Unreachable: asked the store again next time.
+        let _ = self.engine.user_seen(user, at).await;
         Some(at)
     }
 
