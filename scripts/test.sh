@@ -40,7 +40,13 @@ else
     cargo test -p roster --locked --no-fail-fast "${args[@]}" --test cluster --test engine_model || status=$?
 fi
 
-# The TypeScript client (clients/typescript): unit tests, and integration tests
-# against the `roster` binary the Rust tests just built.
+# The REST API as a contract: docs/openapi.json is valid OpenAPI 3.1, and
+# schemathesis checks the real binary's answers against it (bounded here; see
+# the script for a longer run).
+ROSTER_BIN="$PWD/target/debug/roster" bash scripts/test-api-contract.sh || status=$?
+
+# The TypeScript clients (clients/typescript): unit tests, and integration tests
+# against the `roster` binary the Rust tests just built (@roster/rest's types are
+# generated from docs/openapi.json).
 ROSTER_BIN="$PWD/target/debug/roster" bash scripts/test-typescript.sh || status=$?
 exit "$status"

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 pub struct InvalidId(pub String);
 
 macro_rules! id_type {
-    ($(#[$doc:meta])* $name:ident) => {
+    ($(#[$doc:meta])* $name:ident, $describe:expr, $pattern:expr, $example:expr) => {
         $(#[$doc])*
         #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
         #[serde(transparent)]
@@ -39,24 +39,48 @@ macro_rules! id_type {
                 $name::parse(&s).map_err(serde::de::Error::custom)
             }
         }
+        /// In the OpenAPI document: a string, with the rule above as a pattern.
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .description(Some($describe))
+                    .pattern(Some($pattern))
+                    .examples([$example])
+                    .into()
+            }
+        }
+        impl utoipa::ToSchema for $name {}
     };
 }
 
 id_type!(
     /// `[A-Za-z0-9_-]{1,64}` (SPEC §3 "Identifiers").
-    TenantId
+    TenantId,
+    "A tenant id: `[A-Za-z0-9_-]{1,64}`.",
+    "^[A-Za-z0-9_-]{1,64}$",
+    "acme"
 );
 id_type!(
     /// The token's `sub`: 1–256 characters, no control characters.
-    UserId
+    UserId,
+    "A user id (the token's `sub`): 1-256 characters, no control characters.",
+    "^[^\\u0000-\\u001F\\u007F-\\u009F]{1,256}$",
+    "alice"
 );
 id_type!(
     /// `[A-Za-z0-9_.:\-/@]{1,200}`, unique per tenant (SPEC §1).
-    RoomKey
+    RoomKey,
+    "A room key: `[A-Za-z0-9_.:-/@]{1,200}`, unique per tenant (`<entity>:<id>` for a record's room).",
+    "^[A-Za-z0-9_.:/@-]{1,200}$",
+    "Order:123"
 );
 id_type!(
     /// Server-assigned, unique per process run (random 96 bits, URL-safe).
-    SessionId
+    SessionId,
+    "A session id, assigned by the server.",
+    "^[^\\u0000-\\u001F\\u007F-\\u009F]{1,64}$",
+    "q3Jx0bW9sZWN1bGVz"
 );
 
 impl TenantId {

@@ -247,6 +247,90 @@ async fn ops_endpoints_and_openapi() {
     ] {
         assert!(doc["paths"].get(path).is_some(), "openapi lacks {path}");
     }
+    // What the server serves is the committed docs/openapi.json.
+    let committed: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../docs/openapi.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        doc == committed,
+        "the served document is not docs/openapi.json"
+    );
+}
+
+/// The API reference page: Redoc, its script served by the binary (no CDN).
+#[tokio::test]
+async fn the_api_reference_page_is_served_with_its_viewer_embedded() {
+    let s = Server::start().await;
+    let page = reqwest::get(s.url("/api/docs")).await.unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    assert!(page.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains(r#"spec-url="/api/v1/openapi.json""#),
+        "{html}"
+    );
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "{html}"
+    );
+    let src = html
+        .split(r#"<script src=""#)
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("a script tag");
+    let js = reqwest::get(s.url(src)).await.unwrap();
+    assert_eq!(js.status().as_u16(), 200, "{src}");
+    assert!(js.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/javascript"));
+    let body = js.bytes().await.unwrap();
+    assert!(
+        body.len() > 500_000,
+        "the Redoc bundle, whole: {}",
+        body.len()
+    );
+}
+
+/// The quick start's first call: the presence of a room nobody is in is an
+/// empty roster, not a 404; declared-room operations still answer 404.
+#[tokio::test]
+async fn the_presence_of_an_unused_room_is_empty() {
+    let s = Server::start().await;
+    let t = s.token("x");
+    let (code, p) = s
+        .rest("GET", "/api/v1/rooms/Order:123/presence", &t, None)
+        .await;
+    assert_eq!(code, 200, "{p}");
+    assert_eq!(
+        p,
+        json!({"room": "Order:123", "seq": 0, "count": 0, "users": [], "stale": false,
+               "busyBy": null, "version": 0, "locks": {}})
+    );
+    let (code, e) = s.rest("GET", "/api/v1/rooms/Order:123", &t, None).await;
+    assert_eq!(
+        (code, e["error"]["code"].clone()),
+        (404, json!("not_found"))
+    );
+    let (code, e) = s
+        .rest("GET", "/api/v1/rooms/Order:123/locks", &t, None)
+        .await;
+    assert_eq!(
+        (code, e["error"]["code"].clone()),
+        (404, json!("not_found"))
+    );
+    let (code, e) = s
+        .rest("GET", "/api/v1/rooms/bad%20key/presence", &t, None)
+        .await;
+    assert_eq!((code, e["error"]["code"].clone()), (422, json!("invalid")));
 }
 
 #[tokio::test]

@@ -669,7 +669,7 @@ pub struct Flush {
 
 // ---- wire views (SPEC §3 shapes, camelCase) ----
 
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionView {
     pub session_id: SessionId,
@@ -711,7 +711,7 @@ pub struct PresenceDiff {
     pub updates: Vec<MemberView>,
 }
 
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UserEntry {
     pub user_id: UserId,
@@ -723,7 +723,7 @@ pub struct UserEntry {
     pub sessions: Vec<SessionView>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LockOwnerView {
     pub user_id: UserId,
@@ -741,7 +741,7 @@ impl LockOwnerView {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PresenceSnapshot {
     pub room: String,
@@ -754,7 +754,24 @@ pub struct PresenceSnapshot {
     pub locks: BTreeMap<String, LockOwnerView>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+impl PresenceSnapshot {
+    /// A room nobody is in and nothing was declared or recorded for: a valid
+    /// key is simply empty.
+    pub fn empty(room: &str) -> Self {
+        Self {
+            room: room.to_string(),
+            seq: 0,
+            count: 0,
+            users: vec![],
+            stale: false,
+            busy_by: None,
+            version: 0,
+            locks: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EntityView {
     pub room: String,

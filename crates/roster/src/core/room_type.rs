@@ -18,6 +18,19 @@ pub enum Visibility {
 #[serde(transparent)]
 pub struct RoomTypeCode(pub String);
 
+/// In the OpenAPI document: a string with the rule above as a pattern.
+impl utoipa::PartialSchema for RoomTypeCode {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some("A room type's code: `[A-Z0-9_]{1,32}`."))
+            .pattern(Some("^[A-Z0-9_]{1,32}$"))
+            .examples(["COLLABORATION"])
+            .into()
+    }
+}
+impl utoipa::ToSchema for RoomTypeCode {}
+
 impl RoomTypeCode {
     pub fn parse(s: &str) -> Result<Self, String> {
         if (1..=32).contains(&s.len())

@@ -125,7 +125,7 @@ mod tests {
 /// A live session as REST lists it (`GET /sessions`, `/users/{id}/presence`):
 /// what its node knows of it now. Also what nodes send each other when asked
 /// for their sessions (see `Cluster::remote_sessions`).
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionInfoView {
     pub session_id: SessionId,

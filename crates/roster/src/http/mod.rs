@@ -1,4 +1,5 @@
-//! HTTP surface: the WebSocket upgrade, REST under `/api/v1`, and ops endpoints.
+//! HTTP surface: the WebSocket upgrade, REST under `/api/v1` (and its reference
+//! page at `/api/docs`), and ops endpoints.
 //! Handlers are thin: they extract, call the node, and shape the answer. Around
 //! every route: CORS and the origin allow-list (`origins.rs`), and the end of the
 //! connection's opening (`protocol/opening.rs`) when a request is answered. One
@@ -6,6 +7,7 @@
 //! *template* (`MatchedPath`), never the raw path.
 
 pub mod api;
+mod docs;
 pub mod origins;
 
 use std::sync::Arc;
@@ -42,6 +44,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .nest("/api/v1", api::router())
+        .merge(docs::router())
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(max_body))

@@ -5,13 +5,13 @@ use super::*;
 
 impl Node {
     /// `MUTATING`/`MUTATED` (REST or Kafka): updates entity state and tells members.
-    /// Returns the room's entity state read afterwards (`None` if the room is gone).
+    /// Returns the room's entity state as this call left it.
     pub async fn lifecycle(
         &self,
         room: &RoomId,
         mutating: bool,
         by: UserId,
-    ) -> Result<Option<crate::core::room::EntityView>, EngineError> {
+    ) -> Result<crate::core::room::EntityView, EngineError> {
         let now = self.clock.now();
         self.record(
             &room.tenant,
@@ -44,7 +44,7 @@ impl Node {
                 Deadline::RoomIdle(room.clone()),
             );
         }
-        Ok(self.engine.room(room).await?.map(|r| r.entity))
+        Ok(view)
     }
 
     pub(super) fn entity_transition(

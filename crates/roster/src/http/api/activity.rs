@@ -11,17 +11,19 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use futures_util::StreamExt;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
+use utoipa::ToSchema;
 
 use super::{
-    decode_cursor, encode_cursor, page_limit, ApiError, ApiPath, ApiQuery, ApiResult, Caller,
+    decode_cursor, encode_cursor, page_limit, ApiError, ApiPath, ApiQuery, ApiResult, Caller, Page,
 };
 use crate::clock::iso;
 use crate::core::error::ErrorCode;
 use crate::http::AppState;
+use crate::ids::RoomKey;
 use crate::store::{
     unix_ms, ActivityFilter, ActivityRow, Bucket, SessionCursor, SessionFilter, SessionRecord,
     UnixMs,
@@ -60,17 +62,25 @@ fn time_param(name: &str, v: &Option<String>) -> ApiResult<Option<UnixMs>> {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ActivityQuery {
+    /// Only rows of this room (key).
     pub room: Option<String>,
+    /// Only rows of this user.
     pub user: Option<String>,
     /// Activity kind, e.g. `join`, `leave`, `timeout`, `lock_acquired`.
     #[serde(rename = "type")]
     pub kind: Option<String>,
     /// ISO-8601, inclusive.
+    #[param(format = DateTime)]
     pub from: Option<String>,
     /// ISO-8601, exclusive.
+    #[param(format = DateTime)]
     pub to: Option<String>,
+    /// Page size, 1-1000 (default 100; not for the CSV, which has every row).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
+    /// `nextCursor` of the page before (not for the CSV).
     pub cursor: Option<String>,
 }
 
@@ -98,22 +108,48 @@ impl ActivityQuery {
     }
 }
 
-fn activity_json(r: &ActivityRow) -> Value {
-    json!({
-        "id": r.id, "at": iso_ms(r.at), "type": r.kind, "actor": r.actor, "userId": r.user,
-        "room": r.room, "sessionId": r.session, "details": r.details,
-    })
+/// One row of the activity log.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ActivityItem {
+    pub id: i64,
+    /// ISO-8601.
+    pub at: String,
+    /// `join`, `leave`, `timeout`, `lock_acquired`, `room_created`, … (SPEC §5).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Who acted through REST: a user id, or `operator` (the admin key).
+    pub actor: Option<String>,
+    pub user_id: Option<String>,
+    pub room: Option<String>,
+    pub session_id: Option<String>,
+    /// Kind-specific details, e.g. `{"reason": "timeout"}`.
+    pub details: Value,
+}
+
+impl From<&ActivityRow> for ActivityItem {
+    fn from(r: &ActivityRow) -> Self {
+        Self {
+            id: r.id,
+            at: iso_ms(r.at),
+            kind: r.kind.clone(),
+            actor: r.actor.clone(),
+            user_id: r.user.clone(),
+            room: r.room.clone(),
+            session_id: r.session.clone(),
+            details: r.details.clone(),
+        }
+    }
 }
 
 /// The activity log of the tenant, newest first, with a keyset cursor.
-#[utoipa::path(get, path = "/api/v1/activity", tag = "activity", params(ActivityQuery),
-    responses((status = 200, description = "{items: [{id, at, type, actor, userId, room, sessionId, details}], nextCursor}"),
-              (status = 403, body = super::ErrorBody), (status = 422, body = super::ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/activity", operation_id = "listActivity", tag = "activity", params(ActivityQuery),
+    responses((status = 200, description = "a page of rows", body = Page<ActivityItem>)))]
 pub async fn list(
     State(app): State<AppState>,
     caller: Caller,
     ApiQuery(q): ApiQuery<ActivityQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Page<ActivityItem>>> {
     caller.require_monitor()?;
     let filter = q.filter(&caller, true)?;
     let lim = filter.limit;
@@ -130,9 +166,10 @@ pub async fn list(
     } else {
         None
     };
-    Ok(Json(
-        json!({"items": rows.iter().map(activity_json).collect::<Vec<_>>(), "nextCursor": next}),
-    ))
+    Ok(Json(Page {
+        items: rows.iter().map(ActivityItem::from).collect(),
+        next_cursor: next,
+    }))
 }
 
 fn csv_field(s: &str) -> String {
@@ -160,8 +197,10 @@ fn csv_line(r: &ActivityRow) -> String {
 
 /// The same rows as `/activity` (every page, oldest first) as CSV, streamed from
 /// the database: memory stays flat whatever the number of rows.
-#[utoipa::path(get, path = "/api/v1/activity.csv", tag = "activity", params(ActivityQuery),
-    responses((status = 200, description = "text/csv: id,at,type,actor,userId,room,sessionId,details"), (status = 403, body = super::ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/activity.csv", operation_id = "exportActivityCsv", tag = "activity", params(ActivityQuery),
+    responses((status = 200, description = "the rows as CSV, header line first",
+        content_type = "text/csv", body = String,
+        example = "id,at,type,actor,userId,room,sessionId,details\n1,2026-11-26T14:03:05.123Z,join,,alice,Order:1,s1,{}\n")))]
 pub async fn csv(
     State(app): State<AppState>,
     caller: Caller,
@@ -200,10 +239,13 @@ pub async fn csv(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Window {
     /// ISO-8601; default 24 hours before `to`.
+    #[param(format = DateTime)]
     pub from: Option<String>,
     /// ISO-8601; default now.
+    #[param(format = DateTime)]
     pub to: Option<String>,
 }
 
@@ -221,71 +263,153 @@ impl Window {
     }
 }
 
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ActivityStatsView {
+    pub from: String,
+    pub to: String,
+    /// Rows per activity type.
+    pub by_type: std::collections::BTreeMap<String, u64>,
+    pub by_hour: Vec<HourCount>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct HourCount {
+    /// The hour's start, ISO-8601.
+    pub hour: String,
+    pub count: u64,
+}
+
 /// Rows by type and by hour.
-#[utoipa::path(get, path = "/api/v1/activity/stats", tag = "activity", params(Window),
-    responses((status = 200, description = "{byType: {type: n}, byHour: [{hour, count}]}")))]
+#[utoipa::path(get, path = "/api/v1/activity/stats", operation_id = "getActivityStats", tag = "activity", params(Window),
+    responses((status = 200, description = "counts in the window", body = ActivityStatsView)))]
 pub async fn stats(
     State(app): State<AppState>,
     caller: Caller,
     ApiQuery(w): ApiQuery<Window>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ActivityStatsView>> {
     caller.require_monitor()?;
     let (from, to) = w.resolve(DAY)?;
     let s = app.node.activity_stats(&caller.tenant, from, to).await?;
-    let by_hour: Vec<Value> = s
-        .by_hour
-        .iter()
-        .map(|(h, n)| json!({"hour": iso_ms(*h), "count": n}))
-        .collect();
-    Ok(Json(
-        json!({"byType": s.by_type, "byHour": by_hour, "from": iso_ms(from), "to": iso_ms(to)}),
-    ))
+    Ok(Json(ActivityStatsView {
+        from: iso_ms(from),
+        to: iso_ms(to),
+        by_type: s.by_type,
+        by_hour: s
+            .by_hour
+            .iter()
+            .map(|(h, n)| HourCount {
+                hour: iso_ms(*h),
+                count: *n,
+            })
+            .collect(),
+    }))
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditView {
+    pub room: String,
+    pub from: String,
+    pub to: String,
+    pub participants: Vec<AuditParticipantView>,
+    /// Lock rows (`lock_acquired`, `lock_released`, …), oldest first.
+    pub locks: Vec<ActivityItem>,
+    /// Every row of the room in the window, oldest first.
+    pub timeline: Vec<ActivityItem>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditParticipantView {
+    pub user_id: String,
+    pub sessions: u32,
+    pub time_spent_ms: u64,
+    pub first_seen: String,
+    pub last_seen: String,
 }
 
 /// Who was in the room and for how long, lock history, and a timeline.
-#[utoipa::path(get, path = "/api/v1/rooms/{room}/audit", tag = "activity", params(("room" = String, Path), Window),
-    responses((status = 200, description = "{participants: [{userId, sessions, timeSpentMs, firstSeen, lastSeen}], locks: [...], timeline: [...]}")))]
+#[utoipa::path(get, path = "/api/v1/rooms/{room}/audit", operation_id = "getRoomAudit", tag = "activity", params(("room" = RoomKey, Path, description = "the room key, percent-encoded"), Window),
+    responses((status = 200, description = "the room's audit for the window", body = AuditView)))]
 pub async fn audit(
     State(app): State<AppState>,
     caller: Caller,
     ApiPath(room): ApiPath<String>,
     ApiQuery(w): ApiQuery<Window>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<AuditView>> {
     caller.require_monitor()?;
     let id = caller.room(&room)?;
     let (from, to) = w.resolve(DAY)?;
     let a = app.node.room_audit(&id, from, to).await?;
-    let participants: Vec<Value> = a
-        .participants
-        .iter()
-        .map(|p| json!({"userId": p.user, "sessions": p.sessions, "timeSpentMs": p.time_spent_ms, "firstSeen": iso_ms(p.first_seen), "lastSeen": iso_ms(p.last_seen)}))
-        .collect();
-    Ok(Json(json!({
-        "room": id.key, "from": iso_ms(from), "to": iso_ms(to),
-        "participants": participants,
-        "locks": a.locks.iter().map(activity_json).collect::<Vec<_>>(),
-        "timeline": a.timeline.iter().map(activity_json).collect::<Vec<_>>(),
-    })))
+    Ok(Json(AuditView {
+        room: id.key.to_string(),
+        from: iso_ms(from),
+        to: iso_ms(to),
+        participants: a
+            .participants
+            .iter()
+            .map(|p| AuditParticipantView {
+                user_id: p.user.clone(),
+                sessions: p.sessions,
+                time_spent_ms: p.time_spent_ms,
+                first_seen: iso_ms(p.first_seen),
+                last_seen: iso_ms(p.last_seen),
+            })
+            .collect(),
+        locks: a.locks.iter().map(ActivityItem::from).collect(),
+        timeline: a.timeline.iter().map(ActivityItem::from).collect(),
+    }))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StatsQuery {
     /// `1m` (default), `1h` or `1d`.
+    #[param(pattern = "^(1m|1h|1d)$")]
     pub bucket: Option<String>,
+    /// ISO-8601; default one bucket span (1 h, 1 day, 30 days) before `to`.
+    #[param(format = DateTime)]
     pub from: Option<String>,
+    /// ISO-8601; default now.
+    #[param(format = DateTime)]
     pub to: Option<String>,
 }
 
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomStatsView {
+    pub room: String,
+    /// `1m`, `1h` or `1d`.
+    pub bucket: String,
+    pub items: Vec<StatBucketView>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StatBucketView {
+    /// The bucket's start, ISO-8601.
+    pub start: String,
+    pub online_sessions_peak: u32,
+    pub online_sessions_avg: f64,
+    pub online_users_peak: u32,
+    pub joins: u64,
+    pub leaves: u64,
+    pub timeouts: u64,
+    pub unique_users: u64,
+    pub latency_avg_ms: Option<f64>,
+    pub latency_p95_ms: Option<f64>,
+}
+
 /// Per-room statistics buckets.
-#[utoipa::path(get, path = "/api/v1/rooms/{room}/stats", tag = "stats", params(("room" = String, Path), StatsQuery),
-    responses((status = 200, description = "{bucket, items: [{start, onlineSessionsPeak, onlineSessionsAvg, onlineUsersPeak, joins, leaves, timeouts, uniqueUsers, latencyAvgMs, latencyP95Ms}]}"),
-              (status = 422, body = super::ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/rooms/{room}/stats", operation_id = "getRoomStats", tag = "stats", params(("room" = RoomKey, Path, description = "the room key, percent-encoded"), StatsQuery),
+    responses((status = 200, description = "the buckets of the window, oldest first", body = RoomStatsView)))]
 pub async fn room_stats(
     State(app): State<AppState>,
     caller: Caller,
     ApiPath(room): ApiPath<String>,
     ApiQuery(q): ApiQuery<StatsQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<RoomStatsView>> {
     caller.require_monitor()?;
     let id = caller.room(&room)?;
     let (bucket, span) = match q.bucket.as_deref().unwrap_or("1m") {
@@ -305,67 +429,164 @@ pub async fn room_stats(
     }
     .resolve(span)?;
     let rows = app.node.room_stats(&id, bucket, from, to).await?;
-    let items: Vec<Value> = rows
-        .iter()
-        .map(|b| json!({
-            "start": iso_ms(b.start), "onlineSessionsPeak": b.online_sessions_peak, "onlineSessionsAvg": b.online_sessions_avg,
-            "onlineUsersPeak": b.online_users_peak, "joins": b.joins, "leaves": b.leaves, "timeouts": b.timeouts,
-            "uniqueUsers": b.unique_users, "latencyAvgMs": b.latency_avg_ms, "latencyP95Ms": b.latency_p95_ms,
-        }))
-        .collect();
-    Ok(Json(
-        json!({"room": id.key, "bucket": q.bucket.as_deref().unwrap_or("1m"), "items": items}),
-    ))
+    Ok(Json(RoomStatsView {
+        room: id.key.to_string(),
+        bucket: q.bucket.unwrap_or_else(|| "1m".into()),
+        items: rows
+            .iter()
+            .map(|b| StatBucketView {
+                start: iso_ms(b.start),
+                online_sessions_peak: b.online_sessions_peak,
+                online_sessions_avg: b.online_sessions_avg,
+                online_users_peak: b.online_users_peak,
+                joins: b.joins,
+                leaves: b.leaves,
+                timeouts: b.timeouts,
+                unique_users: b.unique_users,
+                latency_avg_ms: b.latency_avg_ms,
+                latency_p95_ms: b.latency_p95_ms,
+            })
+            .collect(),
+    }))
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OverviewView {
+    pub from: String,
+    pub to: String,
+    /// Live now.
+    pub online: OnlineTotals,
+    /// Sessions that started in the window.
+    pub sessions_started: u64,
+    /// Distinct users among them.
+    pub unique_users: u64,
+    /// Up to 10 rooms by peak online sessions in the window, busiest first.
+    pub busiest_rooms: Vec<BusyRoom>,
+    pub by_device: std::collections::BTreeMap<String, u64>,
+    /// Sessions without the field count under `unknown`.
+    pub by_os: std::collections::BTreeMap<String, u64>,
+    pub by_app_version: std::collections::BTreeMap<String, u64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct OnlineTotals {
+    pub users: usize,
+    pub sessions: usize,
+    pub rooms: usize,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BusyRoom {
+    pub room: String,
+    pub peak_sessions: u32,
 }
 
 /// Tenant totals: sessions, unique users, busiest rooms, device / OS / app
 /// version breakdown, live counts.
-#[utoipa::path(get, path = "/api/v1/stats/overview", tag = "stats", params(Window),
-    responses((status = 200, description = "{online: {users, sessions, rooms}, sessionsStarted, uniqueUsers, busiestRooms, byDevice, byOs, byAppVersion}")))]
+#[utoipa::path(get, path = "/api/v1/stats/overview", operation_id = "getStatsOverview", tag = "stats", params(Window),
+    responses((status = 200, description = "the tenant's totals", body = OverviewView)))]
 pub async fn overview(
     State(app): State<AppState>,
     caller: Caller,
     ApiQuery(w): ApiQuery<Window>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<OverviewView>> {
     caller.require_monitor()?;
     let (from, to) = w.resolve(DAY)?;
     let o = app.node.stats_overview(&caller.tenant, from, to).await?;
     let live = app.node.live_totals(&caller.tenant).await?;
-    Ok(Json(json!({
-        "from": iso_ms(from), "to": iso_ms(to),
-        "online": {"users": live.users, "sessions": live.sessions, "rooms": live.rooms},
-        "sessionsStarted": o.sessions_started, "uniqueUsers": o.unique_users,
-        "busiestRooms": o.busiest_rooms.iter().map(|(r, p)| json!({"room": r, "peakSessions": p})).collect::<Vec<_>>(),
-        "byDevice": o.by_device, "byOs": o.by_os, "byAppVersion": o.by_app_version,
-    })))
+    Ok(Json(OverviewView {
+        from: iso_ms(from),
+        to: iso_ms(to),
+        online: OnlineTotals {
+            users: live.users,
+            sessions: live.sessions,
+            rooms: live.rooms,
+        },
+        sessions_started: o.sessions_started,
+        unique_users: o.unique_users,
+        busiest_rooms: o
+            .busiest_rooms
+            .into_iter()
+            .map(|(room, peak_sessions)| BusyRoom {
+                room,
+                peak_sessions,
+            })
+            .collect(),
+        by_device: o.by_device,
+        by_os: o.by_os,
+        by_app_version: o.by_app_version,
+    }))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
+    /// Only sessions of this user.
     pub user: Option<String>,
+    /// Only sessions that were in this room (key).
     pub room: Option<String>,
+    /// Sessions started at or after (ISO-8601).
+    #[param(format = DateTime)]
     pub from: Option<String>,
+    /// Sessions started before (ISO-8601).
+    #[param(format = DateTime)]
     pub to: Option<String>,
+    /// Page size, 1-1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
+    /// `nextCursor` of the page before.
     pub cursor: Option<String>,
 }
 
-fn session_json(r: &SessionRecord) -> Value {
-    json!({
-        "sessionId": r.session_id, "userId": r.user, "device": r.device, "os": r.os, "appVersion": r.app_version,
-        "clientId": r.client_id, "ip": r.ip, "userAgent": r.user_agent, "startedAt": iso_ms(r.started_at),
-        "endedAt": r.ended_at.map(iso_ms), "endReason": r.end_reason, "rooms": r.rooms,
-    })
+/// A session of the history: ended, or live (`endedAt` null).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionHistoryItem {
+    pub session_id: String,
+    pub user_id: String,
+    pub device: String,
+    pub os: Option<String>,
+    pub app_version: Option<String>,
+    pub client_id: Option<String>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub started_at: String,
+    pub ended_at: Option<String>,
+    /// `left` (BYE), `disconnected`, `timeout`, `kicked` or `shutdown`.
+    pub end_reason: Option<String>,
+    /// The rooms it was in.
+    pub rooms: Vec<String>,
+}
+
+impl From<&SessionRecord> for SessionHistoryItem {
+    fn from(r: &SessionRecord) -> Self {
+        Self {
+            session_id: r.session_id.clone(),
+            user_id: r.user.clone(),
+            device: r.device.clone(),
+            os: r.os.clone(),
+            app_version: r.app_version.clone(),
+            client_id: r.client_id.clone(),
+            ip: r.ip.clone(),
+            user_agent: r.user_agent.clone(),
+            started_at: iso_ms(r.started_at),
+            ended_at: r.ended_at.map(iso_ms),
+            end_reason: r.end_reason.clone(),
+            rooms: r.rooms.clone(),
+        }
+    }
 }
 
 /// Ended and live sessions of the tenant, newest first.
-#[utoipa::path(get, path = "/api/v1/sessions/history", tag = "sessions", params(HistoryQuery),
-    responses((status = 200, description = "{items: [{sessionId, userId, device, os, appVersion, clientId, ip, userAgent, startedAt, endedAt, endReason, rooms}], nextCursor}")))]
+#[utoipa::path(get, path = "/api/v1/sessions/history", operation_id = "listSessionHistory", tag = "sessions", params(HistoryQuery),
+    responses((status = 200, description = "a page of sessions", body = Page<SessionHistoryItem>)))]
 pub async fn history(
     State(app): State<AppState>,
     caller: Caller,
     ApiQuery(q): ApiQuery<HistoryQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Page<SessionHistoryItem>>> {
     caller.require_monitor()?;
     let lim = page_limit(q.limit)?;
     let after = match &q.cursor {
@@ -406,7 +627,8 @@ pub async fn history(
     } else {
         None
     };
-    Ok(Json(
-        json!({"items": rows.iter().map(session_json).collect::<Vec<_>>(), "nextCursor": next}),
-    ))
+    Ok(Json(Page {
+        items: rows.iter().map(SessionHistoryItem::from).collect(),
+        next_cursor: next,
+    }))
 }

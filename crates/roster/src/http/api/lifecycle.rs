@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use super::{ApiError, ApiJson, ApiResult, Caller};
 use crate::core::error::ErrorCode;
+use crate::core::room::EntityView;
 use crate::http::AppState;
 use crate::ids::{RoomId, RoomKey, UserId};
 
@@ -22,21 +23,38 @@ pub enum LifecycleType {
     Mutated,
 }
 
+/// A record changed behind the users' backs; its room is `<entity>:<id>`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({"type": "MUTATING", "entity": "Order", "id": 123, "userId": "etl"}))]
 pub struct LifecycleEvent {
     #[serde(rename = "type")]
     pub kind: LifecycleType,
+    /// The record's kind, e.g. `Order`.
+    #[schema(pattern = "^[A-Za-z0-9_./@-]{1,199}$", example = "Order")]
     pub entity: String,
-    #[schema(value_type = String)]
+    /// The record's id: a string or an integer.
+    #[schema(value_type = EntityId)]
     pub id: serde_json::Value,
+    /// Who changes it (shown as `busyBy`).
+    #[schema(value_type = UserId)]
     pub user_id: String,
+}
+
+/// A record's id in `POST /lifecycle`: a string or an integer.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // only its schema is used
+#[schema(example = 123)]
+pub enum EntityId {
+    Text(String),
+    Number(i64),
 }
 
 /// `MUTATING` marks the entity's room stale (busy by `userId`); `MUTATED` clears it
 /// and bumps `version`. Members get an `ENTITY` event. Needs role `service` or `admin`.
-#[utoipa::path(post, path = "/api/v1/lifecycle", tag = "lifecycle", request_body = LifecycleEvent,
-    responses((status = 202, description = "{room, stale, busyBy, version}"), (status = 422, body = super::ErrorBody), (status = 403, body = super::ErrorBody), (status = 503, description = "the presence engine (Redis) is unavailable; try again", body = super::ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/lifecycle", operation_id = "postLifecycle", tag = "lifecycle", request_body = LifecycleEvent,
+    responses((status = 202, description = "applied: the entity's state now", body = EntityView)))]
 pub async fn lifecycle(
     State(app): State<AppState>,
     caller: Caller,
@@ -65,9 +83,5 @@ pub async fn lifecycle(
         .node
         .lifecycle(&room, matches!(ev.kind, LifecycleType::Mutating), user)
         .await?;
-    Ok((
-        axum::http::StatusCode::ACCEPTED,
-        Json(view.map(|v| serde_json::to_value(v).unwrap_or_default())),
-    )
-        .into_response())
+    Ok((axum::http::StatusCode::ACCEPTED, Json(view)).into_response())
 }

@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::{no_content, visible_room, ApiError, ApiPath, ApiResult, Caller, Page};
 use crate::core::error::ErrorCode;
 use crate::http::AppState;
+use crate::ids::RoomKey;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -25,8 +26,8 @@ pub struct LockItem {
     pub expires_at: String,
 }
 
-#[utoipa::path(get, path = "/api/v1/rooms/{room}/locks", tag = "locks", params(("room" = String, Path)),
-    responses((status = 200, body = Page<LockItem>), (status = 404, body = super::ErrorBody), (status = 503, description = "the presence engine (Redis) is unavailable; try again", body = super::ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/rooms/{room}/locks", operation_id = "listLocks", tag = "locks", params(("room" = RoomKey, Path, description = "the room key, percent-encoded")),
+    responses((status = 200, description = "every lock held (one page)", body = Page<LockItem>)))]
 pub async fn list(
     State(app): State<AppState>,
     caller: Caller,
@@ -55,9 +56,9 @@ pub async fn list(
 
 /// Releases a lock whoever holds it; members get a `LOCK` event with
 /// `owner: null, reason: "force_released"`.
-#[utoipa::path(delete, path = "/api/v1/rooms/{room}/locks/{field}", tag = "locks",
-    params(("room" = String, Path), ("field" = String, Path)),
-    responses((status = 204, description = "released"), (status = 404, body = super::ErrorBody), (status = 403, body = super::ErrorBody), (status = 503, description = "the presence engine (Redis) is unavailable; try again", body = super::ErrorBody)))]
+#[utoipa::path(delete, path = "/api/v1/rooms/{room}/locks/{field}", operation_id = "forceReleaseLock", tag = "locks",
+    params(("room" = RoomKey, Path, description = "the room key, percent-encoded"), ("field" = String, Path, description = "the locked field, as `LOCK` named it")),
+    responses((status = 204, description = "released")))]
 pub async fn force_release(
     State(app): State<AppState>,
     caller: Caller,

@@ -104,13 +104,19 @@ impl From<CoreError> for ApiError {
     }
 }
 
+/// Every error answer: `{"error": {"code", "message"}}`.
 #[derive(Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"error": {"code": "not_found", "message": "no room Order:9"}}))]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
+    /// Stable per status (SPEC §4): `bad_request`, `unauthorized`, `forbidden`,
+    /// `not_found`, `conflict`, `payload_too_large`, `invalid`,
+    /// `method_not_allowed`, `rate_limited`, `internal`, `unavailable`.
     pub code: String,
+    /// For people; names the field or parameter at fault.
     pub message: String,
 }
 
@@ -438,15 +444,21 @@ pub fn decode_cursor(c: &str) -> ApiResult<String> {
 
 /// `limit` (default 100, max 1000) and an opaque `cursor`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
+    /// Page size, 1-1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
+    /// `nextCursor` of the page before.
     pub cursor: Option<String>,
 }
 
+/// A page of a list: pass `nextCursor` back as `cursor` for the next one.
 #[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Page<T: Serialize> {
     pub items: Vec<T>,
+    /// Null on the last page.
     pub next_cursor: Option<String>,
 }
 

@@ -6,13 +6,14 @@ use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
-use serde_json::{json, Value};
+use utoipa::ToSchema;
 
-use super::{visible_room, ApiError, ApiJson, ApiPath, ApiResult, Caller};
+use super::{ApiError, ApiJson, ApiPath, ApiResult, Caller};
 use crate::core::error::ErrorCode;
+use crate::core::room::PresenceSnapshot;
 use crate::core::types::Status;
 use crate::http::AppState;
-use crate::ids::{UserId, UserRef};
+use crate::ids::{RoomKey, UserId, UserRef};
 use crate::node::SessionInfoView;
 
 pub fn router() -> Router<AppState> {
@@ -23,35 +24,63 @@ pub fn router() -> Router<AppState> {
         .route("/presence/batch", post(batch))
 }
 
-/// The room's `PRESENCE` snapshot, as a WebSocket subscriber would get it.
-#[utoipa::path(get, path = "/api/v1/rooms/{room}/presence", tag = "presence",
-    params(("room" = String, Path, description = "room key, percent-encoded")),
-    responses((status = 200, description = "PRESENCE snapshot (users grouped with their sessions)"),
-              (status = 403, body = super::ErrorBody), (status = 404, body = super::ErrorBody), (status = 503, description = "the presence engine (Redis) is unavailable; try again", body = super::ErrorBody)))]
+/// The room's `PRESENCE` snapshot, as a WebSocket subscriber would get it. A
+/// valid key of a room nobody is in (ad hoc rooms exist only while used) is
+/// simply empty: `count` 0, no users.
+#[utoipa::path(get, path = "/api/v1/rooms/{room}/presence", operation_id = "getRoomPresence", tag = "presence",
+    params(("room" = RoomKey, Path, description = "the room key, percent-encoded")),
+    responses((status = 200, description = "the `PRESENCE` snapshot: users grouped with their sessions", body = PresenceSnapshot)))]
 pub async fn room_presence(
     State(app): State<AppState>,
     caller: Caller,
     ApiPath(room): ApiPath<String>,
-) -> ApiResult<Json<Value>> {
-    let (id, _) = visible_room(&app, &caller, &room).await?;
-    let snap = app
-        .node
-        .room_presence(&id)
-        .await?
-        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no room {room}")))?;
-    Ok(Json(serde_json::to_value(snap).unwrap_or_default()))
+) -> ApiResult<Json<PresenceSnapshot>> {
+    let id = caller.room(&room)?;
+    let Some(summary) = app.node.room(&id).await? else {
+        return Ok(Json(PresenceSnapshot::empty(id.key.as_str())));
+    };
+    caller.may_see(&summary.settings)?;
+    let snap = app.node.room_presence(&id).await?;
+    Ok(Json(snap.unwrap_or_else(|| {
+        PresenceSnapshot::empty(id.key.as_str())
+    })))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct UserPresence {
+pub struct UserPresence {
     user_id: UserId,
+    /// Merged over the user's sessions: online beats away beats offline.
     status: Status,
     is_online: bool,
+    /// ISO-8601; null if never seen.
     last_seen: Option<String>,
+    /// Distinct device kinds of the live sessions.
     devices: Vec<String>,
     sessions: Vec<SessionInfoView>,
+    /// Keys of the rooms the user's sessions are in.
     rooms: Vec<String>,
+}
+
+/// The user ids of `POST /presence/batch`: at most 1000.
+#[derive(ToSchema)]
+#[schema(max_items = 1000)]
+#[allow(dead_code)] // only its schema is used
+pub struct BatchIds(Vec<UserId>);
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OnlineView {
+    is_online: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UserStatusItem {
+    status: Status,
+    is_online: bool,
+    /// ISO-8601; null if never seen.
+    last_seen: Option<String>,
 }
 
 fn user_id(id: &str) -> ApiResult<UserId> {
@@ -59,14 +88,14 @@ fn user_id(id: &str) -> ApiResult<UserId> {
 }
 
 /// Status, last seen, live sessions and rooms of one user.
-#[utoipa::path(get, path = "/api/v1/users/{id}/presence", tag = "presence",
-    params(("id" = String, Path, description = "user id (`sub`)")),
-    responses((status = 200, description = "{userId, status, isOnline, lastSeen, devices, sessions, rooms}"), (status = 503, description = "the presence engine (Redis) is unavailable; try again", body = super::ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/users/{id}/presence", operation_id = "getUserPresence", tag = "presence",
+    params(("id" = UserId, Path, description = "the user id (`sub`), percent-encoded")),
+    responses((status = 200, description = "the user's presence on every node", body = UserPresence)))]
 pub async fn user_presence(
     State(app): State<AppState>,
     caller: Caller,
     ApiPath(id): ApiPath<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<UserPresence>> {
     let user = UserRef {
         tenant: caller.tenant.clone(),
         user: user_id(&id)?,
@@ -82,33 +111,35 @@ pub async fn user_presence(
         sessions: p.sessions,
         rooms: p.rooms,
     };
-    Ok(Json(serde_json::to_value(body).unwrap_or_default()))
+    Ok(Json(body))
 }
 
-#[utoipa::path(get, path = "/api/v1/users/{id}/online", tag = "presence",
-    params(("id" = String, Path)), responses((status = 200, description = "{isOnline}"), (status = 503, description = "the presence engine (Redis) is unavailable; try again", body = super::ErrorBody)))]
+/// Whether the user has a live session (online or away).
+#[utoipa::path(get, path = "/api/v1/users/{id}/online", operation_id = "getUserOnline", tag = "presence",
+    params(("id" = UserId, Path, description = "the user id (`sub`), percent-encoded")),
+    responses((status = 200, description = "online or not", body = OnlineView)))]
 pub async fn user_online(
     State(app): State<AppState>,
     caller: Caller,
     ApiPath(id): ApiPath<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<OnlineView>> {
     let user = UserRef {
         tenant: caller.tenant.clone(),
         user: user_id(&id)?,
     };
     let online = app.node.is_online(&user).await?;
-    Ok(Json(json!({"isOnline": online})))
+    Ok(Json(OnlineView { is_online: online }))
 }
 
 /// `[ids]` (at most 1000) → `{id: {status, isOnline, lastSeen}}`.
-#[utoipa::path(post, path = "/api/v1/presence/batch", tag = "presence",
-    request_body(content = Vec<String>, description = "user ids, at most 1000"),
-    responses((status = 200, description = "{id: {status, isOnline, lastSeen}}"), (status = 422, body = super::ErrorBody), (status = 503, description = "the presence engine (Redis) is unavailable; try again", body = super::ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/presence/batch", operation_id = "getPresenceBatch", tag = "presence",
+    request_body(content = BatchIds, description = "user ids, at most 1000", example = json!(["alice", "bob"])),
+    responses((status = 200, description = "each user id asked, with its status", body = BTreeMap<String, UserStatusItem>)))]
 pub async fn batch(
     State(app): State<AppState>,
     caller: Caller,
     ApiJson(ids): ApiJson<Vec<String>>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<BTreeMap<String, UserStatusItem>>> {
     if ids.len() > 1000 {
         return Err(ApiError::new(
             ErrorCode::Invalid,
@@ -126,7 +157,14 @@ pub async fn batch(
                 user,
             })
             .await?;
-        out.insert(id.clone(), json!({"status": v.status, "isOnline": v.status != Status::Offline, "lastSeen": v.last_seen}));
+        out.insert(
+            id.clone(),
+            UserStatusItem {
+                status: v.status,
+                is_online: v.status != Status::Offline,
+                last_seen: v.last_seen,
+            },
+        );
     }
-    Ok(Json(serde_json::to_value(out).unwrap_or_default()))
+    Ok(Json(out))
 }

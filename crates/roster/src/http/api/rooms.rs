@@ -22,7 +22,7 @@ use crate::core::room_type::{RoomType, RoomTypeCode, Visibility};
 use crate::core::types::Role;
 use crate::engine::{RoomPatch, RoomSummary};
 use crate::http::AppState;
-use crate::ids::UserId;
+use crate::ids::{RoomKey, UserId};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -51,9 +51,10 @@ pub struct RoomView {
     pub visibility: Visibility,
     pub status: RoomStatus,
     pub tags: Vec<String>,
-    #[schema(value_type = Object)]
+    /// Free JSON of the application's (e.g. `{"customer": "ACME"}`).
+    #[schema(value_type = std::collections::HashMap<String, Value>)]
     pub attributes: serde_json::Map<String, Value>,
-    #[schema(value_type = Object)]
+    /// Users with a role in this room, by user id.
     pub participants: std::collections::BTreeMap<String, Role>,
     pub declared: bool,
     pub sessions: usize,
@@ -90,32 +91,65 @@ impl From<RoomSummary> for RoomView {
     }
 }
 
+/// A room's tag: 1-64 characters (its schema only; tags are strings).
+pub struct Tag;
+
+impl utoipa::PartialSchema for Tag {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .min_length(Some(1))
+            .max_length(Some(64))
+            .examples(["orders"])
+            .into()
+    }
+}
+impl utoipa::ToSchema for Tag {}
+
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({"key": "Order:123", "type": "COLLABORATION", "capacity": 25, "idleTtl": "30m", "visibility": "open", "tags": ["orders"], "attributes": {"customer": "ACME"}}))]
 pub struct CreateRoom {
+    #[schema(value_type = RoomKey)]
     pub key: String,
+    /// A room type's code (default `GENERIC`): its capacity, idle TTL and
+    /// visibility apply unless given here.
     #[serde(rename = "type")]
+    #[schema(value_type = Option<RoomTypeCode>)]
     pub room_type: Option<String>,
+    #[schema(minimum = 1, maximum = 1_000_000)]
     pub capacity: Option<u32>,
     /// Duration with a unit, e.g. `"30m"`.
+    #[schema(example = "30m")]
     pub idle_ttl: Option<String>,
     pub visibility: Option<Visibility>,
+    /// At most 50 tags of 1-64 characters.
+    #[schema(value_type = Option<Vec<Tag>>, max_items = 50)]
     pub tags: Option<Vec<String>>,
-    #[schema(value_type = Object)]
+    /// Free JSON of the application's.
+    #[schema(value_type = Option<std::collections::HashMap<String, Value>>)]
     pub attributes: Option<serde_json::Map<String, Value>>,
 }
 
 #[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({"status": "maintenance", "capacity": 50}))]
 pub struct PatchRoom {
     #[serde(rename = "type")]
+    #[schema(value_type = Option<RoomTypeCode>)]
     pub room_type: Option<String>,
+    #[schema(minimum = 1, maximum = 1_000_000)]
     pub capacity: Option<u32>,
+    /// Duration with a unit, e.g. `"30m"`.
+    #[schema(example = "30m")]
     pub idle_ttl: Option<String>,
     pub visibility: Option<Visibility>,
+    /// `closed` kicks every member; `maintenance` refuses new joins.
     pub status: Option<RoomStatus>,
+    /// At most 50 tags of 1-64 characters.
+    #[schema(value_type = Option<Vec<Tag>>, max_items = 50)]
     pub tags: Option<Vec<String>>,
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<std::collections::HashMap<String, Value>>)]
     pub attributes: Option<serde_json::Map<String, Value>>,
 }
 
@@ -151,8 +185,8 @@ fn find_type(app: &AppState, caller: &Caller, code: &str) -> ApiResult<RoomType>
 }
 
 /// Declares a room (201); 409 if it exists.
-#[utoipa::path(post, path = "/api/v1/rooms", tag = "rooms", request_body = CreateRoom,
-    responses((status = 201, body = RoomView), (status = 409, body = super::ErrorBody), (status = 422, body = super::ErrorBody), (status = 503, description = "the presence engine (Redis) is unavailable; try again", body = super::ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/rooms", operation_id = "createRoom", tag = "rooms", request_body = CreateRoom,
+    responses((status = 201, description = "declared", body = RoomView), (status = 409, description = "a room with this key exists", body = super::ErrorBody)))]
 pub async fn create(
     State(app): State<AppState>,
     caller: Caller,
@@ -192,21 +226,27 @@ pub async fn create(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RoomFilter {
+    /// Only rooms of this room type.
     #[serde(rename = "type")]
     pub room_type: Option<String>,
+    /// Only rooms with this tag.
     pub tag: Option<String>,
     /// `active` | `maintenance` | `closed`
     pub status: Option<RoomStatus>,
     /// Only rooms declared through the API (`true`) or only ad-hoc ones (`false`).
     pub declared: Option<bool>,
+    /// Page size, 1-1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
+    /// `nextCursor` of the page before.
     pub cursor: Option<String>,
 }
 
 /// Rooms of the tenant (declared and ad hoc), by key. Private rooms are listed
 /// only to admins, monitors and their participants.
-#[utoipa::path(get, path = "/api/v1/rooms", tag = "rooms", params(RoomFilter), responses((status = 200, body = Page<RoomView>), (status = 503, description = "the presence engine (Redis) is unavailable; try again", body = super::ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/rooms", operation_id = "listRooms", tag = "rooms", params(RoomFilter), responses((status = 200, description = "a page of rooms", body = Page<RoomView>)))]
 pub async fn list(
     State(app): State<AppState>,
     caller: Caller,
@@ -237,8 +277,8 @@ pub async fn list(
     ))
 }
 
-#[utoipa::path(get, path = "/api/v1/rooms/{room}", tag = "rooms", params(("room" = String, Path)),
-    responses((status = 200, body = RoomView), (status = 404, body = super::ErrorBody), (status = 503, description = "the presence engine (Redis) is unavailable; try again", body = super::ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/rooms/{room}", operation_id = "getRoom", tag = "rooms", params(("room" = RoomKey, Path, description = "the room key, percent-encoded")),
+    responses((status = 200, description = "the room", body = RoomView)))]
 pub async fn read(
     State(app): State<AppState>,
     caller: Caller,
@@ -250,8 +290,8 @@ pub async fn read(
 
 /// Changes a room. `status: closed` kicks every member (reason `kicked`);
 /// `maintenance` refuses new joins with `room_closed`.
-#[utoipa::path(patch, path = "/api/v1/rooms/{room}", tag = "rooms", params(("room" = String, Path)), request_body = PatchRoom,
-    responses((status = 200, body = RoomView), (status = 404, body = super::ErrorBody), (status = 422, body = super::ErrorBody), (status = 503, description = "the presence engine (Redis) is unavailable; try again", body = super::ErrorBody)))]
+#[utoipa::path(patch, path = "/api/v1/rooms/{room}", operation_id = "updateRoom", tag = "rooms", params(("room" = RoomKey, Path, description = "the room key, percent-encoded")), request_body = PatchRoom,
+    responses((status = 200, description = "the room", body = RoomView)))]
 pub async fn patch(
     State(app): State<AppState>,
     caller: Caller,
@@ -288,8 +328,8 @@ pub async fn patch(
 }
 
 /// Deletes a room; its members leave with reason `kicked`.
-#[utoipa::path(delete, path = "/api/v1/rooms/{room}", tag = "rooms", params(("room" = String, Path)),
-    responses((status = 204, description = "deleted"), (status = 404, body = super::ErrorBody), (status = 503, description = "the presence engine (Redis) is unavailable; try again", body = super::ErrorBody)))]
+#[utoipa::path(delete, path = "/api/v1/rooms/{room}", operation_id = "deleteRoom", tag = "rooms", params(("room" = RoomKey, Path, description = "the room key, percent-encoded")),
+    responses((status = 204, description = "deleted")))]
 pub async fn remove(
     State(app): State<AppState>,
     caller: Caller,
@@ -308,13 +348,14 @@ pub async fn remove(
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"role": "operator"}))]
 pub struct ParticipantBody {
     pub role: Role,
 }
 
-#[utoipa::path(put, path = "/api/v1/rooms/{room}/participants/{user}", tag = "rooms",
-    params(("room" = String, Path), ("user" = String, Path)), request_body = ParticipantBody,
-    responses((status = 204, description = "set"), (status = 404, body = super::ErrorBody), (status = 422, body = super::ErrorBody), (status = 503, description = "the presence engine (Redis) is unavailable; try again", body = super::ErrorBody)))]
+#[utoipa::path(put, path = "/api/v1/rooms/{room}/participants/{user}", operation_id = "setParticipant", tag = "rooms",
+    params(("room" = RoomKey, Path, description = "the room key, percent-encoded"), ("user" = UserId, Path, description = "the user id (`sub`), percent-encoded")), request_body = ParticipantBody,
+    responses((status = 204, description = "set")))]
 pub async fn put_participant(
     State(app): State<AppState>,
     caller: Caller,
@@ -338,9 +379,9 @@ pub async fn put_participant(
     Ok(no_content())
 }
 
-#[utoipa::path(delete, path = "/api/v1/rooms/{room}/participants/{user}", tag = "rooms",
-    params(("room" = String, Path), ("user" = String, Path)),
-    responses((status = 204, description = "removed"), (status = 404, body = super::ErrorBody), (status = 503, description = "the presence engine (Redis) is unavailable; try again", body = super::ErrorBody)))]
+#[utoipa::path(delete, path = "/api/v1/rooms/{room}/participants/{user}", operation_id = "removeParticipant", tag = "rooms",
+    params(("room" = RoomKey, Path, description = "the room key, percent-encoded"), ("user" = UserId, Path, description = "the user id (`sub`), percent-encoded")),
+    responses((status = 204, description = "removed")))]
 pub async fn delete_participant(
     State(app): State<AppState>,
     caller: Caller,
@@ -357,51 +398,88 @@ pub async fn delete_participant(
 }
 
 /// Participants of a room and their roles, by user.
-#[utoipa::path(get, path = "/api/v1/rooms/{room}/participants", tag = "rooms", params(("room" = String, Path)),
-    responses((status = 200, description = "{items: [{userId, role}], nextCursor: null}"), (status = 404, body = super::ErrorBody), (status = 503, description = "the presence engine (Redis) is unavailable; try again", body = super::ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/rooms/{room}/participants", operation_id = "listParticipants", tag = "rooms", params(("room" = RoomKey, Path, description = "the room key, percent-encoded")),
+    responses((status = 200, description = "every participant (one page)", body = Page<ParticipantItem>)))]
 pub async fn list_participants(
     State(app): State<AppState>,
     caller: Caller,
     ApiPath(room): ApiPath<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Page<ParticipantItem>>> {
     let (_, r) = visible_room(&app, &caller, &room).await?;
-    let items: Vec<Value> = r
+    let items = r
         .settings
         .participants
-        .iter()
-        .map(|(u, role)| serde_json::json!({"userId": u, "role": role}))
+        .into_iter()
+        .map(|(user_id, role)| ParticipantItem { user_id, role })
         .collect();
-    Ok(Json(
-        serde_json::json!({"items": items, "nextCursor": null}),
-    ))
+    Ok(Json(Page {
+        items,
+        next_cursor: None,
+    }))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ParticipantItem {
+    pub user_id: UserId,
+    pub role: Role,
+}
+
+/// A room type as REST shows it.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomTypeView {
+    /// `[A-Z0-9_]{1,32}`.
+    pub code: String,
+    pub capacity: u32,
+    /// Duration with a unit, e.g. `"1h"`.
+    pub idle_ttl: String,
+    pub visibility: Visibility,
+    /// One of the ten seeded types (read-only).
+    pub seeded: bool,
+}
+
+impl RoomTypeView {
+    fn new(app: &AppState, t: RoomType) -> Self {
+        Self {
+            seeded: app.node.is_seeded_type(&t.code.0),
+            code: t.code.0,
+            capacity: t.capacity,
+            idle_ttl: humantime::format_duration(t.idle_ttl).to_string(),
+            visibility: t.visibility,
+        }
+    }
 }
 
 /// Seeded types followed by the tenant's own.
-#[utoipa::path(get, path = "/api/v1/room-types", tag = "rooms", responses((status = 200, description = "{items: [roomType], nextCursor: null}")))]
-pub async fn room_types(State(app): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
-    let items: Vec<Value> = app
+#[utoipa::path(get, path = "/api/v1/room-types", operation_id = "listRoomTypes", tag = "rooms", responses((status = 200, description = "every room type (one page)", body = Page<RoomTypeView>)))]
+pub async fn room_types(
+    State(app): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<Page<RoomTypeView>>> {
+    let items = app
         .node
         .room_types(&caller.tenant)
         .into_iter()
-        .map(|t| {
-            let seeded = app.node.is_seeded_type(&t.code.0);
-            let mut v = serde_json::to_value(&t).unwrap_or_default();
-            v["seeded"] = Value::Bool(seeded);
-            v
-        })
+        .map(|t| RoomTypeView::new(&app, t))
         .collect();
-    Ok(Json(
-        serde_json::json!({"items": items, "nextCursor": null}),
-    ))
+    Ok(Json(Page {
+        items,
+        next_cursor: None,
+    }))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({"code": "KIOSK", "capacity": 5, "idleTtl": "10m", "visibility": "open"}))]
 pub struct RoomTypeBody {
-    /// `[A-Z0-9_]{1,32}`; in `PUT /room-types/{code}` the path gives it.
+    /// Needed by `POST /room-types`; in `PUT /room-types/{code}` the path gives it.
+    #[schema(value_type = Option<RoomTypeCode>)]
     pub code: Option<String>,
+    #[schema(minimum = 1, maximum = 1_000_000)]
     pub capacity: u32,
     /// Duration with a unit, e.g. `"1h"`.
+    #[schema(example = "1h")]
     pub idle_ttl: String,
     pub visibility: Option<Visibility>,
 }
@@ -434,8 +512,8 @@ async fn save_room_type(
 }
 
 /// Creates a tenant room type (201); 409 if the code exists (seeded or own).
-#[utoipa::path(post, path = "/api/v1/room-types", tag = "rooms", request_body = RoomTypeBody,
-    responses((status = 201, description = "the room type"), (status = 409, body = super::ErrorBody), (status = 422, body = super::ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/room-types", operation_id = "createRoomType", tag = "rooms", request_body = RoomTypeBody,
+    responses((status = 201, description = "created", body = RoomTypeView), (status = 409, description = "the code exists (seeded or the tenant's)", body = super::ErrorBody)))]
 pub async fn create_room_type(
     State(app): State<AppState>,
     caller: Caller,
@@ -453,25 +531,26 @@ pub async fn create_room_type(
         ));
     }
     let t = save_room_type(&app, &caller, &code, body).await?;
-    Ok(created(t))
+    Ok(created(RoomTypeView::new(&app, t)))
 }
 
 /// Creates or replaces a tenant room type (seeded types can't be changed: 409).
-#[utoipa::path(put, path = "/api/v1/room-types/{code}", tag = "rooms", params(("code" = String, Path)), request_body = RoomTypeBody,
-    responses((status = 200, description = "the room type"), (status = 409, body = super::ErrorBody), (status = 422, body = super::ErrorBody)))]
+#[utoipa::path(put, path = "/api/v1/room-types/{code}", operation_id = "putRoomType", tag = "rooms", params(("code" = RoomTypeCode, Path, description = "the room type's code")), request_body = RoomTypeBody,
+    responses((status = 200, description = "created or replaced", body = RoomTypeView), (status = 409, description = "a seeded type", body = super::ErrorBody)))]
 pub async fn put_room_type(
     State(app): State<AppState>,
     caller: Caller,
     ApiPath(code): ApiPath<String>,
     ApiJson(body): ApiJson<RoomTypeBody>,
-) -> ApiResult<Json<RoomType>> {
+) -> ApiResult<Json<RoomTypeView>> {
     caller.require_admin()?;
-    Ok(Json(save_room_type(&app, &caller, &code, body).await?))
+    let t = save_room_type(&app, &caller, &code, body).await?;
+    Ok(Json(RoomTypeView::new(&app, t)))
 }
 
 /// Deletes a tenant room type (rooms created with it keep their settings).
-#[utoipa::path(delete, path = "/api/v1/room-types/{code}", tag = "rooms", params(("code" = String, Path)),
-    responses((status = 204, description = "deleted"), (status = 404, body = super::ErrorBody), (status = 409, body = super::ErrorBody)))]
+#[utoipa::path(delete, path = "/api/v1/room-types/{code}", operation_id = "deleteRoomType", tag = "rooms", params(("code" = RoomTypeCode, Path, description = "the room type's code")),
+    responses((status = 204, description = "deleted"), (status = 409, description = "a seeded type", body = super::ErrorBody)))]
 pub async fn delete_room_type(
     State(app): State<AppState>,
     caller: Caller,

@@ -19,18 +19,25 @@ pub fn router() -> Router<AppState> {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SessionFilter {
+    /// Only sessions in this room (key).
     pub room: Option<String>,
+    /// Only sessions of this user.
     pub user: Option<String>,
-    /// `online` | `away`
+    /// `online` or `away`.
+    #[param(pattern = "^(online|away)$")]
     pub status: Option<String>,
+    /// Page size, 1-1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
+    /// `nextCursor` of the page before.
     pub cursor: Option<String>,
 }
 
 /// Live sessions of the tenant (connected or inside their leave grace).
-#[utoipa::path(get, path = "/api/v1/sessions", tag = "sessions", params(SessionFilter),
-    responses((status = 200, description = "{items: [session], nextCursor}"), (status = 403, body = super::ErrorBody), (status = 503, description = "the presence engine (Redis) is unavailable; try again", body = super::ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/sessions", operation_id = "listSessions", tag = "sessions", params(SessionFilter),
+    responses((status = 200, description = "a page of live sessions, on every node", body = Page<SessionInfoView>)))]
 pub async fn list(
     State(app): State<AppState>,
     caller: Caller,
@@ -68,8 +75,8 @@ pub async fn list(
 
 /// Kicks a session: its connection is closed with 4011 and it leaves every room
 /// with reason `kicked`.
-#[utoipa::path(delete, path = "/api/v1/sessions/{id}", tag = "sessions", params(("id" = String, Path)),
-    responses((status = 204, description = "kicked"), (status = 404, body = super::ErrorBody), (status = 403, body = super::ErrorBody), (status = 503, description = "the presence engine (Redis) is unavailable; try again", body = super::ErrorBody)))]
+#[utoipa::path(delete, path = "/api/v1/sessions/{id}", operation_id = "kickSession", tag = "sessions", params(("id" = SessionId, Path, description = "the session id")),
+    responses((status = 204, description = "kicked")))]
 pub async fn kick(
     State(app): State<AppState>,
     caller: Caller,
