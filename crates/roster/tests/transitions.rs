@@ -130,3 +130,53 @@ async fn each_change_of_presence_is_one_transition_of_its_kind_and_no_change_is_
     steps.extend([("member_removed", 2), ("room_vacated", 1)]);
     transitions_become(&s, "bob's UNSUB", &steps).await;
 }
+
+/// Deleting a room with members: each member leaves it (`member_removed`, reason
+/// `kicked`), the lock one of them held is released, and the room is vacated,
+/// each once; the kicked sessions' leaves of their other rooms are their own.
+#[tokio::test]
+async fn a_deleted_room_vacates_with_one_leave_per_member_and_its_locks_released() {
+    let s = Server::start_with(&[("ROSTER_TIMING_LOCK_TTL", "1h")]).await;
+    let admin = s.admin_token("acme");
+    let (code, body) = s
+        .rest(
+            "POST",
+            "/api/v1/rooms",
+            &admin,
+            Some(json!({"key": "Case:1"})),
+        )
+        .await;
+    assert_eq!(code, 201, "{body}");
+    let mut alice = s.client("alice").await;
+    alice.sub("Case:1", None).await.unwrap();
+    alice.sub("Side:1", None).await.unwrap();
+    let mut bob = s.client("bob").await;
+    bob.sub("Case:1", None).await.unwrap();
+    alice
+        .request(
+            json!({"type":"LOCK","room":"Case:1","field":"notes"}),
+            "LOCK_ACK",
+            T,
+        )
+        .await
+        .unwrap();
+    let (code, body) = s.rest("DELETE", "/api/v1/rooms/Case:1", &admin, None).await;
+    assert_eq!(code, 204, "{body}");
+    // Case:1: two leaves, alice's lock, vacated. Side:1: alice's kicked
+    // session leaves it too (and vacates it). Both users go offline.
+    transitions_become(
+        &s,
+        "DELETE /rooms/Case:1",
+        &[
+            ("member_added", 3),
+            ("room_occupied", 2),
+            ("user_online", 2),
+            ("lock_acquired", 1),
+            ("member_removed", 3),
+            ("lock_released", 1),
+            ("room_vacated", 2),
+            ("user_offline", 2),
+        ],
+    )
+    .await;
+}

@@ -4,6 +4,7 @@
 pub mod diff;
 pub mod error;
 pub mod expiry;
+pub mod outgoing;
 pub mod room;
 pub mod room_type;
 pub mod session;

@@ -20,9 +20,10 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::core::error::CoreError;
+pub use crate::core::outgoing::Outgoing;
 use crate::core::room::{
     AccessChange, Actor, EntityView, FieldLock, Joined, Left, LockOutcome, LockOwnerView, Member,
-    NeedsFlush, PresenceDiff, PresenceSnapshot, RoomSettings, RoomStatus,
+    NeedsFlush, PresenceSnapshot, RoomSettings, RoomStatus,
 };
 use crate::core::room_type::Visibility;
 use crate::core::session::SessionInfoView;
@@ -56,27 +57,6 @@ impl From<EngineError> for CoreError {
             ),
         }
     }
-}
-
-/// What the engine asks the node to deliver to local sessions, as data. The
-/// node has each recipient's protocol render it, once per protocol, whatever
-/// the number of recipients.
-#[derive(Clone, Copy)]
-pub enum Outgoing<'a> {
-    Presence {
-        snapshot: &'a PresenceSnapshot,
-        reply_ref: Option<&'a Value>,
-    },
-    PresenceCount {
-        room: &'a str,
-        count: usize,
-        seq: u64,
-        reply_ref: Option<&'a Value>,
-    },
-    Diff(&'a PresenceDiff),
-    /// A lock or entity transition of the room ([`Transition::is_room_event`]),
-    /// rendered by each protocol.
-    Event(&'a Transition),
 }
 
 pub trait Outbox: Send + Sync {

@@ -12,6 +12,7 @@ use super::{records, Node};
 use crate::core::error::{CoreError, ErrorCode};
 use crate::core::room::{RoomSettings, RoomStatus};
 use crate::core::room_type::RoomType;
+use crate::core::transition::Transition;
 use crate::core::types::{LeaveReason, Role};
 use crate::engine::{EngineError, RoomPatch, RoomSummary};
 use crate::ids::{RoomId, SessionId, TenantId, UserId};
@@ -114,11 +115,43 @@ impl Node {
             .store
             .delete_room(id.tenant.as_str(), id.key.as_str())
             .await?;
+        // What the room holds, read before it goes: its members leave it
+        // (reason `kicked`) and their locks are released here, once; the kicked
+        // sessions' own leaves then find the room gone. (A session that joins
+        // between this read and the delete is kicked without a leave of this
+        // room: there is no room left to leave.)
+        let held = self.engine.snapshot(id).await?;
         let members = self.engine.delete_room(id).await?;
         if !stored && members.is_none() {
             return Ok(false);
         }
         self.record_admin(id, "room_deleted", actor, Value::Object(Default::default()));
+        if let (Some(held), Some(_)) = (held, &members) {
+            let now = self.clock.now();
+            for u in &held.users {
+                for x in &u.sessions {
+                    let locks = held
+                        .locks
+                        .iter()
+                        .filter(|(_, o)| o.session_id == x.session_id)
+                        .map(|(f, _)| f.clone())
+                        .collect();
+                    self.member_left(
+                        id,
+                        &x.session_id,
+                        &u.user_id,
+                        LeaveReason::Kicked,
+                        now,
+                        locks,
+                    )
+                    .await;
+                }
+            }
+            if !held.users.is_empty() {
+                self.emit(Transition::RoomVacated { room: id.clone() })
+                    .await;
+            }
+        }
         self.kick_sessions(members.unwrap_or_default()).await;
         Ok(true)
     }

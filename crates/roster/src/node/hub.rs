@@ -20,10 +20,11 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use crate::auth::Identity;
+use crate::core::outgoing::Outgoing;
 use crate::core::room::LockOwnerView;
 use crate::core::session::SessionMeta;
 use crate::core::types::Status;
-use crate::engine::{Outbox, Outgoing};
+use crate::engine::Outbox;
 use crate::frame::Frame;
 use crate::ids::{RoomId, RoomKey, SessionId, UserId, UserRef};
 use crate::metrics as m;

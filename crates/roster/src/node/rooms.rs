@@ -33,33 +33,8 @@ impl Node {
             Err(_) => return false,
         };
         if let Some(left) = left {
-            let kind = if reason == LeaveReason::Timeout {
-                "timeout"
-            } else {
-                "leave"
-            };
-            self.record(
-                &room.tenant,
-                kind,
-                None,
-                Some(user),
-                Some(&room.key),
-                Some(sid),
-                serde_json::json!({"reason": reason.as_str()}),
-            );
-            self.stats.left(room, reason, self.clock.wall(now));
-            self.emit(Transition::MemberRemoved {
-                room: room.clone(),
-                user: user.clone(),
-                session: sid.clone(),
-                reason,
-            })
-            .await;
-            for field in left.released_locks {
-                let why = LockRelease::OwnerLeft(reason);
-                self.lock_released(room, field, user.clone(), sid.clone(), why, None)
-                    .await;
-            }
+            self.member_left(room, sid, user, reason, now, left.released_locks)
+                .await;
             if left.needs_flush {
                 self.schedule_flush(room).await;
             }
@@ -78,6 +53,47 @@ impl Node {
             }
         }
         true
+    }
+
+    /// What a member's leave means beyond the engine, once: its activity row,
+    /// the room's statistics, `member_removed`, and the release of the locks it
+    /// held.
+    pub(super) async fn member_left(
+        &self,
+        room: &RoomId,
+        sid: &SessionId,
+        user: &UserId,
+        reason: LeaveReason,
+        now: Instant,
+        released_locks: Vec<String>,
+    ) {
+        let kind = if reason == LeaveReason::Timeout {
+            "timeout"
+        } else {
+            "leave"
+        };
+        self.record(
+            &room.tenant,
+            kind,
+            None,
+            Some(user),
+            Some(&room.key),
+            Some(sid),
+            serde_json::json!({"reason": reason.as_str()}),
+        );
+        self.stats.left(room, reason, self.clock.wall(now));
+        self.emit(Transition::MemberRemoved {
+            room: room.clone(),
+            user: user.clone(),
+            session: sid.clone(),
+            reason,
+        })
+        .await;
+        for field in released_locks {
+            let why = LockRelease::OwnerLeft(reason);
+            self.lock_released(room, field, user.clone(), sid.clone(), why, None)
+                .await;
+        }
     }
 
     pub(super) async fn schedule_flush(&self, room: &RoomId) {

@@ -8,8 +8,8 @@
 use serde_json::json;
 
 use crate::clock::iso;
+use crate::core::outgoing::Outgoing;
 use crate::core::transition::{LockRelease, Transition};
-use crate::engine::Outgoing;
 use crate::frame::Frame;
 use crate::node::hub::{Reply, Wire};
 
