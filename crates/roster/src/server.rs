@@ -115,7 +115,12 @@ async fn load_rooms(store: &dyn Store, node: &Node) -> Result<usize, crate::stor
         let ps = participants
             .remove(&(r.tenant.clone(), r.key.clone()))
             .unwrap_or_default();
-        match crate::node::records::room_from_store(&r, &ps) {
+        let timing = TenantId::parse(&r.tenant)
+            .ok()
+            .and_then(|t| node.room_type(&t, &r.room_type))
+            .map(|t| t.timing)
+            .unwrap_or_default();
+        match crate::node::records::room_from_store(&r, &ps, timing) {
             Some((id, settings)) => {
                 let _ = node.engine.create_room(id, settings).await;
             }

@@ -42,10 +42,20 @@ async fn declared_rooms_participants_and_last_seen_survive_a_restart() {
             "POST",
             "/api/v1/room-types",
             &admin,
-            Some(json!({"code": "WAR_ROOM", "capacity": 3, "idleTtl": "10m"})),
+            Some(json!({"code": "WAR_ROOM", "capacity": 3, "idleTtl": "10m",
+                        "heartbeatInterval": "3s", "sessionTimeout": "9s"})),
         )
         .await;
     assert_eq!(code, 201);
+    let (code, body) = s
+        .rest(
+            "POST",
+            "/api/v1/rooms",
+            &admin,
+            Some(json!({"key": "War:1", "type": "WAR_ROOM"})),
+        )
+        .await;
+    assert_eq!(code, 201, "{body}");
     let mut bob = s.client("bob").await;
     bob.sub("Lobby", None).await.unwrap();
     bob.bye().await.unwrap();
@@ -83,6 +93,25 @@ async fn declared_rooms_participants_and_last_seen_survive_a_restart() {
         .rest("GET", "/api/v1/rooms/Case:9/participants", &admin, None)
         .await;
     assert_eq!(ps["items"].as_array().unwrap().len(), 2);
+    // The tenant's room type keeps its timing, and its declared room takes it.
+    let (_, types) = s.rest("GET", "/api/v1/room-types", &admin, None).await;
+    let war = types["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["code"] == "WAR_ROOM")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        (
+            war["heartbeatInterval"].clone(),
+            war["sessionTimeout"].clone()
+        ),
+        (json!("3s"), json!("9s"))
+    );
+    let mut watcher = s.client("watcher").await;
+    let p = watcher.sub("War:1", None).await.unwrap();
+    assert_eq!(p["heartbeatIntervalMs"], 3000, "{p}");
     // Roles still apply after the restart.
     let mut stranger = s.client("stranger").await;
     let e = expect_error(&mut stranger, json!({"type": "SUB", "room": "Case:9"})).await;

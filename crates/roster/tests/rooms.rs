@@ -391,3 +391,117 @@ async fn rooms_rest_crud_and_validation() {
         .await;
     assert_eq!((code, r["key"].clone()), (200, json!("team/a@b")));
 }
+
+/// Room types' timing overrides (SPEC §1): a member silent for longer than its
+/// room's own session timeout leaves that room (reason `timeout`) and stays in
+/// a room of the server's timeout until that one passes too; the `PRESENCE`
+/// answer to `SUB` names the room's heartbeat interval.
+#[tokio::test]
+async fn a_room_type_with_a_shorter_timeout_times_a_silent_member_out_of_that_room_only() {
+    let s = Server::start().await; // session_timeout 2s, server pings every 500ms
+    let admin = s.admin_token("acme");
+    let (code, t) = s
+        .rest(
+            "POST",
+            "/api/v1/room-types",
+            &admin,
+            Some(json!({"code": "FAST", "capacity": 10, "idleTtl": "1h",
+                        "heartbeatInterval": "200ms", "sessionTimeout": "900ms"})),
+        )
+        .await;
+    assert_eq!(code, 201, "{t}");
+    assert_eq!(
+        (t["heartbeatInterval"].clone(), t["sessionTimeout"].clone()),
+        (json!("200ms"), json!("900ms"))
+    );
+    let (code, r) = s
+        .rest(
+            "POST",
+            "/api/v1/rooms",
+            &admin,
+            Some(json!({"key": "Call:1", "type": "FAST"})),
+        )
+        .await;
+    assert_eq!(code, 201, "{r}");
+
+    let mut alice = s.client("alice").await;
+    let fast = alice.sub("Call:1", None).await.unwrap();
+    assert_eq!(fast["heartbeatIntervalMs"], 200, "{fast}");
+    let slow = alice.sub("Doc:1", None).await.unwrap();
+    assert!(slow.get("heartbeatIntervalMs").is_none(), "{slow}");
+    let mut bob = s.client("bob").await;
+    bob.sub("Call:1", None).await.unwrap();
+    bob.sub("Doc:1", None).await.unwrap();
+    next_change(&mut alice, "Call:1", "joins", "bob").await;
+    next_change(&mut alice, "Doc:1", "joins", "bob").await;
+
+    // Bob goes silent (no frames, no pongs): out of Call:1 first, by its own
+    // timeout; still in Doc:1 then; out of Doc:1 when his session times out.
+    bob.freeze();
+    let silent = tokio::time::Instant::now();
+    let l = next_change(&mut alice, "Call:1", "leaves", "bob").await;
+    assert_eq!(l["reason"], "timeout");
+    let out_of_call = silent.elapsed();
+    let (_, p) = s
+        .rest("GET", "/api/v1/rooms/Doc:1/presence", &s.token("x"), None)
+        .await;
+    assert_eq!(p["count"], 2, "bob still in Doc:1: {p}");
+    let l = next_change(&mut alice, "Doc:1", "leaves", "bob").await;
+    assert_eq!(l["reason"], "timeout");
+    assert!(
+        silent.elapsed() > out_of_call,
+        "Doc:1 after Call:1: {out_of_call:?} then {:?}",
+        silent.elapsed()
+    );
+    // Alice, who answers pings, stayed in both.
+    let (_, p) = s
+        .rest("GET", "/api/v1/rooms/Call:1/presence", &s.token("x"), None)
+        .await;
+    assert_eq!(p["count"], 1, "{p}");
+    assert_eq!(p["heartbeatIntervalMs"], 200, "{p}");
+}
+
+/// The timing fields of a room type are checked: durations, bounds, and a
+/// timeout above the heartbeat interval.
+#[tokio::test]
+async fn room_type_timing_overrides_are_validated() {
+    let s = Server::start().await;
+    let admin = s.admin_token("acme");
+    for (body, field) in [
+        (json!({"heartbeatInterval": "soon"}), "heartbeatInterval"),
+        (json!({"heartbeatInterval": "10ms"}), "heartbeatInterval"),
+        (json!({"sessionTimeout": "2h"}), "sessionTimeout"),
+        (
+            json!({"heartbeatInterval": "5s", "sessionTimeout": "5s"}),
+            "sessionTimeout",
+        ),
+        (json!({"sessionTimeout": 20}), "sessionTimeout"),
+    ] {
+        let mut b = json!({"code": "BAD", "capacity": 5, "idleTtl": "1m"});
+        b.as_object_mut()
+            .unwrap()
+            .extend(body.as_object().unwrap().clone());
+        let (code, e) = s
+            .rest("POST", "/api/v1/room-types", &admin, Some(b.clone()))
+            .await;
+        assert_eq!(code, 422, "{b} → {e}");
+        assert!(
+            e["error"]["message"].as_str().unwrap().contains(field),
+            "{b} → {e}"
+        );
+    }
+    // The seeded WEBRTC type carries its overrides; GENERIC the server's.
+    let (_, types) = s.rest("GET", "/api/v1/room-types", &admin, None).await;
+    let find = |c: &str| {
+        types["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["code"] == c)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(find("WEBRTC")["sessionTimeout"], "20s");
+    assert_eq!(find("WEBRTC")["heartbeatInterval"], "5s");
+    assert_eq!(find("GENERIC")["sessionTimeout"], json!(null));
+}

@@ -458,6 +458,8 @@ async fn room_types_upsert_list_delete(store: Arc<dyn Store>) {
         idle_ttl_ms: 60_000,
         visibility: "private".into(),
         created_at,
+        heartbeat_interval_ms: None,
+        session_timeout_ms: None,
     };
     store
         .upsert_room_type(&t("t", "WORKSHOP", 30, T0))
@@ -471,6 +473,20 @@ async fn room_types_upsert_list_delete(store: Arc<dyn Store>) {
         .upsert_room_type(&t("u", "CLINIC", 9, T0))
         .await
         .expect("upsert");
+    // Timing overrides are kept, replaced and cleared like the rest.
+    store
+        .upsert_room_type(&StoredRoomType {
+            heartbeat_interval_ms: Some(5_000),
+            session_timeout_ms: Some(20_000),
+            ..t("t", "WORKSHOP", 35, T0 + 5)
+        })
+        .await
+        .expect("replace with timing");
+    let workshop = store.list_room_types("t").await.expect("list")[1].clone();
+    assert_eq!(
+        (workshop.heartbeat_interval_ms, workshop.session_timeout_ms),
+        (Some(5_000), Some(20_000))
+    );
     store
         .upsert_room_type(&t("t", "WORKSHOP", 40, T0 + 10))
         .await
@@ -485,6 +501,11 @@ async fn room_types_upsert_list_delete(store: Arc<dyn Store>) {
     assert_eq!(workshop.capacity, 40);
     assert_eq!(workshop.created_at, T0, "first creation time is kept");
     assert_eq!(workshop.visibility, "private");
+    assert_eq!(
+        (workshop.heartbeat_interval_ms, workshop.session_timeout_ms),
+        (None, None),
+        "cleared by the replace"
+    );
 
     assert_eq!(store.all_room_types().await.expect("all").len(), 3);
     assert!(store.delete_room_type("t", "CLINIC").await.expect("delete"));
@@ -1406,6 +1427,8 @@ async fn tenants_never_see_each_other(store: Arc<dyn Store>) {
             idle_ttl_ms: 1000,
             visibility: "open".into(),
             created_at: T0,
+            heartbeat_interval_ms: None,
+            session_timeout_ms: None,
         })
         .await
         .expect("room type");

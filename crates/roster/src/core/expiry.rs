@@ -5,6 +5,7 @@
 //! early and refreshing is free. Shape taken from mini-redis's `purge_expired_keys`.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -14,6 +15,9 @@ use crate::ids::{RoomId, SessionId};
 pub enum Deadline {
     /// No frame from the session for `session_timeout`?
     SessionTimeout(SessionId),
+    /// No frame from the session for its room's own (shorter) session timeout?
+    /// Then it leaves that room alone.
+    RoomTimeout(SessionId, RoomId, Duration),
     /// The connection dropped `leave_grace` ago and nobody resumed (generation).
     LeaveGrace(SessionId, u64),
     /// `active:false` for `away_after`?

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use super::diff::{plan, Op, Window};
 use super::error::CoreError;
-use super::room_type::{RoomType, Visibility};
+use super::room_type::{RoomTiming, RoomType, Visibility};
 use super::session::SessionMeta;
 use super::types::{LeaveReason, Role, Status};
 use crate::clock::{iso, Clock};
@@ -45,6 +45,9 @@ pub struct RoomSettings {
     /// Declared through REST: kept when empty (until deleted), not just ad hoc.
     pub declared: bool,
     pub created_at: SystemTime,
+    /// Its room type's timing overrides, taken when the room was made (or its
+    /// type changed).
+    pub timing: RoomTiming,
 }
 
 impl RoomSettings {
@@ -65,6 +68,7 @@ impl RoomSettings {
             attributes: Default::default(),
             declared,
             created_at: now,
+            timing: t.timing,
         }
     }
 }
@@ -175,6 +179,8 @@ pub struct Joined {
     pub needs_flush: NeedsFlush,
     /// The room was empty before this join (`room_occupied`).
     pub occupied: bool,
+    /// The room's own session timeout, if its type sets one.
+    pub session_timeout: Option<Duration>,
 }
 
 #[derive(Debug)]
@@ -340,6 +346,7 @@ impl Room {
                 already_member: true,
                 needs_flush: false,
                 occupied: false,
+                session_timeout: self.settings.timing.session_timeout,
             });
         }
         match self.settings.status {
@@ -376,6 +383,7 @@ impl Room {
             already_member: false,
             needs_flush: self.pending.push(Op::Join(id)),
             occupied: self.members.len() == 1,
+            session_timeout: self.settings.timing.session_timeout,
         })
     }
 
@@ -620,6 +628,11 @@ impl Room {
                 .iter()
                 .map(|(f, l)| (f.clone(), LockOwnerView::new(l, clock)))
                 .collect(),
+            heartbeat_interval_ms: self
+                .settings
+                .timing
+                .heartbeat_interval
+                .map(|d| d.as_millis() as u64),
         }
     }
 
@@ -752,6 +765,11 @@ pub struct PresenceSnapshot {
     pub busy_by: Option<UserId>,
     pub version: u64,
     pub locks: BTreeMap<String, LockOwnerView>,
+    /// The room's own heartbeat interval, if its type sets one (absent: the
+    /// `heartbeatIntervalMs` of `WELCOME`). Clients heartbeat at the smallest
+    /// of their rooms'.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heartbeat_interval_ms: Option<u64>,
 }
 
 impl PresenceSnapshot {
@@ -767,6 +785,7 @@ impl PresenceSnapshot {
             busy_by: None,
             version: 0,
             locks: BTreeMap::new(),
+            heartbeat_interval_ms: None,
         }
     }
 }

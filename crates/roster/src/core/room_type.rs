@@ -52,6 +52,19 @@ pub struct RoomType {
     #[serde(serialize_with = "ser_secs")]
     pub idle_ttl: Duration,
     pub visibility: Visibility,
+    #[serde(skip)]
+    pub timing: RoomTiming,
+}
+
+/// A room type's timing overrides (SPEC §1, "default heartbeat/timeout
+/// overrides"); `None` is the server's `timing.*`. A member whose session is
+/// silent for longer than its room's `session_timeout` leaves that room (reason
+/// `timeout`) and stays in the others; clients heartbeat at the smallest
+/// `heartbeat_interval` of their rooms (the `PRESENCE` answer to `SUB` names it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RoomTiming {
+    pub heartbeat_interval: Option<Duration>,
+    pub session_timeout: Option<Duration>,
 }
 
 fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -61,6 +74,15 @@ fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error>
 pub const GENERIC: &str = "GENERIC";
 
 /// The ten seeded types: code, capacity, idle TTL.
+/// WEBRTC rooms (calls) show a dropped participant sooner than the server's
+/// default: heartbeats every 5 s, out of the room after 20 s of silence (the
+/// server's own pings, every `timing.heartbeat_interval`, 15 s by default, keep
+/// a client that only answers them inside that bound).
+pub const WEBRTC_TIMING: RoomTiming = RoomTiming {
+    heartbeat_interval: Some(Duration::from_secs(5)),
+    session_timeout: Some(Duration::from_secs(20)),
+};
+
 pub fn seeded() -> Vec<RoomType> {
     const H: u64 = 3600;
     const M: u64 = 60;
@@ -82,6 +104,11 @@ pub fn seeded() -> Vec<RoomType> {
         capacity,
         idle_ttl: Duration::from_secs(ttl),
         visibility: Visibility::Open,
+        timing: if code == "WEBRTC" {
+            WEBRTC_TIMING
+        } else {
+            RoomTiming::default()
+        },
     })
     .collect()
 }

@@ -25,7 +25,7 @@ use crate::core::room::{
     AccessChange, Actor, EntityView, FieldLock, Joined, Left, LockOutcome, LockOwnerView, Member,
     NeedsFlush, PresenceSnapshot, RoomSettings, RoomStatus,
 };
-use crate::core::room_type::Visibility;
+use crate::core::room_type::{RoomTiming, Visibility};
 use crate::core::session::SessionInfoView;
 use crate::core::transition::Transition;
 pub use crate::core::types::SubMode;
@@ -72,6 +72,8 @@ pub struct RoomPatch {
     pub status: Option<RoomStatus>,
     pub tags: Option<Vec<String>>,
     pub attributes: Option<serde_json::Map<String, Value>>,
+    /// With a new `room_type`: that type's timing overrides.
+    pub timing: Option<RoomTiming>,
 }
 
 impl RoomPatch {
@@ -97,6 +99,9 @@ impl RoomPatch {
         }
         if let Some(v) = &self.attributes {
             s.attributes = v.clone();
+        }
+        if let Some(v) = self.timing {
+            s.timing = v;
         }
         s.declared = true;
     }

@@ -117,12 +117,15 @@ local function entity()
 end
 
 -- {'list', seq, count, users, stale, busy, ver, locks} or {'count', seq, count}
+-- A room setting, '' when unset (the timing overrides of its type: 'hb', 'to').
+local function cfg(field) return redis.call('HGET', k('cfg'), field) or '' end
+
 local function answer(count_mode, limit)
   local n = redis.call('HLEN', k('m'))
   if count_mode or n > limit then return { 'count', seq(), n } end
   local users, count = users_json()
   local e = entity()
-  return { 'list', seq(), count, users, e[1], e[2], e[3], redis.call('HGETALL', k('l')) }
+  return { 'list', seq(), count, users, e[1], e[2], e[3], redis.call('HGETALL', k('l')), cfg('hb') }
 end
 
 local ROOM_KEYS = { 'cfg', 'parts', 'm', 'ss', 'st', 'x', 'u', 'p', 'seq', 'l', 'e', 'meta' }
@@ -191,7 +194,7 @@ local count_mode = ARGV[9] == '1'
 local limit = tonumber(ARGV[11])
 if redis.call('HEXISTS', k('m'), sid) == 1 then
   cut(sid)
-  return { 'ok', 1, 0, created, answer(count_mode, limit) }
+  return { 'ok', 1, 0, created, answer(count_mode, limit), 0, cfg('to') }
 end
 local function fail(code, detail)
   if created == 1 then drop() end
@@ -213,7 +216,7 @@ redis.call('HDEL', k('meta'), 'empty')
 local nf = push('J', sid)
 cut(sid)
 local occupied = redis.call('HLEN', k('m')) == 1 and 1 or 0
-return { 'ok', 0, nf, created, answer(count_mode, limit), occupied }
+return { 'ok', 0, nf, created, answer(count_mode, limit), occupied, cfg('to') }
 
 --@@ leave
 -- ARGV: sid reason now. Exactly once: a second caller finds no member.
@@ -290,7 +293,7 @@ for _, sid in ipairs(ARGV) do
 end
 local users, count = users_json()
 local e = entity()
-return { 'list', seq(), count, users, e[1], e[2], e[3], redis.call('HGETALL', k('l')) }
+return { 'list', seq(), count, users, e[1], e[2], e[3], redis.call('HGETALL', k('l')), cfg('hb') }
 
 --@@ lock
 -- ARGV: sid field now ttl

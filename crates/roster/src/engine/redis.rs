@@ -33,7 +33,7 @@ use crate::core::room::{
     MemberView, NeedsFlush, PresenceDiff, PresenceSnapshot, ReleasedLock, RoomSettings, RoomStatus,
     UserEntry,
 };
-use crate::core::room_type::Visibility;
+use crate::core::room_type::{RoomTiming, Visibility};
 use crate::core::session::SessionInfoView;
 use crate::core::transition::Transition;
 use crate::core::types::{LeaveReason, Role, Status};
@@ -360,7 +360,21 @@ fn cfg_args(s: &RoomSettings) -> Vec<String> {
         if s.declared { "1" } else { "0" }.into(),
         "created".into(),
         ms(s.created_at).to_string(),
+        "hb".into(),
+        opt_ms(s.timing.heartbeat_interval),
+        "to".into(),
+        opt_ms(s.timing.session_timeout),
     ]
+}
+
+/// A timing override in a room's settings: milliseconds, or '' for none.
+fn opt_ms(d: Option<Duration>) -> String {
+    d.map(|d| (d.as_millis() as u64).to_string())
+        .unwrap_or_default()
+}
+
+fn opt_duration(v: Option<&str>) -> Option<Duration> {
+    v.and_then(|v| v.parse().ok()).map(Duration::from_millis)
 }
 
 fn patch_args(p: &RoomPatch) -> Vec<String> {
@@ -383,6 +397,10 @@ fn patch_args(p: &RoomPatch) -> Vec<String> {
     }
     if let Some(v) = p.status {
         put("status", status_str(v).into());
+    }
+    if let Some(t) = p.timing {
+        put("hb", opt_ms(t.heartbeat_interval));
+        put("to", opt_ms(t.session_timeout));
     }
     if let Some(v) = &p.tags {
         put(
@@ -427,6 +445,10 @@ fn settings_from(cfg: &[(String, String)], parts: &[(String, String)]) -> Option
             .unwrap_or_default(),
         declared: get("decl") == Some("1"),
         created_at: UNIX_EPOCH + Duration::from_millis(get("created")?.parse().ok()?),
+        timing: RoomTiming {
+            heartbeat_interval: opt_duration(get("hb")),
+            session_timeout: opt_duration(get("to")),
+        },
     })
 }
 
@@ -758,6 +780,7 @@ impl Inner {
             busy_by: UserId::parse(&busy).ok(),
             version: int(a.get(6)?) as u64,
             locks,
+            heartbeat_interval_ms: a.get(8).and_then(|v| text(v).parse().ok()),
         })
     }
 
@@ -1484,6 +1507,7 @@ impl Presence for RedisEngine {
             already_member: already,
             needs_flush,
             occupied: a.get(5).map(int) == Some(1),
+            session_timeout: opt_duration(a.get(6).map(text).as_deref()),
         })
     }
 

@@ -343,5 +343,6 @@ fn full_patch(s: &RoomSettings) -> RoomPatch {
         status: Some(s.status),
         tags: Some(s.tags.clone()),
         attributes: Some(s.attributes.clone()),
+        timing: Some(s.timing),
     }
 }

@@ -5,7 +5,7 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use crate::core::room::{RoomSettings, RoomStatus};
-use crate::core::room_type::{RoomType, RoomTypeCode, Visibility};
+use crate::core::room_type::{RoomTiming, RoomType, RoomTypeCode, Visibility};
 use crate::core::session::SessionMeta;
 use crate::core::types::Role;
 use crate::ids::{RoomId, RoomKey, TenantId, UserId};
@@ -88,9 +88,12 @@ pub fn room_to_store(id: &RoomId, s: &RoomSettings, now_ms: i64) -> StoredRoom {
 
 /// A stored room as the engine holds it (declared), with its participants;
 /// `None` if a stored value no longer validates.
+/// `timing`: the overrides of the room's type (not stored per room: a
+/// declared room takes them from its type at start-up).
 pub fn room_from_store(
     r: &StoredRoom,
     participants: &[Participant],
+    timing: RoomTiming,
 ) -> Option<(RoomId, RoomSettings)> {
     let id = RoomId {
         tenant: TenantId::parse(&r.tenant).ok()?,
@@ -110,6 +113,7 @@ pub fn room_from_store(
         attributes: r.attributes.clone(),
         declared: true,
         created_at: UNIX_EPOCH + Duration::from_millis(r.created_at.max(0) as u64),
+        timing,
     };
     Some((id, settings))
 }
@@ -122,6 +126,8 @@ pub fn room_type_to_store(tenant: &TenantId, t: &RoomType, now_ms: i64) -> Store
         idle_ttl_ms: t.idle_ttl.as_millis() as u64,
         visibility: visibility_str(t.visibility).into(),
         created_at: now_ms,
+        heartbeat_interval_ms: t.timing.heartbeat_interval.map(|d| d.as_millis() as u64),
+        session_timeout_ms: t.timing.session_timeout.map(|d| d.as_millis() as u64),
     }
 }
 
@@ -131,5 +137,9 @@ pub fn room_type_from_store(t: &StoredRoomType) -> Option<RoomType> {
         capacity: t.capacity,
         idle_ttl: Duration::from_millis(t.idle_ttl_ms),
         visibility: visibility(&t.visibility)?,
+        timing: RoomTiming {
+            heartbeat_interval: t.heartbeat_interval_ms.map(Duration::from_millis),
+            session_timeout: t.session_timeout_ms.map(Duration::from_millis),
+        },
     })
 }

@@ -207,6 +207,19 @@ impl Node {
         if joined.needs_flush {
             self.schedule_flush(&id).await;
         }
+        // A room whose type times members out sooner than the server does.
+        // (Once per membership: the deadline reschedules itself while the
+        // member is heard from.)
+        if let Some(t) = joined
+            .session_timeout
+            .filter(|t| !joined.already_member && *t < self.timing().session_timeout.0)
+        {
+            let last = self.clock.from_millis(s.last_frame.load(Ordering::Relaxed));
+            self.schedule(
+                last + t,
+                Deadline::RoomTimeout(s.meta.id.clone(), id.clone(), t),
+            );
+        }
         if s.ended.load(Ordering::SeqCst) {
             // Ended (kicked, timed out) while this SUB was in flight: don't leave a ghost.
             s.rooms.lock().remove(&id);

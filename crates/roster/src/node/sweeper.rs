@@ -84,6 +84,22 @@ impl Node {
                         .await;
                 }
             }
+            Deadline::RoomTimeout(sid, room, timeout) => {
+                let Some(s) = self.hub.get(&sid) else { return };
+                if s.ended.load(Ordering::SeqCst) || !s.rooms.lock().contains(&room) {
+                    return;
+                }
+                let last = self.clock.from_millis(s.last_frame.load(Ordering::Relaxed));
+                if last + timeout > now {
+                    self.schedule(last + timeout, Deadline::RoomTimeout(sid, room, timeout));
+                } else if s.rooms.lock().remove(&room) {
+                    // The session stays, in its other rooms; it is told nothing
+                    // (it was silent): a later message about this room answers
+                    // `not_subscribed`, and a `SUB` joins it again.
+                    tracing::info!(session = %sid, user = %s.meta.user, room = %room.key, "member timed out of a room with a shorter timeout");
+                    self.leave_room(&s, &room, LeaveReason::Timeout, now).await;
+                }
+            }
             Deadline::LeaveGrace(sid, gen) => {
                 let Some(s) = self.hub.get(&sid) else { return };
                 if s.grace_gen.load(Ordering::SeqCst) == gen && !s.is_connected() {

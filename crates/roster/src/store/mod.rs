@@ -100,6 +100,9 @@ pub struct StoredRoomType {
     pub idle_ttl_ms: u64,
     pub visibility: String,
     pub created_at: UnixMs,
+    /// Timing overrides; `None`: the server's.
+    pub heartbeat_interval_ms: Option<u64>,
+    pub session_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

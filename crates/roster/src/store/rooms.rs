@@ -192,17 +192,22 @@ pub(super) async fn upsert_room_type(
 ) -> Result<(), StoreError> {
     db.execute(
         Query::new(
-            "INSERT INTO room_types (tenant, code, capacity, idle_ttl_ms, visibility, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) \
+            "INSERT INTO room_types (tenant, code, capacity, idle_ttl_ms, visibility, created_at, \
+             heartbeat_interval_ms, session_timeout_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
              ON CONFLICT (tenant, code) DO UPDATE SET capacity = excluded.capacity, \
-             idle_ttl_ms = excluded.idle_ttl_ms, visibility = excluded.visibility",
+             idle_ttl_ms = excluded.idle_ttl_ms, visibility = excluded.visibility, \
+             heartbeat_interval_ms = excluded.heartbeat_interval_ms, \
+             session_timeout_ms = excluded.session_timeout_ms",
         )
         .text(&t.tenant)
         .text(&t.code)
         .int(t.capacity.into())
         .int(idle_ttl(t.idle_ttl_ms))
         .text(&t.visibility)
-        .int(t.created_at),
+        .int(t.created_at)
+        .opt_int(t.heartbeat_interval_ms.map(idle_ttl))
+        .opt_int(t.session_timeout_ms.map(idle_ttl)),
     )
     .await
     .map(drop)
@@ -233,7 +238,8 @@ pub(super) async fn list_room_types(
     }
     let rows = db
         .fetch(c.query(
-            "SELECT tenant, code, capacity, idle_ttl_ms, visibility, created_at FROM room_types",
+            "SELECT tenant, code, capacity, idle_ttl_ms, visibility, created_at, \
+             heartbeat_interval_ms, session_timeout_ms FROM room_types",
             "ORDER BY tenant, code",
             None,
         ))
@@ -247,6 +253,8 @@ pub(super) async fn list_room_types(
                 idle_ttl_ms: r.u64(3)?,
                 visibility: r.text(4)?,
                 created_at: r.int(5)?,
+                heartbeat_interval_ms: r.opt_int(6)?.map(|v| v.max(0) as u64),
+                session_timeout_ms: r.opt_int(7)?.map(|v| v.max(0) as u64),
             })
         })
         .collect()

@@ -220,6 +220,10 @@ export class RosterClient extends Emitter<ClientEvents> {
   private statusCache = new Map<string, WatchedStatus>();
   private reconnectTimer: ReturnType<typeof setTimeout> | null = null;
   private hbTimer: ReturnType<typeof setInterval> | null = null;
+  /** The pace `hbTimer` runs at (0: not running). */
+  private hbEveryMs = 0;
+  /** Rooms whose `PRESENCE` named a heartbeat interval of their own (ms). */
+  private roomHeartbeats = new Map<string, number>();
   private openingTimer: ReturnType<typeof setTimeout> | null = null;
   /** When the oldest heartbeat not followed by any frame was sent. */
   private unansweredSince: number | null = null;
@@ -314,6 +318,21 @@ export class RosterClient extends Emitter<ClientEvents> {
   /** Rolling average of the last heartbeat round trips in ms, once measured. */
   get latencyMs(): number | null {
     return this._latency;
+  }
+
+  /**
+   * The pace of heartbeats now: `heartbeat.intervalMs` when given, else the
+   * smallest of WELCOME's interval and the intervals of the open rooms whose
+   * type sets one (named in their `PRESENCE`).
+   */
+  get heartbeatIntervalMs(): number {
+    let ms = this.opts.heartbeat?.intervalMs ?? this._welcome?.heartbeatIntervalMs ?? 15_000;
+    if (this.opts.heartbeat?.intervalMs === undefined) {
+      for (const [room, every] of this.roomHeartbeats) {
+        if (this.rooms.has(room)) ms = Math.min(ms, every);
+      }
+    }
+    return Math.max(50, ms);
   }
 
   /** What the next heartbeat's `active` flag would be. */
@@ -651,6 +670,12 @@ export class RosterClient extends Emitter<ClientEvents> {
         this.onWelcome(msg);
         break;
       case "PRESENCE":
+        if (typeof msg.heartbeatIntervalMs === "number" && msg.heartbeatIntervalMs > 0) {
+          this.roomHeartbeats.set(msg.room, msg.heartbeatIntervalMs);
+        } else {
+          this.roomHeartbeats.delete(msg.room);
+        }
+        this.rearmHeartbeat();
         this.rooms.get(msg.room)?._onPresence(msg);
         break;
       case "PRESENCE_COUNT":
@@ -740,7 +765,7 @@ export class RosterClient extends Emitter<ClientEvents> {
     this.backoff.reset();
     this.latencySamples = [];
     this.setState("open");
-    this.startHeartbeat(msg);
+    this.startHeartbeat();
     // Rooms: re-SUB every open room (rule 6 after a resume; a fresh join otherwise).
     for (const r of this.rooms.values()) r._connected();
     if (msg.resumed) this.scheduleOrphans(msg.rooms ?? []);
@@ -784,10 +809,19 @@ export class RosterClient extends Emitter<ClientEvents> {
   // -------------------------------------------------------------------------
   // Internals: heartbeats and liveness
 
-  private startHeartbeat(w: WelcomeMessage): void {
-    const interval = this.opts.heartbeat?.intervalMs ?? w.heartbeatIntervalMs ?? 15_000;
+  private startHeartbeat(): void {
     this.sendHeartbeat();
-    this.hbTimer = setInterval(() => this.heartbeatTick(), Math.max(50, interval));
+    this.rearmHeartbeat();
+  }
+
+  /** (Re)starts the heartbeat timer when its pace changed (a room came or went). */
+  private rearmHeartbeat(): void {
+    if (this._state !== "open") return;
+    const every = this.heartbeatIntervalMs;
+    if (this.hbTimer && every === this.hbEveryMs) return;
+    if (this.hbTimer) clearInterval(this.hbTimer);
+    this.hbEveryMs = every;
+    this.hbTimer = setInterval(() => this.heartbeatTick(), every);
   }
 
   /**
@@ -845,6 +879,7 @@ export class RosterClient extends Emitter<ClientEvents> {
   private stopTimers(): void {
     if (this.hbTimer) clearInterval(this.hbTimer);
     this.hbTimer = null;
+    this.hbEveryMs = 0;
     if (this.openingTimer) clearTimeout(this.openingTimer);
     this.openingTimer = null;
     this.unansweredSince = null;
@@ -984,6 +1019,8 @@ export class RosterClient extends Emitter<ClientEvents> {
   private async releaseRoom(room: Room<never>): Promise<void> {
     if (this.rooms.get(room.key) !== (room as unknown as Room<PresenceState>)) return;
     this.rooms.delete(room.key);
+    this.roomHeartbeats.delete(room.key);
+    this.rearmHeartbeat();
     if (this._state !== "open") return;
     try {
       await this.request({ type: "UNSUB", room: room.key }, { queue: false });

@@ -102,6 +102,8 @@ export interface PresenceMessage {
   busyBy: string | null;
   version: number;
   locks: Record<string, LockOwner>;
+  /** The room's own heartbeat interval, when its type sets one (else WELCOME's). */
+  heartbeatIntervalMs?: number;
 }
 
 export interface PresenceCountMessage {

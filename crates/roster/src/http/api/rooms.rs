@@ -18,7 +18,7 @@ use super::{
 use crate::clock::iso;
 use crate::core::error::ErrorCode;
 use crate::core::room::{RoomSettings, RoomStatus};
-use crate::core::room_type::{RoomType, RoomTypeCode, Visibility};
+use crate::core::room_type::{RoomTiming, RoomType, RoomTypeCode, Visibility};
 use crate::core::types::Role;
 use crate::engine::{RoomPatch, RoomSummary};
 use crate::http::AppState;
@@ -303,9 +303,11 @@ pub async fn patch(
     check_capacity(body.capacity)?;
     check_tags(&body.tags)?;
     let details = serde_json::to_value(&body).unwrap_or_default();
-    if let Some(t) = &body.room_type {
-        find_type(&app, &caller, t)?;
-    }
+    // A new type brings its timing overrides (capacity and the rest stay).
+    let timing = match &body.room_type {
+        Some(t) => Some(find_type(&app, &caller, t)?.timing),
+        None => None,
+    };
     let patch = RoomPatch {
         room_type: body.room_type,
         capacity: body.capacity,
@@ -318,6 +320,7 @@ pub async fn patch(
         status: body.status,
         tags: body.tags,
         attributes: body.attributes,
+        timing,
     };
     let summary = app
         .node
@@ -435,6 +438,13 @@ pub struct RoomTypeView {
     /// Duration with a unit, e.g. `"1h"`.
     pub idle_ttl: String,
     pub visibility: Visibility,
+    /// The heartbeat interval of its rooms (null: the server's
+    /// `timing.heartbeat_interval`); told to members in the `PRESENCE` answer.
+    pub heartbeat_interval: Option<String>,
+    /// How long a member's session may be silent before it leaves a room of
+    /// this type with reason `timeout` (null: the server's
+    /// `timing.session_timeout`, when the whole session ends).
+    pub session_timeout: Option<String>,
     /// One of the ten seeded types (read-only).
     pub seeded: bool,
 }
@@ -447,6 +457,14 @@ impl RoomTypeView {
             capacity: t.capacity,
             idle_ttl: humantime::format_duration(t.idle_ttl).to_string(),
             visibility: t.visibility,
+            heartbeat_interval: t
+                .timing
+                .heartbeat_interval
+                .map(|d| humantime::format_duration(d).to_string()),
+            session_timeout: t
+                .timing
+                .session_timeout
+                .map(|d| humantime::format_duration(d).to_string()),
         }
     }
 }
@@ -471,7 +489,7 @@ pub async fn room_types(
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[schema(example = json!({"code": "KIOSK", "capacity": 5, "idleTtl": "10m", "visibility": "open"}))]
+#[schema(example = json!({"code": "KIOSK", "capacity": 5, "idleTtl": "10m", "visibility": "open", "heartbeatInterval": "5s", "sessionTimeout": "20s"}))]
 pub struct RoomTypeBody {
     /// Needed by `POST /room-types`; in `PUT /room-types/{code}` the path gives it.
     #[schema(value_type = Option<RoomTypeCode>)]
@@ -482,6 +500,57 @@ pub struct RoomTypeBody {
     #[schema(example = "1h")]
     pub idle_ttl: String,
     pub visibility: Option<Visibility>,
+    /// Its rooms' heartbeat interval, 100 ms to 1 h (absent: the server's).
+    #[schema(example = "5s")]
+    pub heartbeat_interval: Option<String>,
+    /// Silence after which a member leaves a room of this type with reason
+    /// `timeout`, 500 ms to 1 h, above `heartbeatInterval` (absent: the
+    /// server's session timeout).
+    #[schema(example = "20s")]
+    pub session_timeout: Option<String>,
+}
+
+/// A room type's timing overrides from its body: each within its bounds, and
+/// the timeout above the heartbeat interval (a member heartbeating at the
+/// room's pace must never time out of it).
+fn timing_fields(body: &RoomTypeBody) -> ApiResult<RoomTiming> {
+    use std::time::Duration;
+    let field = |name: &str, v: &Option<String>, min: Duration| -> ApiResult<Option<Duration>> {
+        let Some(v) = v else { return Ok(None) };
+        let d = parse_duration_field(name, v)?;
+        if d < min || d > Duration::from_secs(3600) {
+            return Err(ApiError::new(
+                ErrorCode::Invalid,
+                format!(
+                    "field `{name}`: between {} and 1h",
+                    humantime::format_duration(min)
+                ),
+            ));
+        }
+        Ok(Some(d))
+    };
+    let heartbeat_interval = field(
+        "heartbeatInterval",
+        &body.heartbeat_interval,
+        Duration::from_millis(100),
+    )?;
+    let session_timeout = field(
+        "sessionTimeout",
+        &body.session_timeout,
+        Duration::from_millis(500),
+    )?;
+    if let (Some(h), Some(t)) = (heartbeat_interval, session_timeout) {
+        if t <= h {
+            return Err(ApiError::new(
+                ErrorCode::Invalid,
+                "field `sessionTimeout`: must be longer than `heartbeatInterval`",
+            ));
+        }
+    }
+    Ok(RoomTiming {
+        heartbeat_interval,
+        session_timeout,
+    })
 }
 
 async fn save_room_type(
@@ -504,6 +573,7 @@ async fn save_room_type(
         capacity: body.capacity,
         idle_ttl: parse_duration_field("idleTtl", &body.idle_ttl)?,
         visibility: body.visibility.unwrap_or_default(),
+        timing: timing_fields(&body)?,
     };
     app.node
         .save_room_type(&caller.tenant, &t, &caller.actor())

@@ -127,3 +127,32 @@ describe("connection lifecycle against the real server", () => {
     expect(t.sockets).toHaveLength(1);
   });
 });
+
+describe("room types with their own heartbeat interval", () => {
+  it("heartbeats at the smallest interval of the open rooms, and back when that room is left", async () => {
+    const code = `FAST_${Math.random().toString(36).slice(2, 8).toUpperCase()}`;
+    const created = await rest("POST", "/room-types", adminToken(), {
+      code,
+      capacity: 10,
+      idleTtl: "1h",
+      heartbeatInterval: "200ms",
+      sessionTimeout: "1s",
+    });
+    expect(created.status).toBe(201);
+    const key = uid("Call");
+    expect((await rest("POST", "/rooms", adminToken(), { key, type: code })).status).toBe(201);
+
+    const a = testClient(uid("alice"));
+    await a.client.connect();
+    const welcomeEvery = a.client.welcome!.heartbeatIntervalMs;
+    expect(a.client.heartbeatIntervalMs).toBe(welcomeEvery);
+    const plain = a.client.room(uid("Doc"));
+    await waitFor(() => plain.status === "joined", "joined the plain room");
+    expect(a.client.heartbeatIntervalMs).toBe(welcomeEvery);
+    const fast = a.client.room(key);
+    await waitFor(() => fast.status === "joined", "joined the fast room");
+    expect(a.client.heartbeatIntervalMs).toBe(200);
+    await fast.leave();
+    await waitFor(() => a.client.heartbeatIntervalMs === welcomeEvery, "back to WELCOME's pace");
+  });
+});
