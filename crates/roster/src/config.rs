@@ -57,6 +57,7 @@ pub struct Config {
     pub log: LogConfig,
     pub rooms: RoomsConfig,
     pub http: HttpConfig,
+    pub webhooks: WebhooksConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -203,6 +204,34 @@ pub struct HttpConfig {
     pub allowed_origins: Option<Vec<String>>,
 }
 
+/// The presence event stream's webhooks (SPEC §7; endpoints are managed over
+/// REST, `/api/v1/webhooks`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// How long a failing batch is retried (exponential back-off) before it is
+    /// recorded as failed and the endpoint moves on.
+    pub retry_for: Dur,
+    /// Allow endpoint URLs on loopback, private and link-local addresses.
+    pub allow_private: bool,
+    /// Events held per endpoint while it is slow or down; above, new events are
+    /// dropped (and counted).
+    pub queue_size: usize,
+    /// Most events in one POST.
+    pub batch_size: usize,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            retry_for: Dur(Duration::from_secs(300)),
+            allow_private: false,
+            queue_size: 10_000,
+            batch_size: 100,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct KafkaConfig {
@@ -266,6 +295,7 @@ impl Default for Config {
             log: LogConfig::default(),
             rooms: RoomsConfig::default(),
             http: HttpConfig::default(),
+            webhooks: WebhooksConfig::default(),
         }
     }
 }
@@ -329,6 +359,10 @@ const KEYS: &[(&str, Kind)] = &[
     ("log.format", Kind::Str),
     ("log.level", Kind::Str),
     ("http.allowed_origins", Kind::List),
+    ("webhooks.retry_for", Kind::Str),
+    ("webhooks.allow_private", Kind::Bool),
+    ("webhooks.queue_size", Kind::Int),
+    ("webhooks.batch_size", Kind::Int),
 ];
 
 /// `timing.session_timeout` → `ROSTER_TIMING_SESSION_TIMEOUT`.
@@ -434,6 +468,7 @@ impl Config {
                 "database.stats_sample_interval",
                 self.database.stats_sample_interval,
             ),
+            ("webhooks.retry_for", self.webhooks.retry_for),
         ] {
             if d.0.is_zero() {
                 return bad(key, &d.0, "a duration above zero");
@@ -465,6 +500,8 @@ impl Config {
             ("limits.max_openings_per_ip", l.max_openings_per_ip),
             ("database.queue_size", self.database.queue_size),
             ("database.batch_size", self.database.batch_size),
+            ("webhooks.queue_size", self.webhooks.queue_size),
+            ("webhooks.batch_size", self.webhooks.batch_size),
         ] {
             if v == 0 {
                 return bad(key, &v, "a number above zero");
@@ -727,6 +764,7 @@ mod tests {
                 Kind::Str
                     if k.starts_with("timing")
                         || *k == "auth.leeway"
+                        || *k == "webhooks.retry_for"
                         || (k.starts_with("database.") && *k != "database.url") =>
                 {
                     "3s"
@@ -775,6 +813,23 @@ mod tests {
         assert!(e.0.contains("limits.send_queue"), "{e}");
         let e = Config::load(None, &env(&[("ROSTER_NOPE", "1")]), &vec![]).unwrap_err();
         assert!(e.0.contains("ROSTER_NOPE"), "{e}");
+        for (var, value, key) in [
+            ("ROSTER_WEBHOOKS_RETRY_FOR", "0s", "webhooks.retry_for"),
+            ("ROSTER_WEBHOOKS_RETRY_FOR", "a while", "webhooks.retry_for"),
+            (
+                "ROSTER_WEBHOOKS_ALLOW_PRIVATE",
+                "maybe",
+                "webhooks.allow_private",
+            ),
+            ("ROSTER_WEBHOOKS_QUEUE_SIZE", "0", "webhooks.queue_size"),
+            ("ROSTER_WEBHOOKS_BATCH_SIZE", "-1", "webhooks.batch_size"),
+        ] {
+            let e = Config::load(None, &env(&[(var, value)]), &vec![]).unwrap_err();
+            assert!(e.0.contains(key), "{var}={value}: {e}");
+        }
+        let c = Config::load(None, &env(&[("ROSTER_WEBHOOKS_RETRY_FOR", "30s")]), &vec![]).unwrap();
+        assert_eq!(c.webhooks.retry_for.0, Duration::from_secs(30));
+        assert!(!c.webhooks.allow_private);
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod clock;
 pub mod config;
 pub mod core;
 pub mod engine;
+pub mod events;
 pub mod frame;
 pub mod http;
 pub mod ids;

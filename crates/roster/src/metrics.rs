@@ -34,6 +34,8 @@ pub const LOCKS_HELD: &str = "roster_locks_held";
 pub const REDIS_UP: &str = "roster_redis_up";
 pub const DATABASE_UP: &str = "roster_database_up";
 pub const TRANSITIONS: &str = "roster_transitions_total";
+pub const WEBHOOK_EVENTS: &str = "roster_webhook_events_total";
+pub const WEBHOOK_RETRIES: &str = "roster_webhook_retries_total";
 
 /// Buckets (seconds) of each histogram: (name, upper bounds).
 const BUCKETS: &[(&str, &[f64])] = &[
@@ -130,6 +132,11 @@ fn describe() {
         "presence transitions emitted by this node, by kind (member_added, lock_released, user_online, ...)"
     );
     describe_counter!(SESSION_TIMEOUTS, "sessions ended by session_timeout");
+    describe_counter!(
+        WEBHOOK_EVENTS,
+        "presence events handed to webhook endpoints, by outcome (delivered, failed after webhooks.retry_for, dropped from a full queue)"
+    );
+    describe_counter!(WEBHOOK_RETRIES, "webhook POSTs tried again after a failure");
     describe_counter!(LOCK_ACQUISITIONS, "successful field lock acquisitions");
     describe_counter!(
         LOCK_CONTENTION,
@@ -230,6 +237,10 @@ fn register_zeroes() {
     for kind in crate::core::transition::Transition::KINDS {
         metrics::counter!(TRANSITIONS, "kind" => kind).increment(0);
     }
+    for outcome in ["delivered", "failed", "dropped"] {
+        metrics::counter!(WEBHOOK_EVENTS, "outcome" => outcome).increment(0);
+    }
+    metrics::counter!(WEBHOOK_RETRIES).increment(0);
     for g in [
         CONNECTIONS,
         SESSIONS,

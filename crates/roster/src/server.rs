@@ -135,6 +135,9 @@ async fn load_rooms(store: &dyn Store, node: &Node) -> Result<usize, crate::stor
 /// Binds and starts serving; returns once the listener is bound. `stop` begins
 /// the graceful shutdown: no new connections, leaves sent, connections closed 1001.
 pub async fn start(config: Config, stop: CancellationToken) -> Result<Running, StartError> {
+    // The TLS of outgoing HTTPS (webhooks): rustls with ring, as sqlx uses. A
+    // second install (tests start several servers in one process) is a no-op.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let config = Arc::new(config);
     let (auth, dev_secret) =
         Authenticator::from_config(&config).map_err(|e| StartError::Auth(e.0))?;
@@ -201,7 +204,19 @@ pub async fn start(config: Config, stop: CancellationToken) -> Result<Running, S
             url: redact(&db.url),
             source,
         })?;
-    tracing::info!(backend = store.backend(), rooms = loaded, "database ready");
+    let webhooks = node
+        .load_webhooks()
+        .await
+        .map_err(|source| StartError::Database {
+            url: redact(&db.url),
+            source,
+        })?;
+    tracing::info!(
+        backend = store.backend(),
+        rooms = loaded,
+        webhooks,
+        "database ready"
+    );
     let journal_stop = CancellationToken::new();
     let journal_task = tokio::spawn(writer.run(journal_stop.clone(), Duration::from_secs(5)));
     let maintenance_stop = CancellationToken::new();

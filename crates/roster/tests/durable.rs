@@ -56,6 +56,15 @@ async fn declared_rooms_participants_and_last_seen_survive_a_restart() {
         )
         .await;
     assert_eq!(code, 201, "{body}");
+    let (code, hook) = s
+        .rest(
+            "POST",
+            "/api/v1/webhooks",
+            &admin,
+            Some(json!({"url": "https://93.184.215.14/roster", "events": ["room_vacated"]})),
+        )
+        .await;
+    assert_eq!(code, 201, "{hook}");
     let mut bob = s.client("bob").await;
     bob.sub("Lobby", None).await.unwrap();
     bob.bye().await.unwrap();
@@ -93,6 +102,10 @@ async fn declared_rooms_participants_and_last_seen_survive_a_restart() {
         .rest("GET", "/api/v1/rooms/Case:9/participants", &admin, None)
         .await;
     assert_eq!(ps["items"].as_array().unwrap().len(), 2);
+    // Webhook endpoints are configuration: back, with their filter.
+    let (_, hooks) = s.rest("GET", "/api/v1/webhooks", &admin, None).await;
+    assert_eq!(hooks["items"][0]["id"], hook["id"], "{hooks}");
+    assert_eq!(hooks["items"][0]["events"], json!(["room_vacated"]));
     // The tenant's room type keeps its timing, and its declared room takes it.
     let (_, types) = s.rest("GET", "/api/v1/room-types", &admin, None).await;
     let war = types["items"]

@@ -12,7 +12,7 @@ use futures_util::TryStreamExt;
 use roster::store::{
     self, ActivityFilter, ActivityRow, Bucket, Participant, RoomFilter, SessionCursor,
     SessionFilter, SessionRecord, StatSample, Store, StoreError, StoredRoom, StoredRoomType,
-    WriteOp,
+    StoredWebhook, WriteOp,
 };
 use serde_json::json;
 use sqlx::Connection;
@@ -117,6 +117,7 @@ conformance!(
     room_crud_conflict_and_not_found,
     room_list_filters_and_keyset_pages,
     room_types_upsert_list_delete,
+    webhooks_upsert_list_delete,
     participants_upsert_list_delete,
     write_batch_is_all_or_nothing,
     session_history_start_end_filters_and_pages,
@@ -515,6 +516,68 @@ async fn room_types_upsert_list_delete(store: Arc<dyn Store>) {
         .expect("delete again"));
     assert_eq!(store.list_room_types("t").await.expect("list").len(), 1);
     assert_eq!(store.list_room_types("u").await.expect("list").len(), 1);
+}
+
+async fn webhooks_upsert_list_delete(store: Arc<dyn Store>) {
+    let w = |tenant: &str, id: &str, url: &str, events: Option<Vec<&str>>| StoredWebhook {
+        tenant: tenant.into(),
+        id: id.into(),
+        url: url.into(),
+        secret: "0123456789abcdef".into(),
+        events: events.map(|e| e.into_iter().map(String::from).collect()),
+        created_at: T0,
+    };
+    store
+        .upsert_webhook(&w("t", "wh_b", "https://b.example/h", None))
+        .await
+        .expect("upsert");
+    store
+        .upsert_webhook(&w(
+            "t",
+            "wh_a",
+            "https://a.example/h",
+            Some(vec!["room_vacated"]),
+        ))
+        .await
+        .expect("upsert");
+    store
+        .upsert_webhook(&w("u", "wh_a", "https://u.example/h", None))
+        .await
+        .expect("same id, other tenant");
+    // Replace: url, secret and filter change; created_at is kept.
+    store
+        .upsert_webhook(&StoredWebhook {
+            secret: "fedcba9876543210".into(),
+            created_at: T0 + 99,
+            ..w(
+                "t",
+                "wh_b",
+                "https://b2.example/h",
+                Some(vec!["member_added", "user_online"]),
+            )
+        })
+        .await
+        .expect("replace");
+    let all = store.all_webhooks().await.expect("all");
+    assert_eq!(
+        all.iter()
+            .map(|w| (w.tenant.as_str(), w.id.as_str()))
+            .collect::<Vec<_>>(),
+        [("t", "wh_a"), ("t", "wh_b"), ("u", "wh_a")]
+    );
+    let b = &all[1];
+    assert_eq!(
+        (b.url.as_str(), b.secret.as_str(), b.created_at),
+        ("https://b2.example/h", "fedcba9876543210", T0)
+    );
+    assert_eq!(
+        b.events.as_deref(),
+        Some(&["member_added".to_string(), "user_online".to_string()][..])
+    );
+    assert_eq!(all[2].events, None);
+    assert!(store.delete_webhook("t", "wh_a").await.expect("delete"));
+    assert!(!store.delete_webhook("t", "wh_a").await.expect("again"));
+    assert_eq!(store.all_webhooks().await.expect("all").len(), 2);
 }
 
 async fn participants_upsert_list_delete(store: Arc<dyn Store>) {

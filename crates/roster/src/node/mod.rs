@@ -23,6 +23,7 @@ pub mod stats;
 mod status;
 mod sweeper;
 pub mod transitions;
+mod webhooks;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
@@ -117,6 +118,8 @@ pub struct Node {
     pub shutting_down: AtomicBool,
     /// Consumers of this node's transitions (`transitions.rs`).
     sinks: transitions::Sinks,
+    /// The presence event stream's webhook endpoints (`webhooks.rs`).
+    pub(crate) webhooks: Arc<crate::events::webhooks::Webhooks>,
 }
 
 impl Node {
@@ -128,6 +131,7 @@ impl Node {
         journal: Journal,
         store: Arc<dyn Store>,
     ) -> Arc<Self> {
+        let config_webhooks = config.webhooks.clone();
         let node = Arc::new(Self {
             config,
             clock,
@@ -146,7 +150,12 @@ impl Node {
             next_conn: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
             sinks: transitions::Sinks::default(),
+            webhooks: crate::events::webhooks::Webhooks::new(config_webhooks),
         });
+        // The event stream: every transition numbered per tenant, to webhooks.
+        let events = Arc::new(crate::events::EventStream::default());
+        events.add_consumer(node.webhooks.clone());
+        node.add_sink(events);
         node.schedule(
             clock.now() + node.timing().heartbeat_interval.0,
             Deadline::PingAll,

@@ -22,6 +22,7 @@ mod sessions;
 mod sql;
 mod sqlite;
 mod stats;
+mod webhooks;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -103,6 +104,18 @@ pub struct StoredRoomType {
     /// Timing overrides; `None`: the server's.
     pub heartbeat_interval_ms: Option<u64>,
     pub session_timeout_ms: Option<u64>,
+}
+
+/// A webhook endpoint of the event stream (`events`: the kinds it wants;
+/// `None`: every kind but `member_updated`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredWebhook {
+    pub tenant: String,
+    pub id: String,
+    pub url: String,
+    pub secret: String,
+    pub events: Option<Vec<String>>,
+    pub created_at: UnixMs,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -377,6 +390,13 @@ pub trait Store: Send + Sync {
         room: &str,
     ) -> Result<Vec<Participant>, StoreError>;
     async fn all_participants(&self) -> Result<Vec<Participant>, StoreError>;
+
+    /// Creates or replaces (url, secret, events) a webhook endpoint.
+    async fn upsert_webhook(&self, webhook: &StoredWebhook) -> Result<(), StoreError>;
+    /// `false` if the tenant has no such endpoint.
+    async fn delete_webhook(&self, tenant: &str, id: &str) -> Result<bool, StoreError>;
+    /// Every tenant's endpoints (start-up).
+    async fn all_webhooks(&self) -> Result<Vec<StoredWebhook>, StoreError>;
 
     /// Applies every op in one transaction: all or nothing.
     async fn write_batch(&self, ops: &[WriteOp]) -> Result<(), StoreError>;

@@ -15,9 +15,9 @@ use async_trait::async_trait;
 use futures_util::stream::BoxStream;
 
 use super::{
-    activity, rooms, sessions, stats, ActivityFilter, ActivityRow, ActivityStats, Bucket,
+    activity, rooms, sessions, stats, webhooks, ActivityFilter, ActivityRow, ActivityStats, Bucket,
     Participant, RoomAudit, RoomFilter, SessionFilter, SessionRecord, StatBucket, StatsOverview,
-    Store, StoreError, StoredRoom, StoredRoomType, UnixMs, WriteOp, MAX_PAGE,
+    Store, StoreError, StoredRoom, StoredRoomType, StoredWebhook, UnixMs, WriteOp, MAX_PAGE,
 };
 
 /// A bound parameter. `None` binds a typed NULL (PostgreSQL needs the type).
@@ -327,6 +327,16 @@ impl Store for SqlStore {
     }
     async fn all_participants(&self) -> Result<Vec<Participant>, StoreError> {
         rooms::list_participants(&*self.db, None).await
+    }
+
+    async fn upsert_webhook(&self, webhook: &StoredWebhook) -> Result<(), StoreError> {
+        webhooks::upsert_webhook(&*self.db, webhook).await
+    }
+    async fn delete_webhook(&self, tenant: &str, id: &str) -> Result<bool, StoreError> {
+        webhooks::delete_webhook(&*self.db, tenant, id).await
+    }
+    async fn all_webhooks(&self) -> Result<Vec<StoredWebhook>, StoreError> {
+        webhooks::all_webhooks(&*self.db).await
     }
 
     async fn write_batch(&self, ops: &[WriteOp]) -> Result<(), StoreError> {

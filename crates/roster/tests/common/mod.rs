@@ -50,6 +50,7 @@ impl Server {
 
     /// Starts the binary with command-line `args` and FAST timings overridden by `env`.
     pub async fn start_args(args: &[&str], env: &[(&str, &str)]) -> Server {
+        tls();
         let secret = format!("secret-{}", std::process::id());
         let dir = temp_dir("server");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_roster"));
@@ -388,4 +389,10 @@ pub fn transitions(text: &str) -> std::collections::BTreeMap<String, u64> {
             (n > 0.0).then(|| (kind.to_string(), n as u64))
         })
         .collect()
+}
+
+/// reqwest in this build has no built-in TLS provider (the server installs
+/// ring's at start-up); a test process installs it before its first client.
+pub fn tls() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }

@@ -8,6 +8,7 @@ pub mod openapi;
 mod presence;
 mod rooms;
 mod sessions;
+mod webhooks;
 
 use std::time::Duration;
 
@@ -36,6 +37,7 @@ pub fn router() -> Router<AppState> {
         .merge(locks::router())
         .merge(lifecycle::router())
         .merge(activity::router())
+        .merge(webhooks::router())
 }
 
 /// `{"error": {"code", "message"}}` with the status of the code.

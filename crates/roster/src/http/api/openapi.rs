@@ -30,8 +30,9 @@ use super::ErrorBody;
         super::rooms::list_participants, super::rooms::create_room_type, super::rooms::put_room_type, super::rooms::delete_room_type,
         super::activity::list, super::activity::csv, super::activity::stats, super::activity::audit,
         super::activity::room_stats, super::activity::overview, super::activity::history,
+        super::webhooks::list, super::webhooks::create, super::webhooks::read, super::webhooks::replace, super::webhooks::remove,
     ),
-    components(schemas(super::ErrorBody, super::ErrorDetail)),
+    components(schemas(super::ErrorBody, super::ErrorDetail, crate::events::PresenceEvent)),
     modifiers(&Conventions),
     tags(
         (name = "presence", description = "Who is online, and who is in a room: the live state, on every node of a cluster."),
@@ -41,6 +42,7 @@ use super::ErrorBody;
         (name = "lifecycle", description = "Records changed behind the users' backs: MUTATING / MUTATED (the REST twin of the Kafka events)."),
         (name = "activity", description = "The activity log: rows, CSV, counts and a room's audit."),
         (name = "stats", description = "Per-room statistics and the tenant overview."),
+        (name = "webhooks", description = "The presence event stream's webhook endpoints: each gets the tenant's events (`PresenceEvent`), in order, in batches signed with HMAC-SHA256 (docs/EVENTS.md)."),
     ),
 )]
 pub struct ApiDoc;

@@ -1,0 +1,485 @@
+//! Webhook endpoints of the event stream (SPEC §7). Each endpoint (a tenant's
+//! URL, secret and event filter, managed over REST) has its own bounded queue
+//! and its own delivery task, so a slow or dead endpoint never holds up
+//! presence, another endpoint or another tenant:
+//!
+//! * Events are POSTed in batches, in sequence order: `{"webhookId", "events":
+//!   [...]}`, at most `webhooks.batch_size` per POST.
+//! * Each POST is signed: `X-Roster-Timestamp` (Unix seconds) and
+//!   `X-Roster-Signature: v1=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`.
+//! * A batch that fails (a network error, a timeout, or an answer other than
+//!   2xx) is tried again with exponential back-off for `webhooks.retry_for`;
+//!   then it is recorded as failed (listed over REST) and the endpoint goes on
+//!   with the next events.
+//! * While the endpoint is behind, at most `webhooks.queue_size` events wait;
+//!   further ones are dropped and counted.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use hmac::{Hmac, Mac};
+use parking_lot::Mutex;
+use serde::Serialize;
+use sha2::Sha256;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::{EventConsumer, PresenceEvent};
+use crate::clock::iso;
+use crate::config::WebhooksConfig;
+use crate::ids::TenantId;
+use crate::metrics as m;
+
+/// After the first event of a quiet spell, how long the task waits for more to
+/// go in the same POST.
+const LINGER: Duration = Duration::from_millis(20);
+/// One POST's time bound.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// The first retry's delay; it doubles up to [`BACKOFF_MAX`].
+const BACKOFF_FIRST: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Failed batches remembered per endpoint (the newest).
+const FAILURES_KEPT: usize = 50;
+
+/// An endpoint as configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookSpec {
+    pub id: String,
+    pub tenant: TenantId,
+    pub url: String,
+    pub secret: String,
+    /// The kinds it wants; `None`: every kind but `member_updated`.
+    pub events: Option<BTreeSet<String>>,
+    pub created_at: i64,
+}
+
+impl WebhookSpec {
+    fn wants(&self, kind: &str) -> bool {
+        match &self.events {
+            Some(k) => k.contains(kind),
+            None => kind != "member_updated",
+        }
+    }
+}
+
+/// A batch given up on after `webhooks.retry_for`.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryFailure {
+    /// When it was given up on (ISO-8601).
+    pub at: String,
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub events: usize,
+    pub attempts: u32,
+    /// The last attempt's error: the status answered, or why no answer came.
+    pub error: String,
+}
+
+/// What an endpoint did so far (since this process started).
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryStats {
+    /// Events waiting.
+    pub queued: usize,
+    pub delivered: u64,
+    /// Events of batches given up on.
+    pub failed: u64,
+    /// Events dropped because the queue was full.
+    pub dropped: u64,
+    /// The last attempt's error, if it failed.
+    pub last_error: Option<String>,
+    /// The newest failed batches, newest last.
+    pub failures: Vec<DeliveryFailure>,
+}
+
+struct Endpoint {
+    spec: WebhookSpec,
+    queue: Mutex<VecDeque<Arc<PresenceEvent>>>,
+    wake: Notify,
+    closed: AtomicBool,
+    delivered: AtomicU64,
+    failed: AtomicU64,
+    dropped: AtomicU64,
+    last_error: Mutex<Option<String>>,
+    failures: Mutex<VecDeque<DeliveryFailure>>,
+}
+
+impl Endpoint {
+    fn offer(&self, e: &Arc<PresenceEvent>, cap: usize) {
+        if !self.spec.wants(&e.kind) {
+            return;
+        }
+        {
+            let mut q = self.queue.lock();
+            if q.len() >= cap {
+                drop(q);
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!(m::WEBHOOK_EVENTS, "outcome" => "dropped").increment(1);
+                return;
+            }
+            q.push_back(e.clone());
+        }
+        self.wake.notify_one();
+    }
+
+    fn stats(&self) -> DeliveryStats {
+        DeliveryStats {
+            queued: self.queue.lock().len(),
+            delivered: self.delivered.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+            last_error: self.last_error.lock().clone(),
+            failures: self.failures.lock().iter().cloned().collect(),
+        }
+    }
+}
+
+/// Every endpoint of every tenant, and their delivery tasks.
+pub struct Webhooks {
+    cfg: WebhooksConfig,
+    client: reqwest::Client,
+    endpoints: DashMap<String, Arc<Endpoint>>,
+    /// The endpoints of each tenant (what an event is offered to).
+    by_tenant: DashMap<TenantId, Vec<Arc<Endpoint>>>,
+}
+
+impl Webhooks {
+    pub fn new(cfg: WebhooksConfig) -> Arc<Self> {
+        let client = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("roster/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .unwrap_or_default();
+        Arc::new(Self {
+            cfg,
+            client,
+            endpoints: DashMap::new(),
+            by_tenant: DashMap::new(),
+        })
+    }
+
+    /// Starts (or replaces, keeping the events waiting) an endpoint.
+    pub fn upsert(self: &Arc<Self>, spec: WebhookSpec) {
+        let ep = Arc::new(Endpoint {
+            spec: spec.clone(),
+            queue: Mutex::new(VecDeque::new()),
+            wake: Notify::new(),
+            closed: AtomicBool::new(false),
+            delivered: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+            failures: Mutex::new(VecDeque::new()),
+        });
+        // Tenant list first, then the old endpoint's queue: an event offered in
+        // between goes to one of the two and is moved over with the rest.
+        self.set_tenant_endpoint(&spec.tenant, Some(&ep), &spec.id);
+        if let Some(old) = self.endpoints.insert(spec.id.clone(), ep.clone()) {
+            old.closed.store(true, Ordering::SeqCst);
+            old.wake.notify_one();
+            let waiting: Vec<_> = old.queue.lock().drain(..).collect();
+            ep.queue.lock().extend(waiting);
+            for (n, f) in [
+                (&ep.delivered, &old.delivered),
+                (&ep.failed, &old.failed),
+                (&ep.dropped, &old.dropped),
+            ] {
+                n.store(f.load(Ordering::Relaxed), Ordering::Relaxed);
+            }
+            *ep.failures.lock() = old.failures.lock().clone();
+        }
+        tokio::spawn(self.clone().deliver(ep));
+    }
+
+    /// Stops an endpoint; its waiting events are dropped.
+    pub fn remove(&self, tenant: &TenantId, id: &str) -> bool {
+        let Some((_, ep)) = self
+            .endpoints
+            .remove_if(id, |_, ep| &ep.spec.tenant == tenant)
+        else {
+            return false;
+        };
+        ep.closed.store(true, Ordering::SeqCst);
+        ep.wake.notify_one();
+        self.set_tenant_endpoint(tenant, None, id);
+        true
+    }
+
+    fn set_tenant_endpoint(&self, tenant: &TenantId, ep: Option<&Arc<Endpoint>>, id: &str) {
+        let mut list = self.by_tenant.entry(tenant.clone()).or_default();
+        list.retain(|e| e.spec.id != id);
+        if let Some(ep) = ep {
+            list.push(ep.clone());
+        }
+    }
+
+    /// An endpoint of `tenant` with what it did so far.
+    pub fn get(&self, tenant: &TenantId, id: &str) -> Option<(WebhookSpec, DeliveryStats)> {
+        self.endpoints
+            .get(id)
+            .filter(|ep| &ep.spec.tenant == tenant)
+            .map(|ep| (ep.spec.clone(), ep.stats()))
+    }
+
+    /// The endpoints of `tenant`, by id.
+    pub fn list(&self, tenant: &TenantId) -> Vec<(WebhookSpec, DeliveryStats)> {
+        let mut out: Vec<_> = self
+            .by_tenant
+            .get(tenant)
+            .map(|l| l.iter().map(|ep| (ep.spec.clone(), ep.stats())).collect())
+            .unwrap_or_default();
+        out.sort_by(|a: &(WebhookSpec, _), b| a.0.id.cmp(&b.0.id));
+        out
+    }
+
+    /// The delivery task of one endpoint: batches in order, each retried until
+    /// it is delivered or `webhooks.retry_for` has passed.
+    async fn deliver(self: Arc<Self>, ep: Arc<Endpoint>) {
+        loop {
+            loop {
+                if ep.closed.load(Ordering::SeqCst) {
+                    return;
+                }
+                if !ep.queue.lock().is_empty() {
+                    break;
+                }
+                ep.wake.notified().await;
+            }
+            tokio::time::sleep(LINGER).await;
+            let batch: Vec<Arc<PresenceEvent>> = ep
+                .queue
+                .lock()
+                .iter()
+                .take(self.cfg.batch_size)
+                .cloned()
+                .collect();
+            if batch.is_empty() {
+                continue;
+            }
+            let body = serde_json::to_vec(&serde_json::json!({
+                "webhookId": ep.spec.id,
+                "events": batch,
+            }))
+            .unwrap_or_default();
+            let started = Instant::now();
+            let mut attempts = 0u32;
+            let result = loop {
+                attempts += 1;
+                match self.post(&ep.spec, &body).await {
+                    Ok(()) => break Ok(()),
+                    Err(e) => {
+                        *ep.last_error.lock() = Some(e.clone());
+                        let waited = started.elapsed();
+                        if ep.closed.load(Ordering::SeqCst) {
+                            return;
+                        }
+                        if waited >= self.cfg.retry_for.0 {
+                            break Err(e);
+                        }
+                        metrics::counter!(m::WEBHOOK_RETRIES).increment(1);
+                        let pause = backoff(attempts).min(self.cfg.retry_for.0 - waited);
+                        tokio::time::sleep(pause).await;
+                    }
+                }
+            };
+            {
+                let mut q = ep.queue.lock();
+                let n = batch.len().min(q.len());
+                q.drain(..n);
+            }
+            let n = batch.len() as u64;
+            match result {
+                Ok(()) => {
+                    *ep.last_error.lock() = None;
+                    ep.delivered.fetch_add(n, Ordering::Relaxed);
+                    metrics::counter!(m::WEBHOOK_EVENTS, "outcome" => "delivered").increment(n);
+                }
+                Err(error) => {
+                    tracing::warn!(webhook = %ep.spec.id, tenant = %ep.spec.tenant, events = n, attempts, "webhook batch given up: {error}");
+                    ep.failed.fetch_add(n, Ordering::Relaxed);
+                    metrics::counter!(m::WEBHOOK_EVENTS, "outcome" => "failed").increment(n);
+                    let mut f = ep.failures.lock();
+                    f.push_back(DeliveryFailure {
+                        at: iso(std::time::SystemTime::now()),
+                        first_seq: batch.first().map(|e| e.seq).unwrap_or(0),
+                        last_seq: batch.last().map(|e| e.seq).unwrap_or(0),
+                        events: batch.len(),
+                        attempts,
+                        error,
+                    });
+                    while f.len() > FAILURES_KEPT {
+                        f.pop_front();
+                    }
+                }
+            }
+        }
+    }
+
+    async fn post(&self, spec: &WebhookSpec, body: &[u8]) -> Result<(), String> {
+        let ts = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs()
+            .to_string();
+        let r = self
+            .client
+            .post(&spec.url)
+            .header("content-type", "application/json")
+            .header("x-roster-webhook-id", &spec.id)
+            .header("x-roster-timestamp", &ts)
+            .header("x-roster-signature", signature(&spec.secret, &ts, body))
+            .body(body.to_vec())
+            .send()
+            .await
+            .map_err(|e| format!("no answer: {e}"))?;
+        if r.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!("answered {}", r.status().as_u16()))
+        }
+    }
+}
+
+impl EventConsumer for Webhooks {
+    fn event(&self, tenant: &TenantId, e: &Arc<PresenceEvent>) {
+        if let Some(list) = self.by_tenant.get(tenant) {
+            for ep in list.iter() {
+                ep.offer(e, self.cfg.queue_size);
+            }
+        }
+    }
+}
+
+/// `v1=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`: what a receiver
+/// recomputes to check a POST (and it refuses timestamps older than 5 minutes).
+pub fn signature(secret: &str, timestamp: &str, body: &[u8]) -> String {
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes a key of any length");
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!("v1={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+fn backoff(attempt: u32) -> Duration {
+    BACKOFF_FIRST
+        .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
+        .min(BACKOFF_MAX)
+}
+
+/// Checks an endpoint URL: `http` or `https` with a host, and unless
+/// `webhooks.allow_private`, a host that is not (and resolves to no) loopback,
+/// private, link-local or unspecified address.
+pub async fn check_url(url: &str, allow_private: bool) -> Result<String, String> {
+    let u = reqwest::Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
+    if !matches!(u.scheme(), "http" | "https") {
+        return Err("must be http:// or https://".into());
+    }
+    let host = u
+        .host_str()
+        .filter(|h| !h.is_empty())
+        .ok_or("needs a host")?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    if allow_private {
+        return Ok(u.to_string());
+    }
+    let port = u.port_or_known_default().unwrap_or(80);
+    let addrs: Vec<IpAddr> = match host.parse::<IpAddr>() {
+        Ok(ip) => vec![ip],
+        Err(_) if host == "localhost" || host.ends_with(".localhost") => {
+            return Err(format!(
+                "{host} is a loopback address (webhooks.allow_private is off)"
+            ))
+        }
+        Err(_) => tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .map_err(|e| format!("{host} does not resolve: {e}"))?
+            .map(|a| a.ip())
+            .collect(),
+    };
+    if let Some(ip) = addrs.iter().find(|ip| is_private(**ip)) {
+        return Err(format!(
+            "{host} is a private or loopback address ({ip}; webhooks.allow_private is off)"
+        ));
+    }
+    Ok(u.to_string())
+}
+
+fn is_private(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                // 100.64.0.0/10, shared address space (carrier-grade NAT).
+                || (v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_private(IpAddr::V4(v4));
+            }
+            let s = v6.segments();
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || (s[0] & 0xfe00) == 0xfc00 // unique local
+                || (s[0] & 0xffc0) == 0xfe80 // link-local
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_signature_is_hmac_sha256_over_timestamp_dot_body() {
+        // Known answer, from Python: hmac.new(b"secret", b"1700000000.{}",
+        // hashlib.sha256).hexdigest().
+        assert_eq!(
+            signature("secret", "1700000000", b"{}"),
+            "v1=b8569b78799ff9e3cbff0fc2d63a33a2b57f3282abd07c37ae5e8e7d79a5f163"
+        );
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap() {
+        assert_eq!(backoff(1), Duration::from_millis(250));
+        assert_eq!(backoff(2), Duration::from_millis(500));
+        assert_eq!(backoff(4), Duration::from_secs(2));
+        assert_eq!(backoff(40), BACKOFF_MAX);
+    }
+
+    #[tokio::test]
+    async fn private_and_malformed_urls_are_refused_unless_allowed() {
+        for bad in [
+            "http://127.0.0.1:9000/hook",
+            "http://localhost/hook",
+            "http://10.1.2.3/hook",
+            "http://169.254.169.254/latest/meta-data",
+            "http://[::1]/hook",
+            "http://[fd00::1]/hook",
+            "http://[::ffff:192.168.1.1]/hook",
+        ] {
+            let e = check_url(bad, false).await.unwrap_err();
+            assert!(
+                e.contains("private") || e.contains("loopback"),
+                "{bad}: {e}"
+            );
+        }
+        assert!(check_url("http://127.0.0.1:9000/hook", true).await.is_ok());
+        assert!(check_url("http://93.184.215.14/hook", false).await.is_ok());
+        for bad in ["no url", "ftp://example.com/x", "http://"] {
+            assert!(check_url(bad, true).await.is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! Webhook endpoints (REST `/api/v1/webhooks`): stored first, then started, so
+//! what a 2xx confirmed survives a restart; each change is an activity row with
+//! who asked. The request (URL, filter) is checked in `http/api/webhooks.rs`.
+
+use serde_json::json;
+
+use super::admin::AdminError;
+use super::Node;
+use crate::events::webhooks::{DeliveryStats, WebhookSpec};
+use crate::ids::TenantId;
+use crate::store::{StoreError, StoredWebhook};
+
+impl Node {
+    /// Starts the stored endpoints (start-up).
+    pub async fn load_webhooks(&self) -> Result<usize, StoreError> {
+        let all = self.store.all_webhooks().await?;
+        let mut n = 0;
+        for w in all {
+            let Ok(tenant) = TenantId::parse(&w.tenant) else {
+                continue;
+            };
+            self.webhooks.upsert(WebhookSpec {
+                id: w.id,
+                tenant,
+                url: w.url,
+                secret: w.secret,
+                events: w.events.map(|e| e.into_iter().collect()),
+                created_at: w.created_at,
+            });
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Creates or replaces an endpoint.
+    pub async fn save_webhook(&self, spec: WebhookSpec, actor: &str) -> Result<(), AdminError> {
+        self.store
+            .upsert_webhook(&StoredWebhook {
+                tenant: spec.tenant.to_string(),
+                id: spec.id.clone(),
+                url: spec.url.clone(),
+                secret: spec.secret.clone(),
+                events: spec.events.as_ref().map(|e| e.iter().cloned().collect()),
+                created_at: spec.created_at,
+            })
+            .await?;
+        self.record(
+            &spec.tenant,
+            "webhook_saved",
+            Some(actor),
+            None,
+            None,
+            None,
+            json!({"id": spec.id, "url": spec.url, "events": spec.events}),
+        );
+        self.webhooks.upsert(spec);
+        Ok(())
+    }
+
+    /// Stops and forgets an endpoint; `false` if the tenant has none by that id.
+    pub async fn delete_webhook(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        actor: &str,
+    ) -> Result<bool, AdminError> {
+        let stored = self.store.delete_webhook(tenant.as_str(), id).await?;
+        let running = self.webhooks.remove(tenant, id);
+        if stored || running {
+            self.record(
+                tenant,
+                "webhook_deleted",
+                Some(actor),
+                None,
+                None,
+                None,
+                json!({"id": id}),
+            );
+        }
+        Ok(stored || running)
+    }
+
+    pub fn webhook(&self, tenant: &TenantId, id: &str) -> Option<(WebhookSpec, DeliveryStats)> {
+        self.webhooks.get(tenant, id)
+    }
+
+    pub fn webhooks(&self, tenant: &TenantId) -> Vec<(WebhookSpec, DeliveryStats)> {
+        self.webhooks.list(tenant)
+    }
+}
