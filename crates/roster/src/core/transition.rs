@@ -35,6 +35,20 @@ pub enum LockRelease {
     ForceReleased,
 }
 
+impl LockRelease {
+    /// How the event stream spells it (`lock_released.reason`): the leave's
+    /// own reason when its owner left.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            LockRelease::Unlocked => "unlocked",
+            LockRelease::OwnerLeft(r) => r.as_str(),
+            LockRelease::AccessLost => "access_lost",
+            LockRelease::Expired => "expired",
+            LockRelease::ForceReleased => "force_released",
+        }
+    }
+}
+
 /// One transition. `room`/`user` carry the tenant.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]

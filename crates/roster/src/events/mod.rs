@@ -19,31 +19,17 @@ use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 
 use crate::clock::iso;
-use crate::core::transition::{LockRelease, Transition};
+use crate::core::transition::Transition;
 use crate::core::types::Status;
 use crate::ids::TenantId;
 use crate::node::transitions::TransitionSink;
 
-/// The kinds the stream carries, as `type` spells them (`user_status` is not
-/// one: a status move of a user who stays online).
-pub const KINDS: [&str; 11] = [
-    "member_added",
-    "member_removed",
-    "member_updated",
-    "room_occupied",
-    "room_vacated",
-    "user_online",
-    "user_offline",
-    "lock_acquired",
-    "lock_released",
-    "entity_stale",
-    "entity_fresh",
-];
-
-/// Kinds a consumer gets when it names none: all but the chatty
-/// `member_updated` (every state change and latency report), which is opt-in.
-pub fn default_kinds() -> impl Iterator<Item = &'static str> {
-    KINDS.into_iter().filter(|k| *k != "member_updated")
+/// The kinds the stream carries, as `type` spells them: every transition
+/// kind but `user_status` (a status move of a user who stays online).
+pub fn kinds() -> impl Iterator<Item = &'static str> {
+    Transition::KINDS
+        .into_iter()
+        .filter(|k| *k != "user_status")
 }
 
 /// One event of the stream, as webhooks and Kafka carry it.
@@ -177,16 +163,7 @@ impl PresenceEvent {
                 e.field = Some(field.clone());
                 e.user_id = Some(user.to_string());
                 e.session_id = Some(session.to_string());
-                e.reason = Some(
-                    match reason {
-                        LockRelease::Unlocked => "unlocked",
-                        LockRelease::OwnerLeft(r) => r.as_str(),
-                        LockRelease::AccessLost => "access_lost",
-                        LockRelease::Expired => "expired",
-                        LockRelease::ForceReleased => "force_released",
-                    }
-                    .to_string(),
-                );
+                e.reason = Some(reason.as_str().to_string());
                 room.tenant.clone()
             }
             Transition::Entity {

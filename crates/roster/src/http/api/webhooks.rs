@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{created, no_content, ApiError, ApiJson, ApiPath, ApiResult, Caller, Page};
 use crate::core::error::ErrorCode;
+use crate::events::kinds;
 use crate::events::webhooks::{check_url, DeliveryStats, WebhookSpec};
-use crate::events::KINDS;
 use crate::http::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -104,12 +104,12 @@ async fn spec_from(
                 ));
             }
             let set: BTreeSet<String> = list.into_iter().collect();
-            if let Some(bad) = set.iter().find(|k| !KINDS.contains(&k.as_str())) {
+            if let Some(bad) = set.iter().find(|k| !kinds().any(|x| x == k.as_str())) {
                 return Err(ApiError::new(
                     ErrorCode::Invalid,
                     format!(
                         "field `events`: unknown kind {bad:?}; kinds: {}",
-                        KINDS.join(", ")
+                        kinds().collect::<Vec<_>>().join(", ")
                     ),
                 ));
             }
