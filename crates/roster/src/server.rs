@@ -132,6 +132,10 @@ async fn load_rooms(store: &dyn Store, node: &Node) -> Result<usize, crate::stor
     Ok(n)
 }
 
+/// How long a stopping server waits for webhook endpoints to take the events
+/// still queued for them.
+const WEBHOOK_FLUSH_AT_SHUTDOWN: Duration = Duration::from_secs(5);
+
 /// Binds and starts serving; returns once the listener is bound. `stop` begins
 /// the graceful shutdown: no new connections, leaves sent, connections closed 1001.
 pub async fn start(config: Config, stop: CancellationToken) -> Result<Running, StartError> {
@@ -288,6 +292,11 @@ pub async fn start(config: Config, stop: CancellationToken) -> Result<Running, S
             tracing::error!("server error: {e}");
         }
         sweeper_stop.cancel();
+        // Events still waiting for webhook endpoints get a last chance.
+        let waiting = node2.webhooks.flush(WEBHOOK_FLUSH_AT_SHUTDOWN).await;
+        if waiting > 0 {
+            tracing::warn!(events = waiting, "webhook events not delivered at shutdown");
+        }
         // Session ends and leaves of the shutdown are queued by now: write them.
         journal_stop.cancel();
         let _ = journal_task.await;

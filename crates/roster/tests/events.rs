@@ -477,3 +477,27 @@ async fn webhooks_are_managed_over_rest_and_bad_bodies_get_clear_errors() {
     let (_, list) = s.rest("GET", "/api/v1/webhooks", &admin, None).await;
     assert_eq!(list["items"], json!([]));
 }
+
+/// A stopping server gives the events still queued for an endpoint a last
+/// chance (a few seconds) before it exits. (Two workers: `stop` blocks one while
+/// the receiver answers on the other.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_queued_at_shutdown_are_still_delivered() {
+    let s = server("30s").await;
+    let r = Arc::new(Received::default());
+    r.fail_next.store(2, Ordering::SeqCst);
+    let url = receiver(r.clone()).await;
+    let w = add_webhook(&s, &url, None).await;
+    *r.secret.lock() = w["secret"].as_str().unwrap().to_string();
+    let mut clients = vec![];
+    for i in 0..3 {
+        let mut c = s.client(&format!("q{i}")).await;
+        c.sub("Shop:1", None).await.unwrap();
+        clients.push(c);
+    }
+    // Still retrying the first batch when the stop comes.
+    s.stop();
+    let events = r.events();
+    assert_eq!(events.len(), 7, "{events:#?}");
+    assert_in_sequence(&events);
+}

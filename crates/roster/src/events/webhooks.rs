@@ -150,12 +150,14 @@ pub struct Webhooks {
 
 impl Webhooks {
     pub fn new(cfg: WebhooksConfig) -> Arc<Self> {
-        let client = reqwest::Client::builder()
+        let mut client = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("roster/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .unwrap_or_default();
+            .user_agent(concat!("roster/", env!("CARGO_PKG_VERSION")));
+        if !cfg.allow_private {
+            client = client.dns_resolver(PublicOnly);
+        }
+        let client = client.build().unwrap_or_default();
         Arc::new(Self {
             cfg,
             client,
@@ -216,6 +218,19 @@ impl Webhooks {
         list.retain(|e| e.spec.id != id);
         if let Some(ep) = ep {
             list.push(ep.clone());
+        }
+    }
+
+    /// Waits until every endpoint's queue is empty, or `within` has passed;
+    /// answers how many events are still waiting (shutdown).
+    pub async fn flush(&self, within: Duration) -> usize {
+        let end = Instant::now() + within;
+        loop {
+            let waiting: usize = self.endpoints.iter().map(|e| e.queue.lock().len()).sum();
+            if waiting == 0 || Instant::now() >= end {
+                return waiting;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -413,6 +428,44 @@ pub async fn check_url(url: &str, allow_private: bool) -> Result<String, String>
     Ok(u.to_string())
 }
 
+/// Resolves endpoint host names at each connection and keeps only public
+/// addresses: a name that was public when its endpoint was created cannot be
+/// pointed at the server's own network later (DNS rebinding). IP literals are
+/// checked once, by [`check_url`].
+struct PublicOnly;
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let addrs = public_addrs(&host).await?;
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+async fn public_addrs(host: &str) -> Result<Vec<std::net::SocketAddr>, String> {
+    let all: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host, 0))
+        .await
+        .map_err(|e| format!("{host} does not resolve: {e}"))?
+        .collect();
+    let public: Vec<_> = all
+        .iter()
+        .copied()
+        .filter(|a| !is_private(a.ip()))
+        .collect();
+    if public.is_empty() {
+        return Err(format!(
+            "{host} resolves to no public address ({}; webhooks.allow_private is off)",
+            all.iter()
+                .map(|a| a.ip().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    Ok(public)
+}
+
 fn is_private(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
@@ -449,6 +502,12 @@ mod tests {
             signature("secret", "1700000000", b"{}"),
             "v1=b8569b78799ff9e3cbff0fc2d63a33a2b57f3282abd07c37ae5e8e7d79a5f163"
         );
+    }
+
+    #[tokio::test]
+    async fn at_delivery_a_name_that_resolves_privately_is_refused() {
+        let e = public_addrs("localhost").await.unwrap_err();
+        assert!(e.contains("no public address"), "{e}");
     }
 
     #[test]
