@@ -15,6 +15,8 @@ cd "$(dirname "$0")/.."
 bin_dir=$(bash scripts/ensure-api-tools.sh)
 examples=${API_CONTRACT_EXAMPLES:-25}
 roster=${ROSTER_BIN:-$PWD/target/debug/roster}
+# The server refuses ROSTER_* variables that are no setting of its own.
+unset ROSTER_BIN
 [ -x "$roster" ] || cargo build --locked -p roster --bin roster
 roster=$(realpath "$roster")
 
@@ -51,6 +53,11 @@ for _ in $(seq 1 100); do
   curl -fs "$base/healthz" > /dev/null 2>&1 && break
   sleep 0.1
 done
+if ! curl -fs "$base/healthz" > /dev/null 2>&1; then
+  echo "test-api-contract: the server did not start:" >&2
+  cat "$work/server.log" >&2
+  exit 1
+fi
 token() { "$roster" token --tenant acme --ttl 2h "$@"; }
 admin=$(token --user root --roles admin)
 "$bin_dir/python" scripts/api-contract/seed.py "$base" "$admin" \
