@@ -193,6 +193,9 @@ pub struct Left {
 #[derive(Debug, Clone)]
 pub enum LockOutcome {
     Acquired(FieldLock),
+    /// Acquired over another session's expired lock (its owner's node had
+    /// not expired it yet, or is gone): that lock ended first.
+    TakenOver(FieldLock, FieldLock),
     /// Held by someone else.
     Held(FieldLock),
 }
@@ -456,18 +459,23 @@ impl Room {
     ) -> Result<LockOutcome, CoreError> {
         self.require_role(session, Role::Operator, "locking a field")?;
         let user = self.members[session].meta.user.clone();
-        if let Some(l) = self.locks.get_mut(field) {
-            if l.expires_at > now && &l.session != session {
+        let expired = match self.locks.get(field) {
+            Some(l) if &l.session != session && l.expires_at > now => {
                 return Ok(LockOutcome::Held(l.clone()));
             }
-        }
+            Some(l) if &l.session != session => Some(l.clone()),
+            _ => None,
+        };
         let lock = FieldLock {
             session: session.clone(),
             user,
             expires_at: now + ttl,
         };
         self.locks.insert(field.to_string(), lock.clone());
-        Ok(LockOutcome::Acquired(lock))
+        Ok(match expired {
+            Some(old) => LockOutcome::TakenOver(lock, old),
+            None => LockOutcome::Acquired(lock),
+        })
     }
 
     /// `Ok(Some)` released, `Ok(None)` nothing was locked, `not_lock_owner` when
@@ -1112,8 +1120,16 @@ mod tests {
         assert!(r.expire_lock("f", now + ttl).is_none(), "refreshed");
         assert!(r.expire_lock("f", now + Duration::from_secs(20)).is_some());
         r.lock("g", &aid, now, ttl).unwrap();
+        // Past its TTL and not expired yet: b takes it over, naming a.
+        match r.lock("g", &bid, now + ttl * 2, ttl).unwrap() {
+            LockOutcome::TakenOver(new, old) => {
+                assert_eq!((new.session, old.session), (bid.clone(), aid.clone()));
+            }
+            other => panic!("{other:?}"),
+        }
+        r.lock("h", &aid, now, ttl).unwrap();
         let left = r.leave(&aid, LeaveReason::Timeout, now).unwrap();
-        assert_eq!(left.released_locks, vec!["g".to_string()]);
+        assert_eq!(left.released_locks, vec!["h".to_string()]);
     }
 
     #[test]

@@ -302,14 +302,17 @@ local x = redis.call('HGET', k('x'), sid)
 if not x then return { 'err', 'not_subscribed' } end
 if xrole(x) < 2 then return { 'err', 'forbidden', tostring(xrole(x)) } end
 local cur = redis.call('HGET', k('l'), field)
+local was = {}
 if cur then
   local s, u, e = split3(cur)
   if tonumber(e) > now and s ~= sid then return { 'held', s, u, e } end
+  -- Another session's expired lock (as core::room::Room::lock): named.
+  if s ~= sid then was = { s, u, e } end
 end
 local user = redis.call('HGET', k('u'), sid)
 local exp = tostring(now + tonumber(ARGV[4]))
 redis.call('HSET', k('l'), field, sid .. SEP .. user .. SEP .. exp)
-return { 'acquired', sid, user, exp }
+return { 'acquired', sid, user, exp, unpack(was) }
 
 --@@ unlock
 -- ARGV: sid field

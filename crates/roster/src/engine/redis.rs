@@ -1684,7 +1684,10 @@ impl Locks for RedisEngine {
         let a = arr(&v);
         let lock = i.lock_at(&v, 1);
         match (a.first().map(text).as_deref(), lock) {
-            (Some("acquired"), Some(l)) => Ok(LockOutcome::Acquired(l)),
+            (Some("acquired"), Some(l)) => Ok(match i.lock_at(&v, 4) {
+                Some(old) => LockOutcome::TakenOver(l, old),
+                None => LockOutcome::Acquired(l),
+            }),
             (Some("held"), Some(l)) => Ok(LockOutcome::Held(l)),
             _ if a.get(1).map(text).as_deref() == Some("forbidden") => Err(role_err(
                 id,

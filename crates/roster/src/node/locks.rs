@@ -21,6 +21,19 @@ impl Node {
             .await?;
         let (success, lock) = match outcome {
             LockOutcome::Acquired(l) => (true, l),
+            LockOutcome::TakenOver(l, old) => {
+                // The expired lock ends before the new one starts.
+                self.lock_released(
+                    &id,
+                    field.to_string(),
+                    old.user,
+                    old.session,
+                    LockRelease::Expired,
+                    None,
+                )
+                .await;
+                (true, l)
+            }
             LockOutcome::Held(l) => (false, l),
         };
         let owner = LockOwnerView::new(&lock, &self.clock);
