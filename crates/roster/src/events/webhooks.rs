@@ -66,6 +66,17 @@ impl WebhookSpec {
     }
 }
 
+/// The body of a webhook POST.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookBatch<'a> {
+    #[schema(value_type = String)]
+    pub webhook_id: &'a str,
+    /// In the tenant's sequence order.
+    #[schema(value_type = Vec<PresenceEvent>)]
+    pub events: &'a [Arc<PresenceEvent>],
+}
+
 /// A batch given up on after `webhooks.retry_for`.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -277,10 +288,10 @@ impl Webhooks {
             if batch.is_empty() {
                 continue;
             }
-            let body = serde_json::to_vec(&serde_json::json!({
-                "webhookId": ep.spec.id,
-                "events": batch,
-            }))
+            let body = serde_json::to_vec(&WebhookBatch {
+                webhook_id: &ep.spec.id,
+                events: &batch,
+            })
             .unwrap_or_default();
             let started = Instant::now();
             let mut attempts = 0u32;

@@ -32,7 +32,7 @@ use super::ErrorBody;
         super::activity::room_stats, super::activity::overview, super::activity::history,
         super::webhooks::list, super::webhooks::create, super::webhooks::read, super::webhooks::replace, super::webhooks::remove,
     ),
-    components(schemas(super::ErrorBody, super::ErrorDetail, crate::events::PresenceEvent)),
+    components(schemas(super::ErrorBody, super::ErrorDetail, crate::events::PresenceEvent, crate::events::webhooks::WebhookBatch)),
     modifiers(&Conventions),
     tags(
         (name = "presence", description = "Who is online, and who is in a room: the live state, on every node of a cluster."),
