@@ -116,10 +116,10 @@ local function entity()
   return { e[1] or '0', e[2] or '', tonumber(e[3] or '0') }
 end
 
--- {'list', seq, count, users, stale, busy, ver, locks} or {'count', seq, count}
 -- A room setting, '' when unset (the timing overrides of its type: 'hb', 'to').
 local function cfg(field) return redis.call('HGET', k('cfg'), field) or '' end
 
+-- {'list', seq, count, users, stale, busy, ver, locks, hb} or {'count', seq, count}
 local function answer(count_mode, limit)
   local n = redis.call('HLEN', k('m'))
   if count_mode or n > limit then return { 'count', seq(), n } end

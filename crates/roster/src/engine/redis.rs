@@ -756,7 +756,8 @@ impl Inner {
         )
     }
 
-    /// A `['list', seq, count, users, stale, busy, ver, locks]` reply.
+    /// A `['list', seq, count, users, stale, busy, ver, locks, hb]` reply (`hb`: the
+    /// room's own heartbeat interval in ms, '' for the server's).
     fn snapshot_from(&self, id: &RoomId, a: &[RValue]) -> Option<PresenceSnapshot> {
         let users: Vec<UserEntry> = serde_json::from_str(&text(a.get(3)?))
             .map_err(|e| tracing::error!("redis snapshot of {}: {e}", id.key))
