@@ -501,3 +501,25 @@ async fn events_queued_at_shutdown_are_still_delivered() {
     assert_eq!(events.len(), 7, "{events:#?}");
     assert_in_sequence(&events);
 }
+
+/// A tenant without an endpoint costs no events: its changes before the first
+/// endpoint are not numbered, so that endpoint's sequence starts at 1.
+#[tokio::test]
+async fn changes_before_the_first_endpoint_are_not_events() {
+    let s = server("5m").await;
+    let mut early = s.client("early").await;
+    early.sub("Lobby:1", None).await.unwrap();
+    early.bye().await.unwrap();
+    let r = Arc::new(Received::default());
+    let url = receiver(r.clone()).await;
+    let w = add_webhook(&s, &url, None).await;
+    *r.secret.lock() = w["secret"].as_str().unwrap().to_string();
+    let mut late = s.client("late").await;
+    late.sub("Lobby:1", None).await.unwrap();
+    let events = events_become(&r, 3).await;
+    assert_in_sequence(&events);
+    assert_eq!(
+        kinds(&events),
+        ["user_online", "room_occupied", "member_added"]
+    );
+}

@@ -17,7 +17,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use crate::core::types::{LeaveReason, Status};
-use crate::ids::{RoomId, SessionId, UserId, UserRef};
+use crate::ids::{RoomId, SessionId, TenantId, UserId, UserRef};
 
 /// Why a field lock ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,6 +146,23 @@ impl Transition {
         "entity_stale",
         "entity_fresh",
     ];
+
+    /// The tenant it happened in.
+    pub fn tenant(&self) -> &TenantId {
+        match self {
+            Transition::UserOnline { user, .. }
+            | Transition::UserOffline { user }
+            | Transition::UserStatus { user, .. } => &user.tenant,
+            Transition::MemberAdded { room, .. }
+            | Transition::MemberRemoved { room, .. }
+            | Transition::MemberUpdated { room, .. }
+            | Transition::RoomOccupied { room }
+            | Transition::RoomVacated { room }
+            | Transition::LockAcquired { room, .. }
+            | Transition::LockReleased { room, .. }
+            | Transition::Entity { room, .. } => &room.tenant,
+        }
+    }
 
     /// The room it happened in (none for user transitions).
     pub fn room(&self) -> Option<&RoomId> {

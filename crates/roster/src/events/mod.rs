@@ -7,7 +7,9 @@
 //!
 //! On one node (memory engine) the sequence lives in this process and starts
 //! again at 1 when the process does; each event's `id` stays unique, so a
-//! receiver deduplicates by `id`.
+//! receiver deduplicates by `id`. A tenant's transitions while no consumer
+//! takes its events (no webhook endpoint) are not events: its sequence goes on
+//! from its last event when one does.
 
 pub mod webhooks;
 
@@ -79,11 +81,11 @@ pub struct PresenceEvent {
 impl PresenceEvent {
     /// The event of a transition (seq 0 until the stream numbers it), or
     /// `None` for a transition the stream does not carry.
-    pub fn of(t: &Transition, at: SystemTime) -> Option<(TenantId, Self)> {
+    pub fn of(t: &Transition, at: SystemTime) -> Option<Self> {
         let mut e = PresenceEvent {
             id: format!("evt_{}", uuid::Uuid::new_v4().simple()),
             seq: 0,
-            tenant_id: String::new(),
+            tenant_id: t.tenant().to_string(),
             kind: t.kind().to_string(),
             at: iso(at),
             room: None,
@@ -96,7 +98,7 @@ impl PresenceEvent {
             busy_by: None,
             version: None,
         };
-        let tenant = match t {
+        match t {
             Transition::MemberAdded {
                 room,
                 user,
@@ -110,7 +112,6 @@ impl PresenceEvent {
                 e.room = Some(room.key.to_string());
                 e.user_id = Some(user.to_string());
                 e.session_id = Some(session.to_string());
-                room.tenant.clone()
             }
             Transition::MemberRemoved {
                 room,
@@ -122,20 +123,16 @@ impl PresenceEvent {
                 e.user_id = Some(user.to_string());
                 e.session_id = Some(session.to_string());
                 e.reason = Some(reason.as_str().to_string());
-                room.tenant.clone()
             }
             Transition::RoomOccupied { room } | Transition::RoomVacated { room } => {
                 e.room = Some(room.key.to_string());
-                room.tenant.clone()
             }
             Transition::UserOnline { user, status } => {
                 e.user_id = Some(user.user.to_string());
                 e.status = Some(*status);
-                user.tenant.clone()
             }
             Transition::UserOffline { user } => {
                 e.user_id = Some(user.user.to_string());
-                user.tenant.clone()
             }
             Transition::UserStatus { .. } => return None,
             Transition::LockAcquired {
@@ -150,7 +147,6 @@ impl PresenceEvent {
                 e.user_id = Some(user.to_string());
                 e.session_id = Some(session.to_string());
                 e.expires_at = Some(iso(*expires_at));
-                room.tenant.clone()
             }
             Transition::LockReleased {
                 room,
@@ -164,7 +160,6 @@ impl PresenceEvent {
                 e.user_id = Some(user.to_string());
                 e.session_id = Some(session.to_string());
                 e.reason = Some(reason.as_str().to_string());
-                room.tenant.clone()
             }
             Transition::Entity {
                 room,
@@ -175,17 +170,20 @@ impl PresenceEvent {
                 e.room = Some(room.key.to_string());
                 e.busy_by = busy_by.as_ref().map(|u| u.to_string());
                 e.version = Some(*version);
-                room.tenant.clone()
             }
-        };
-        e.tenant_id = tenant.to_string();
-        Some((tenant, e))
+        }
+        Some(e)
     }
 }
 
 /// A consumer of numbered events. Called with the tenant's events in their
 /// order, on the emitting task: it must not block (queue the work).
 pub trait EventConsumer: Send + Sync + 'static {
+    /// Whether it takes events of this tenant now (webhooks: the tenant has an
+    /// endpoint). A tenant nobody takes costs no event at all.
+    fn wants(&self, _tenant: &TenantId) -> bool {
+        true
+    }
     fn event(&self, tenant: &TenantId, e: &Arc<PresenceEvent>);
 }
 
@@ -207,7 +205,13 @@ impl EventStream {
 
 impl TransitionSink for EventStream {
     fn transition(&self, t: &Transition, at: SystemTime) {
-        let Some((tenant, mut e)) = PresenceEvent::of(t, at) else {
+        let tenant = t.tenant();
+        let consumers = self.consumers.read();
+        // On every join and leave: nothing is built for a tenant nobody takes.
+        if !consumers.iter().any(|c| c.wants(tenant)) {
+            return;
+        }
+        let Some(mut e) = PresenceEvent::of(t, at) else {
             return;
         };
         let seq = self.seqs.entry(tenant.clone()).or_default().clone();
@@ -215,8 +219,8 @@ impl TransitionSink for EventStream {
         *last += 1;
         e.seq = *last;
         let e = Arc::new(e);
-        for c in self.consumers.read().iter() {
-            c.event(&tenant, &e);
+        for c in consumers.iter().filter(|c| c.wants(tenant)) {
+            c.event(tenant, &e);
         }
     }
 }

@@ -373,6 +373,10 @@ impl Webhooks {
 }
 
 impl EventConsumer for Webhooks {
+    fn wants(&self, tenant: &TenantId) -> bool {
+        self.by_tenant.get(tenant).is_some_and(|l| !l.is_empty())
+    }
+
     fn event(&self, tenant: &TenantId, e: &Arc<PresenceEvent>) {
         if let Some(list) = self.by_tenant.get(tenant) {
             for ep in list.iter() {
