@@ -421,7 +421,6 @@ pub async fn check_url(url: &str, allow_private: bool) -> Result<String, String>
     if allow_private {
         return Ok(u.to_string());
     }
-    let port = u.port_or_known_default().unwrap_or(80);
     let addrs: Vec<IpAddr> = match host.parse::<IpAddr>() {
         Ok(ip) => vec![ip],
         Err(_) if host == "localhost" || host.ends_with(".localhost") => {
@@ -429,11 +428,7 @@ pub async fn check_url(url: &str, allow_private: bool) -> Result<String, String>
                 "{host} is a loopback address (webhooks.allow_private is off)"
             ))
         }
-        Err(_) => tokio::net::lookup_host((host.as_str(), port))
-            .await
-            .map_err(|e| format!("{host} does not resolve: {e}"))?
-            .map(|a| a.ip())
-            .collect(),
+        Err(_) => resolve(&host).await?,
     };
     if let Some(ip) = addrs.iter().find(|ip| is_private(**ip)) {
         return Err(format!(
@@ -459,21 +454,29 @@ impl reqwest::dns::Resolve for PublicOnly {
     }
 }
 
-async fn public_addrs(host: &str) -> Result<Vec<std::net::SocketAddr>, String> {
-    let all: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host, 0))
+/// A host name's addresses (when the endpoint is saved, and at each
+/// connection).
+async fn resolve(host: &str) -> Result<Vec<IpAddr>, String> {
+    Ok(tokio::net::lookup_host((host, 0))
         .await
         .map_err(|e| format!("{host} does not resolve: {e}"))?
-        .collect();
+        .map(|a| a.ip())
+        .collect())
+}
+
+/// Its public addresses (the port is the URL's: the connector sets it).
+async fn public_addrs(host: &str) -> Result<Vec<std::net::SocketAddr>, String> {
+    let all = resolve(host).await?;
     let public: Vec<_> = all
         .iter()
-        .copied()
-        .filter(|a| !is_private(a.ip()))
+        .filter(|ip| !is_private(**ip))
+        .map(|ip| std::net::SocketAddr::new(*ip, 0))
         .collect();
     if public.is_empty() {
         return Err(format!(
             "{host} resolves to no public address ({}; webhooks.allow_private is off)",
             all.iter()
-                .map(|a| a.ip().to_string())
+                .map(|ip| ip.to_string())
                 .collect::<Vec<_>>()
                 .join(", ")
         ));
