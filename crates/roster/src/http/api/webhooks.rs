@@ -211,17 +211,14 @@ pub async fn replace(
 ) -> ApiResult<Json<WebhookView>> {
     caller.require_admin()?;
     let id = webhook_id(&id)?;
-    let (old, _) = app
+    let (old, delivery) = app
         .node
         .webhook(&caller.tenant, &id)
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no webhook {id}")))?;
-    let spec = spec_from(&app, &caller, id.clone(), body, old.created_at).await?;
-    app.node.save_webhook(spec, &caller.actor()).await?;
-    let (s, d) = app
-        .node
-        .webhook(&caller.tenant, &id)
-        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no webhook {id}")))?;
-    Ok(Json(WebhookView::new(s, d, true)))
+    let spec = spec_from(&app, &caller, id, body, old.created_at).await?;
+    app.node.save_webhook(spec.clone(), &caller.actor()).await?;
+    // The replaced endpoint carries its counts and waiting events over.
+    Ok(Json(WebhookView::new(spec, delivery, true)))
 }
 
 /// Removes an endpoint; events still waiting for it are dropped.
