@@ -232,13 +232,85 @@ impl Default for WebhooksConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct KafkaConfig {
+    /// Bootstrap servers, comma-separated `host:port`; `None`: Kafka off.
     pub brokers: Option<String>,
-    pub group_id: Option<String>,
-    pub mutating_topic: Option<String>,
-    pub mutated_topic: Option<String>,
+    pub group_id: String,
+    pub mutating_topic: String,
+    pub mutated_topic: String,
+    /// The waits before each retry of a failing lifecycle event; after the
+    /// last, the event goes to `<topic>.dlt`.
+    pub retry_backoff: DurList,
+    /// The presence event stream out; empty: off.
+    pub events_topic: String,
+    /// User online/offline out (seed 004's `OnlineStatusEvent`); empty: off.
+    pub status_topic: String,
+    /// How long an applied lifecycle `eventId` is remembered (duplicates
+    /// within it apply once, across restarts too).
+    pub dedup_window: Dur,
+    /// How long the group waits for a silent node before its partitions go to
+    /// another (librdkafka's `session.timeout.ms`).
+    pub session_timeout: Dur,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: None,
+            group_id: "roster".into(),
+            mutating_topic: "core.entities.lifecycle.mutating".into(),
+            mutated_topic: "core.entities.lifecycle.mutated".into(),
+            retry_backoff: DurList([1, 3, 9].map(Duration::from_secs).to_vec()),
+            events_topic: "roster.presence.events".into(),
+            status_topic: "user.presence.status".into(),
+            dedup_window: Dur(Duration::from_secs(24 * 3600)),
+            session_timeout: Dur(Duration::from_secs(45)),
+        }
+    }
+}
+
+impl KafkaConfig {
+    /// The bootstrap servers when Kafka is on.
+    pub fn brokers(&self) -> Option<&str> {
+        self.brokers.as_deref().filter(|b| !b.trim().is_empty())
+    }
+}
+
+/// A list of durations: `"1s,3s,9s"` (also how the environment writes it) or
+/// a TOML array `["1s", "3s", "9s"]`; `""` or `[]` is no retry at all.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DurList(pub Vec<Duration>);
+
+impl<'de> Deserialize<'de> for DurList {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            List(Vec<String>),
+        }
+        let items: Vec<String> = match Raw::deserialize(d).map_err(|_| {
+            serde::de::Error::custom(
+                "expected durations like \"1s,3s,9s\" or [\"1s\", \"3s\", \"9s\"]",
+            )
+        })? {
+            Raw::Text(t) => t
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(String::from)
+                .collect(),
+            Raw::List(l) => l,
+        };
+        items
+            .iter()
+            .map(|i| parse_duration(i))
+            .collect::<Result<Vec<_>, _>>()
+            .map(DurList)
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
@@ -356,6 +428,11 @@ const KEYS: &[(&str, Kind)] = &[
     ("kafka.group_id", Kind::Str),
     ("kafka.mutating_topic", Kind::Str),
     ("kafka.mutated_topic", Kind::Str),
+    ("kafka.retry_backoff", Kind::Str),
+    ("kafka.events_topic", Kind::Str),
+    ("kafka.status_topic", Kind::Str),
+    ("kafka.dedup_window", Kind::Str),
+    ("kafka.session_timeout", Kind::Str),
     ("log.format", Kind::Str),
     ("log.level", Kind::Str),
     ("http.allowed_origins", Kind::List),
@@ -424,6 +501,82 @@ impl Config {
         Ok(config)
     }
 
+    fn validate_kafka(&self) -> Result<(), ConfigError> {
+        let k = &self.kafka;
+        let bad = |key: &str, value: &str, expected: &str| {
+            Err(ConfigError(format!(
+                "`{key}` = {value:?}: expected {expected}"
+            )))
+        };
+        if let Some(brokers) = &k.brokers {
+            let ok = brokers.split(',').all(|b| {
+                let b = b.trim();
+                matches!(b.rsplit_once(':'), Some((host, port))
+                    if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0))
+            });
+            if !ok {
+                return bad(
+                    "kafka.brokers",
+                    brokers,
+                    "bootstrap servers as host:port[,host:port…]",
+                );
+            }
+        }
+        // Kafka's own rule for topic names (the `.dlt` suffix must still fit).
+        let topic_ok = |t: &str| {
+            !t.is_empty()
+                && t.len() <= 249 - ".dlt".len()
+                && t != "."
+                && t != ".."
+                && t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        };
+        for (key, t, may_be_empty) in [
+            ("kafka.mutating_topic", &k.mutating_topic, false),
+            ("kafka.mutated_topic", &k.mutated_topic, false),
+            ("kafka.events_topic", &k.events_topic, true),
+            ("kafka.status_topic", &k.status_topic, true),
+        ] {
+            if !(topic_ok(t) || may_be_empty && t.is_empty()) {
+                return bad(
+                    key,
+                    t,
+                    "a Kafka topic name: 1-245 characters of [A-Za-z0-9._-]",
+                );
+            }
+        }
+        if k.mutating_topic == k.mutated_topic {
+            return bad(
+                "kafka.mutated_topic",
+                &k.mutated_topic,
+                "a topic other than kafka.mutating_topic",
+            );
+        }
+        if k.group_id.trim().is_empty() || k.group_id.len() > 255 {
+            return bad(
+                "kafka.group_id",
+                &k.group_id,
+                "a non-empty consumer group id",
+            );
+        }
+        let session = k.session_timeout.0;
+        if session < Duration::from_secs(1) || session > Duration::from_secs(3600) {
+            return bad(
+                "kafka.session_timeout",
+                &format!("{session:?}"),
+                "a duration from 1s to 1h",
+            );
+        }
+        if k.retry_backoff.0.len() > 10 {
+            return bad(
+                "kafka.retry_backoff",
+                &format!("{:?}", k.retry_backoff.0),
+                "at most 10 retries",
+            );
+        }
+        Ok(())
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key: &str, value: &dyn std::fmt::Debug, expected: &str| {
             Err(ConfigError(format!(
@@ -469,6 +622,7 @@ impl Config {
                 self.database.stats_sample_interval,
             ),
             ("webhooks.retry_for", self.webhooks.retry_for),
+            ("kafka.dedup_window", self.kafka.dedup_window),
         ] {
             if d.0.is_zero() {
                 return bad(key, &d.0, "a duration above zero");
@@ -539,6 +693,7 @@ impl Config {
                 "a non-empty key prefix of [A-Za-z0-9_.:-]",
             );
         }
+        self.validate_kafka()?;
         let db = &self.database.url;
         if !(db.starts_with("sqlite:")
             || db.starts_with("postgres://")
@@ -765,6 +920,10 @@ mod tests {
                     if k.starts_with("timing")
                         || *k == "auth.leeway"
                         || *k == "webhooks.retry_for"
+                        || matches!(
+                            *k,
+                            "kafka.retry_backoff" | "kafka.dedup_window" | "kafka.session_timeout"
+                        )
                         || (k.starts_with("database.") && *k != "database.url") =>
                 {
                     "3s"
@@ -772,6 +931,7 @@ mod tests {
                 Kind::Str if *k == "listen" => "127.0.0.1:0",
                 Kind::Str if *k == "engine.url" => "memory",
                 Kind::Str if *k == "database.url" => "sqlite://x.db",
+                Kind::Str if *k == "kafka.brokers" => "127.0.0.1:9092,kafka-2:9092",
                 Kind::Str if *k == "log.format" => "json",
                 Kind::Str if *k == "log.level" => "debug",
                 Kind::Str if *k == "auth.jwt_public_key" => "Cargo.toml",
@@ -823,10 +983,33 @@ mod tests {
             ),
             ("ROSTER_WEBHOOKS_QUEUE_SIZE", "0", "webhooks.queue_size"),
             ("ROSTER_WEBHOOKS_BATCH_SIZE", "-1", "webhooks.batch_size"),
+            ("ROSTER_KAFKA_BROKERS", "127.0.0.1", "kafka.brokers"),
+            ("ROSTER_KAFKA_BROKERS", "127.0.0.1:0", "kafka.brokers"),
+            ("ROSTER_KAFKA_MUTATED_TOPIC", "", "kafka.mutated_topic"),
+            (
+                "ROSTER_KAFKA_MUTATED_TOPIC",
+                "core.entities.lifecycle.mutating",
+                "kafka.mutated_topic",
+            ),
+            ("ROSTER_KAFKA_STATUS_TOPIC", "..", "kafka.status_topic"),
+            ("ROSTER_KAFKA_GROUP_ID", " ", "kafka.group_id"),
+            ("ROSTER_KAFKA_RETRY_BACKOFF", "1s,x", "kafka.retry_backoff"),
+            ("ROSTER_KAFKA_DEDUP_WINDOW", "0s", "kafka.dedup_window"),
+            (
+                "ROSTER_KAFKA_SESSION_TIMEOUT",
+                "100ms",
+                "kafka.session_timeout",
+            ),
         ] {
             let e = Config::load(None, &env(&[(var, value)]), &vec![]).unwrap_err();
             assert!(e.0.contains(key), "{var}={value}: {e}");
         }
+        let c = Config::load(None, &env(&[("ROSTER_KAFKA_RETRY_BACKOFF", "")]), &vec![]).unwrap();
+        assert!(c.kafka.retry_backoff.0.is_empty(), "no retry at all");
+        let c = Config::load(None, &BTreeMap::new(), &vec![]).unwrap();
+        assert_eq!(c.kafka.retry_backoff.0, [1, 3, 9].map(Duration::from_secs));
+        assert_eq!(c.kafka.events_topic, "roster.presence.events");
+        assert!(c.kafka.brokers().is_none(), "Kafka is off by default");
         let c = Config::load(None, &env(&[("ROSTER_WEBHOOKS_RETRY_FOR", "30s")]), &vec![]).unwrap();
         assert_eq!(c.webhooks.retry_for.0, Duration::from_secs(30));
         assert!(!c.webhooks.allow_private);
@@ -856,6 +1039,15 @@ mod tests {
         std::fs::write(&p, "[[rooms.rules]]\nprefix = \"Chat:\"\ntype = \"CHAT\"\n").unwrap();
         let c = Config::load(Some(&p), &BTreeMap::new(), &vec![]).unwrap();
         assert_eq!(c.rooms.rules[0].room_type, "CHAT");
+        std::fs::write(&p, "[kafka]\nretry_backoff = [\"500ms\", \"2s\"]\n").unwrap();
+        let c = Config::load(Some(&p), &BTreeMap::new(), &vec![]).unwrap();
+        assert_eq!(
+            c.kafka.retry_backoff.0,
+            [Duration::from_millis(500), Duration::from_secs(2)]
+        );
+        std::fs::write(&p, "[kafka]\nretry_backoff = 3\n").unwrap();
+        let e = Config::load(Some(&p), &BTreeMap::new(), &vec![]).unwrap_err();
+        assert!(e.0.contains("kafka.retry_backoff"), "{e}");
     }
 
     #[test]

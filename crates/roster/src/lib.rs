@@ -15,6 +15,7 @@ pub mod frame;
 pub mod http;
 pub mod ids;
 pub mod journal;
+pub mod kafka;
 pub mod metrics;
 pub mod node;
 pub mod protocol;

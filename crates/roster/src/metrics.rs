@@ -36,6 +36,11 @@ pub const DATABASE_UP: &str = "roster_database_up";
 pub const TRANSITIONS: &str = "roster_transitions_total";
 pub const WEBHOOK_EVENTS: &str = "roster_webhook_events_total";
 pub const WEBHOOK_RETRIES: &str = "roster_webhook_retries_total";
+pub const KAFKA_UP: &str = "roster_kafka_up";
+pub const KAFKA_LIFECYCLE: &str = "roster_kafka_lifecycle_events_total";
+pub const KAFKA_LIFECYCLE_RETRIES: &str = "roster_kafka_lifecycle_retries_total";
+pub const KAFKA_CONSUMER_LAG: &str = "roster_kafka_consumer_lag";
+pub const KAFKA_PRODUCED: &str = "roster_kafka_events_produced_total";
 
 /// Buckets (seconds) of each histogram: (name, upper bounds).
 const BUCKETS: &[(&str, &[f64])] = &[
@@ -137,6 +142,26 @@ fn describe() {
         "presence events handed to webhook endpoints, by outcome (delivered, failed after webhooks.retry_for, dropped from a full queue)"
     );
     describe_counter!(WEBHOOK_RETRIES, "webhook POSTs tried again after a failure");
+    describe_gauge!(
+        KAFKA_UP,
+        "1 if the Kafka brokers answered the last probe (kafka.brokers set)"
+    );
+    describe_counter!(
+        KAFKA_LIFECYCLE,
+        "lifecycle events consumed from Kafka, by outcome (applied, duplicate of an applied eventId, dead_lettered to <topic>.dlt)"
+    );
+    describe_counter!(
+        KAFKA_LIFECYCLE_RETRIES,
+        "lifecycle events tried again after a failed apply (kafka.retry_backoff)"
+    );
+    describe_gauge!(
+        KAFKA_CONSUMER_LAG,
+        "lifecycle messages behind the consumer's position, per topic, over the partitions this node holds"
+    );
+    describe_counter!(
+        KAFKA_PRODUCED,
+        "presence events to Kafka, by stream (events, status) and outcome (delivered, failed after librdkafka's retries, dropped from a full queue)"
+    );
     describe_counter!(LOCK_ACQUISITIONS, "successful field lock acquisitions");
     describe_counter!(
         LOCK_CONTENTION,
@@ -241,6 +266,10 @@ fn register_zeroes() {
         metrics::counter!(WEBHOOK_EVENTS, "outcome" => outcome).increment(0);
     }
     metrics::counter!(WEBHOOK_RETRIES).increment(0);
+    for outcome in ["applied", "duplicate", "dead_lettered"] {
+        metrics::counter!(KAFKA_LIFECYCLE, "outcome" => outcome).increment(0);
+    }
+    metrics::counter!(KAFKA_LIFECYCLE_RETRIES).increment(0);
     for g in [
         CONNECTIONS,
         SESSIONS,

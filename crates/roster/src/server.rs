@@ -33,6 +33,8 @@ pub enum StartError {
     },
     #[error("{0}")]
     Auth(String),
+    #[error("{0}")]
+    Kafka(String),
     #[error("engine {url}: {reason}")]
     Engine { url: String, reason: String },
 }
@@ -135,6 +137,9 @@ async fn load_rooms(store: &dyn Store, node: &Node) -> Result<usize, crate::stor
 /// How long a stopping server waits for webhook endpoints to take the events
 /// still queued for them.
 const WEBHOOK_FLUSH_AT_SHUTDOWN: Duration = Duration::from_secs(5);
+/// How long a stopping server waits for the Kafka consumer to commit and leave
+/// its group, and then for queued events to reach the brokers.
+const KAFKA_STOP: Duration = Duration::from_secs(5);
 
 /// Binds and starts serving; returns once the listener is bound. `stop` begins
 /// the graceful shutdown: no new connections, leaves sent, connections closed 1001.
@@ -221,6 +226,37 @@ pub async fn start(config: Config, stop: CancellationToken) -> Result<Running, S
         webhooks,
         "database ready"
     );
+    // Kafka: the lifecycle consumer, the brokers' health, the event sink.
+    let kafka_stop = CancellationToken::new();
+    let mut kafka_tasks = Vec::new();
+    let kafka_sink =
+        crate::events::kafka::KafkaSink::new(&config.kafka).map_err(StartError::Kafka)?;
+    if let Some(sink) = &kafka_sink {
+        node.events.add_consumer(sink.clone());
+    }
+    // The event stream: appended to the engine's log, delivered from it.
+    let events_stop = CancellationToken::new();
+    let holder = format!("node-{}", uuid::Uuid::new_v4().simple());
+    let events_task = node
+        .events
+        .start(node.engine.clone(), holder, events_stop.clone());
+    if config.kafka.brokers().is_some() {
+        let consumer =
+            crate::kafka::lifecycle::LifecycleConsumer::new(node.clone(), config.kafka.clone())
+                .map_err(StartError::Kafka)?;
+        kafka_tasks.push(tokio::spawn(crate::kafka::watch_health(
+            node.kafka.clone(),
+            config.kafka.clone(),
+            consumer.lag_probe(),
+            kafka_stop.clone(),
+        )));
+        kafka_tasks.push(tokio::spawn(consumer.run(kafka_stop.clone())));
+        tracing::info!(
+            brokers = config.kafka.brokers(),
+            group = %config.kafka.group_id,
+            "kafka lifecycle consumer started"
+        );
+    }
     let journal_stop = CancellationToken::new();
     let journal_task = tokio::spawn(writer.run(journal_stop.clone(), Duration::from_secs(5)));
     let maintenance_stop = CancellationToken::new();
@@ -230,6 +266,9 @@ pub async fn start(config: Config, stop: CancellationToken) -> Result<Running, S
         maintenance_stop.clone(),
     ));
     tokio::spawn(sample_stats(node.clone(), maintenance_stop.clone()));
+    if node.engine.shared() {
+        tokio::spawn(sync_webhooks(node.clone(), maintenance_stop.clone()));
+    }
     let sweeper_stop = CancellationToken::new();
     let sweeper = tokio::spawn(node.clone().run_sweeper(sweeper_stop.clone()));
 
@@ -292,10 +331,37 @@ pub async fn start(config: Config, stop: CancellationToken) -> Result<Running, S
             tracing::error!("server error: {e}");
         }
         sweeper_stop.cancel();
-        // Events still waiting for webhook endpoints get a last chance.
-        let waiting = node2.webhooks.flush(WEBHOOK_FLUSH_AT_SHUTDOWN).await;
+        // The events of the shutdown reach the log and the endpoints; what
+        // is still waiting for an endpoint gets a last chance. (With several
+        // nodes, what this node leaves undelivered, the next lease holder
+        // delivers from the cursors.)
+        let flush_end = tokio::time::Instant::now() + WEBHOOK_FLUSH_AT_SHUTDOWN;
+        node2.events.settle(flush_end).await;
+        let waiting = node2
+            .webhooks
+            .flush(flush_end.saturating_duration_since(tokio::time::Instant::now()))
+            .await;
         if waiting > 0 {
             tracing::warn!(events = waiting, "webhook events not delivered at shutdown");
+        }
+        events_stop.cancel();
+        let _ = tokio::time::timeout(KAFKA_STOP, events_task).await;
+        // Lifecycle consumption stops (what was applied is committed), and the
+        // events of the shutdown get their chance to reach Kafka.
+        kafka_stop.cancel();
+        for t in kafka_tasks {
+            let _ = tokio::time::timeout(KAFKA_STOP, t).await;
+        }
+        if let Some(sink) = kafka_sink {
+            let left = tokio::task::spawn_blocking(move || sink.flush(KAFKA_STOP))
+                .await
+                .unwrap_or_default();
+            if left > 0 {
+                tracing::warn!(
+                    events = left,
+                    "presence events not delivered to Kafka at shutdown"
+                );
+            }
         }
         // Session ends and leaves of the shutdown are queued by now: write them.
         journal_stop.cancel();
@@ -331,6 +397,12 @@ async fn maintenance(store: Arc<dyn Store>, config: Arc<Config>, stop: Cancellat
             if let Err(e) = store.purge_sessions(before(db.activity_retention)).await {
                 tracing::warn!("session history purge failed (will retry): {e}");
             }
+            if let Err(e) = store
+                .purge_lifecycle_events(before(config.kafka.dedup_window))
+                .await
+            {
+                tracing::warn!("lifecycle eventId purge failed (will retry): {e}");
+            }
             match store.purge_activity(before(db.activity_retention)).await {
                 Ok(k) if k > 0 => tracing::info!(rows = k, "activity retention: purged"),
                 Ok(_) => {}
@@ -348,6 +420,24 @@ async fn maintenance(store: Arc<dyn Store>, config: Arc<Config>, stop: Cancellat
             }
         }
         n += 1;
+    }
+}
+
+/// How often a node of a cluster takes up the webhook endpoints other nodes
+/// saved or deleted.
+const WEBHOOK_SYNC: Duration = Duration::from_secs(1);
+
+async fn sync_webhooks(node: Arc<Node>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(WEBHOOK_SYNC);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        if let Err(e) = node.sync_webhooks().await {
+            tracing::debug!("webhook endpoints not synchronised (will retry): {e}");
+        }
     }
 }
 

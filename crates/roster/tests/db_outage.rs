@@ -4,57 +4,13 @@
 //! the queue bound). Above the bound, rows are dropped and counted, never waited on.
 
 mod common;
+use common::proxy::Proxy;
 use common::*;
 use serde_json::json;
 use sqlx::Connection;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const PG: &str = "postgres://postgres@127.0.0.1:5432/test";
-
-/// A TCP proxy to PostgreSQL that can be "unplugged".
-struct Proxy {
-    port: u16,
-    up: Arc<AtomicBool>,
-    conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
-}
-
-impl Proxy {
-    async fn start() -> Proxy {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let up = Arc::new(AtomicBool::new(true));
-        let conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Default::default();
-        let (up2, conns2) = (up.clone(), conns.clone());
-        tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                if !up2.load(Ordering::SeqCst) {
-                    drop(client); // unplugged: refuse by hanging up at once
-                    continue;
-                }
-                let task = tokio::spawn(async move {
-                    if let Ok(mut server) = tokio::net::TcpStream::connect("127.0.0.1:5432").await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                    }
-                });
-                conns2.lock().unwrap().push(task);
-            }
-        });
-        Proxy { port, up, conns }
-    }
-
-    fn unplug(&self) {
-        self.up.store(false, Ordering::SeqCst);
-        for t in self.conns.lock().unwrap().drain(..) {
-            t.abort();
-        }
-    }
-
-    fn plug(&self) {
-        self.up.store(true, Ordering::SeqCst);
-    }
-}
 
 async fn fresh_schema() -> String {
     let schema = format!("roster_outage_{}_{}", std::process::id(), rand_suffix());
@@ -145,7 +101,7 @@ async fn churn(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_keeps_working_while_postgres_is_down_and_no_row_is_lost() {
-    let proxy = Proxy::start().await;
+    let proxy = Proxy::start("127.0.0.1:5432").await;
     let schema = fresh_schema().await;
     let url = format!(
         "postgres://postgres@127.0.0.1:{}/test?options=-c%20search_path%3D{schema}",
@@ -221,7 +177,7 @@ async fn presence_keeps_working_while_postgres_is_down_and_no_row_is_lost() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn above_the_queue_bound_rows_are_dropped_and_counted_never_waited_on() {
-    let proxy = Proxy::start().await;
+    let proxy = Proxy::start("127.0.0.1:5432").await;
     let schema = fresh_schema().await;
     let url = format!(
         "postgres://postgres@127.0.0.1:{}/test?options=-c%20search_path%3D{schema}",
@@ -394,7 +350,7 @@ async fn await_metric(s: &Server, name: &str, want: f64, within: Duration) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_database_health_gauge_follows_an_outage() {
-    let proxy = Proxy::start().await;
+    let proxy = Proxy::start("127.0.0.1:5432").await;
     let schema = fresh_schema().await;
     let url = format!(
         "postgres://postgres@127.0.0.1:{}/test?options=-c%20search_path%3D{schema}",

@@ -2,7 +2,7 @@
 
 mod common;
 use common::*;
-use serde_json::json;
+use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 #[tokio::test]
@@ -130,6 +130,49 @@ async fn lifecycle_needs_the_service_role_and_a_valid_body() {
         assert!(
             e["error"]["message"].as_str().unwrap().contains(field),
             "{body}: {e}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_event_id_applies_once_and_a_bad_one_is_refused() {
+    let s = Server::start().await;
+    let svc = s.token_full("etl", "acme", &["service"], None);
+    let post = |event_id: Value| {
+        let body = json!({"type": "MUTATED", "entity": "Order", "id": 8, "userId": "etl", "eventId": event_id});
+        s.rest("POST", "/api/v1/lifecycle", &svc, Some(body))
+    };
+    let (code, body) = post(json!("e-1")).await;
+    assert_eq!((code, body["version"].clone()), (202, json!(1)), "{body}");
+    let (code, body) = post(json!("e-1")).await;
+    assert_eq!(
+        (code, body["version"].clone()),
+        (200, json!(1)),
+        "applied once: {body}"
+    );
+    let (code, body) = post(json!("e-2")).await;
+    assert_eq!((code, body["version"].clone()), (202, json!(2)), "{body}");
+    // Another tenant's e-1 is another event.
+    let other = s.token_full("etl", "other", &["service"], None);
+    let (code, _) = s
+        .rest("POST", "/api/v1/lifecycle", &other,
+            Some(json!({"type": "MUTATED", "entity": "Order", "id": 8, "userId": "etl", "eventId": "e-1"})))
+        .await;
+    assert_eq!(code, 202);
+    // Each is an invalid field (422) naming it.
+    for (bad, want) in [
+        (json!(""), 422),
+        (json!("x".repeat(201)), 422),
+        (json!(7), 422),
+    ] {
+        let (code, body) = post(bad.clone()).await;
+        assert_eq!(code, want, "{bad}: {body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("eventId"),
+            "{body}"
         );
     }
 }

@@ -196,6 +196,26 @@ fn bad_configuration_stops_start_up_with_a_message_naming_key_value_and_expectat
         ),
         (&["serve"], &[("ROSTER_LOG_FORMAT", "xml")], &["log.format"]),
         (
+            &["serve"],
+            &[("ROSTER_KAFKA_BROKERS", "kafka.internal")],
+            &["kafka.brokers", "kafka.internal", "host:port"],
+        ),
+        (
+            &["serve"],
+            &[("ROSTER_KAFKA_MUTATING_TOPIC", "orders changing!")],
+            &["kafka.mutating_topic", "orders changing!", "topic name"],
+        ),
+        (
+            &["serve"],
+            &[("ROSTER_KAFKA_EVENTS_TOPIC", "a/b")],
+            &["kafka.events_topic", "a/b"],
+        ),
+        (
+            &["serve"],
+            &[("ROSTER_KAFKA_RETRY_BACKOFF", "1s,soon")],
+            &["kafka.retry_backoff", "soon"],
+        ),
+        (
             &["serve", "--listen", "nowhere:port"],
             &[],
             &["listen", "nowhere:port"],

@@ -118,6 +118,7 @@ conformance!(
     room_list_filters_and_keyset_pages,
     room_types_upsert_list_delete,
     webhooks_upsert_list_delete,
+    lifecycle_event_ids_per_tenant_until_purged,
     participants_upsert_list_delete,
     write_batch_is_all_or_nothing,
     session_history_start_end_filters_and_pages,
@@ -578,6 +579,45 @@ async fn webhooks_upsert_list_delete(store: Arc<dyn Store>) {
     assert!(store.delete_webhook("t", "wh_a").await.expect("delete"));
     assert!(!store.delete_webhook("t", "wh_a").await.expect("again"));
     assert_eq!(store.all_webhooks().await.expect("all").len(), 2);
+}
+
+async fn lifecycle_event_ids_per_tenant_until_purged(store: Arc<dyn Store>) {
+    assert!(!store.lifecycle_applied("t", "e1").await.unwrap());
+    assert!(store
+        .mark_lifecycle_applied("t", "e1", 1_000)
+        .await
+        .unwrap());
+    assert!(
+        !store
+            .mark_lifecycle_applied("t", "e1", 2_000)
+            .await
+            .unwrap(),
+        "once"
+    );
+    assert!(store.lifecycle_applied("t", "e1").await.unwrap());
+    assert!(
+        !store.lifecycle_applied("u", "e1").await.unwrap(),
+        "per tenant"
+    );
+    assert!(store
+        .mark_lifecycle_applied("u", "e1", 5_000)
+        .await
+        .unwrap());
+    assert!(store
+        .mark_lifecycle_applied("t", "it's; DROP TABLE x--", 5_000)
+        .await
+        .unwrap());
+    assert_eq!(
+        store.purge_lifecycle_events(2_000).await.unwrap(),
+        1,
+        "the first mark's time"
+    );
+    assert!(!store.lifecycle_applied("t", "e1").await.unwrap());
+    assert!(store.lifecycle_applied("u", "e1").await.unwrap());
+    assert!(store
+        .lifecycle_applied("t", "it's; DROP TABLE x--")
+        .await
+        .unwrap());
 }
 
 async fn participants_upsert_list_delete(store: Arc<dyn Store>) {

@@ -2,7 +2,7 @@
 //! behind its own mutex so no lock serialises unrelated rooms. No lock is held
 //! across an `.await`: every method is synchronous inside.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -14,8 +14,8 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use super::{
-    Cluster, EngineError, Locks, Outbox, Outgoing, Presence, RoomPatch, RoomSummary, Rooms,
-    SubMode, UserChange, UserRecord, Users,
+    Cluster, EngineError, EventLog, Locks, Outbox, Outgoing, Presence, RoomPatch, RoomSummary,
+    Rooms, SubMode, UserChange, UserRecord, Users,
 };
 use crate::clock::Clock;
 use crate::core::error::CoreError;
@@ -46,6 +46,17 @@ pub struct MemoryEngine {
     users: DashMap<UserRef, UserEntry>,
     outbox: Arc<dyn Outbox>,
     clock: Clock,
+    /// The event stream's log, per tenant.
+    events: DashMap<TenantId, Arc<Mutex<TenantLog>>>,
+}
+
+/// One tenant's event log (the Redis engine keeps the same in a stream).
+#[derive(Default)]
+struct TenantLog {
+    last: u64,
+    events: std::collections::VecDeque<(u64, String)>,
+    cursors: HashMap<String, u64>,
+    lease: Option<(String, Instant)>,
 }
 
 impl MemoryEngine {
@@ -55,7 +66,12 @@ impl MemoryEngine {
             users: DashMap::new(),
             outbox,
             clock,
+            events: DashMap::new(),
         }
+    }
+
+    fn log(&self, tenant: &TenantId) -> Arc<Mutex<TenantLog>> {
+        self.events.entry(tenant.clone()).or_default().clone()
     }
 
     fn get(&self, id: &RoomId) -> Option<Arc<Mutex<Room>>> {
@@ -571,3 +587,106 @@ impl Users for MemoryEngine {
 
 #[async_trait]
 impl Cluster for MemoryEngine {}
+
+#[async_trait]
+impl EventLog for MemoryEngine {
+    async fn append_events(
+        &self,
+        tenant: &TenantId,
+        events: &[String],
+        limit: usize,
+    ) -> Result<u64, EngineError> {
+        let log = self.log(tenant);
+        let mut log = log.lock();
+        let first = log.last + 1;
+        for e in events {
+            log.last += 1;
+            let n = log.last;
+            log.events.push_back((n, e.clone()));
+        }
+        while log.events.len() > limit.max(1) {
+            log.events.pop_front();
+        }
+        Ok(first)
+    }
+
+    async fn read_events(
+        &self,
+        tenant: &TenantId,
+        after: u64,
+        max: usize,
+    ) -> Result<Vec<(u64, String)>, EngineError> {
+        let Some(log) = self.events.get(tenant).map(|l| l.clone()) else {
+            return Ok(vec![]);
+        };
+        let log = log.lock();
+        Ok(log
+            .events
+            .iter()
+            .filter(|(n, _)| *n > after)
+            .take(max)
+            .cloned()
+            .collect())
+    }
+
+    async fn event_head(&self, tenant: &TenantId) -> Result<u64, EngineError> {
+        Ok(self.events.get(tenant).map(|l| l.lock().last).unwrap_or(0))
+    }
+
+    async fn event_tenants(&self) -> Result<Vec<TenantId>, EngineError> {
+        Ok(self.events.iter().map(|e| e.key().clone()).collect())
+    }
+
+    async fn hold_event_lease(
+        &self,
+        tenant: &TenantId,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool, EngineError> {
+        let now = self.clock.now();
+        let log = self.log(tenant);
+        let mut log = log.lock();
+        match &log.lease {
+            Some((h, until)) if h != holder && *until > now => Ok(false),
+            _ => {
+                log.lease = Some((holder.to_string(), now + ttl));
+                Ok(true)
+            }
+        }
+    }
+
+    async fn release_event_lease(
+        &self,
+        tenant: &TenantId,
+        holder: &str,
+    ) -> Result<(), EngineError> {
+        if let Some(log) = self.events.get(tenant).map(|l| l.clone()) {
+            let mut log = log.lock();
+            if log.lease.as_ref().is_some_and(|(h, _)| h == holder) {
+                log.lease = None;
+            }
+        }
+        Ok(())
+    }
+
+    async fn event_cursor(&self, tenant: &TenantId, consumer: &str) -> Result<u64, EngineError> {
+        Ok(self
+            .events
+            .get(tenant)
+            .and_then(|l| l.lock().cursors.get(consumer).copied())
+            .unwrap_or(0))
+    }
+
+    async fn set_event_cursor(
+        &self,
+        tenant: &TenantId,
+        consumer: &str,
+        seq: u64,
+    ) -> Result<(), EngineError> {
+        let log = self.log(tenant);
+        let mut log = log.lock();
+        let c = log.cursors.entry(consumer.to_string()).or_default();
+        *c = (*c).max(seq);
+        Ok(())
+    }
+}

@@ -503,8 +503,55 @@ pub trait Cluster: Send + Sync + 'static {
     }
 }
 
+/// The presence event stream's log (SPEC §7, `events/`): per tenant, one
+/// sequence without gaps across every node, the events in it (the newest
+/// `limit`), each consumer's cursor, and a lease that lets one node at a time
+/// deliver a tenant's events. Events are opaque JSON here.
+#[async_trait]
+pub trait EventLog: Send + Sync + 'static {
+    /// Appends the tenant's events in order, numbering them; returns the
+    /// first number given (the others follow it). Keeps the newest `limit`.
+    async fn append_events(
+        &self,
+        tenant: &TenantId,
+        events: &[String],
+        limit: usize,
+    ) -> Result<u64, EngineError>;
+    /// Up to `max` events numbered above `after`, in order.
+    async fn read_events(
+        &self,
+        tenant: &TenantId,
+        after: u64,
+        max: usize,
+    ) -> Result<Vec<(u64, String)>, EngineError>;
+    /// The number of the tenant's newest event (0: none yet).
+    async fn event_head(&self, tenant: &TenantId) -> Result<u64, EngineError>;
+    /// Every tenant with a log.
+    async fn event_tenants(&self) -> Result<Vec<TenantId>, EngineError>;
+    /// Takes the tenant's delivery lease for `holder`, or keeps it if it holds
+    /// it, for `ttl`; `false` if another holder has it.
+    async fn hold_event_lease(
+        &self,
+        tenant: &TenantId,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool, EngineError>;
+    /// Gives the lease up, if `holder` has it.
+    async fn release_event_lease(&self, tenant: &TenantId, holder: &str)
+        -> Result<(), EngineError>;
+    /// The last event a consumer took (0: none).
+    async fn event_cursor(&self, tenant: &TenantId, consumer: &str) -> Result<u64, EngineError>;
+    /// Moves the consumer's cursor forward to `seq` (never back).
+    async fn set_event_cursor(
+        &self,
+        tenant: &TenantId,
+        consumer: &str,
+        seq: u64,
+    ) -> Result<(), EngineError>;
+}
+
 /// The whole engine, as the node holds it (`Arc<dyn Engine>`): every small
 /// trait above. Implemented for whatever implements them all.
-pub trait Engine: Rooms + Presence + Locks + Users + Cluster {}
+pub trait Engine: Rooms + Presence + Locks + Users + Cluster + EventLog {}
 
-impl<T: Rooms + Presence + Locks + Users + Cluster> Engine for T {}
+impl<T: Rooms + Presence + Locks + Users + Cluster + EventLog> Engine for T {}

@@ -504,3 +504,34 @@ local rec = redis.call('HGETALL', R)
 local rooms = redis.call('SMEMBERS', R .. ':r')
 redis.call('DEL', R, R .. ':r')
 return { rec, rooms }
+
+--@@ append_events
+-- KEYS[1] = "<prefix>:ev:{<tenant>}", the tenant's event stream (entry id
+-- "<seq>-0"). ARGV[1] = entries kept, ARGV[2..] = the events, in order.
+-- Answers the first number given.
+local n = #ARGV - 1
+local last = redis.call('INCRBY', k('seq'), n)
+local first = last - n + 1
+for i = 2, #ARGV do
+  redis.call('XADD', R, 'MAXLEN', '~', ARGV[1], (first + i - 2) .. '-0', 'e', ARGV[i])
+end
+return first
+
+--@@ hold_lease
+-- ARGV[1] = holder, ARGV[2] = ttl ms. 1 if the holder has the lease now.
+local cur = redis.call('GET', k('lease'))
+if cur == false or cur == ARGV[1] then
+  redis.call('SET', k('lease'), ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+
+--@@ release_lease
+if redis.call('GET', k('lease')) == ARGV[1] then redis.call('DEL', k('lease')) end
+return 1
+
+--@@ set_cursor
+-- ARGV[1] = consumer, ARGV[2] = seq: the cursor only moves forward.
+local cur = tonumber(redis.call('HGET', k('cur'), ARGV[1]) or '0')
+if tonumber(ARGV[2]) > cur then redis.call('HSET', k('cur'), ARGV[1], ARGV[2]) end
+return 1

@@ -22,8 +22,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::{
-    Cluster, DeadSession, EngineError, EngineEvent, Locks, Outbox, Outgoing, Presence, RoomPatch,
-    RoomSummary, Rooms, SessionsAsked, SubMode, UserChange, UserRecord, Users,
+    Cluster, DeadSession, EngineError, EngineEvent, EventLog, Locks, Outbox, Outgoing, Presence,
+    RoomPatch, RoomSummary, Rooms, SessionsAsked, SubMode, UserChange, UserRecord, Users,
 };
 use crate::clock::Clock;
 use crate::core::diff::{plan, Op, Plan};
@@ -671,6 +671,14 @@ impl Inner {
     }
     fn ctl_channel(&self) -> String {
         format!("{}:ctl", self.prefix)
+    }
+    /// A tenant's event log: the stream itself; `:seq` its last number,
+    /// `:cur` consumer → cursor, `:lease` the delivering node (one slot).
+    fn events_key(&self, t: &TenantId) -> String {
+        format!("{}:ev:{{{}}}", self.prefix, t)
+    }
+    fn event_tenants_key(&self) -> String {
+        format!("{}:evtenants", self.prefix)
     }
     /// node id → the deadline (ms) its sessions were last kept alive until.
     fn nodes_key(&self) -> String {
@@ -1972,6 +1980,145 @@ impl Users for RedisEngine {
 }
 
 #[async_trait]
+impl EventLog for RedisEngine {
+    async fn append_events(
+        &self,
+        tenant: &TenantId,
+        events: &[String],
+        limit: usize,
+    ) -> Result<u64, EngineError> {
+        let i = &self.inner;
+        let mut args = vec![limit.max(1).to_string()];
+        args.extend(events.iter().cloned());
+        let first = i
+            .script("append_events", &i.events_key(tenant), &args)
+            .await
+            .map_err(unavailable)?;
+        // Another slot than the log's: a second command (Cluster).
+        let _: () = i
+            .cmd(
+                redis::cmd("SADD")
+                    .arg(i.event_tenants_key())
+                    .arg(tenant.as_str()),
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(int(&first) as u64)
+    }
+
+    async fn read_events(
+        &self,
+        tenant: &TenantId,
+        after: u64,
+        max: usize,
+    ) -> Result<Vec<(u64, String)>, EngineError> {
+        let i = &self.inner;
+        let entries: Vec<(String, Vec<(String, String)>)> = i
+            .cmd(
+                redis::cmd("XRANGE")
+                    .arg(i.events_key(tenant))
+                    .arg(format!("{}-0", after + 1))
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(max),
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(entries
+            .into_iter()
+            .filter_map(|(id, fields)| {
+                let n = id.split('-').next()?.parse().ok()?;
+                let e = fields.into_iter().find(|(k, _)| k == "e")?.1;
+                Some((n, e))
+            })
+            .collect())
+    }
+
+    async fn event_head(&self, tenant: &TenantId) -> Result<u64, EngineError> {
+        let i = &self.inner;
+        let v: Option<u64> = i
+            .cmd(redis::cmd("GET").arg(format!("{}:seq", i.events_key(tenant))))
+            .await
+            .map_err(unavailable)?;
+        Ok(v.unwrap_or(0))
+    }
+
+    async fn event_tenants(&self) -> Result<Vec<TenantId>, EngineError> {
+        let i = &self.inner;
+        let v: Vec<String> = i
+            .cmd(redis::cmd("SMEMBERS").arg(i.event_tenants_key()))
+            .await
+            .map_err(unavailable)?;
+        Ok(v.iter().filter_map(|t| TenantId::parse(t).ok()).collect())
+    }
+
+    async fn hold_event_lease(
+        &self,
+        tenant: &TenantId,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool, EngineError> {
+        let i = &self.inner;
+        let ms = ttl.as_millis().max(1).to_string();
+        let v = i
+            .script(
+                "hold_lease",
+                &i.events_key(tenant),
+                &[holder.to_string(), ms],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(int(&v) == 1)
+    }
+
+    async fn release_event_lease(
+        &self,
+        tenant: &TenantId,
+        holder: &str,
+    ) -> Result<(), EngineError> {
+        let i = &self.inner;
+        i.script(
+            "release_lease",
+            &i.events_key(tenant),
+            &[holder.to_string()],
+        )
+        .await
+        .map(drop)
+        .map_err(unavailable)
+    }
+
+    async fn event_cursor(&self, tenant: &TenantId, consumer: &str) -> Result<u64, EngineError> {
+        let i = &self.inner;
+        let v: Option<u64> = i
+            .cmd(
+                redis::cmd("HGET")
+                    .arg(format!("{}:cur", i.events_key(tenant)))
+                    .arg(consumer),
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(v.unwrap_or(0))
+    }
+
+    async fn set_event_cursor(
+        &self,
+        tenant: &TenantId,
+        consumer: &str,
+        seq: u64,
+    ) -> Result<(), EngineError> {
+        let i = &self.inner;
+        i.script(
+            "set_cursor",
+            &i.events_key(tenant),
+            &[consumer.to_string(), seq.to_string()],
+        )
+        .await
+        .map(drop)
+        .map_err(unavailable)
+    }
+}
+
+#[async_trait]
 impl Cluster for RedisEngine {
     fn healthy(&self) -> bool {
         self.inner.healthy.load(Ordering::SeqCst)
@@ -2492,6 +2639,10 @@ mod tests {
         let s = Scripts::load();
         for name in [
             "join",
+            "append_events",
+            "hold_lease",
+            "release_lease",
+            "set_cursor",
             "leave",
             "set_state",
             "touch",
@@ -2517,7 +2668,7 @@ mod tests {
         ] {
             assert!(s.0.contains_key(name), "{name}");
         }
-        assert_eq!(s.0.len(), 23);
+        assert_eq!(s.0.len(), 27);
     }
 
     #[test]

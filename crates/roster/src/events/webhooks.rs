@@ -28,7 +28,7 @@ use sha2::Sha256;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::{EventConsumer, PresenceEvent};
+use super::{Acks, EventConsumer, PresenceEvent};
 use crate::clock::iso;
 use crate::config::WebhooksConfig;
 use crate::ids::TenantId;
@@ -118,24 +118,49 @@ struct Endpoint {
     dropped: AtomicU64,
     last_error: Mutex<Option<String>>,
     failures: Mutex<VecDeque<DeliveryFailure>>,
+    /// Where this endpoint's cursor is acknowledged (the stream's, set at
+    /// the first offer).
+    acks: Mutex<Option<Acks>>,
+    /// The newest event skipped by the filter while others were queued: the
+    /// cursor moves past it once the queue is empty.
+    skipped_to: AtomicU64,
 }
 
 impl Endpoint {
-    fn offer(&self, e: &Arc<PresenceEvent>, cap: usize) {
+    /// `false`: the queue is full (the event stays in the log for later).
+    fn offer(&self, e: &Arc<PresenceEvent>, cap: usize, acks: &Acks) -> bool {
+        if self.acks.lock().is_none() {
+            *self.acks.lock() = Some(acks.clone());
+        }
+        let mut q = self.queue.lock();
         if !self.spec.wants(&e.kind) {
-            return;
-        }
-        {
-            let mut q = self.queue.lock();
-            if q.len() >= cap {
-                drop(q);
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!(m::WEBHOOK_EVENTS, "outcome" => "dropped").increment(1);
-                return;
+            if q.is_empty() {
+                acks.ack(&self.spec.tenant, &self.spec.id, e.seq);
+            } else {
+                self.skipped_to.fetch_max(e.seq, Ordering::Relaxed);
             }
-            q.push_back(e.clone());
+            return true;
         }
+        if q.len() >= cap {
+            return false;
+        }
+        q.push_back(e.clone());
+        drop(q);
         self.wake.notify_one();
+        true
+    }
+
+    /// The batch ending at `last` is done (delivered or given up on).
+    fn done(&self, last: u64) {
+        let empty = self.queue.lock().is_empty();
+        let upto = if empty {
+            last.max(self.skipped_to.load(Ordering::Relaxed))
+        } else {
+            last
+        };
+        if let Some(a) = &*self.acks.lock() {
+            a.ack(&self.spec.tenant, &self.spec.id, upto);
+        }
     }
 
     fn stats(&self) -> DeliveryStats {
@@ -189,6 +214,8 @@ impl Webhooks {
             dropped: AtomicU64::new(0),
             last_error: Mutex::new(None),
             failures: Mutex::new(VecDeque::new()),
+            acks: Mutex::new(None),
+            skipped_to: AtomicU64::new(0),
         });
         // Tenant list first, then the old endpoint's queue: an event offered in
         // between goes to one of the two and is moved over with the rest.
@@ -243,6 +270,14 @@ impl Webhooks {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Every running endpoint, as (tenant, id).
+    pub fn all_ids(&self) -> Vec<(TenantId, String)> {
+        self.endpoints
+            .iter()
+            .map(|e| (e.spec.tenant.clone(), e.spec.id.clone()))
+            .collect()
     }
 
     /// An endpoint of `tenant` with what it did so far.
@@ -319,6 +354,7 @@ impl Webhooks {
                 let n = batch.len().min(q.len());
                 q.drain(..n);
             }
+            ep.done(batch.last().map(|e| e.seq).unwrap_or(0));
             let n = batch.len() as u64;
             match result {
                 Ok(()) => {
@@ -377,10 +413,28 @@ impl EventConsumer for Webhooks {
         self.by_tenant.get(tenant).is_some_and(|l| !l.is_empty())
     }
 
-    fn event(&self, tenant: &TenantId, e: &Arc<PresenceEvent>) {
+    fn queues(&self, tenant: &TenantId) -> Vec<String> {
+        self.by_tenant
+            .get(tenant)
+            .map(|l| l.iter().map(|ep| ep.spec.id.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    fn offer(&self, tenant: &TenantId, queue: &str, e: &Arc<PresenceEvent>, acks: &Acks) -> bool {
+        match self
+            .endpoints
+            .get(queue)
+            .filter(|ep| &ep.spec.tenant == tenant)
+        {
+            Some(ep) => ep.offer(e, self.cfg.queue_size, acks),
+            None => true, // removed meanwhile
+        }
+    }
+
+    fn reset(&self, tenant: &TenantId) {
         if let Some(list) = self.by_tenant.get(tenant) {
             for ep in list.iter() {
-                ep.offer(e, self.cfg.queue_size);
+                ep.queue.lock().clear();
             }
         }
     }

@@ -217,6 +217,9 @@ async fn readyz(State(app): State<AppState>) -> Response {
             "presence engine (Redis) unreachable",
         )
             .into_response()
+    } else if let Some(problem) = app.node.kafka.problem() {
+        // Presence keeps serving without Kafka: ready, and saying why not quite.
+        format!("ready; kafka: {problem}").into_response()
     } else {
         "ready".into_response()
     }

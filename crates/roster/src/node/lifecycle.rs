@@ -59,3 +59,119 @@ impl Node {
         }
     }
 }
+
+/// What became of a lifecycle event that carries an `eventId`.
+#[derive(Debug)]
+pub enum Applied {
+    /// Applied now: the entity's state it left.
+    Now(crate::core::room::EntityView),
+    /// Applied before (within `kafka.dedup_window`): nothing done; the state now.
+    Before(crate::core::room::EntityView),
+}
+
+/// A lifecycle event as both ways in (REST, Kafka) carry it, before it is
+/// checked: the room is `<entity>:<id>` in the tenant.
+pub struct LifecycleInput<'a> {
+    pub tenant: TenantId,
+    pub entity: &'a str,
+    pub id: &'a Value,
+    pub user_id: &'a str,
+    pub event_id: Option<&'a str>,
+}
+
+/// A checked lifecycle event.
+#[derive(Debug)]
+pub struct LifecycleTarget {
+    pub room: RoomId,
+    pub by: UserId,
+    pub event_id: Option<String>,
+}
+
+/// Longest `eventId` kept for deduplication.
+pub const MAX_EVENT_ID: usize = 200;
+
+impl LifecycleInput<'_> {
+    /// The one check of a lifecycle event's fields; the error names the field.
+    pub fn check(self) -> Result<LifecycleTarget, String> {
+        let id = match self.id {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            _ => return Err("field `id`: expected a string or number".into()),
+        };
+        let key = RoomKey::from_entity(self.entity, &id)
+            .map_err(|e| format!("field `entity`/`id`: {}", e.0))?;
+        let by = UserId::parse(self.user_id).map_err(|e| format!("field `userId`: {}", e.0))?;
+        let event_id = match self.event_id {
+            Some(e) if e.is_empty() || e.len() > MAX_EVENT_ID => {
+                return Err(format!(
+                    "field `eventId`: expected 1 to {MAX_EVENT_ID} bytes"
+                ))
+            }
+            e => e.map(String::from),
+        };
+        Ok(LifecycleTarget {
+            room: RoomId {
+                tenant: self.tenant,
+                key,
+            },
+            by,
+            event_id,
+        })
+    }
+}
+
+impl Node {
+    /// Whether the tenant's lifecycle event was applied before (the store's
+    /// window of `kafka.dedup_window`).
+    pub async fn lifecycle_applied(
+        &self,
+        tenant: &TenantId,
+        event_id: &str,
+    ) -> Result<bool, crate::store::StoreError> {
+        self.store
+            .lifecycle_applied(tenant.as_str(), event_id)
+            .await
+    }
+
+    /// Remembers that the event was applied.
+    pub async fn mark_lifecycle_applied(
+        &self,
+        tenant: &TenantId,
+        event_id: &str,
+    ) -> Result<(), crate::store::StoreError> {
+        let now = unix_ms(self.clock.wall_now());
+        self.store
+            .mark_lifecycle_applied(tenant.as_str(), event_id, now)
+            .await
+            .map(drop)
+    }
+
+    /// A lifecycle event applied once per `eventId` (REST): a repeat within
+    /// the window changes nothing and answers the state now. An event without
+    /// an id is always applied. If remembering the id fails after the apply,
+    /// the error is returned and a retry applies it again (at least once).
+    pub async fn lifecycle_once(
+        &self,
+        t: &LifecycleTarget,
+        mutating: bool,
+    ) -> Result<Applied, super::admin::AdminError> {
+        if let Some(id) = &t.event_id {
+            if self.lifecycle_applied(&t.room.tenant, id).await? {
+                let now = self.engine.room(&t.room).await?.map(|r| r.entity);
+                return Ok(Applied::Before(now.unwrap_or_else(|| {
+                    crate::core::room::EntityView {
+                        room: t.room.key.to_string(),
+                        stale: false,
+                        busy_by: None,
+                        version: 0,
+                    }
+                })));
+            }
+        }
+        let view = self.lifecycle(&t.room, mutating, t.by.clone()).await?;
+        if let Some(id) = &t.event_id {
+            self.mark_lifecycle_applied(&t.room.tenant, id).await?;
+        }
+        Ok(Applied::Now(view))
+    }
+}

@@ -13,7 +13,7 @@
 pub mod admin;
 pub mod gauges;
 pub mod hub;
-mod lifecycle;
+pub mod lifecycle;
 mod locks;
 pub mod queries;
 pub mod records;
@@ -120,6 +120,12 @@ pub struct Node {
     sinks: transitions::Sinks,
     /// The presence event stream's webhook endpoints (`webhooks.rs`).
     pub(crate) webhooks: Arc<crate::events::webhooks::Webhooks>,
+    /// The presence event stream: its consumers are the webhooks and, where
+    /// configured, the Kafka sink (`server.rs` adds it).
+    pub(crate) events: Arc<crate::events::EventStream>,
+    /// Whether the Kafka brokers answer (`/readyz`, `/metrics`); never asked
+    /// when Kafka is off.
+    pub kafka: Arc<crate::kafka::KafkaHealth>,
 }
 
 impl Node {
@@ -132,6 +138,7 @@ impl Node {
         store: Arc<dyn Store>,
     ) -> Arc<Self> {
         let config_webhooks = config.webhooks.clone();
+        let log_limit = config.webhooks.queue_size;
         let node = Arc::new(Self {
             config,
             clock,
@@ -151,11 +158,12 @@ impl Node {
             shutting_down: AtomicBool::new(false),
             sinks: transitions::Sinks::default(),
             webhooks: crate::events::webhooks::Webhooks::new(config_webhooks),
+            events: Arc::new(crate::events::EventStream::new(log_limit)),
+            kafka: Default::default(),
         });
         // The event stream: every transition numbered per tenant, to webhooks.
-        let events = Arc::new(crate::events::EventStream::default());
-        events.add_consumer(node.webhooks.clone());
-        node.add_sink(events);
+        node.events.add_consumer(node.webhooks.clone());
+        node.add_sink(node.events.clone());
         node.schedule(
             clock.now() + node.timing().heartbeat_interval.0,
             Deadline::PingAll,

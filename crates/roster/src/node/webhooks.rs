@@ -53,7 +53,45 @@ impl Node {
             None,
             json!({"id": spec.id, "url": spec.url, "events": spec.events}),
         );
+        // A new endpoint starts at the tenant's newest event: it is not sent
+        // what happened before it existed.
+        if self.webhooks.get(&spec.tenant, &spec.id).is_none() {
+            let head = self.engine.event_head(&spec.tenant).await?;
+            self.engine
+                .set_event_cursor(&spec.tenant, &spec.id, head)
+                .await?;
+        }
         self.webhooks.upsert(spec);
+        Ok(())
+    }
+
+    /// Takes up endpoints other nodes saved or deleted (several nodes share
+    /// the database): the stored set replaces the running one.
+    pub async fn sync_webhooks(&self) -> Result<(), StoreError> {
+        let stored = self.store.all_webhooks().await?;
+        let mut keep = std::collections::HashSet::new();
+        for w in stored {
+            let Ok(tenant) = TenantId::parse(&w.tenant) else {
+                continue;
+            };
+            keep.insert((tenant.clone(), w.id.clone()));
+            let spec = WebhookSpec {
+                id: w.id,
+                tenant,
+                url: w.url,
+                secret: w.secret,
+                events: w.events.map(|e| e.into_iter().collect()),
+                created_at: w.created_at,
+            };
+            if self.webhooks.get(&spec.tenant, &spec.id).map(|(s, _)| s) != Some(spec.clone()) {
+                self.webhooks.upsert(spec);
+            }
+        }
+        for (tenant, id) in self.webhooks.all_ids() {
+            if !keep.contains(&(tenant.clone(), id.clone())) {
+                self.webhooks.remove(&tenant, &id);
+            }
+        }
         Ok(())
     }
 

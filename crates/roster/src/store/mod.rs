@@ -16,6 +16,7 @@
 //! integers and compare them the same way. Every read is scoped by tenant.
 
 mod activity;
+mod lifecycle;
 mod postgres;
 mod rooms;
 mod sessions;
@@ -397,6 +398,19 @@ pub trait Store: Send + Sync {
     async fn delete_webhook(&self, tenant: &str, id: &str) -> Result<bool, StoreError>;
     /// Every tenant's endpoints (start-up).
     async fn all_webhooks(&self) -> Result<Vec<StoredWebhook>, StoreError>;
+
+    /// Whether the tenant's lifecycle event `event_id` was applied (within the
+    /// kept window).
+    async fn lifecycle_applied(&self, tenant: &str, event_id: &str) -> Result<bool, StoreError>;
+    /// Records that it was applied; `false` if it already was.
+    async fn mark_lifecycle_applied(
+        &self,
+        tenant: &str,
+        event_id: &str,
+        at: UnixMs,
+    ) -> Result<bool, StoreError>;
+    /// Forgets events applied before `older_than` (every tenant); returns how many.
+    async fn purge_lifecycle_events(&self, older_than: UnixMs) -> Result<u64, StoreError>;
 
     /// Applies every op in one transaction: all or nothing.
     async fn write_batch(&self, ops: &[WriteOp]) -> Result<(), StoreError>;

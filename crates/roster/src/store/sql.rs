@@ -15,9 +15,10 @@ use async_trait::async_trait;
 use futures_util::stream::BoxStream;
 
 use super::{
-    activity, rooms, sessions, stats, webhooks, ActivityFilter, ActivityRow, ActivityStats, Bucket,
-    Participant, RoomAudit, RoomFilter, SessionFilter, SessionRecord, StatBucket, StatsOverview,
-    Store, StoreError, StoredRoom, StoredRoomType, StoredWebhook, UnixMs, WriteOp, MAX_PAGE,
+    activity, lifecycle, rooms, sessions, stats, webhooks, ActivityFilter, ActivityRow,
+    ActivityStats, Bucket, Participant, RoomAudit, RoomFilter, SessionFilter, SessionRecord,
+    StatBucket, StatsOverview, Store, StoreError, StoredRoom, StoredRoomType, StoredWebhook,
+    UnixMs, WriteOp, MAX_PAGE,
 };
 
 /// A bound parameter. `None` binds a typed NULL (PostgreSQL needs the type).
@@ -337,6 +338,20 @@ impl Store for SqlStore {
     }
     async fn all_webhooks(&self) -> Result<Vec<StoredWebhook>, StoreError> {
         webhooks::all_webhooks(&*self.db).await
+    }
+    async fn lifecycle_applied(&self, tenant: &str, event_id: &str) -> Result<bool, StoreError> {
+        lifecycle::lifecycle_applied(&*self.db, tenant, event_id).await
+    }
+    async fn mark_lifecycle_applied(
+        &self,
+        tenant: &str,
+        event_id: &str,
+        at: UnixMs,
+    ) -> Result<bool, StoreError> {
+        lifecycle::mark_lifecycle_applied(&*self.db, tenant, event_id, at).await
+    }
+    async fn purge_lifecycle_events(&self, older_than: UnixMs) -> Result<u64, StoreError> {
+        lifecycle::purge_lifecycle_events(&*self.db, older_than).await
     }
 
     async fn write_batch(&self, ops: &[WriteOp]) -> Result<(), StoreError> {

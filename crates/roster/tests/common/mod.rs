@@ -3,6 +3,8 @@
 //! same secret, and talks to it with `roster-client` and plain HTTP.
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};

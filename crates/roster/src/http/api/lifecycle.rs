@@ -6,11 +6,14 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde::Deserialize;
 
+use axum::http::StatusCode;
+
 use super::{ApiError, ApiJson, ApiResult, Caller};
 use crate::core::error::ErrorCode;
 use crate::core::room::EntityView;
 use crate::http::AppState;
-use crate::ids::{RoomId, RoomKey, UserId};
+use crate::ids::UserId;
+use crate::node::lifecycle::{Applied, LifecycleInput};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/lifecycle", post(lifecycle))
@@ -39,6 +42,12 @@ pub struct LifecycleEvent {
     /// Who changes it (shown as `busyBy`).
     #[schema(value_type = UserId)]
     pub user_id: String,
+    /// The event's unique id: an event with an id already applied (within
+    /// `kafka.dedup_window`, across restarts) changes nothing and is answered
+    /// `200` with the state now. The Kafka lifecycle topics share the window.
+    #[serde(default)]
+    #[schema(min_length = 1, max_length = 200, example = "etl-7f3a")]
+    pub event_id: Option<String>,
 }
 
 /// A record's id in `POST /lifecycle`: a string or an integer.
@@ -54,34 +63,27 @@ pub enum EntityId {
 /// `MUTATING` marks the entity's room stale (busy by `userId`); `MUTATED` clears it
 /// and bumps `version`. Members get an `ENTITY` event. Needs role `service` or `admin`.
 #[utoipa::path(post, path = "/api/v1/lifecycle", operation_id = "postLifecycle", tag = "lifecycle", request_body = LifecycleEvent,
-    responses((status = 202, description = "applied: the entity's state now", body = EntityView)))]
+    responses(
+        (status = 202, description = "applied: the entity's state now", body = EntityView),
+        (status = 200, description = "an `eventId` already applied: nothing changed; the entity's state now", body = EntityView)))]
 pub async fn lifecycle(
     State(app): State<AppState>,
     caller: Caller,
     ApiJson(ev): ApiJson<LifecycleEvent>,
 ) -> ApiResult<Response> {
     caller.require_service()?;
-    let id = match &ev.id {
-        serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Number(n) => n.to_string(),
-        _ => {
-            return Err(ApiError::new(
-                ErrorCode::Invalid,
-                "field `id`: expected a string or number",
-            ))
-        }
-    };
-    let key = RoomKey::from_entity(&ev.entity, &id)
-        .map_err(|e| ApiError::new(ErrorCode::Invalid, format!("field `entity`/`id`: {}", e.0)))?;
-    let user = UserId::parse(&ev.user_id)
-        .map_err(|e| ApiError::new(ErrorCode::Invalid, format!("field `userId`: {}", e.0)))?;
-    let room = RoomId {
+    let target = LifecycleInput {
         tenant: caller.tenant.clone(),
-        key,
-    };
-    let view = app
-        .node
-        .lifecycle(&room, matches!(ev.kind, LifecycleType::Mutating), user)
-        .await?;
-    Ok((axum::http::StatusCode::ACCEPTED, Json(view)).into_response())
+        entity: &ev.entity,
+        id: &ev.id,
+        user_id: &ev.user_id,
+        event_id: ev.event_id.as_deref(),
+    }
+    .check()
+    .map_err(|e| ApiError::new(ErrorCode::Invalid, e))?;
+    let mutating = matches!(ev.kind, LifecycleType::Mutating);
+    Ok(match app.node.lifecycle_once(&target, mutating).await? {
+        Applied::Now(view) => (StatusCode::ACCEPTED, Json(view)).into_response(),
+        Applied::Before(view) => (StatusCode::OK, Json(view)).into_response(),
+    })
 }
