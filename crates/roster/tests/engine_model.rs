@@ -1613,3 +1613,105 @@ async fn an_expired_lock_is_taken_over_naming_its_owner_on_memory() {
 async fn an_expired_lock_is_taken_over_naming_its_owner_on_redis() {
     run_ops("redis", None, late_lock_ops()).await;
 }
+
+/// The event log's answers to one script of calls, as text: the twins must
+/// give the same (numbering across two engines of one cluster, trimming to the
+/// limit, forward-only cursors, one lease holder at a time).
+async fn event_log_script(kind: &str) -> Vec<String> {
+    let recorder = Arc::new(Recorder::default());
+    let es = engines(kind, recorder).await;
+    let (a, b) = (es[0].clone(), es[es.len() - 1].clone());
+    let t = TenantId::parse(&format!(
+        "ev{}x{}",
+        std::process::id(),
+        RUN.fetch_add(1, Ordering::Relaxed)
+    ))
+    .unwrap();
+    let other = TenantId::parse(&format!("{t}o")).unwrap();
+    let ev = |s: &str| s.to_string();
+    let mut out = vec![];
+    out.push(format!("head {}", a.event_head(&t).await.unwrap()));
+    out.push(format!(
+        "first {}",
+        a.append_events(&t, &[ev("a1"), ev("a2")], 100)
+            .await
+            .unwrap()
+    ));
+    out.push(format!(
+        "first {}",
+        b.append_events(&t, &[ev("b3")], 100).await.unwrap()
+    ));
+    out.push(format!(
+        "first {}",
+        b.append_events(&other, &[ev("o1")], 100).await.unwrap()
+    ));
+    out.push(format!(
+        "read {:?}",
+        a.read_events(&t, 0, 10).await.unwrap()
+    ));
+    out.push(format!("read {:?}", b.read_events(&t, 1, 1).await.unwrap()));
+    out.push(format!("head {}", b.event_head(&t).await.unwrap()));
+    // (Named by role: each run has its own tenants.)
+    let mut tenants: Vec<&str> = a
+        .event_tenants()
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|x| {
+            (x == &t)
+                .then_some("t")
+                .or((x == &other).then_some("other"))
+        })
+        .collect();
+    tenants.sort();
+    out.push(format!("tenants {tenants:?}"));
+    // Redis trims approximately (`MAXLEN ~`): ask for a clear excess.
+    let many: Vec<String> = (0..300).map(|i| format!("m{i}")).collect();
+    a.append_events(&t, &many, 5).await.unwrap();
+    let kept = a.read_events(&t, 0, 1000).await.unwrap();
+    out.push(format!(
+        "trimmed {} last {:?}",
+        kept.len() < 303,
+        kept.last()
+    ));
+    out.push(format!("cursor {}", a.event_cursor(&t, "q").await.unwrap()));
+    a.set_event_cursor(&t, "q", 7).await.unwrap();
+    b.set_event_cursor(&t, "q", 3).await.unwrap();
+    out.push(format!("cursor {}", b.event_cursor(&t, "q").await.unwrap()));
+    let ttl = Duration::from_secs(30);
+    out.push(format!(
+        "lease a {}",
+        a.hold_event_lease(&t, "A", ttl).await.unwrap()
+    ));
+    out.push(format!(
+        "lease b {}",
+        b.hold_event_lease(&t, "B", ttl).await.unwrap()
+    ));
+    out.push(format!(
+        "lease a again {}",
+        a.hold_event_lease(&t, "A", ttl).await.unwrap()
+    ));
+    b.release_event_lease(&t, "B").await.unwrap();
+    out.push(format!(
+        "lease b after b's release {}",
+        b.hold_event_lease(&t, "B", ttl).await.unwrap()
+    ));
+    a.release_event_lease(&t, "A").await.unwrap();
+    out.push(format!(
+        "lease b after a's release {}",
+        b.hold_event_lease(&t, "B", ttl).await.unwrap()
+    ));
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_log_twins_answer_alike() {
+    let memory = event_log_script("memory").await;
+    assert_eq!(memory[1], "first 1");
+    assert_eq!(
+        memory[2], "first 3",
+        "one sequence across the cluster's engines"
+    );
+    assert!(memory.iter().any(|l| l == "cursor 7"), "{memory:?}");
+    assert_eq!(memory, event_log_script("redis").await);
+}
