@@ -139,7 +139,7 @@ fn describe() {
     describe_counter!(SESSION_TIMEOUTS, "sessions ended by session_timeout");
     describe_counter!(
         WEBHOOK_EVENTS,
-        "presence events handed to webhook endpoints, by outcome (delivered, failed after webhooks.retry_for, dropped from a full queue)"
+        "presence events handed to webhook endpoints, by outcome (delivered, failed after webhooks.retry_for, dropped: trimmed from the tenant log before delivery or not appended while the engine was unreachable)"
     );
     describe_counter!(WEBHOOK_RETRIES, "webhook POSTs tried again after a failure");
     describe_gauge!(

@@ -368,6 +368,8 @@ impl EventStream {
         stop: CancellationToken,
     ) -> Vec<TenantId> {
         let mut held: HashMap<TenantId, HashMap<String, u64>> = HashMap::new();
+        // Tenants another node delivers: asked again at the next renewal only.
+        let mut elsewhere: std::collections::HashSet<TenantId> = Default::default();
         let mut renewed = tokio::time::Instant::now();
         loop {
             tokio::select! {
@@ -376,17 +378,21 @@ impl EventStream {
                 _ = stop.cancelled() => break,
             }
             let renew = renewed.elapsed() >= LEASE_TTL / 3;
+            if renew {
+                elsewhere.clear();
+            }
             let Ok(tenants) = engine.event_tenants().await else {
                 continue;
             };
             for tenant in tenants {
-                if !self.wanted(&tenant) {
+                if !self.wanted(&tenant) || elsewhere.contains(&tenant) {
                     continue;
                 }
                 if renew || !held.contains_key(&tenant) {
                     match engine.hold_event_lease(&tenant, holder, LEASE_TTL).await {
                         Ok(true) => {}
                         Ok(false) | Err(_) => {
+                            elsewhere.insert(tenant.clone());
                             if held.remove(&tenant).is_some() {
                                 for c in self.consumers.read().iter() {
                                     c.reset(&tenant);
@@ -503,6 +509,12 @@ impl TransitionSink for EventStream {
         let Some(e) = PresenceEvent::of(t, at) else {
             return;
         };
+        // While the engine takes no appends (Redis unreachable), events wait
+        // in order, up to the log's own bound; beyond it they are dropped.
+        if self.pending.load(Ordering::Relaxed) >= self.limit {
+            metrics::counter!(crate::metrics::WEBHOOK_EVENTS, "outcome" => "dropped").increment(1);
+            return;
+        }
         self.pending.fetch_add(1, Ordering::Relaxed);
         let _ = self.appends.send(e);
     }
