@@ -219,6 +219,9 @@ pub struct WebhooksConfig {
     pub queue_size: usize,
     /// Most events in one POST.
     pub batch_size: usize,
+    /// Endpoints defined here rather than over REST (file only): started at
+    /// start-up, read-only over REST.
+    pub endpoints: Vec<WebhookEndpointConfig>,
 }
 
 impl Default for WebhooksConfig {
@@ -228,8 +231,24 @@ impl Default for WebhooksConfig {
             allow_private: false,
             queue_size: 10_000,
             batch_size: 100,
+            endpoints: Vec::new(),
         }
     }
+}
+
+/// `[[webhooks.endpoints]]`: one endpoint of a tenant.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookEndpointConfig {
+    /// `[A-Za-z0-9_-]{1,64}`, unique in the tenant.
+    pub id: String,
+    pub tenant: String,
+    pub url: String,
+    /// 16-256 characters.
+    pub secret: String,
+    /// The kinds to send; absent: every kind but `member_updated`.
+    #[serde(default)]
+    pub events: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -501,6 +520,53 @@ impl Config {
         Ok(config)
     }
 
+    fn validate_webhook_endpoints(&self) -> Result<(), ConfigError> {
+        let bad = |key: String, value: &str, expected: &str| {
+            Err(ConfigError(format!(
+                "`{key}` = {value:?}: expected {expected}"
+            )))
+        };
+        let mut seen = std::collections::HashSet::new();
+        for (i, e) in self.webhooks.endpoints.iter().enumerate() {
+            let key = |f: &str| format!("webhooks.endpoints[{i}].{f}");
+            let id_ok = (1..=64).contains(&e.id.len())
+                && e.id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b));
+            if !id_ok {
+                return bad(key("id"), &e.id, "[A-Za-z0-9_-]{1,64}");
+            }
+            if crate::ids::TenantId::parse(&e.tenant).is_err() {
+                return bad(key("tenant"), &e.tenant, "a tenant id, [A-Za-z0-9_-]{1,64}");
+            }
+            if !seen.insert((e.tenant.clone(), e.id.clone())) {
+                return bad(key("id"), &e.id, "an id not used before in the tenant");
+            }
+            let url_ok = reqwest::Url::parse(&e.url)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+            if !url_ok {
+                return bad(key("url"), &e.url, "an http:// or https:// URL");
+            }
+            if !(16..=256).contains(&e.secret.len()) {
+                return bad(key("secret"), "<hidden>", "16-256 characters");
+            }
+            if let Some(events) = &e.events {
+                let kinds: Vec<&str> = crate::events::kinds().collect();
+                if let Some(k) = events.iter().find(|k| !kinds.contains(&k.as_str())) {
+                    return bad(
+                        key("events"),
+                        k,
+                        &format!("kinds among {}", kinds.join(", ")),
+                    );
+                }
+                if events.is_empty() {
+                    return bad(key("events"), "[]", "at least one kind (or leave it out)");
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn validate_kafka(&self) -> Result<(), ConfigError> {
         let k = &self.kafka;
         let bad = |key: &str, value: &str, expected: &str| {
@@ -740,6 +806,7 @@ impl Config {
                 );
             }
         }
+        self.validate_webhook_endpoints()?;
         for origin in self.http.allowed_origins.iter().flatten() {
             if let Err(why) = check_origin(origin) {
                 return bad(
@@ -887,6 +954,7 @@ pub fn help_text() -> String {
         s.push_str(&format!("  {k:<34} {}{note}\n", env_name(k)));
     }
     s.push_str("  [[rooms.rules]] prefix=\"Chat:\" type=\"CHAT\"   (file only)\n");
+    s.push_str("  [[webhooks.endpoints]] id tenant url secret events   (file only)\n");
     s
 }
 
@@ -1039,6 +1107,36 @@ mod tests {
         std::fs::write(&p, "[[rooms.rules]]\nprefix = \"Chat:\"\ntype = \"CHAT\"\n").unwrap();
         let c = Config::load(Some(&p), &BTreeMap::new(), &vec![]).unwrap();
         assert_eq!(c.rooms.rules[0].room_type, "CHAT");
+        let endpoint = |extra: &str| {
+            format!(
+                "[[webhooks.endpoints]]\nid = \"crm\"\ntenant = \"acme\"\nsecret = \"0123456789abcdef\"\n{extra}\n"
+            )
+        };
+        std::fs::write(&p, endpoint("url = \"https://crm.example/hook\"")).unwrap();
+        let c = Config::load(Some(&p), &BTreeMap::new(), &vec![]).unwrap();
+        assert_eq!(c.webhooks.endpoints[0].url, "https://crm.example/hook");
+        for (extra, key) in [
+            ("url = \"not a url\"", "webhooks.endpoints[0].url"),
+            ("url = \"ftp://crm.example/x\"", "webhooks.endpoints[0].url"),
+            (
+                "url = \"https://a.example\"\nevents = [\"joined\"]",
+                "webhooks.endpoints[0].events",
+            ),
+            ("url = \"https://a.example\"\nnope = 1", "nope"),
+        ] {
+            std::fs::write(&p, endpoint(extra)).unwrap();
+            let e = Config::load(Some(&p), &BTreeMap::new(), &vec![]).unwrap_err();
+            assert!(e.0.contains(key), "{extra}: {e}");
+        }
+        std::fs::write(&p, "[[webhooks.endpoints]]\nid = \"a b\"\ntenant = \"acme\"\nurl = \"https://a.example\"\nsecret = \"0123456789abcdef\"\n").unwrap();
+        let e = Config::load(Some(&p), &BTreeMap::new(), &vec![]).unwrap_err();
+        assert!(e.0.contains("webhooks.endpoints[0].id"), "{e}");
+        std::fs::write(&p, "[[webhooks.endpoints]]\nid = \"a\"\ntenant = \"acme\"\nurl = \"https://a.example\"\nsecret = \"short\"\n").unwrap();
+        let e = Config::load(Some(&p), &BTreeMap::new(), &vec![]).unwrap_err();
+        assert!(
+            e.0.contains("webhooks.endpoints[0].secret") && !e.0.contains("short"),
+            "{e}"
+        );
         std::fs::write(&p, "[kafka]\nretry_backoff = [\"500ms\", \"2s\"]\n").unwrap();
         let c = Config::load(Some(&p), &BTreeMap::new(), &vec![]).unwrap();
         assert_eq!(

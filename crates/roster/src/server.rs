@@ -35,6 +35,8 @@ pub enum StartError {
     Auth(String),
     #[error("{0}")]
     Kafka(String),
+    #[error("{0}")]
+    Config(String),
     #[error("engine {url}: {reason}")]
     Engine { url: String, reason: String },
 }
@@ -213,6 +215,18 @@ pub async fn start(config: Config, stop: CancellationToken) -> Result<Running, S
             url: redact(&db.url),
             source,
         })?;
+    // `[[webhooks.endpoints]]`: the address check needs DNS, so it is here
+    // rather than in the configuration's own checks.
+    for (i, e) in config.webhooks.endpoints.iter().enumerate() {
+        crate::events::webhooks::check_url(&e.url, config.webhooks.allow_private)
+            .await
+            .map_err(|why| {
+                StartError::Config(format!(
+                    "`webhooks.endpoints[{i}].url` = {:?}: {why}",
+                    e.url
+                ))
+            })?;
+    }
     let webhooks = node
         .load_webhooks()
         .await

@@ -659,3 +659,63 @@ async fn three_nodes_one_sequence_and_a_killed_node_loses_nothing() {
         .execute(&mut pg)
         .await;
 }
+
+/// `[[webhooks.endpoints]]` in the configuration file: delivered like any
+/// endpoint, listed over REST, and read-only there.
+#[tokio::test]
+async fn an_endpoint_from_the_configuration_file_delivers_and_is_read_only() {
+    let r = Arc::new(Received::default());
+    let url = receiver(r.clone()).await;
+    let secret = "config-secret-0123456789";
+    *r.secret.lock() = secret.to_string();
+    let dir = temp_dir("hook-config");
+    let file = dir.join("roster.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[webhooks.endpoints]]\nid = \"crm\"\ntenant = \"acme\"\nurl = \"{url}\"\nsecret = \"{secret}\"\nevents = [\"member_added\"]\n"
+        ),
+    )
+    .unwrap();
+    let s = Server::start_args(
+        &["serve", "--config", file.to_str().unwrap()],
+        &[("ROSTER_WEBHOOKS_ALLOW_PRIVATE", "true")],
+    )
+    .await;
+    let mut a = s.client_in("alice", "acme", Default::default()).await;
+    a.sub("Order:1", None).await.unwrap();
+    let got = events_become(&r, 1).await;
+    assert_eq!(kinds(&got), ["member_added"], "the filter applies");
+    assert_eq!(
+        r.bad_signatures.load(Ordering::SeqCst),
+        0,
+        "signed with the configured secret"
+    );
+    let admin = s.admin_token("acme");
+    let (code, list) = s.rest("GET", "/api/v1/webhooks", &admin, None).await;
+    assert_eq!(
+        (code, list["items"][0]["id"].clone()),
+        (200, json!("crm")),
+        "{list}"
+    );
+    let (code, body) = s.rest("DELETE", "/api/v1/webhooks/crm", &admin, None).await;
+    assert_eq!(code, 409, "{body}");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("configuration file"));
+    let (code, _) = s
+        .rest(
+            "PUT",
+            "/api/v1/webhooks/crm",
+            &admin,
+            Some(json!({"url": url})),
+        )
+        .await;
+    assert_eq!(code, 409);
+    // Another tenant does not see it.
+    let (_, list) = s
+        .rest("GET", "/api/v1/webhooks", &s.admin_token("other"), None)
+        .await;
+    assert_eq!(list["items"], json!([]));
+}

@@ -259,6 +259,35 @@ fn bad_configuration_stops_start_up_with_a_message_naming_key_value_and_expectat
         err.contains("rooms.rules[0].type") && err.contains("CHATT"),
         "{err}"
     );
+    // A webhook URL that is no URL, and one on a private address (checked at
+    // start-up, unless webhooks.allow_private).
+    let hook = |url: &str| {
+        format!("[[webhooks.endpoints]]\nid = \"crm\"\ntenant = \"acme\"\nurl = \"{url}\"\nsecret = \"0123456789abcdef\"\n")
+    };
+    std::fs::write(&f, hook("crm.example/hook")).unwrap();
+    let (code, _, err) = roster(&["--config", f.to_str().unwrap()], &[]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("webhooks.endpoints[0].url") && err.contains("crm.example/hook"),
+        "{err}"
+    );
+    std::fs::write(&f, hook("http://127.0.0.1:9/hook")).unwrap();
+    let (code, _, err) = roster(
+        &["serve", "--config", f.to_str().unwrap()],
+        &[
+            ("ROSTER_LISTEN", "127.0.0.1:0"),
+            ("ROSTER_AUTH_JWT_SECRET", "x"),
+            (
+                "ROSTER_DATABASE_URL",
+                &format!("sqlite://{}", dir.join("hook.db").display()),
+            ),
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("webhooks.endpoints[0].url") && err.contains("private"),
+        "{err}"
+    );
 }
 
 #[tokio::test]

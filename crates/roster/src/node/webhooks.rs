@@ -11,14 +11,50 @@ use crate::ids::TenantId;
 use crate::store::{StoreError, StoredWebhook};
 
 impl Node {
-    /// Starts the stored endpoints (start-up).
+    /// Whether the endpoint is one of `[[webhooks.endpoints]]` (read-only over REST).
+    pub fn is_config_webhook(&self, tenant: &TenantId, id: &str) -> bool {
+        self.config
+            .webhooks
+            .endpoints
+            .iter()
+            .any(|e| e.tenant == tenant.as_str() && e.id == id)
+    }
+
+    /// The endpoints of `[[webhooks.endpoints]]`, as specs (checked at load).
+    fn config_webhooks(&self) -> Vec<WebhookSpec> {
+        self.config
+            .webhooks
+            .endpoints
+            .iter()
+            .filter_map(|e| {
+                Some(WebhookSpec {
+                    id: e.id.clone(),
+                    tenant: TenantId::parse(&e.tenant).ok()?,
+                    url: e.url.clone(),
+                    secret: e.secret.clone(),
+                    events: e.events.as_ref().map(|l| l.iter().cloned().collect()),
+                    created_at: 0,
+                })
+            })
+            .collect()
+    }
+
+    /// Starts the stored endpoints and those of the configuration (start-up;
+    /// a configured id wins over a stored one).
     pub async fn load_webhooks(&self) -> Result<usize, StoreError> {
         let all = self.store.all_webhooks().await?;
         let mut n = 0;
+        for spec in self.config_webhooks() {
+            self.webhooks.upsert(spec);
+            n += 1;
+        }
         for w in all {
             let Ok(tenant) = TenantId::parse(&w.tenant) else {
                 continue;
             };
+            if self.is_config_webhook(&tenant, &w.id) {
+                continue;
+            }
             self.webhooks.upsert(WebhookSpec {
                 id: w.id,
                 tenant,
@@ -69,11 +105,18 @@ impl Node {
     /// the database): the stored set replaces the running one.
     pub async fn sync_webhooks(&self) -> Result<(), StoreError> {
         let stored = self.store.all_webhooks().await?;
-        let mut keep = std::collections::HashSet::new();
+        let mut keep: std::collections::HashSet<(TenantId, String)> = self
+            .config_webhooks()
+            .into_iter()
+            .map(|s| (s.tenant, s.id))
+            .collect();
         for w in stored {
             let Ok(tenant) = TenantId::parse(&w.tenant) else {
                 continue;
             };
+            if self.is_config_webhook(&tenant, &w.id) {
+                continue;
+            }
             keep.insert((tenant.clone(), w.id.clone()));
             let spec = WebhookSpec {
                 id: w.id,

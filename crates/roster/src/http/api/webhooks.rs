@@ -141,6 +141,17 @@ fn webhook_id(id: &str) -> ApiResult<String> {
     }
 }
 
+/// An endpoint of `[[webhooks.endpoints]]` is changed in the configuration file.
+fn read_only_if_configured(app: &AppState, caller: &Caller, id: &str) -> ApiResult<()> {
+    if app.node.is_config_webhook(&caller.tenant, id) {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!("webhook {id} is defined in the configuration file ([[webhooks.endpoints]]); change it there"),
+        ));
+    }
+    Ok(())
+}
+
 /// The tenant's webhook endpoints, by id.
 #[utoipa::path(get, path = "/api/v1/webhooks", operation_id = "listWebhooks", tag = "webhooks",
     responses((status = 200, description = "every endpoint (one page)", body = Page<WebhookView>)))]
@@ -202,7 +213,8 @@ pub async fn read(
 /// Replaces an endpoint's URL, secret and filter; events waiting for it stay.
 #[utoipa::path(put, path = "/api/v1/webhooks/{id}", operation_id = "replaceWebhook", tag = "webhooks",
     params(("id" = String, Path, description = "the endpoint's id")), request_body = WebhookBody,
-    responses((status = 200, description = "replaced; the answer shows the secret, once", body = WebhookView)))]
+    responses((status = 200, description = "replaced; the answer shows the secret, once", body = WebhookView),
+        (status = 409, description = "defined in the configuration file (`[[webhooks.endpoints]]`)", body = super::ErrorBody)))]
 pub async fn replace(
     State(app): State<AppState>,
     caller: Caller,
@@ -211,6 +223,7 @@ pub async fn replace(
 ) -> ApiResult<Json<WebhookView>> {
     caller.require_admin()?;
     let id = webhook_id(&id)?;
+    read_only_if_configured(&app, &caller, &id)?;
     let (old, delivery) = app
         .node
         .webhook(&caller.tenant, &id)
@@ -224,7 +237,8 @@ pub async fn replace(
 /// Removes an endpoint; events still waiting for it are dropped.
 #[utoipa::path(delete, path = "/api/v1/webhooks/{id}", operation_id = "deleteWebhook", tag = "webhooks",
     params(("id" = String, Path, description = "the endpoint's id")),
-    responses((status = 204, description = "deleted")))]
+    responses((status = 204, description = "deleted"),
+        (status = 409, description = "defined in the configuration file (`[[webhooks.endpoints]]`)", body = super::ErrorBody)))]
 pub async fn remove(
     State(app): State<AppState>,
     caller: Caller,
@@ -232,6 +246,7 @@ pub async fn remove(
 ) -> ApiResult<Response> {
     caller.require_admin()?;
     let id = webhook_id(&id)?;
+    read_only_if_configured(&app, &caller, &id)?;
     if !app
         .node
         .delete_webhook(&caller.tenant, &id, &caller.actor())
