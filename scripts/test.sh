@@ -12,6 +12,10 @@ bash scripts/ensure-postgres.sh
 bash scripts/ensure-redis.sh
 # ... and a three-master Redis Cluster on 127.0.0.1:37001-37003 (started here).
 CLUSTER_URL=$(bash scripts/ensure-redis-cluster.sh)
+# ... and tansu, a Kafka-protocol broker, for tests/kafka_broker.rs (installed
+# from crates.io the first time; the other Kafka tests use librdkafka's mock).
+TANSU_BIN=$(bash scripts/ensure-tansu.sh)
+export TANSU_BIN
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
