@@ -539,15 +539,7 @@ async fn changes_before_the_first_endpoint_are_not_events() {
 /// and every join of every node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_one_sequence_and_a_killed_node_loses_nothing() {
-    const PG: &str = "postgres://postgres@127.0.0.1:5432/test";
-    use sqlx::Connection;
-    let schema = format!("roster_events_{}", unique_prefix().replace('-', "_"));
-    let mut pg = sqlx::PgConnection::connect(PG).await.expect("PostgreSQL");
-    sqlx::query(&format!("CREATE SCHEMA {schema}"))
-        .execute(&mut pg)
-        .await
-        .unwrap();
-    let db = format!("{PG}?options=-c%20search_path%3D{schema}");
+    let (db, schema) = pg_schema().await;
     let prefix = unique_prefix();
     let redis =
         std::env::var("ROSTER_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
@@ -655,9 +647,7 @@ async fn three_nodes_one_sequence_and_a_killed_node_loses_nothing() {
     drop(clients);
     drop(c);
     survivor.stop();
-    let _ = sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
-        .execute(&mut pg)
-        .await;
+    drop_pg_schema(&schema).await;
 }
 
 /// `[[webhooks.endpoints]]` in the configuration file: delivered like any

@@ -617,3 +617,73 @@ async fn three_nodes_produce_one_sequence_and_a_killed_node_loses_nothing() {
     drop(c);
     survivor.stop();
 }
+
+/// Two nodes in one consumer group split the lifecycle partitions: every
+/// event is applied once, by one of them, and both take a share. (A rebalance
+/// commits what was applied first; an event being applied at that instant can
+/// reach the partition's next owner too, and its `eventId` makes it a
+/// duplicate there.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_in_one_group_split_the_partitions() {
+    let mock = MockCluster::new(1).expect("mock cluster");
+    mock.create_topic(MUTATED, 4, 1).unwrap();
+    mock.create_topic(MUTATING, 4, 1).unwrap();
+    let kafka = Kafka {
+        producer: ClientConfig::new()
+            .set("bootstrap.servers", mock.bootstrap_servers())
+            .create()
+            .unwrap(),
+        mock,
+    };
+    let prefix = unique_prefix();
+    let redis =
+        std::env::var("ROSTER_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    // One database: the eventId window is the cluster's.
+    let (db, schema) = pg_schema().await;
+    let env = [
+        ("ROSTER_ENGINE_URL", redis.as_str()),
+        ("ROSTER_ENGINE_PREFIX", prefix.as_str()),
+        ("ROSTER_DATABASE_URL", db.as_str()),
+    ];
+    let a = start_server(&kafka, &env).await;
+    let b = start_server(&kafka, &env).await;
+    let applied = |text: &str| {
+        metric(
+            text,
+            "roster_kafka_lifecycle_events_total{outcome=\"applied\"}",
+        )
+    };
+    // Until both are in the group, one may hold every partition: produce in
+    // rounds until each node has applied some.
+    let mut sent = 0u64;
+    let end = Instant::now() + Duration::from_secs(60);
+    loop {
+        for id in 0..40 {
+            kafka
+                .lifecycle(MUTATED, "acme", sent * 1000 + id, "etl", None)
+                .await;
+        }
+        sent += 1;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (x, y) = (applied(&a.metrics().await), applied(&b.metrics().await));
+        if x > 0.0 && y > 0.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "one node never got a partition: {x} and {y}"
+        );
+    }
+    let want = (sent * 40) as f64;
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (x, y) = (applied(&a.metrics().await), applied(&b.metrics().await));
+        if x + y == want {
+            break;
+        }
+        assert!(x + y < want, "applied twice: {x} + {y} of {want}");
+        assert!(Instant::now() < end, "{x} + {y} of {want}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop_pg_schema(&schema).await;
+}

@@ -398,3 +398,29 @@ pub fn transitions(text: &str) -> std::collections::BTreeMap<String, u64> {
 pub fn tls() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
+
+/// A fresh schema in the test PostgreSQL, for nodes that share one database:
+/// its URL (with the schema as search path) and its name (drop it after).
+pub async fn pg_schema() -> (String, String) {
+    use sqlx::Connection;
+    const PG: &str = "postgres://postgres@127.0.0.1:5432/test";
+    let schema = format!("roster_t_{}", unique_prefix().replace('-', "_"));
+    let mut pg = sqlx::PgConnection::connect(PG)
+        .await
+        .expect("PostgreSQL at 127.0.0.1:5432 (scripts/ensure-postgres.sh starts it)");
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&mut pg)
+        .await
+        .unwrap();
+    (format!("{PG}?options=-c%20search_path%3D{schema}"), schema)
+}
+
+pub async fn drop_pg_schema(schema: &str) {
+    use sqlx::Connection;
+    if let Ok(mut pg) = sqlx::PgConnection::connect("postgres://postgres@127.0.0.1:5432/test").await
+    {
+        let _ = sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+            .execute(&mut pg)
+            .await;
+    }
+}
