@@ -586,30 +586,18 @@ async fn three_nodes_produce_one_sequence_and_a_killed_node_loses_nothing() {
     let end = Instant::now() + Duration::from_secs(40);
     loop {
         let msgs = kafka.read("roster.presence.events", usize::MAX);
-        let mut by_seq: BTreeMap<u64, String> = BTreeMap::new();
-        let mut ids = std::collections::HashSet::new();
-        let mut added = 0;
-        for m in &msgs {
-            let e: Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
-            let id = e["id"].as_str().unwrap().to_string();
-            if ids.insert(id.clone()) {
-                added += usize::from(e["type"] == "member_added");
-                let prev = by_seq.insert(e["seq"].as_u64().unwrap(), id);
-                assert!(prev.is_none(), "two events with seq {}", e["seq"]);
-            }
-        }
-        if by_seq.keys().copied().eq(1..=by_seq.len() as u64) && added == joins {
-            eprintln!(
-                "{} events, {} repeats after the kill",
-                by_seq.len(),
-                msgs.len() - by_seq.len()
-            );
+        let events: Vec<Value> = msgs
+            .iter()
+            .map(|m| serde_json::from_slice(m.payload().unwrap()).unwrap())
+            .collect();
+        let (complete, n, added) = one_sequence(&events);
+        if complete && added == joins {
+            eprintln!("{n} events, {} repeats after the kill", msgs.len() - n);
             break;
         }
         assert!(
             Instant::now() < end,
-            "{added} of {joins} joins, {} events",
-            by_seq.len()
+            "{added} of {joins} joins, {n} events, without a gap: {complete}"
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

@@ -424,3 +424,22 @@ pub async fn drop_pg_schema(schema: &str) {
             .await;
     }
 }
+
+/// Received presence events with repeats (same `id`) removed: whether their
+/// `seq`s are 1, 2, 3, … without a gap, how many there are and how many are
+/// `member_added`. Panics on two different events with one `seq`.
+pub fn one_sequence<'a>(events: impl IntoIterator<Item = &'a Value>) -> (bool, usize, usize) {
+    let mut by_seq = std::collections::BTreeMap::new();
+    let mut ids = std::collections::HashSet::new();
+    let mut added = 0;
+    for e in events {
+        let id = e["id"].as_str().unwrap().to_string();
+        if ids.insert(id.clone()) {
+            added += usize::from(e["type"] == "member_added");
+            let prev = by_seq.insert(e["seq"].as_u64().unwrap(), id);
+            assert!(prev.is_none(), "two events with seq {}: {e}", e["seq"]);
+        }
+    }
+    let n = by_seq.len();
+    (by_seq.keys().copied().eq(1..=n as u64), n, added)
+}
