@@ -694,3 +694,69 @@ async fn an_endpoint_from_the_configuration_file_delivers_and_is_read_only() {
         .await;
     assert_eq!(list["items"], json!([]));
 }
+
+/// An endpoint whose queue is full (it fails, so its events wait) holds back
+/// nothing: another endpoint of the tenant gets every event long past the
+/// point where the first stopped. When the first answers again it goes on
+/// from the oldest event the log still has; what was trimmed meanwhile is
+/// counted once: delivered + dropped = every event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_endpoint_holds_back_no_other_and_its_losses_count_once() {
+    let s = Server::start_with(&[
+        ("ROSTER_WEBHOOKS_ALLOW_PRIVATE", "true"),
+        ("ROSTER_WEBHOOKS_QUEUE_SIZE", "100"),
+        ("ROSTER_LIMITS_MESSAGES_PER_SECOND", "100000"),
+        ("ROSTER_LIMITS_MESSAGES_BURST", "100000"),
+    ])
+    .await;
+    let flaky = Arc::new(Received::default());
+    flaky.fail_next.store(usize::MAX, Ordering::SeqCst);
+    let f = add_webhook(&s, &receiver(flaky.clone()).await, None).await;
+    *flaky.secret.lock() = f["secret"].as_str().unwrap().to_string();
+    let good = Arc::new(Received::default());
+    let w = add_webhook(&s, &receiver(good.clone()).await, None).await;
+    *good.secret.lock() = w["secret"].as_str().unwrap().to_string();
+    let mut c = s.client_in("alice", "acme", Default::default()).await;
+    // user_online, then 4 events per round: 1 + 4 × 400 = 1,601.
+    for i in 0..400 {
+        let room = format!("R-{}", i % 5);
+        c.sub(&room, None).await.unwrap();
+        c.request(json!({"type": "UNSUB", "room": room}), "UNSUB_ACK", T)
+            .await
+            .unwrap();
+    }
+    let got = events_become(&good, 1601).await;
+    let (complete, n, _) = one_sequence(&got);
+    assert!(
+        complete && n == 1601,
+        "{n} events, without a gap: {complete}"
+    );
+    flaky.fail_next.store(0, Ordering::SeqCst);
+    let url = format!("/api/v1/webhooks/{}", f["id"].as_str().unwrap());
+    let end = tokio::time::Instant::now() + Duration::from_secs(20);
+    let (delivered, dropped) = loop {
+        let (_, v) = s.rest("GET", &url, &s.admin_token("acme"), None).await;
+        let d = &v["delivery"];
+        let (delivered, dropped) = (
+            d["delivered"].as_u64().unwrap(),
+            d["dropped"].as_u64().unwrap(),
+        );
+        if delivered + dropped >= 1601 {
+            break (delivered, dropped);
+        }
+        assert!(tokio::time::Instant::now() < end, "{v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        delivered + dropped,
+        1601,
+        "each event delivered or counted lost, once"
+    );
+    assert!(dropped > 0, "the log (100 events) trimmed some");
+    assert_eq!(flaky.events().len() as u64, delivered);
+    let m = s.metrics().await;
+    assert_eq!(
+        metric(&m, "roster_webhook_events_total{outcome=\"dropped\"}"),
+        dropped as f64
+    );
+}

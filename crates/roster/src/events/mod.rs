@@ -201,6 +201,12 @@ pub trait EventConsumer: Send + Sync + 'static {
     /// This node no longer delivers the tenant's events (another node took
     /// the lease over): drop what is queued for it, unacknowledged.
     fn reset(&self, _tenant: &TenantId) {}
+    /// Whether the queue would take an event now (a full one is not read for).
+    fn ready(&self, _tenant: &TenantId, _queue: &str) -> bool {
+        true
+    }
+    /// `n` events were trimmed from the log before the queue took them.
+    fn lost(&self, _tenant: &TenantId, _queue: &str, _n: u64) {}
 }
 
 /// Where consumers acknowledge delivered events: the cursor of a queue moves
@@ -435,36 +441,47 @@ impl EventStream {
             }
         }
         positions.retain(|q, _| queues.iter().any(|(_, x, _)| x == q));
-        let Some(from) = queues.iter().map(|(_, _, at)| *at).min() else {
+        if queues.is_empty() {
             return Ok(());
-        };
-        let events = engine.read_events(tenant, from, READ_BATCH).await?;
-        let events: Vec<Arc<PresenceEvent>> = events
-            .into_iter()
-            .filter_map(|(seq, json)| {
-                let mut e: PresenceEvent = serde_json::from_str(&json).ok()?;
-                e.seq = seq;
-                Some(Arc::new(e))
-            })
-            .collect();
-        for (c, q, at) in queues {
-            let mut at = at;
-            for e in &events {
-                if e.seq <= at {
-                    continue;
-                }
-                if e.seq > at + 1 {
+        }
+        let head = engine.event_head(tenant).await?;
+        // Each queue reads from its own position, so a slow or hung endpoint
+        // (a full queue: not `ready`) holds back nobody else, and costs no
+        // read while it stays full. Events are parsed once per call.
+        let mut parsed: HashMap<u64, Arc<PresenceEvent>> = HashMap::new();
+        for (c, q, mut at) in queues {
+            if at >= head || !c.ready(tenant, &q) {
+                continue;
+            }
+            for (seq, json) in engine.read_events(tenant, at, READ_BATCH).await? {
+                let e = match parsed.get(&seq) {
+                    Some(e) => e.clone(),
+                    None => {
+                        let Ok(mut e) = serde_json::from_str::<PresenceEvent>(&json) else {
+                            at = seq; // not an event of this build: skipped
+                            continue;
+                        };
+                        e.seq = seq;
+                        let e = Arc::new(e);
+                        parsed.insert(seq, e.clone());
+                        e
+                    }
+                };
+                if seq > at + 1 {
                     // The log kept only its newest `limit` events: the ones
-                    // between were trimmed before this queue took them.
-                    let lost = e.seq - at - 1;
+                    // between were trimmed before this queue took them. Counted
+                    // once: the position moves past them.
+                    let lost = seq - at - 1;
                     metrics::counter!(crate::metrics::WEBHOOK_EVENTS, "outcome" => "dropped")
                         .increment(lost);
+                    c.lost(tenant, &q, lost);
                     tracing::warn!(%tenant, queue = %q, lost, "events trimmed from the log before delivery");
+                    at = seq - 1;
                 }
-                if !c.offer(tenant, &q, e, acks) {
+                if !c.offer(tenant, &q, &e, acks) {
                     break;
                 }
-                at = e.seq;
+                at = seq;
             }
             positions.insert(q, at);
         }

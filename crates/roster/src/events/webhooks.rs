@@ -399,7 +399,16 @@ impl Webhooks {
             .body(body.to_vec())
             .send()
             .await
-            .map_err(|e| format!("no answer: {e}"))?;
+            .map_err(|e| {
+                if e.is_timeout() {
+                    format!(
+                        "no answer within {}s (timed out)",
+                        REQUEST_TIMEOUT.as_secs()
+                    )
+                } else {
+                    format!("no answer: {e}")
+                }
+            })?;
         if r.status().is_success() {
             Ok(())
         } else {
@@ -428,6 +437,23 @@ impl EventConsumer for Webhooks {
         {
             Some(ep) => ep.offer(e, self.cfg.queue_size, acks),
             None => true, // removed meanwhile
+        }
+    }
+
+    fn ready(&self, tenant: &TenantId, queue: &str) -> bool {
+        self.endpoints
+            .get(queue)
+            .filter(|ep| &ep.spec.tenant == tenant)
+            .is_none_or(|ep| ep.queue.lock().len() < self.cfg.queue_size)
+    }
+
+    fn lost(&self, tenant: &TenantId, queue: &str, n: u64) {
+        if let Some(ep) = self
+            .endpoints
+            .get(queue)
+            .filter(|ep| &ep.spec.tenant == tenant)
+        {
+            ep.dropped.fetch_add(n, Ordering::Relaxed);
         }
     }
 
