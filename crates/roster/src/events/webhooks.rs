@@ -312,7 +312,11 @@ impl Webhooks {
                 }
                 ep.wake.notified().await;
             }
-            tokio::time::sleep(LINGER).await;
+            // Linger for a fuller batch only when there is not one already
+            // (otherwise one endpoint tops out at batch_size per LINGER).
+            if ep.queue.lock().len() < self.cfg.batch_size {
+                tokio::time::sleep(LINGER).await;
+            }
             let batch: Vec<Arc<PresenceEvent>> = ep
                 .queue
                 .lock()
