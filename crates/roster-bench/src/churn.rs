@@ -110,28 +110,28 @@ pub struct ChurnArgs {
 
 /// When operation k is due, relative to `base`.
 #[derive(Clone, Copy)]
-struct Timetable {
-    base: Instant,
-    joins_per_sec: f64,
-    hold: Duration,
+pub(crate) struct Timetable {
+    pub(crate) base: Instant,
+    pub(crate) joins_per_sec: f64,
+    pub(crate) hold: Duration,
     /// The measured window, relative to `base`.
-    from: Duration,
-    to: Duration,
+    pub(crate) from: Duration,
+    pub(crate) to: Duration,
     /// Operations (SUB + UNSUB pairs) in the whole run.
-    total: u64,
-    sessions: u64,
-    rooms: u64,
-    seed: u64,
+    pub(crate) total: u64,
+    pub(crate) sessions: u64,
+    pub(crate) rooms: u64,
+    pub(crate) seed: u64,
 }
 
 impl Timetable {
-    fn sub_at(&self, k: u64) -> Duration {
+    pub(crate) fn sub_at(&self, k: u64) -> Duration {
         Duration::from_secs_f64(k as f64 / self.joins_per_sec)
     }
-    fn unsub_at(&self, k: u64) -> Duration {
+    pub(crate) fn unsub_at(&self, k: u64) -> Duration {
         self.sub_at(k) + self.hold
     }
-    fn in_window(&self, at: Duration) -> bool {
+    pub(crate) fn in_window(&self, at: Duration) -> bool {
         (self.from..self.to).contains(&at)
     }
     fn session_of(&self, k: u64) -> usize {
@@ -150,38 +150,58 @@ impl Timetable {
 }
 
 #[derive(Clone, Copy)]
-struct Op {
+pub(crate) struct Op {
     k: u64,
     unsub: bool,
 }
 
 /// SUB → PRESENCE and UNSUB → UNSUB_ACK, for operations due in the window.
-struct Latencies {
-    join: Histogram<u64>,
-    leave: Histogram<u64>,
+pub(crate) struct Latencies {
+    pub(crate) join: Histogram<u64>,
+    pub(crate) leave: Histogram<u64>,
 }
 
 /// CPU (user, system) seconds at the window's start and end.
 type CpuAtEnds = (Option<(f64, f64)>, Option<(f64, f64)>);
 
 /// What the readers share.
-struct Shared {
-    tt: Timetable,
-    latency: Mutex<Latencies>,
-    presence_replies: AtomicU64,
-    unsub_acks: AtomicU64,
-    sub_errors: AtomicU64,
-    unsub_errors: AtomicU64,
-    frames_in_window: AtomicU64,
-    diffs_in_window: AtomicU64,
-    disconnected: AtomicU64,
-    errors: Mutex<ErrorLog>,
+pub(crate) struct Shared {
+    pub(crate) tt: Timetable,
+    pub(crate) latency: Mutex<Latencies>,
+    pub(crate) presence_replies: AtomicU64,
+    pub(crate) unsub_acks: AtomicU64,
+    pub(crate) sub_errors: AtomicU64,
+    pub(crate) unsub_errors: AtomicU64,
+    pub(crate) frames_in_window: AtomicU64,
+    pub(crate) diffs_in_window: AtomicU64,
+    pub(crate) disconnected: AtomicU64,
+    pub(crate) errors: Mutex<ErrorLog>,
+}
+
+impl Shared {
+    pub(crate) fn new(tt: Timetable) -> Self {
+        Shared {
+            tt,
+            latency: Mutex::new(Latencies {
+                join: micros_histogram(),
+                leave: micros_histogram(),
+            }),
+            presence_replies: AtomicU64::new(0),
+            unsub_acks: AtomicU64::new(0),
+            sub_errors: AtomicU64::new(0),
+            unsub_errors: AtomicU64::new(0),
+            frames_in_window: AtomicU64::new(0),
+            diffs_in_window: AtomicU64::new(0),
+            disconnected: AtomicU64::new(0),
+            errors: Mutex::new(ErrorLog::default()),
+        }
+    }
 }
 
 #[derive(Default)]
-struct ErrorLog {
-    by_code: BTreeMap<String, u64>,
-    first: Vec<String>,
+pub(crate) struct ErrorLog {
+    pub(crate) by_code: BTreeMap<String, u64>,
+    pub(crate) first: Vec<String>,
 }
 
 impl ErrorLog {
@@ -297,37 +317,11 @@ async fn churn(a: &ChurnArgs, server: &Server, database: Value) -> Result<(), St
     let minter = TokenMinter::new(&a.target.token_secret, &a.target.tenant);
 
     // Open phase: N sessions, HELLO only.
-    let open_began = Instant::now();
-    let permits = Arc::new(Semaphore::new(a.concurrency.max(1)));
-    let mut opens = JoinSet::new();
-    for i in 0..a.sessions {
-        let token = minter.mint(&format!("bench-ch{i}"), &[])?;
-        let (url, permits) = (server.ws_url.clone(), permits.clone());
-        opens.spawn(async move {
-            let _permit = permits.acquire_owned().await.map_err(|e| e.to_string())?;
-            let t0 = Instant::now();
-            let ws = open_hello(&url, &token, &format!("churn-{i}"), Duration::from_secs(30))
-                .await
-                .map_err(|e| format!("session {i}: {e}"))?;
-            Ok::<_, String>((i, ws, t0.elapsed()))
-        });
-    }
-    let mut hello_latency = micros_histogram();
-    let mut opened: Vec<Option<Ws>> = (0..a.sessions).map(|_| None).collect();
-    while let Some(r) = opens.join_next().await {
-        match r {
-            Ok(Ok((i, ws, took))) => {
-                measure::record(&mut hello_latency, took.as_micros() as u64);
-                opened[i] = Some(ws);
-            }
-            Ok(Err(e)) => {
-                opens.abort_all();
-                return Err(format!("open phase failed: {e}"));
-            }
-            Err(e) => return Err(format!("open task failed: {e}")),
-        }
-    }
-    let open_s = open_began.elapsed().as_secs_f64();
+    let (opened, hello_latency, open_s) =
+        open_sessions(&server.ws_url, &minter, a.sessions, a.concurrency, |i| {
+            (format!("bench-ch{i}"), format!("churn-{i}"))
+        })
+        .await?;
 
     let run_for = a.warmup + a.duration;
     let tt = Timetable {
@@ -341,21 +335,7 @@ async fn churn(a: &ChurnArgs, server: &Server, database: Value) -> Result<(), St
         rooms: a.rooms as u64,
         seed: a.seed,
     };
-    let shared = Arc::new(Shared {
-        tt,
-        latency: Mutex::new(Latencies {
-            join: micros_histogram(),
-            leave: micros_histogram(),
-        }),
-        presence_replies: AtomicU64::new(0),
-        unsub_acks: AtomicU64::new(0),
-        sub_errors: AtomicU64::new(0),
-        unsub_errors: AtomicU64::new(0),
-        frames_in_window: AtomicU64::new(0),
-        diffs_in_window: AtomicU64::new(0),
-        disconnected: AtomicU64::new(0),
-        errors: Mutex::new(ErrorLog::default()),
-    });
+    let shared = Arc::new(Shared::new(tt));
     let (stop, stop_rx) = watch::channel(false);
     let mut readers = JoinSet::new();
     let mut sinks = Vec::with_capacity(a.sessions);
@@ -472,9 +452,53 @@ async fn churn(a: &ChurnArgs, server: &Server, database: Value) -> Result<(), St
     Ok(())
 }
 
+/// Opens `n` sessions (HELLO only, in no room), `concurrency` at a time; session i
+/// is user and clientId `names(i)`. Answers them in order, the HELLO → WELCOME
+/// latencies and the seconds the whole phase took; the first failure ends it.
+pub(crate) async fn open_sessions(
+    url: &str,
+    minter: &TokenMinter,
+    n: usize,
+    concurrency: usize,
+    names: impl Fn(usize) -> (String, String),
+) -> Result<(Vec<Option<Ws>>, Histogram<u64>, f64), String> {
+    let open_began = Instant::now();
+    let permits = Arc::new(Semaphore::new(concurrency.max(1)));
+    let mut opens = JoinSet::new();
+    for i in 0..n {
+        let (user, client_id) = names(i);
+        let token = minter.mint(&user, &[])?;
+        let (url, permits) = (url.to_owned(), permits.clone());
+        opens.spawn(async move {
+            let _permit = permits.acquire_owned().await.map_err(|e| e.to_string())?;
+            let t0 = Instant::now();
+            let ws = open_hello(&url, &token, &client_id, Duration::from_secs(30))
+                .await
+                .map_err(|e| format!("session {i}: {e}"))?;
+            Ok::<_, String>((i, ws, t0.elapsed()))
+        });
+    }
+    let mut hello_latency = micros_histogram();
+    let mut opened: Vec<Option<Ws>> = (0..n).map(|_| None).collect();
+    while let Some(r) = opens.join_next().await {
+        match r {
+            Ok(Ok((i, ws, took))) => {
+                measure::record(&mut hello_latency, took.as_micros() as u64);
+                opened[i] = Some(ws);
+            }
+            Ok(Err(e)) => {
+                opens.abort_all();
+                return Err(format!("open phase failed: {e}"));
+            }
+            Err(e) => return Err(format!("open task failed: {e}")),
+        }
+    }
+    Ok((opened, hello_latency, open_began.elapsed().as_secs_f64()))
+}
+
 /// The timetable thread: sleeps to each operation's due time (SUBs and UNSUBs merged
 /// in time order) and hands it over; never skips one that is late.
-fn keep_timetable(tt: Timetable, tx: mpsc::UnboundedSender<Op>) {
+pub(crate) fn keep_timetable(tt: Timetable, tx: mpsc::UnboundedSender<Op>) {
     let (mut next_sub, mut next_unsub) = (0u64, 0u64);
     while next_unsub < tt.total {
         // An UNSUB is never due before its own SUB (hold >= 0): on a tie the SUB goes first.
@@ -507,17 +531,17 @@ fn keep_timetable(tt: Timetable, tx: mpsc::UnboundedSender<Op>) {
     }
 }
 
-struct Sent {
-    subs: u64,
-    unsubs: u64,
-    subs_in_window: u64,
-    unsubs_in_window: u64,
-    lateness: Histogram<u64>,
-    errors: Vec<String>,
+pub(crate) struct Sent {
+    pub(crate) subs: u64,
+    pub(crate) unsubs: u64,
+    pub(crate) subs_in_window: u64,
+    pub(crate) unsubs_in_window: u64,
+    pub(crate) lateness: Histogram<u64>,
+    pub(crate) errors: Vec<String>,
 }
 
 /// Owns every session's write half; sends each operation as it comes due.
-async fn dispatch(
+pub(crate) async fn dispatch(
     mut sinks: Vec<Option<SplitSink<Ws, Message>>>,
     mut rx: mpsc::UnboundedReceiver<Op>,
     tt: Timetable,
@@ -573,7 +597,7 @@ async fn dispatch(
 
 /// Reads one session's socket until stopped: times the replies to its SUBs and
 /// UNSUBs, counts what else arrives (the diffs of its rooms).
-async fn read_session(
+pub(crate) async fn read_session(
     mut stream: SplitStream<Ws>,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,

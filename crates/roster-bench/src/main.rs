@@ -10,6 +10,7 @@
 
 mod churn;
 mod connect;
+mod events;
 mod fanout;
 mod http;
 mod locks;
@@ -56,6 +57,9 @@ enum Command {
     /// A flood of connections that never finish their opening (idle or dribbling)
     /// from one address while real clients from another must still get WELCOME.
     Openings(openings::OpeningsArgs),
+    /// The presence event stream: a webhook receiver's events/s, lag and seq
+    /// completeness, and join latency with no webhook, a fast one and a hung one.
+    Events(events::EventsArgs),
 }
 
 /// Which server to measure, and how to authenticate against it.
@@ -145,6 +149,7 @@ fn main() -> ExitCode {
             Command::Locks(a) => locks::run(a).await,
             Command::Churn(a) => churn::run(a).await,
             Command::Openings(a) => openings::run(a).await,
+            Command::Events(a) => events::run(a).await,
         }
     });
     match result {

@@ -78,6 +78,11 @@ pub fn self_cpu() -> Option<(f64, f64)> {
     usage(libc::RUSAGE_SELF)
 }
 
+/// CPU seconds (user, system) of the calling thread so far.
+pub fn thread_cpu() -> Option<(f64, f64)> {
+    usage(libc::RUSAGE_THREAD)
+}
+
 /// CPU seconds (user, system) of this process and of its waited-for children.
 pub fn own_cpu() -> Value {
     let to_json = |u: Option<(f64, f64)>| match u {

@@ -1,8 +1,9 @@
 //! The server under test: either attached to (`--url`, optional `--server-pid`) or
 //! started from `--server-bin` on a free loopback port, in a scratch directory (so its
-//! SQLite file lands there), with the bench's token secret. A started server is
-//! killed when the run ends. Its log is drained continuously (a full stderr pipe
-//! would stall it) to `--server-log` or nowhere.
+//! SQLite file lands there), with the bench's token secret and no `ROSTER_*`
+//! variable of the bench's own environment (only those of `--server-env`). A started
+//! server is killed when the run ends. Its log is drained continuously (a full stderr
+//! pipe would stall it) to `--server-log` or nowhere.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
@@ -129,11 +130,22 @@ impl Server {
             .arg("--listen")
             .arg(&t.listen)
             .current_dir(&scratch)
-            .env("ROSTER_AUTH_JWT_SECRET", &t.token_secret)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        // The server refuses a `ROSTER_*` variable it does not know (`ROSTER_BIN`,
+        // `ROSTER_BENCH_TOKEN_SECRET`, `ROSTER_TEST_REDIS`, …), and one it knows would
+        // change what is measured unseen: none is inherited; `--server-env` sets them.
+        let mut not_passed = Vec::new();
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("ROSTER_") {
+                cmd.env_remove(&k);
+                not_passed.push(k.to_string_lossy().into_owned());
+            }
+        }
+        not_passed.sort();
+        cmd.env("ROSTER_AUTH_JWT_SECRET", &t.token_secret);
         let mut env = serde_json::Map::new();
         if let Some(w) = &t.diff_window {
             cmd.env("ROSTER_TIMING_DIFF_WINDOW", w);
@@ -201,6 +213,7 @@ impl Server {
                 "binary": bin.display().to_string(),
                 "diff_window": diff_window,
                 "env": env,
+                "inherited_env_not_passed": not_passed,
             }),
             child: Some(child),
             scratch: Some(scratch),

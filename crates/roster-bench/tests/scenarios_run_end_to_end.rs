@@ -1,8 +1,9 @@
 //! Runs every bench scenario, small, against the real `roster` binary started through
 //! `--server-bin`, and checks the JSON report: every session opens, nothing fails,
 //! every update reaches every member in seq order, exactly one lock winner per
-//! round. Sizes are small so a debug build runs the whole file in seconds; this
-//! proves the bench's plumbing against the real server, not Roster's performance.
+//! round, every event reaches a webhook receiver without a seq gap. Sizes are small
+//! so a debug build runs the whole file in seconds; this proves the bench's plumbing
+//! against the real server, not Roster's performance.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -358,4 +359,95 @@ fn churn_journals_every_join_and_leave_to_sqlite() {
     );
     assert_eq!(r["database"]["log_activity"], "default (true)");
     assert!(r["server_cpu_in_window"]["cores"].is_number(), "{r}");
+}
+
+#[test]
+fn events_reach_a_webhook_receiver_without_gaps() {
+    let r = run_bench(&[
+        "events",
+        "--sessions",
+        "20",
+        "--rooms",
+        "10",
+        "--joins",
+        "100",
+        "--joins-per-sec",
+        "100",
+        "--hold",
+        "50ms",
+        "--warmup",
+        "200ms",
+        "--drain",
+        "300ms",
+        "--stream-wait",
+        "20s",
+    ]);
+    let variants = r["variants"].as_array().unwrap();
+    let names: Vec<&str> = variants
+        .iter()
+        .map(|v| v["variant"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["none", "fast", "hung"], "{r}");
+    for v in variants {
+        // Every SUB and UNSUB answered, no error, whatever the webhook does.
+        let w = &v["workload"];
+        assert_eq!(w["joins_sent"], 100, "{v}");
+        assert_eq!(w["replies_missing"], 0, "{v}");
+        assert_eq!(w["sessions_disconnected"], 0, "{v}");
+        assert!(is_empty_array(&w["first_errors"]), "{v}");
+        assert!(w["join_latency_ms"]["count"].as_u64().unwrap() > 0, "{v}");
+        assert_eq!(
+            v["server"]["config"]["env"]["ROSTER_WEBHOOKS_ALLOW_PRIVATE"],
+            "true"
+        );
+    }
+    // No webhook: no receiver, no stream.
+    assert!(variants[0]["stream"].is_null(), "{r}");
+    assert!(is_empty_array(&variants[0]["webhooks"]), "{r}");
+    // The fast receiver got every seq from 1 to the marker, in order, once each
+    // (a redelivery would be a duplicate, allowed but not expected here).
+    let fast = &variants[1];
+    assert_eq!(fast["webhooks"][0]["receiver"], "fast", "{fast}");
+    assert_eq!(fast["marker"]["received"], true, "{fast}");
+    let s = &fast["stream"];
+    // 20 user_online, 100 joins and 100 leaves (2-4 events each), the marker's 3.
+    let received = s["events_received"].as_u64().unwrap();
+    assert!((223..=423).contains(&received), "{s}");
+    assert_eq!(s["seq"]["expected_from"], 1, "{s}");
+    assert_eq!(s["seq"]["expected_to"], fast["marker"]["seq"], "{s}");
+    assert_eq!(s["seq"]["missing"], 0, "{s}");
+    assert_eq!(s["seq"]["conflicts"], 0, "{s}");
+    assert_eq!(s["seq"]["out_of_order"], 0, "{s}");
+    assert_eq!(s["parse_errors"], 0, "{s}");
+    assert_eq!(s["complete"], true, "{s}");
+    assert_eq!(s["member_added"]["received"], 101, "{s}");
+    assert_eq!(s["member_added"]["expected"], 101, "{s}");
+    assert_eq!(s["by_type"]["member_removed"], 100, "{s}");
+    assert_eq!(s["by_type"]["user_online"], 21, "{s}");
+    assert!(
+        s["workload"]["received_per_s"].as_f64().unwrap() > 0.0,
+        "{s}"
+    );
+    assert!(s["lag_ms"]["p99"].as_f64().unwrap() < 5000.0, "{s}");
+    // The server counts them delivered too (read just after the marker arrived:
+    // the last POST may not be counted yet).
+    let delivered = fast["webhooks"][0]["after_run"]["delivery"]["delivered"]
+        .as_u64()
+        .unwrap();
+    assert!(delivered > 0 && delivered <= received, "{fast}");
+    // The hung receiver held the server's connection; the workload did not notice.
+    let hung = &variants[2];
+    assert!(hung["stream"].is_null(), "{hung}");
+    assert!(
+        hung["hung_receiver"]["connections_accepted"]
+            .as_u64()
+            .unwrap()
+            >= 1,
+        "{hung}"
+    );
+    assert_eq!(
+        hung["webhooks"][0]["after_run"]["delivery"]["delivered"], 0,
+        "{hung}"
+    );
+    assert_eq!(r["summary"].as_array().unwrap().len(), 3, "{r}");
 }
