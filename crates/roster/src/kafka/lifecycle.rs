@@ -88,10 +88,67 @@ fn parse(payload: Option<&[u8]>) -> Result<LifecycleTarget, String> {
     .check()
 }
 
+/// The consumer's context: librdkafka's noise as [`super::Quiet`], and the
+/// partitions this node holds now. Before partitions are taken away, what was
+/// applied on them is committed; after, messages of theirs still queued here
+/// are not applied (their next owner starts at that commit). Only a message
+/// being applied at that instant can reach both, and its `eventId` catches it.
+#[derive(Default)]
+struct Group {
+    held: parking_lot::Mutex<std::collections::HashSet<(String, i32)>>,
+}
+
+impl Group {
+    fn holds(&self, topic: &str, partition: i32) -> bool {
+        self.held.lock().contains(&(topic.to_string(), partition))
+    }
+}
+
+impl rdkafka::ClientContext for Group {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, msg: &str) {
+        rdkafka::ClientContext::log(&super::Quiet, level, fac, msg)
+    }
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        rdkafka::ClientContext::error(&super::Quiet, error, reason)
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for Group {
+    fn pre_rebalance(
+        &self,
+        consumer: &rdkafka::consumer::BaseConsumer<Self>,
+        rebalance: &rdkafka::consumer::Rebalance<'_>,
+    ) {
+        if let rdkafka::consumer::Rebalance::Revoke(tpl) = rebalance {
+            let mut held = self.held.lock();
+            for e in tpl.elements() {
+                held.remove(&(e.topic().to_string(), e.partition()));
+            }
+            drop(held);
+            if let Err(e) = consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync) {
+                tracing::debug!("kafka: no commit before a rebalance: {e}");
+            }
+        }
+    }
+
+    fn post_rebalance(
+        &self,
+        _consumer: &rdkafka::consumer::BaseConsumer<Self>,
+        rebalance: &rdkafka::consumer::Rebalance<'_>,
+    ) {
+        if let rdkafka::consumer::Rebalance::Assign(tpl) = rebalance {
+            let mut held = self.held.lock();
+            for e in tpl.elements() {
+                held.insert((e.topic().to_string(), e.partition()));
+            }
+        }
+    }
+}
+
 pub struct LifecycleConsumer {
     node: Arc<Node>,
     config: KafkaConfig,
-    consumer: Arc<StreamConsumer<super::Quiet>>,
+    consumer: Arc<StreamConsumer<Group>>,
     dlt: FutureProducer<super::Quiet>,
 }
 
@@ -99,7 +156,7 @@ impl LifecycleConsumer {
     /// Creates the consumer and subscribes (no broker needs to answer yet).
     pub fn new(node: Arc<Node>, config: KafkaConfig) -> Result<Self, String> {
         let brokers = config.brokers().ok_or("kafka.brokers is not set")?;
-        let consumer: StreamConsumer<super::Quiet> =
+        let consumer: StreamConsumer<Group> =
             super::client_config(brokers, "roster-lifecycle")
                 .set("group.id", &config.group_id)
                 .set("enable.auto.commit", "true")
@@ -117,7 +174,7 @@ impl LifecycleConsumer {
                     "heartbeat.interval.ms",
                     (config.session_timeout.0.as_millis() / 3).to_string(),
                 )
-                .create_with_context(super::Quiet)
+                .create_with_context(Group::default())
                 .map_err(|e| format!("`kafka.brokers`: cannot create the consumer: {e}"))?;
         consumer
             .subscribe(&[&config.mutating_topic, &config.mutated_topic])
@@ -160,6 +217,9 @@ impl LifecycleConsumer {
                     continue;
                 }
             };
+            if !self.consumer.context().holds(msg.topic(), msg.partition()) {
+                continue; // its partition went to another node meanwhile
+            }
             if !self.handle(&msg, &stop).await {
                 break; // stopping: this message stays uncommitted
             }

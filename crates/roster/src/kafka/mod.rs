@@ -41,22 +41,7 @@ impl rdkafka::ClientContext for Quiet {
     }
 }
 
-impl rdkafka::consumer::ConsumerContext for Quiet {
-    /// Before partitions are taken away, what was applied on them is
-    /// committed, so their next owner does not apply it again (only a message
-    /// being applied at that instant can be; its `eventId` catches it).
-    fn pre_rebalance(
-        &self,
-        consumer: &rdkafka::consumer::BaseConsumer<Self>,
-        rebalance: &rdkafka::consumer::Rebalance<'_>,
-    ) {
-        if let rdkafka::consumer::Rebalance::Revoke(_) = rebalance {
-            if let Err(e) = consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync) {
-                tracing::debug!("kafka: no commit before a rebalance: {e}");
-            }
-        }
-    }
-}
+impl rdkafka::consumer::ConsumerContext for Quiet {}
 
 /// The settings every Roster Kafka client starts from.
 pub fn client_config(brokers: &str, client_id: &str) -> ClientConfig {
