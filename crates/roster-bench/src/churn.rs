@@ -44,7 +44,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::measure::{self, micros_histogram, round3, summary_ms};
 use crate::server::Server;
 use crate::token::TokenMinter;
-use crate::wire::{open_hello, Ws};
+use crate::wire::{open_hello, open_session, Ws};
 use crate::{http, parse_duration, prom, Target};
 
 const ROWS_WRITTEN: &str = "roster_journal_rows_written_total";
@@ -462,19 +462,40 @@ pub(crate) async fn open_sessions(
     concurrency: usize,
     names: impl Fn(usize) -> (String, String),
 ) -> Result<(Vec<Option<Ws>>, Histogram<u64>, f64), String> {
+    open_sessions_in(url, minter, n, concurrency, |i| {
+        let (user, client_id) = names(i);
+        (user, client_id, None)
+    })
+    .await
+}
+
+/// As [`open_sessions`], and a session whose `names(i)` gives a room also joins it
+/// (`SUB`, waits for its `PRESENCE`; the latency is then HELLO → PRESENCE).
+pub(crate) async fn open_sessions_in(
+    url: &str,
+    minter: &TokenMinter,
+    n: usize,
+    concurrency: usize,
+    names: impl Fn(usize) -> (String, String, Option<String>),
+) -> Result<(Vec<Option<Ws>>, Histogram<u64>, f64), String> {
     let open_began = Instant::now();
     let permits = Arc::new(Semaphore::new(concurrency.max(1)));
     let mut opens = JoinSet::new();
     for i in 0..n {
-        let (user, client_id) = names(i);
+        let (user, client_id, room) = names(i);
         let token = minter.mint(&user, &[])?;
         let (url, permits) = (url.to_owned(), permits.clone());
         opens.spawn(async move {
             let _permit = permits.acquire_owned().await.map_err(|e| e.to_string())?;
             let t0 = Instant::now();
-            let ws = open_hello(&url, &token, &client_id, Duration::from_secs(30))
-                .await
-                .map_err(|e| format!("session {i}: {e}"))?;
+            let timeout = Duration::from_secs(30);
+            let ws = match &room {
+                Some(room) => open_session(&url, &token, &client_id, room, timeout)
+                    .await
+                    .map(|o| o.ws),
+                None => open_hello(&url, &token, &client_id, timeout).await,
+            }
+            .map_err(|e| format!("session {i}: {e}"))?;
             Ok::<_, String>((i, ws, t0.elapsed()))
         });
     }

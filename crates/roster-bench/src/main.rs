@@ -6,13 +6,15 @@
 //! never read as a slow server. Latencies are measured open-loop from the *intended*
 //! send time into HdrHistograms. It never changes the server's state beyond the
 //! sessions, rooms and locks it creates in its own tenant (and, for `churn`, the
-//! activity it causes the server to journal).
+//! activity it causes the server to journal; for `lifecycle`, the entity state of
+//! its rooms, on a server it started).
 
 mod churn;
 mod connect;
 mod events;
 mod fanout;
 mod http;
+mod lifecycle;
 mod locks;
 mod measure;
 mod openings;
@@ -60,6 +62,10 @@ enum Command {
     /// The presence event stream: a webhook receiver's events/s, lag and seq
     /// completeness, and join latency with no webhook, a fast one and a hung one.
     Events(events::EventsArgs),
+    /// The entity lifecycle from Kafka (librdkafka's mock cluster in the bench):
+    /// produce → ENTITY at the subscribed clients, events/s applied, latency, every
+    /// message's ENTITY checked.
+    Lifecycle(lifecycle::LifecycleArgs),
 }
 
 /// Which server to measure, and how to authenticate against it.
@@ -150,6 +156,7 @@ fn main() -> ExitCode {
             Command::Churn(a) => churn::run(a).await,
             Command::Openings(a) => openings::run(a).await,
             Command::Events(a) => events::run(a).await,
+            Command::Lifecycle(a) => lifecycle::run(a).await,
         }
     });
     match result {

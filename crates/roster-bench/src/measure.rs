@@ -2,6 +2,7 @@
 //! (getrusage), the server's RSS and CPU from /proc, kernel socket memory, and the
 //! exact command line. Reading /proc never fails a run: a missing figure is `null`.
 
+use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
@@ -132,7 +133,12 @@ pub fn tcp_sockstat() -> Option<(u64, u64)> {
 
 /// CPU seconds (user, system) consumed so far by `pid`, from /proc/PID/stat.
 pub fn process_cpu(pid: u32) -> Option<(f64, f64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    process_cpu_at(&format!("/proc/{pid}/stat"))
+}
+
+/// (user, system) seconds of a `/proc/…/stat` file (a process's or a thread's).
+fn process_cpu_at(path: &str) -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string(path).ok()?;
     // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
@@ -142,6 +148,50 @@ pub fn process_cpu(pid: u32) -> Option<(f64, f64)> {
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     let hz = if hz > 0 { hz as f64 } else { 100.0 };
     Some((utime / hz, stime / hz))
+}
+
+/// CPU seconds (user, system) of this process's live threads, summed by thread name
+/// (`/proc/self/task/*/comm`: librdkafka's threads are `rdk:…`, tokio's workers
+/// `tokio-runtime-w`). A thread that ended is no longer counted.
+pub fn threads_cpu() -> BTreeMap<String, (f64, f64)> {
+    let mut out = BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        let Ok(tid) = task.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if let Some((u, s)) = process_cpu_at(&format!("/proc/self/task/{tid}/stat")) {
+            let e = out.entry(comm.trim().to_owned()).or_insert((0.0, 0.0));
+            e.0 += u;
+            e.1 += s;
+        }
+    }
+    out
+}
+
+/// What each thread name used between two [`threads_cpu`] samples, in seconds, the
+/// busiest first (names that used nothing left out).
+pub fn threads_cpu_delta(
+    before: &BTreeMap<String, (f64, f64)>,
+    after: &BTreeMap<String, (f64, f64)>,
+) -> Value {
+    let mut used: Vec<(&String, f64)> = after
+        .iter()
+        .map(|(name, a)| {
+            let b = before.get(name).copied().unwrap_or((0.0, 0.0));
+            (name, (a.0 - b.0) + (a.1 - b.1))
+        })
+        .filter(|(_, s)| *s > 0.0)
+        .collect();
+    used.sort_by(|x, y| y.1.total_cmp(&x.1));
+    Value::Array(
+        used.into_iter()
+            .map(|(name, s)| json!([name, round3(s)]))
+            .collect(),
+    )
 }
 
 /// CPU used between two `process_cpu` / `self_cpu` samples, as JSON.
@@ -241,6 +291,10 @@ mod tests {
         let me = std::process::id();
         assert!(rss_bytes(me).unwrap() > 0);
         assert!(process_cpu(me).is_some());
+        let threads = threads_cpu();
+        assert!(!threads.is_empty());
+        let busy = threads_cpu_delta(&BTreeMap::new(), &threads);
+        assert!(busy.as_array().is_some());
         assert!(tcp_sockstat().is_some());
         assert!(open_files_limit().unwrap() > 0);
     }

@@ -87,7 +87,7 @@ pub async fn send_json(ws: &mut Ws, v: &Value) -> Result<(), String> {
 
 /// Reads until a message of type `ty` (for `room`, if given); an `ERROR` or a close
 /// ends the wait with an error.
-async fn await_type(ws: &mut Ws, ty: &str, room: Option<&str>) -> Result<Value, String> {
+pub(crate) async fn await_type(ws: &mut Ws, ty: &str, room: Option<&str>) -> Result<Value, String> {
     loop {
         let frame = match ws.next().await {
             None => return Err("connection ended".into()),

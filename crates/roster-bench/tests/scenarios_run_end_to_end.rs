@@ -1,7 +1,8 @@
 //! Runs every bench scenario, small, against the real `roster` binary started through
 //! `--server-bin`, and checks the JSON report: every session opens, nothing fails,
 //! every update reaches every member in seq order, exactly one lock winner per
-//! round, every event reaches a webhook receiver without a seq gap. Sizes are small
+//! round, every event reaches a webhook receiver without a seq gap, every lifecycle
+//! message from (mock) Kafka comes back as its room's `ENTITY`. Sizes are small
 //! so a debug build runs the whole file in seconds; this proves the bench's plumbing
 //! against the real server, not Roster's performance.
 
@@ -450,4 +451,66 @@ fn events_reach_a_webhook_receiver_without_gaps() {
         "{hung}"
     );
     assert_eq!(r["summary"].as_array().unwrap().len(), 3, "{r}");
+}
+
+#[test]
+fn lifecycle_messages_from_kafka_reach_their_rooms_as_entity() {
+    // 100 rooms, two messages each (MUTATING, then MUTATED 4 s later): far enough
+    // apart that the consumer never fetches a room's two together (the two topics
+    // are not ordered together; docs/BENCHMARKS.md "Lifecycle from Kafka").
+    let r = run_bench(&[
+        "lifecycle",
+        "--rooms",
+        "100",
+        "--events",
+        "200",
+        "--events-per-sec",
+        "25",
+        "--warmup",
+        "1s",
+        "--wait",
+        "20s",
+        "--lag-wait",
+        "1s",
+    ]);
+    assert_eq!(
+        r["server"]["config"]["env"]["ROSTER_KAFKA_SESSION_TIMEOUT"], "6s",
+        "{r}"
+    );
+    assert!(
+        r["server"]["config"]["env"]["ROSTER_KAFKA_BROKERS"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:"),
+        "{r}"
+    );
+    // The probe came back before anything was timed.
+    assert!(
+        r["probe"]["first_entity_after_ms"].as_f64().unwrap() > 0.0,
+        "{r}"
+    );
+    // Every message was delivered, applied and came back as its room's ENTITY, once,
+    // with the state it leaves.
+    let p = &r["kafka"]["producer"];
+    assert_eq!(p["handed_over"], 200, "{r}");
+    assert_eq!(p["delivered"], 202, "{r}"); // and the probe's two
+    assert_eq!(p["failed"], 0, "{r}");
+    let e = &r["entity"];
+    assert_eq!(e["received"], 200, "{e}");
+    assert_eq!(e["missing"], 0, "{e}");
+    assert_eq!(e["mismatches"], 0, "{e}");
+    assert_eq!(e["unexpected"], 0, "{e}");
+    assert_eq!(e["errors"], 0, "{e}");
+    assert_eq!(e["rooms_left_in_wrong_state"], 0, "{e}");
+    assert_eq!(e["sessions_disconnected"], 0, "{e}");
+    // 25 messages in the 1 s warm-up are not timed.
+    assert_eq!(e["timed"], 175, "{e}");
+    assert_eq!(e["latency_ms"]["count"], 175, "{e}");
+    assert!(e["applied_per_s"].as_f64().unwrap() > 0.0, "{e}");
+    // The server counts them applied (with the probe's), none dead-lettered.
+    let outcomes = &r["server_kafka"]["after_run"]["lifecycle_events_total"];
+    assert_eq!(outcomes["outcome=\"applied\""], 202.0, "{r}");
+    assert_eq!(outcomes["outcome=\"dead_lettered\""], 0.0, "{r}");
+    assert!(r["server_cpu_in_run"]["cores"].is_number(), "{r}");
+    assert!(r["bench_cpu_in_run"]["by_thread_s"].is_array(), "{r}");
 }
