@@ -156,26 +156,25 @@ impl LifecycleConsumer {
     /// Creates the consumer and subscribes (no broker needs to answer yet).
     pub fn new(node: Arc<Node>, config: KafkaConfig) -> Result<Self, String> {
         let brokers = config.brokers().ok_or("kafka.brokers is not set")?;
-        let consumer: StreamConsumer<Group> =
-            super::client_config(brokers, "roster-lifecycle")
-                .set("group.id", &config.group_id)
-                .set("enable.auto.commit", "true")
-                // Offsets are stored by hand after each apply; the periodic (and
-                // the closing) commit only commits what was stored.
-                .set("enable.auto.offset.store", "false")
-                .set("auto.offset.reset", "earliest")
-                .set("allow.auto.create.topics", "true")
-                .set(
-                    "session.timeout.ms",
-                    config.session_timeout.0.as_millis().to_string(),
-                )
-                // librdkafka's advice: a third of the session timeout.
-                .set(
-                    "heartbeat.interval.ms",
-                    (config.session_timeout.0.as_millis() / 3).to_string(),
-                )
-                .create_with_context(Group::default())
-                .map_err(|e| format!("`kafka.brokers`: cannot create the consumer: {e}"))?;
+        let consumer: StreamConsumer<Group> = super::client_config(brokers, "roster-lifecycle")
+            .set("group.id", &config.group_id)
+            .set("enable.auto.commit", "true")
+            // Offsets are stored by hand after each apply; the periodic (and
+            // the closing) commit only commits what was stored.
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("allow.auto.create.topics", "true")
+            .set(
+                "session.timeout.ms",
+                config.session_timeout.0.as_millis().to_string(),
+            )
+            // librdkafka's advice: a third of the session timeout.
+            .set(
+                "heartbeat.interval.ms",
+                (config.session_timeout.0.as_millis() / 3).to_string(),
+            )
+            .create_with_context(Group::default())
+            .map_err(|e| format!("`kafka.brokers`: cannot create the consumer: {e}"))?;
         consumer
             .subscribe(&[&config.mutating_topic, &config.mutated_topic])
             .map_err(|e| format!("`kafka.mutating_topic`/`kafka.mutated_topic`: {e}"))?;
