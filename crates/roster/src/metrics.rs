@@ -148,7 +148,7 @@ fn describe() {
     );
     describe_counter!(
         KAFKA_LIFECYCLE,
-        "lifecycle events consumed from Kafka, by outcome (applied, duplicate of an applied eventId, dead_lettered to <topic>.dlt)"
+        "lifecycle events consumed from Kafka, by outcome (applied, duplicate of an applied eventId, superseded by a newer event of the record, dead_lettered to <topic>.dlt)"
     );
     describe_counter!(
         KAFKA_LIFECYCLE_RETRIES,
@@ -266,7 +266,7 @@ fn register_zeroes() {
         metrics::counter!(WEBHOOK_EVENTS, "outcome" => outcome).increment(0);
     }
     metrics::counter!(WEBHOOK_RETRIES).increment(0);
-    for outcome in ["applied", "duplicate", "dead_lettered"] {
+    for outcome in ["applied", "duplicate", "superseded", "dead_lettered"] {
         metrics::counter!(KAFKA_LIFECYCLE, "outcome" => outcome).increment(0);
     }
     metrics::counter!(KAFKA_LIFECYCLE_RETRIES).increment(0);

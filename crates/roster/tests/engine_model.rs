@@ -1113,14 +1113,19 @@ impl World {
                         by,
                         Instant::now(),
                         STALE_TTL,
+                        None,
                     )
                     .await
-                    .unwrap();
+                    .unwrap()
+                    .expect("an event without a time is never superseded");
                 Self::entity(&v)
             }
-            Op::Mutated(r) => {
-                Self::entity(&e.mutated(&self.room(r), Self::settings(r)).await.unwrap())
-            }
+            Op::Mutated(r) => Self::entity(
+                &e.mutated(&self.room(r), Self::settings(r), None)
+                    .await
+                    .unwrap()
+                    .expect("an event without a time is never superseded"),
+            ),
             Op::ExpireStale(r, late) => {
                 let now = if late {
                     Instant::now() + STALE_TTL * 2
@@ -1714,4 +1719,82 @@ async fn the_event_log_twins_answer_alike() {
     );
     assert!(memory.iter().any(|l| l == "cursor 7"), "{memory:?}");
     assert_eq!(memory, event_log_script("redis").await);
+}
+
+/// Lifecycle events with their own time: the twins supersede the same ones
+/// (a MUTATED read before its MUTATING; a tie goes to MUTATED).
+async fn lifecycle_order_script(kind: &str) -> Vec<String> {
+    let es = engines(kind, Arc::new(Recorder::default())).await;
+    let (a, b) = (es[0].clone(), es[es.len() - 1].clone());
+    let t = TenantId::parse(&format!(
+        "lo{}x{}",
+        std::process::id(),
+        RUN.fetch_add(1, Ordering::Relaxed)
+    ))
+    .unwrap();
+    let room = RoomId {
+        tenant: t,
+        key: RoomKey::parse("Order:1").unwrap(),
+    };
+    let settings = || {
+        let t = seeded()
+            .into_iter()
+            .find(|t| t.code.0 == "GENERIC")
+            .unwrap();
+        RoomSettings::from_type(&t, None, false, SystemTime::now())
+    };
+    let by = || UserId::parse("etl").unwrap();
+    let now = Instant::now();
+    let show = |v: Option<EntityView>| match v {
+        Some(v) => format!(
+            "{} {:?} {}",
+            v.stale,
+            v.busy_by.map(|u| u.to_string()),
+            v.version
+        ),
+        None => "superseded".into(),
+    };
+    vec![
+        show(a.mutated(&room, settings(), Some(2_000)).await.unwrap()),
+        show(
+            b.mutating(&room, settings(), by(), now, STALE_TTL, Some(1_000))
+                .await
+                .unwrap(),
+        ),
+        show(
+            a.mutating(&room, settings(), by(), now, STALE_TTL, Some(2_000))
+                .await
+                .unwrap(),
+        ),
+        show(
+            b.mutating(&room, settings(), by(), now, STALE_TTL, Some(2_001))
+                .await
+                .unwrap(),
+        ),
+        show(a.mutated(&room, settings(), Some(2_001)).await.unwrap()),
+        show(b.mutated(&room, settings(), Some(1_500)).await.unwrap()),
+        show(
+            a.mutating(&room, settings(), by(), now, STALE_TTL, None)
+                .await
+                .unwrap(),
+        ),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn superseded_lifecycle_events_are_the_same_on_both_engines() {
+    let memory = lifecycle_order_script("memory").await;
+    assert_eq!(
+        memory,
+        [
+            "false None 1",
+            "superseded",
+            "superseded",
+            "true Some(\"etl\") 1",
+            "false None 2",
+            "superseded",
+            "true Some(\"etl\") 2"
+        ]
+    );
+    assert_eq!(memory, lifecycle_order_script("redis").await);
 }

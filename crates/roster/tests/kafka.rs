@@ -58,7 +58,7 @@ impl Kafka {
 
     async fn lifecycle(&self, topic: &str, tenant: &str, id: u64, user: &str, event: Option<&str>) {
         let mut body = json!({"tenantId": tenant, "entity": "Order", "id": id, "userId": user,
-            "timestamp": 1_700_000_000_000u64});
+            "timestamp": next_timestamp()});
         if let Some(e) = event {
             body["eventId"] = json!(e);
         }
@@ -94,6 +94,19 @@ impl Kafka {
         }
         out
     }
+}
+
+/// A time for each message, later than the one before (as a pipeline's
+/// events are): an older one than a record's last would be superseded.
+fn next_timestamp() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    LAST.fetch_max(now, Ordering::SeqCst);
+    LAST.fetch_add(1, Ordering::SeqCst) + 1
 }
 
 fn rand_suffix() -> String {
@@ -647,8 +660,9 @@ async fn two_nodes_in_one_group_split_the_partitions() {
     let end = Instant::now() + Duration::from_secs(60);
     loop {
         for id in 0..40 {
+            let n = sent * 1000 + id;
             kafka
-                .lifecycle(MUTATED, "acme", sent * 1000 + id, "etl", None)
+                .lifecycle(MUTATED, "acme", n, "etl", Some(&format!("split-{n}")))
                 .await;
         }
         sent += 1;
@@ -669,9 +683,67 @@ async fn two_nodes_in_one_group_split_the_partitions() {
         if x + y == want {
             break;
         }
-        assert!(x + y < want, "applied twice: {x} + {y} of {want}");
+        if x + y > want {
+            let (ma, mb) = (a.metrics().await, b.metrics().await);
+            let k = |t: &str| {
+                t.lines()
+                    .filter(|l| l.starts_with("roster_kafka"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            };
+            panic!(
+                "applied twice: {x} + {y} of {want}\nA:\n{}\nB:\n{}",
+                k(&ma),
+                k(&mb)
+            );
+        }
         assert!(Instant::now() < end, "{x} + {y} of {want}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     drop_pg_schema(&schema).await;
+}
+
+/// MUTATING and MUTATED come on two topics: a record's MUTATED read before
+/// its MUTATING (by their `timestamp`) supersedes it, so the record is not
+/// left stale; a later MUTATING applies.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mutating_older_than_the_mutated_already_applied_is_superseded() {
+    let kafka = Kafka::start();
+    let s = start_server(&kafka, &[]).await;
+    let mut a = s.client_in("alice", "acme", Default::default()).await;
+    a.sub("Order:31", None).await.unwrap();
+    let send = |topic: &'static str, at: Value| {
+        let body = json!({"tenantId": "acme", "entity": "Order", "id": 31, "userId": "etl", "timestamp": at});
+        let kafka = &kafka;
+        async move {
+            kafka
+                .produce(topic, "acme:Order:31", body.to_string().as_bytes())
+                .await
+        }
+    };
+    send(MUTATED, json!("2026-12-06T10:00:00.200Z")).await;
+    let e = entity(&mut a, &s).await;
+    assert_eq!(
+        (e["stale"].clone(), e["version"].clone()),
+        (json!(false), json!(1))
+    );
+    send(MUTATING, json!(1_796_551_200_100u64)).await; // 100 ms before that MUTATED
+    wait_metric(
+        &s,
+        "roster_kafka_lifecycle_events_total{outcome=\"superseded\"}",
+        1.0,
+    )
+    .await;
+    expect_none(&mut a, "ENTITY", Duration::from_millis(300)).await;
+    let (_, p) = s
+        .rest(
+            "GET",
+            "/api/v1/rooms/Order:31/presence",
+            &s.admin_token("acme"),
+            None,
+        )
+        .await;
+    assert_eq!(p["stale"], false, "not left stale: {p}");
+    send(MUTATING, json!(1_796_551_200_300u64)).await;
+    assert_eq!(entity(&mut a, &s).await["stale"], true);
 }

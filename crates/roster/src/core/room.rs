@@ -149,6 +149,26 @@ pub struct EntityState {
     pub busy_by: Option<UserId>,
     pub version: u64,
     pub stale_until: Option<Instant>,
+    /// The time (unix ms) of the last lifecycle event applied with one, and
+    /// whether it was a `MUTATED`: an older event is superseded.
+    pub last_at: u64,
+    pub last_mutated: bool,
+}
+
+impl EntityState {
+    /// Whether a lifecycle event of time `at` came after the last one applied
+    /// (and records it). `MUTATING` and `MUTATED` arrive on two topics, so a
+    /// record's `MUTATED` can be read before its `MUTATING`: the older one is
+    /// then ignored. At the same millisecond a `MUTATED` wins.
+    pub fn newer(&mut self, at: Option<u64>, mutated: bool) -> bool {
+        let Some(at) = at else { return true };
+        let older = at < self.last_at || (at == self.last_at && self.last_mutated && !mutated);
+        if !older {
+            self.last_at = at;
+            self.last_mutated = mutated;
+        }
+        !older
+    }
 }
 
 #[derive(Debug)]
@@ -517,19 +537,33 @@ impl Room {
         self.locks.remove(field)
     }
 
-    pub fn mutating(&mut self, by: UserId, now: Instant, stale_ttl: Duration) -> &EntityState {
+    /// `None`: superseded (older than the last lifecycle event applied).
+    pub fn mutating(
+        &mut self,
+        by: UserId,
+        now: Instant,
+        stale_ttl: Duration,
+        at: Option<u64>,
+    ) -> Option<&EntityState> {
+        if !self.entity.newer(at, false) {
+            return None;
+        }
         self.entity.stale = true;
         self.entity.busy_by = Some(by);
         self.entity.stale_until = Some(now + stale_ttl);
-        &self.entity
+        Some(&self.entity)
     }
 
-    pub fn mutated(&mut self) -> &EntityState {
+    /// `None`: superseded (older than the last lifecycle event applied).
+    pub fn mutated(&mut self, at: Option<u64>) -> Option<&EntityState> {
+        if !self.entity.newer(at, true) {
+            return None;
+        }
         self.entity.stale = false;
         self.entity.busy_by = None;
         self.entity.stale_until = None;
         self.entity.version += 1;
-        &self.entity
+        Some(&self.entity)
     }
 
     /// Clears `stale` if `MUTATED` never came within `stale_ttl`.
@@ -1136,14 +1170,29 @@ mod tests {
     fn entity_lifecycle() {
         let mut r = room("GENERIC");
         let now = Instant::now();
-        r.mutating(UserId::parse("etl").unwrap(), now, Duration::from_secs(5));
+        let etl = || UserId::parse("etl").unwrap();
+        let ttl = Duration::from_secs(5);
+        r.mutating(etl(), now, ttl, None);
         assert!(r.entity().stale);
         assert!(r.expire_stale(now).is_none());
         assert!(r.expire_stale(now + Duration::from_secs(5)).is_some());
         assert!(!r.entity().stale);
-        r.mutating(UserId::parse("etl").unwrap(), now, Duration::from_secs(5));
-        let e = r.mutated();
+        r.mutating(etl(), now, ttl, None);
+        let e = r.mutated(None).unwrap();
         assert_eq!((e.stale, e.version), (false, 1));
+        // A MUTATED read before its MUTATING (two topics): the older MUTATING
+        // is superseded, also at the same millisecond; a newer one applies.
+        assert!(r.mutated(Some(2_000)).is_some());
+        assert!(r.mutating(etl(), now, ttl, Some(1_000)).is_none());
+        assert!(r.mutating(etl(), now, ttl, Some(2_000)).is_none());
+        assert!(!r.entity().stale);
+        assert_eq!(r.entity().version, 2);
+        assert!(r.mutating(etl(), now, ttl, Some(2_001)).is_some());
+        assert!(r.mutated(Some(2_001)).is_some(), "MUTATED wins a tie");
+        assert!(
+            r.mutating(etl(), now, ttl, None).is_some(),
+            "no time: applied"
+        );
     }
 
     #[test]

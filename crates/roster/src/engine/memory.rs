@@ -480,16 +480,22 @@ impl Locks for MemoryEngine {
         by: UserId,
         now: Instant,
         stale_ttl: Duration,
-    ) -> Result<EntityView, EngineError> {
+        at: Option<u64>,
+    ) -> Result<Option<EntityView>, EngineError> {
         let (mut r, _) = self.lock_or_create(id, &create);
-        r.mutating(by, now, stale_ttl);
-        Ok(r.entity_view())
+        let applied = r.mutating(by, now, stale_ttl, at).is_some();
+        Ok(applied.then(|| r.entity_view()))
     }
 
-    async fn mutated(&self, id: &RoomId, create: RoomSettings) -> Result<EntityView, EngineError> {
+    async fn mutated(
+        &self,
+        id: &RoomId,
+        create: RoomSettings,
+        at: Option<u64>,
+    ) -> Result<Option<EntityView>, EngineError> {
         let (mut r, _) = self.lock_or_create(id, &create);
-        r.mutated();
-        Ok(r.entity_view())
+        let applied = r.mutated(at).is_some();
+        Ok(applied.then(|| r.entity_view()))
     }
 
     async fn expire_stale(

@@ -326,6 +326,9 @@ pub trait Locks: Send + Sync + 'static {
         action: &str,
     ) -> Result<(), EngineError>;
 
+    /// `at`: the event's own time (unix ms), if it has one; an event older
+    /// than the last one applied to the room is superseded: `None`, nothing
+    /// changed.
     async fn mutating(
         &self,
         id: &RoomId,
@@ -333,9 +336,15 @@ pub trait Locks: Send + Sync + 'static {
         by: UserId,
         now: Instant,
         stale_ttl: Duration,
-    ) -> Result<EntityView, EngineError>;
+        at: Option<u64>,
+    ) -> Result<Option<EntityView>, EngineError>;
 
-    async fn mutated(&self, id: &RoomId, create: RoomSettings) -> Result<EntityView, EngineError>;
+    async fn mutated(
+        &self,
+        id: &RoomId,
+        create: RoomSettings,
+        at: Option<u64>,
+    ) -> Result<Option<EntityView>, EngineError>;
 
     async fn expire_stale(
         &self,

@@ -356,21 +356,36 @@ redis.call('HDEL', k('l'), ARGV[1])
 return { s, u, e }
 
 --@@ lifecycle
--- ARGV: mode by now ttl cfg...
+-- ARGV: mode by now ttl at cfg... (`at`: the event's own time in ms, or '').
+-- An event older than the last one applied with a time is superseded (the
+-- two topics keep no order between them; at the same ms a MUTATED wins): the
+-- answer's 5th element is 1 and nothing changes. Same rule as
+-- core::room::EntityState::newer.
 local now = ARGV[3]
 local created = 0
 if redis.call('EXISTS', k('cfg')) == 0 then
-  create(now, 5, #ARGV)
+  create(now, 6, #ARGV)
   created = 1
 end
-if ARGV[1] == 'mutating' then
+local mutated = ARGV[1] ~= 'mutating'
+if ARGV[5] ~= '' then
+  local at = tonumber(ARGV[5])
+  local last = redis.call('HMGET', k('e'), 'at', 'am')
+  local last_at = tonumber(last[1] or '0')
+  if at < last_at or (at == last_at and last[2] == '1' and not mutated) then
+    local e = entity()
+    return { created, e[1], e[2], e[3], 1 }
+  end
+  redis.call('HSET', k('e'), 'at', ARGV[5], 'am', mutated and '1' or '0')
+end
+if not mutated then
   redis.call('HSET', k('e'), 'stale', '1', 'busy', ARGV[2], 'until', tostring(tonumber(now) + tonumber(ARGV[4])))
 else
   redis.call('HSET', k('e'), 'stale', '0', 'busy', '', 'until', '')
   redis.call('HINCRBY', k('e'), 'ver', 1)
 end
 local e = entity()
-return { created, e[1], e[2], e[3] }
+return { created, e[1], e[2], e[3], 0 }
 
 --@@ expire_stale
 -- ARGV: now

@@ -1842,14 +1842,20 @@ impl Locks for RedisEngine {
         by: UserId,
         now: Instant,
         stale_ttl: Duration,
-    ) -> Result<EntityView, EngineError> {
-        self.lifecycle(id, create, "mutating", by.as_str(), now, stale_ttl)
+        at: Option<u64>,
+    ) -> Result<Option<EntityView>, EngineError> {
+        self.lifecycle(id, create, "mutating", by.as_str(), now, stale_ttl, at)
             .await
     }
 
-    async fn mutated(&self, id: &RoomId, create: RoomSettings) -> Result<EntityView, EngineError> {
+    async fn mutated(
+        &self,
+        id: &RoomId,
+        create: RoomSettings,
+        at: Option<u64>,
+    ) -> Result<Option<EntityView>, EngineError> {
         let now = self.inner.clock.now();
-        self.lifecycle(id, create, "mutated", "", now, Duration::ZERO)
+        self.lifecycle(id, create, "mutated", "", now, Duration::ZERO, at)
             .await
     }
 
@@ -2568,13 +2574,15 @@ impl RedisEngine {
         by: &str,
         now: Instant,
         ttl: Duration,
-    ) -> Result<EntityView, EngineError> {
+        at: Option<u64>,
+    ) -> Result<Option<EntityView>, EngineError> {
         let i = &self.inner;
         let mut args = vec![
             mode.to_string(),
             by.to_string(),
             ms(i.clock.wall(now)).to_string(),
             (ttl.as_millis() as u64).to_string(),
+            at.map(|a| a.to_string()).unwrap_or_default(),
         ];
         args.extend(cfg_args(&create));
         let v = i
@@ -2585,13 +2593,16 @@ impl RedisEngine {
         if a.first().map(int) == Some(1) {
             i.index_room(id).await;
         }
+        if a.get(4).map(int) == Some(1) {
+            return Ok(None); // superseded: older than the last event applied
+        }
         let nil = RValue::Nil;
-        Ok(Inner::entity_from(
+        Ok(Some(Inner::entity_from(
             id,
             a.get(1).unwrap_or(&nil),
             a.get(2).unwrap_or(&nil),
             a.get(3).unwrap_or(&nil),
-        ))
+        )))
     }
 }
 

@@ -54,6 +54,9 @@ struct WireEvent {
     user_id: String,
     #[serde(default)]
     event_id: Option<String>,
+    /// When the change happened: unix ms, or an ISO-8601 / RFC 3339 time.
+    #[serde(default)]
+    timestamp: Option<Value>,
 }
 
 /// Why a message went to the dead-letter topic.
@@ -78,14 +81,30 @@ fn parse(payload: Option<&[u8]>) -> Result<LifecycleTarget, String> {
     })?;
     let tenant =
         TenantId::parse(&ev.tenant_id).map_err(|e| format!("field `tenantId`: {}", e.0))?;
-    LifecycleInput {
+    let mut t = LifecycleInput {
         tenant,
         entity: &ev.entity,
         id: &ev.id,
         user_id: &ev.user_id,
         event_id: ev.event_id.as_deref(),
     }
-    .check()
+    .check()?;
+    t.at = match &ev.timestamp {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => Some(
+            n.as_u64()
+                .ok_or("field `timestamp`: expected unix milliseconds")?,
+        ),
+        Some(Value::String(s)) => Some(
+            time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+                .map(|t| (t.unix_timestamp_nanos() / 1_000_000).max(0) as u64)
+                .map_err(|e| {
+                    format!("field `timestamp`: {e}; expected unix ms or an RFC 3339 time")
+                })?,
+        ),
+        Some(_) => return Err("field `timestamp`: expected unix ms or an RFC 3339 time".into()),
+    };
+    Ok(t)
 }
 
 /// The consumer's context: librdkafka's noise as [`super::Quiet`], and the
@@ -250,7 +269,15 @@ impl LifecycleConsumer {
     async fn handle(&self, msg: &OwnedMessage, stop: &CancellationToken) -> bool {
         let mutating = msg.topic() == self.config.mutating_topic;
         let target = match parse(msg.payload()) {
-            Ok(t) => t,
+            // Without a `timestamp` of its own, the message's (producer or
+            // broker) time orders it.
+            Ok(mut t) => {
+                t.at = t.at.or(msg
+                    .timestamp()
+                    .to_millis()
+                    .and_then(|m| u64::try_from(m).ok()));
+                t
+            }
             Err(error) => {
                 let letter = DeadLetter {
                     reason: "malformed",
@@ -295,8 +322,12 @@ impl LifecycleConsumer {
         }
     }
 
-    /// One attempt: skipped if its `eventId` was applied before, else applied
-    /// (unless an earlier attempt did) and its id remembered.
+    /// One attempt. An event with an `eventId` is claimed first (recorded
+    /// in the store's window, atomically): if it was already there, it is a
+    /// duplicate; if the apply then fails, the claim is taken back so the
+    /// retry can claim it again. So two nodes that read the same message at
+    /// once (a rebalance under load) apply it once; a node killed between the
+    /// claim and the apply (a round trip) loses that one event.
     async fn apply(
         &self,
         t: &LifecycleTarget,
@@ -304,28 +335,38 @@ impl LifecycleConsumer {
         applied: &mut bool,
     ) -> Result<&'static str, String> {
         let node = &self.node;
+        if *applied {
+            return Ok("applied");
+        }
         if let Some(id) = &t.event_id {
-            if !*applied
-                && node
-                    .lifecycle_applied(&t.room.tenant, id)
-                    .await
-                    .map_err(|e| e.to_string())?
-            {
+            let claimed = node
+                .mark_lifecycle_applied(&t.room.tenant, id)
+                .await
+                .map_err(|e| e.to_string())?;
+            if !claimed {
                 return Ok("duplicate");
             }
         }
-        if !*applied {
-            node.lifecycle(&t.room, mutating, t.by.clone())
-                .await
-                .map_err(|e| e.to_string())?;
-            *applied = true;
+        match node.lifecycle(&t.room, mutating, t.by.clone(), t.at).await {
+            Ok(done) => {
+                *applied = true;
+                // `None`: older than the record's last event (its MUTATED, or a
+                // newer MUTATING, came first on the other topic).
+                Ok(if done.is_some() {
+                    "applied"
+                } else {
+                    "superseded"
+                })
+            }
+            Err(e) => {
+                if let Some(id) = &t.event_id {
+                    if let Err(f) = node.forget_lifecycle_event(&t.room.tenant, id).await {
+                        tracing::warn!(event = %id, "a failed event's claim stays (a retry will see a duplicate): {f}");
+                    }
+                }
+                Err(e.to_string())
+            }
         }
-        if let Some(id) = &t.event_id {
-            node.mark_lifecycle_applied(&t.room.tenant, id)
-                .await
-                .map_err(|e| e.to_string())?;
-        }
-        Ok("applied")
     }
 
     /// Writes the message to `<topic>.dlt`, trying until it is written; `false`
@@ -469,6 +510,17 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(ok.room.key.as_str(), "Order:123");
+        assert_eq!(ok.at, Some(1));
+        let iso = br#"{"tenantId":"a","entity":"O","id":1,"userId":"u","timestamp":"2026-12-06T10:00:00.250Z"}"#;
+        assert_eq!(parse(Some(iso)).unwrap().at, Some(1_796_551_200_250));
+        for bad in [&br#""yesterday""#[..], b"-5", b"[1]"] {
+            let mut p =
+                br#"{"tenantId":"a","entity":"O","id":1,"userId":"u","timestamp":"#.to_vec();
+            p.extend_from_slice(bad);
+            p.push(b'}');
+            let err = parse(Some(&p)).unwrap_err();
+            assert!(err.contains("field `timestamp`"), "{err}");
+        }
         assert_eq!(ok.event_id.as_deref(), Some("e1"));
     }
 }

@@ -5,13 +5,16 @@ use super::*;
 
 impl Node {
     /// `MUTATING`/`MUTATED` (REST or Kafka): updates entity state and tells members.
-    /// Returns the room's entity state as this call left it.
+    /// Returns the room's entity state as this call left it, or `None` if the
+    /// event (of time `at`, unix ms) is older than the last one applied to the
+    /// room: superseded, nothing changed.
     pub async fn lifecycle(
         &self,
         room: &RoomId,
         mutating: bool,
         by: UserId,
-    ) -> Result<crate::core::room::EntityView, EngineError> {
+        at: Option<u64>,
+    ) -> Result<Option<crate::core::room::EntityView>, EngineError> {
         let now = self.clock.now();
         self.record(
             &room.tenant,
@@ -25,11 +28,19 @@ impl Node {
         let settings = self.ad_hoc_settings(room);
         let view = if mutating {
             let ttl = self.timing().stale_ttl.0;
-            let v = self.engine.mutating(room, settings, by, now, ttl).await?;
-            self.schedule(now + ttl, Deadline::StaleExpiry(room.clone()));
+            let v = self
+                .engine
+                .mutating(room, settings, by, now, ttl, at)
+                .await?;
+            if v.is_some() {
+                self.schedule(now + ttl, Deadline::StaleExpiry(room.clone()));
+            }
             v
         } else {
-            self.engine.mutated(room, settings).await?
+            self.engine.mutated(room, settings, at).await?
+        };
+        let Some(view) = view else {
+            return Ok(None);
         };
         self.emit(Self::entity_transition(room, &view)).await;
         if self.engine.members(room).await?.is_empty() {
@@ -44,7 +55,7 @@ impl Node {
                 Deadline::RoomIdle(room.clone()),
             );
         }
-        Ok(view)
+        Ok(Some(view))
     }
 
     pub(super) fn entity_transition(
@@ -85,6 +96,9 @@ pub struct LifecycleTarget {
     pub room: RoomId,
     pub by: UserId,
     pub event_id: Option<String>,
+    /// The event's own time (unix ms; Kafka): an older one than the room's
+    /// last is superseded. REST events have none.
+    pub at: Option<u64>,
 }
 
 /// Longest `eventId` kept for deduplication.
@@ -116,11 +130,26 @@ impl LifecycleInput<'_> {
             },
             by,
             event_id,
+            at: None,
         })
     }
 }
 
 impl Node {
+    /// The room's entity state now (fresh, version 0, for a room not there).
+    pub async fn entity_now(
+        &self,
+        room: &RoomId,
+    ) -> Result<crate::core::room::EntityView, EngineError> {
+        let now = self.engine.room(room).await?.map(|r| r.entity);
+        Ok(now.unwrap_or_else(|| crate::core::room::EntityView {
+            room: room.key.to_string(),
+            stale: false,
+            busy_by: None,
+            version: 0,
+        }))
+    }
+
     /// Whether the tenant's lifecycle event was applied before (the store's
     /// window of `kafka.dedup_window`).
     pub async fn lifecycle_applied(
@@ -133,17 +162,27 @@ impl Node {
             .await
     }
 
-    /// Remembers that the event was applied.
+    /// Remembers that the event was applied; `false` if it already was.
     pub async fn mark_lifecycle_applied(
         &self,
         tenant: &TenantId,
         event_id: &str,
-    ) -> Result<(), crate::store::StoreError> {
+    ) -> Result<bool, crate::store::StoreError> {
         let now = unix_ms(self.clock.wall_now());
         self.store
             .mark_lifecycle_applied(tenant.as_str(), event_id, now)
             .await
-            .map(drop)
+    }
+
+    /// Forgets a recorded event whose apply failed (it will be tried again).
+    pub async fn forget_lifecycle_event(
+        &self,
+        tenant: &TenantId,
+        event_id: &str,
+    ) -> Result<(), crate::store::StoreError> {
+        self.store
+            .forget_lifecycle_event(tenant.as_str(), event_id)
+            .await
     }
 
     /// A lifecycle event applied once per `eventId` (REST): a repeat within
@@ -157,21 +196,19 @@ impl Node {
     ) -> Result<Applied, super::admin::AdminError> {
         if let Some(id) = &t.event_id {
             if self.lifecycle_applied(&t.room.tenant, id).await? {
-                let now = self.engine.room(&t.room).await?.map(|r| r.entity);
-                return Ok(Applied::Before(now.unwrap_or_else(|| {
-                    crate::core::room::EntityView {
-                        room: t.room.key.to_string(),
-                        stale: false,
-                        busy_by: None,
-                        version: 0,
-                    }
-                })));
+                return Ok(Applied::Before(self.entity_now(&t.room).await?));
             }
         }
-        let view = self.lifecycle(&t.room, mutating, t.by.clone()).await?;
+        // REST events carry no time of their own: never superseded.
+        let view = self
+            .lifecycle(&t.room, mutating, t.by.clone(), None)
+            .await?;
         if let Some(id) = &t.event_id {
             self.mark_lifecycle_applied(&t.room.tenant, id).await?;
         }
-        Ok(Applied::Now(view))
+        match view {
+            Some(view) => Ok(Applied::Now(view)),
+            None => Ok(Applied::Before(self.entity_now(&t.room).await?)),
+        }
     }
 }

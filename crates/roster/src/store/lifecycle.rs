@@ -46,3 +46,17 @@ pub(super) async fn purge_lifecycle_events(
     db.execute(Query::new("DELETE FROM lifecycle_events WHERE applied_at < $1").int(older_than))
         .await
 }
+
+pub(super) async fn forget_lifecycle_event(
+    db: &dyn Driver,
+    tenant: &str,
+    event_id: &str,
+) -> Result<(), StoreError> {
+    db.execute(
+        Query::new("DELETE FROM lifecycle_events WHERE tenant = $1 AND event_id = $2")
+            .text(tenant)
+            .text(event_id),
+    )
+    .await
+    .map(drop)
+}

@@ -409,6 +409,8 @@ pub trait Store: Send + Sync {
         event_id: &str,
         at: UnixMs,
     ) -> Result<bool, StoreError>;
+    /// Forgets one event (its apply failed after it was recorded).
+    async fn forget_lifecycle_event(&self, tenant: &str, event_id: &str) -> Result<(), StoreError>;
     /// Forgets events applied before `older_than` (every tenant); returns how many.
     async fn purge_lifecycle_events(&self, older_than: UnixMs) -> Result<u64, StoreError>;
 

@@ -350,6 +350,9 @@ impl Store for SqlStore {
     ) -> Result<bool, StoreError> {
         lifecycle::mark_lifecycle_applied(&*self.db, tenant, event_id, at).await
     }
+    async fn forget_lifecycle_event(&self, tenant: &str, event_id: &str) -> Result<(), StoreError> {
+        lifecycle::forget_lifecycle_event(&*self.db, tenant, event_id).await
+    }
     async fn purge_lifecycle_events(&self, older_than: UnixMs) -> Result<u64, StoreError> {
         lifecycle::purge_lifecycle_events(&*self.db, older_than).await
     }
