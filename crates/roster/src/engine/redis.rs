@@ -1844,7 +1844,7 @@ impl Locks for RedisEngine {
         stale_ttl: Duration,
         at: Option<u64>,
     ) -> Result<Option<EntityView>, EngineError> {
-        self.lifecycle(id, create, "mutating", by.as_str(), now, stale_ttl, at)
+        self.lifecycle(id, create, Some(by.as_str()), now, stale_ttl, at)
             .await
     }
 
@@ -1855,7 +1855,7 @@ impl Locks for RedisEngine {
         at: Option<u64>,
     ) -> Result<Option<EntityView>, EngineError> {
         let now = self.inner.clock.now();
-        self.lifecycle(id, create, "mutated", "", now, Duration::ZERO, at)
+        self.lifecycle(id, create, None, now, Duration::ZERO, at)
             .await
     }
 
@@ -2570,16 +2570,21 @@ impl RedisEngine {
         &self,
         id: &RoomId,
         create: RoomSettings,
-        mode: &str,
-        by: &str,
+        // `Some(by)`: MUTATING by that user; `None`: MUTATED.
+        mutating_by: Option<&str>,
         now: Instant,
         ttl: Duration,
         at: Option<u64>,
     ) -> Result<Option<EntityView>, EngineError> {
         let i = &self.inner;
+        let mode = if mutating_by.is_some() {
+            "mutating"
+        } else {
+            "mutated"
+        };
         let mut args = vec![
             mode.to_string(),
-            by.to_string(),
+            mutating_by.unwrap_or_default().to_string(),
             ms(i.clock.wall(now)).to_string(),
             (ttl.as_millis() as u64).to_string(),
             at.map(|a| a.to_string()).unwrap_or_default(),
