@@ -1407,3 +1407,26 @@ async fn engine_writes_answer_unavailable_while_redis_hangs() {
         .expect("a member until now");
     assert!(engine.session_rooms(&sid).await.unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_event_reaches_members_on_every_node_once() {
+    let ns = nodes(2).await;
+    let mut a = ns[0].client("alice").await;
+    let mut b = ns[1].client("bob").await;
+    let mut c = ns[0].client("carol").await;
+    for x in [&mut a, &mut b, &mut c] {
+        x.sub("Doc:1", None).await.unwrap();
+    }
+    a.send(json!({"type": "EMIT", "room": "Doc:1", "event": "ping", "data": {"n": 1}}))
+        .await
+        .unwrap();
+    for x in [&mut b, &mut c] {
+        let e = next(x, "EVENT").await;
+        assert_eq!(
+            (e["event"].clone(), e["from"]["userId"].clone()),
+            (json!("ping"), json!("alice"))
+        );
+        expect_none(x, "EVENT", Duration::from_millis(300)).await;
+    }
+    expect_none(&mut a, "EVENT", Duration::from_millis(300)).await;
+}

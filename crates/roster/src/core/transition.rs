@@ -108,6 +108,15 @@ pub enum Transition {
         busy_by: Option<UserId>,
         version: u64,
     },
+    /// An ephemeral room event (`EMIT`; Pusher's `client-*` events): delivered
+    /// once to the room's other members connected now, never stored.
+    RoomEvent {
+        room: RoomId,
+        user: UserId,
+        session: SessionId,
+        event: String,
+        data: serde_json::Value,
+    },
 }
 
 impl Transition {
@@ -127,12 +136,13 @@ impl Transition {
             Transition::LockReleased { .. } => "lock_released",
             Transition::Entity { stale: true, .. } => "entity_stale",
             Transition::Entity { stale: false, .. } => "entity_fresh",
+            Transition::RoomEvent { .. } => "room_event",
         }
     }
 
     /// Every kind, for consumers that must know them all up front (metrics
     /// export each from start-up).
-    pub const KINDS: [&'static str; 12] = [
+    pub const KINDS: [&'static str; 13] = [
         "member_added",
         "member_removed",
         "member_updated",
@@ -145,6 +155,7 @@ impl Transition {
         "lock_released",
         "entity_stale",
         "entity_fresh",
+        "room_event",
     ];
 
     /// The tenant it happened in.
@@ -160,7 +171,8 @@ impl Transition {
             | Transition::RoomVacated { room }
             | Transition::LockAcquired { room, .. }
             | Transition::LockReleased { room, .. }
-            | Transition::Entity { room, .. } => &room.tenant,
+            | Transition::Entity { room, .. }
+            | Transition::RoomEvent { room, .. } => &room.tenant,
         }
     }
 
@@ -174,7 +186,8 @@ impl Transition {
             | Transition::RoomVacated { room }
             | Transition::LockAcquired { room, .. }
             | Transition::LockReleased { room, .. }
-            | Transition::Entity { room, .. } => Some(room),
+            | Transition::Entity { room, .. }
+            | Transition::RoomEvent { room, .. } => Some(room),
             Transition::UserOnline { .. }
             | Transition::UserOffline { .. }
             | Transition::UserStatus { .. } => None,
@@ -189,6 +202,7 @@ impl Transition {
             Transition::LockAcquired { .. }
                 | Transition::LockReleased { .. }
                 | Transition::Entity { .. }
+                | Transition::RoomEvent { .. }
         )
     }
 

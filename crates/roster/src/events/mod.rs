@@ -34,11 +34,12 @@ use crate::ids::TenantId;
 use crate::node::transitions::TransitionSink;
 
 /// The kinds the stream carries, as `type` spells them: every transition
-/// kind but `user_status` (a status move of a user who stays online).
+/// kind but `user_status` (a status move of a user who stays online) and
+/// `room_event` (ephemeral: never stored, so not logged either).
 pub fn kinds() -> impl Iterator<Item = &'static str> {
     Transition::KINDS
         .into_iter()
-        .filter(|k| *k != "user_status")
+        .filter(|k| !matches!(*k, "user_status" | "room_event"))
 }
 
 /// One event of the stream, as webhooks and Kafka carry it.
@@ -141,7 +142,7 @@ impl PresenceEvent {
             Transition::UserOffline { user } => {
                 e.user_id = Some(user.user.to_string());
             }
-            Transition::UserStatus { .. } => return None,
+            Transition::UserStatus { .. } | Transition::RoomEvent { .. } => return None,
             Transition::LockAcquired {
                 room,
                 field,

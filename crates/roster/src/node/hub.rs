@@ -226,7 +226,17 @@ impl Outbox for Hub {
     fn deliver(&self, to: &mut dyn Iterator<Item = &SessionId>, msg: Outgoing<'_>) {
         // Usually one wire: a short list beats a map.
         let mut rendered: Vec<Rendered> = Vec::with_capacity(1);
+        // A room event goes to the others, not back to its sender.
+        let sender = match msg {
+            Outgoing::Event(crate::core::transition::Transition::RoomEvent { session, .. }) => {
+                Some(session)
+            }
+            _ => None,
+        };
         for id in to {
+            if sender == Some(id) {
+                continue;
+            }
             // Borrowed, not cloned: the session's map entry and its connection
             // are held only for a `try_send`, which never waits.
             let Some(session) = self.sessions.get(id) else {

@@ -5,6 +5,9 @@
 
 use super::*;
 
+/// The longest `EMIT` event name (SPEC §3).
+pub const MAX_EVENT_NAME: usize = 64;
+
 impl Node {
     /// `false`: the engine could not be reached (nothing was left).
     pub(super) async fn leave_room(
@@ -284,6 +287,50 @@ impl Node {
         self.check_state(&state)?;
         let set = self.engine.set_state(&id, &s.meta.id, state).await?;
         self.state_set(s, &id, set).await;
+        Ok(())
+    }
+
+    /// `EMIT`: an ephemeral event to the room's other members connected now
+    /// (every node's). Not stored and not coalesced; the sender must be a
+    /// member with role `commenter` or higher.
+    pub async fn emit_event(
+        &self,
+        s: &Arc<SessionHandle>,
+        key: RoomKey,
+        event: String,
+        data: Value,
+    ) -> Result<(), CoreError> {
+        let id = self.joined_room(s, key)?;
+        let n = event.chars().count();
+        if !(1..=MAX_EVENT_NAME).contains(&n) || event.chars().any(char::is_control) {
+            return Err(CoreError::new(
+                ErrorCode::BadRequest,
+                format!("field `event`: 1-{MAX_EVENT_NAME} characters, no control characters"),
+            ));
+        }
+        let size = serde_json::to_string(&data)
+            .map(|s| s.len())
+            .unwrap_or(usize::MAX);
+        if size > self.config.limits.max_state_bytes {
+            return Err(CoreError::new(
+                ErrorCode::StateTooLarge,
+                format!(
+                    "event data is {size} bytes; at most {} allowed (limits.max_state_bytes)",
+                    self.config.limits.max_state_bytes
+                ),
+            ));
+        }
+        self.engine
+            .require_role(&id, &s.meta.id, Role::Commenter, "sending room events")
+            .await?;
+        self.emit(Transition::RoomEvent {
+            room: id,
+            user: s.meta.user.clone(),
+            session: s.meta.id.clone(),
+            event,
+            data,
+        })
+        .await;
         Ok(())
     }
 

@@ -104,6 +104,15 @@ pub struct Lock {
     pub field: String,
 }
 
+/// `EMIT`: an ephemeral event to the room's other members.
+#[derive(Debug, Deserialize)]
+pub struct Emit {
+    #[serde(flatten)]
+    pub addr: RoomAddr,
+    pub event: String,
+    pub data: Value,
+}
+
 #[derive(Debug, Deserialize)]
 pub struct Watch {
     pub users: Vec<String>,
@@ -139,6 +148,7 @@ pub enum ClientMessage {
     Unlock(Lock),
     Watch(Watch),
     Unwatch(Watch),
+    Emit(Emit),
     Bye,
 }
 
@@ -155,6 +165,7 @@ impl ClientMessage {
             ClientMessage::Unlock(_) => "UNLOCK",
             ClientMessage::Watch(_) => "WATCH",
             ClientMessage::Unwatch(_) => "UNWATCH",
+            ClientMessage::Emit(_) => "EMIT",
             ClientMessage::Bye => "BYE",
         }
     }
@@ -223,6 +234,7 @@ fn parse_value(v: Value) -> Result<ClientMessage, CoreError> {
         "UNLOCK" => ClientMessage::Unlock(fields(v)?),
         "WATCH" => ClientMessage::Watch(fields(v)?),
         "UNWATCH" => ClientMessage::Unwatch(fields(v)?),
+        "EMIT" => ClientMessage::Emit(fields(v)?),
         "BYE" => ClientMessage::Bye,
         other => {
             let shown: String = other.chars().take(40).collect();

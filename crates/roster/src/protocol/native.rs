@@ -471,6 +471,10 @@ async fn handle(
             let users = w.user_ids(usize::MAX)?;
             node.unwatch(s, users);
         }
+        ClientMessage::Emit(e) => {
+            let key = e.addr.key()?;
+            node.emit_event(s, key, e.event, e.data).await?;
+        }
         ClientMessage::Bye => {
             node.end_session(&s.meta.id, crate::core::types::LeaveReason::Left)
                 .await;

@@ -81,7 +81,7 @@ pub fn outgoing(msg: Outgoing<'_>) -> Option<(&'static str, Frame)> {
     })
 }
 
-/// `LOCK` and `ENTITY` (PROTOCOL §10, §11).
+/// `LOCK`, `ENTITY` and `EVENT` (PROTOCOL §10, §11, §12).
 pub fn event(t: &Transition) -> Option<(&'static str, Frame)> {
     match t {
         Transition::LockAcquired {
@@ -121,6 +121,17 @@ pub fn event(t: &Transition) -> Option<(&'static str, Frame)> {
             let body =
                 json!({"room": room.key, "stale": stale, "busyBy": busy_by, "version": version});
             Some(("ENTITY", Frame::encode("ENTITY", &body, None)))
+        }
+        Transition::RoomEvent {
+            room,
+            user,
+            session,
+            event,
+            data,
+        } => {
+            let from = json!({"userId": user, "sessionId": session});
+            let body = json!({"room": room.key, "event": event, "data": data, "from": from});
+            Some(("EVENT", Frame::encode("EVENT", &body, None)))
         }
         _ => None,
     }
