@@ -58,6 +58,27 @@ pub struct Config {
     pub rooms: RoomsConfig,
     pub http: HttpConfig,
     pub webhooks: WebhooksConfig,
+    pub pusher: PusherConfig,
+}
+
+/// The Pusher Channels protocol (`/app/{key}`, docs/PUSHER.md): off unless
+/// an app is configured.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PusherConfig {
+    /// `[[pusher.apps]]`: one Pusher app per tenant (file only).
+    pub apps: Vec<PusherAppConfig>,
+}
+
+/// One Pusher app: its tenant, and the id, key and secret its clients and
+/// back end use.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PusherAppConfig {
+    pub tenant: String,
+    pub app_id: String,
+    pub key: String,
+    pub secret: String,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -387,6 +408,7 @@ impl Default for Config {
             rooms: RoomsConfig::default(),
             http: HttpConfig::default(),
             webhooks: WebhooksConfig::default(),
+            pusher: PusherConfig::default(),
         }
     }
 }
@@ -562,6 +584,47 @@ impl Config {
                 if events.is_empty() {
                     return bad(key("events"), "[]", "at least one kind (or leave it out)");
                 }
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_pusher_apps(&self) -> Result<(), ConfigError> {
+        let bad = |key: String, value: &str, expected: &str| {
+            Err(ConfigError(format!(
+                "`{key}` = {value:?}: expected {expected}"
+            )))
+        };
+        let token = |s: &str| {
+            (1..=64).contains(&s.len())
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+        };
+        let (mut tenants, mut ids, mut keys) = (
+            std::collections::HashSet::new(),
+            std::collections::HashSet::new(),
+            std::collections::HashSet::new(),
+        );
+        for (i, a) in self.pusher.apps.iter().enumerate() {
+            let key = |f: &str| format!("pusher.apps[{i}].{f}");
+            if crate::ids::TenantId::parse(&a.tenant).is_err() {
+                return bad(key("tenant"), &a.tenant, "a tenant id, [A-Za-z0-9_-]{1,64}");
+            }
+            if !tenants.insert(a.tenant.clone()) {
+                return bad(key("tenant"), &a.tenant, "one app per tenant");
+            }
+            if !token(&a.app_id) || !ids.insert(a.app_id.clone()) {
+                return bad(key("app_id"), &a.app_id, "a unique [A-Za-z0-9_.-]{1,64}");
+            }
+            if !token(&a.key) || !keys.insert(a.key.clone()) {
+                return bad(key("key"), &a.key, "a unique [A-Za-z0-9_.-]{1,64}");
+            }
+            if !(8..=256).contains(&a.secret.len()) || a.secret.chars().any(char::is_control) {
+                return bad(
+                    key("secret"),
+                    "<hidden>",
+                    "8-256 characters, no control characters",
+                );
             }
         }
         Ok(())
@@ -807,6 +870,7 @@ impl Config {
             }
         }
         self.validate_webhook_endpoints()?;
+        self.validate_pusher_apps()?;
         for origin in self.http.allowed_origins.iter().flatten() {
             if let Err(why) = check_origin(origin) {
                 return bad(
@@ -955,6 +1019,7 @@ pub fn help_text() -> String {
     }
     s.push_str("  [[rooms.rules]] prefix=\"Chat:\" type=\"CHAT\"   (file only)\n");
     s.push_str("  [[webhooks.endpoints]] id tenant url secret events   (file only)\n");
+    s.push_str("  [[pusher.apps]] tenant app_id key secret             (file only)\n");
     s
 }
 
@@ -1081,6 +1146,53 @@ mod tests {
         let c = Config::load(None, &env(&[("ROSTER_WEBHOOKS_RETRY_FOR", "30s")]), &vec![]).unwrap();
         assert_eq!(c.webhooks.retry_for.0, Duration::from_secs(30));
         assert!(!c.webhooks.allow_private);
+    }
+
+    #[test]
+    fn pusher_apps_are_checked_and_name_the_key() {
+        let dir = std::env::temp_dir().join(format!("roster-pusher-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("p.toml");
+        let app = |tenant: &str, id: &str, key: &str, secret: &str| {
+            format!("[[pusher.apps]]\ntenant = \"{tenant}\"\napp_id = \"{id}\"\nkey = \"{key}\"\nsecret = \"{secret}\"\n")
+        };
+        std::fs::write(&p, app("acme", "1", "acme-key", "acme-secret")).unwrap();
+        let c = Config::load(Some(&p), &BTreeMap::new(), &vec![]).unwrap();
+        assert_eq!(c.pusher.apps[0].key, "acme-key");
+        assert!(Config::default().pusher.apps.is_empty(), "off by default");
+        for (text, key) in [
+            (
+                app("bad tenant", "1", "k", "secret-1"),
+                "pusher.apps[0].tenant",
+            ),
+            (app("acme", "", "k", "secret-1"), "pusher.apps[0].app_id"),
+            (app("acme", "1", "a key", "secret-1"), "pusher.apps[0].key"),
+            (app("acme", "1", "k", "short"), "pusher.apps[0].secret"),
+            (
+                app("acme", "1", "k", "secret-1") + &app("acme", "2", "k2", "secret-2"),
+                "pusher.apps[1].tenant",
+            ),
+            (
+                app("acme", "1", "k", "secret-1") + &app("globex", "2", "k", "secret-2"),
+                "pusher.apps[1].key",
+            ),
+            (
+                app("acme", "1", "k", "secret-1") + &app("globex", "1", "k2", "secret-2"),
+                "pusher.apps[1].app_id",
+            ),
+        ] {
+            std::fs::write(&p, &text).unwrap();
+            let e = Config::load(Some(&p), &BTreeMap::new(), &vec![]).unwrap_err();
+            assert!(e.0.contains(key), "{text}: {e}");
+            assert!(!e.0.contains("secret-"), "secrets are never echoed: {e}");
+        }
+        std::fs::write(
+            &p,
+            "[[pusher.apps]]\ntenant = \"acme\"\nkey = \"k\"\nsecret = \"secret-1\"\n",
+        )
+        .unwrap();
+        let e = Config::load(Some(&p), &BTreeMap::new(), &vec![]).unwrap_err();
+        assert!(e.0.contains("app_id"), "{e}");
     }
 
     #[test]

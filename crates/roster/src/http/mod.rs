@@ -25,6 +25,7 @@ use crate::auth::Authenticator;
 use crate::node::Node;
 use crate::protocol::native::{self, ConnContext};
 use crate::protocol::opening::{InFlight, Peer};
+use crate::protocol::pusher;
 use crate::protocol::socket;
 
 #[derive(Clone)]
@@ -40,6 +41,7 @@ pub fn router(state: AppState) -> Router {
     let max_body = state.node.config.limits.max_body_bytes;
     let routes = Router::new()
         .route("/ws", get(ws_upgrade))
+        .route("/app/{key}", get(pusher_upgrade))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -174,15 +176,7 @@ async fn ws_upgrade(
         opening: peer.opening.clone(),
         deadline,
         pre_token: q.token.or(bearer),
-        // X-Forwarded-For is believed only from a proxy on this machine.
-        ip: Some(
-            peer.addr
-                .ip()
-                .is_loopback()
-                .then(|| forwarded_ip(headers))
-                .flatten()
-                .unwrap_or_else(|| peer.addr.ip().to_string()),
-        ),
+        ip: Some(client_ip(&peer, headers)),
         user_agent: headers
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
@@ -193,6 +187,59 @@ async fn ws_upgrade(
     socket::upgrade(req, max_frame, deadline, move |ws| {
         native::serve(ws, ctx, node, auth)
     })
+}
+
+#[derive(Deserialize)]
+struct PusherQuery {
+    protocol: Option<String>,
+}
+
+/// `GET /app/{key}`: the Pusher Channels protocol (`protocol/pusher.rs`). An
+/// unknown key is upgraded all the same and closed with Pusher's 4001, which
+/// is what its clients understand.
+async fn pusher_upgrade(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    axum::extract::Path(key): axum::extract::Path<String>,
+    Query(q): Query<PusherQuery>,
+    req: axum::extract::Request,
+) -> Response {
+    let headers = req.headers();
+    if let Some(origin) = origins::AllowedOrigins::origin_of(headers) {
+        if !app.origins.allows(origin) {
+            return origins::forbidden(origin);
+        }
+    }
+    let deadline = match &peer.opening {
+        Some(o) => o.deadline(),
+        None => tokio::time::Instant::now() + app.node.config.timing.hello_timeout.0,
+    };
+    let ctx = pusher::PusherContext {
+        opening: peer.opening.clone(),
+        app: pusher::app_by_key(&app.node, &key).cloned(),
+        protocol: q.protocol,
+        ip: Some(client_ip(&peer, headers)),
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.chars().take(512).collect()),
+    };
+    let node = app.node.clone();
+    let max_frame = app.node.config.limits.max_frame_bytes;
+    socket::upgrade(req, max_frame, deadline, move |ws| {
+        pusher::serve(ws, ctx, node)
+    })
+}
+
+/// The client's address; X-Forwarded-For is believed only from a proxy on
+/// this machine.
+fn client_ip(peer: &Peer, headers: &HeaderMap) -> String {
+    peer.addr
+        .ip()
+        .is_loopback()
+        .then(|| forwarded_ip(headers))
+        .flatten()
+        .unwrap_or_else(|| peer.addr.ip().to_string())
 }
 
 fn forwarded_ip(headers: &HeaderMap) -> Option<String> {

@@ -4,5 +4,6 @@
 pub mod messages;
 pub mod native;
 pub mod opening;
+pub mod pusher;
 pub mod render;
 pub mod socket;

@@ -38,7 +38,7 @@ pub struct ConnContext {
 
 /// Per-connection input limits: a token bucket for messages and a per-minute
 /// error budget. Plain fields: only the connection's own task touches them.
-struct Limits {
+pub(crate) struct Limits {
     tokens: f64,
     rate: f64,
     burst: f64,
@@ -49,7 +49,7 @@ struct Limits {
 }
 
 impl Limits {
-    fn new(rate: u32, burst: u32, max_errors: u32) -> Self {
+    pub(crate) fn new(rate: u32, burst: u32, max_errors: u32) -> Self {
         let now = Instant::now();
         Self {
             tokens: burst as f64,
@@ -61,7 +61,7 @@ impl Limits {
             max_errors,
         }
     }
-    fn take(&mut self) -> bool {
+    pub(crate) fn take(&mut self) -> bool {
         let now = Instant::now();
         self.tokens = (self.tokens + (now - self.last).as_secs_f64() * self.rate).min(self.burst);
         self.last = now;
@@ -73,7 +73,7 @@ impl Limits {
         }
     }
     /// Counts an error; true when the budget is exceeded.
-    fn error(&mut self) -> bool {
+    pub(crate) fn error(&mut self) -> bool {
         let now = Instant::now();
         if now - self.errors_since >= Duration::from_secs(60) {
             self.errors = 0;
@@ -85,9 +85,9 @@ impl Limits {
 }
 
 /// Counts a connection task in (gauge and hub) and out, however it ends.
-struct ConnectionGauge(Arc<Node>);
+pub(crate) struct ConnectionGauge(Arc<Node>);
 impl ConnectionGauge {
-    fn new(node: &Arc<Node>) -> Self {
+    pub(crate) fn new(node: &Arc<Node>) -> Self {
         node.hub
             .connections
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
