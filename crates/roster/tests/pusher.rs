@@ -518,3 +518,286 @@ async fn apps_are_tenants_and_never_see_each_other() {
         "{users:?}"
     );
 }
+
+/// A request to the Pusher HTTP API, signed as Pusher's server libraries sign.
+async fn api(
+    s: &Server,
+    method: &str,
+    path: &str,
+    query: &[(&str, &str)],
+    body: Option<Value>,
+) -> (u16, String) {
+    api_signed(s, method, path, query, body, SECRET, "acme-key").await
+}
+
+async fn api_signed(
+    s: &Server,
+    method: &str,
+    path: &str,
+    query: &[(&str, &str)],
+    body: Option<Value>,
+    secret: &str,
+    key: &str,
+) -> (u16, String) {
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    let mut params: Vec<(String, String)> = vec![
+        ("auth_key".into(), key.into()),
+        ("auth_timestamp".into(), now),
+        ("auth_version".into(), "1.0".into()),
+    ];
+    if !body.is_empty() {
+        use md5::Digest;
+        params.push((
+            "body_md5".into(),
+            hex::encode(md5::Md5::digest(body.as_bytes())),
+        ));
+    }
+    params.extend(query.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    params.sort();
+    let q: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let q = q.join("&");
+    let sig = sign(secret, &format!("{method}\n{path}\n{q}"));
+    let url = format!("http://{}{path}?{q}&auth_signature={sig}", s.addr);
+    let client = reqwest::Client::new();
+    let req = match method {
+        "POST" => client
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body),
+        _ => client.get(url),
+    };
+    let resp = req.send().await.unwrap();
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn the_http_api_triggers_events_to_pusher_and_native_members() {
+    let s = server().await;
+    let mut a = P::connect(&s, "acme-key").await;
+    let mut b = P::connect(&s, "acme-key").await;
+    a.join_presence("presence-news", "alice", json!({})).await;
+    b.join_presence("presence-news", "bob", json!({})).await;
+    let mut n = s.client("nina").await;
+    n.sub("presence-news", None).await.unwrap();
+    let mut p = P::connect(&s, "acme-key").await;
+    p.send(json!({"event": "pusher:subscribe", "data": {"channel": "public-feed"}}))
+        .await;
+    p.next_event("pusher_internal:subscription_succeeded").await;
+
+    // To two channels, excluding Alice's connection.
+    let (code, text) = api(
+        &s,
+        "POST",
+        "/apps/1/events",
+        &[],
+        Some(json!({"name": "price", "channels": ["presence-news", "public-feed"], "data": "{\"p\":3}", "socket_id": a.socket_id})),
+    )
+    .await;
+    assert_eq!((code, text.as_str()), (200, "{}"));
+    let m = b.next_event("price").await;
+    assert_eq!(
+        (m["channel"].clone(), m["data"].clone()),
+        (json!("presence-news"), json!({"p": 3}))
+    );
+    assert!(m.get("user_id").is_none(), "no sender: {m}");
+    let m = p.next_event("price").await;
+    assert_eq!(m["channel"], "public-feed");
+    let e = next(&mut n, "EVENT").await;
+    assert_eq!(
+        (e["event"].clone(), e["data"].clone(), e["from"].clone()),
+        (json!("price"), json!("{\"p\":3}"), Value::Null)
+    );
+    a.none("price", Duration::from_millis(300)).await;
+
+    // A batch.
+    let (code, _) = api(
+        &s,
+        "POST",
+        "/apps/1/batch_events",
+        &[],
+        Some(json!({"batch": [{"channel": "presence-news", "name": "one", "data": "1"}, {"channel": "public-feed", "name": "two", "data": "2"}]})),
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert_eq!(a.next_event("one").await["data"], json!(1));
+    assert_eq!(p.next_event("two").await["data"], json!(2));
+}
+
+#[tokio::test]
+async fn the_http_api_answers_channel_queries_and_terminates_users() {
+    let s = server().await;
+    let mut a = P::connect(&s, "acme-key").await;
+    a.join_presence("presence-q", "alice", json!({})).await;
+    let mut a2 = P::connect(&s, "acme-key").await;
+    a2.join_presence("presence-q", "alice", json!({})).await;
+    let mut b = P::connect(&s, "acme-key").await;
+    b.join_presence("presence-q", "bob", json!({})).await;
+    b.join_private("private-q").await;
+
+    let (code, text) = api(&s, "GET", "/apps/1/channels", &[], None).await;
+    assert_eq!(code, 200, "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["channels"], json!({"presence-q": {}, "private-q": {}}));
+    let (code, text) = api(
+        &s,
+        "GET",
+        "/apps/1/channels",
+        &[("filter_by_prefix", "presence-"), ("info", "user_count")],
+        None,
+    )
+    .await;
+    assert_eq!(code, 200, "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["channels"], json!({"presence-q": {"user_count": 2}}));
+    let (code, _) = api(
+        &s,
+        "GET",
+        "/apps/1/channels",
+        &[("info", "user_count")],
+        None,
+    )
+    .await;
+    assert_eq!(code, 400, "user_count needs the presence- prefix");
+
+    let (code, text) = api(
+        &s,
+        "GET",
+        "/apps/1/channels/presence-q",
+        &[("info", "user_count,subscription_count")],
+        None,
+    )
+    .await;
+    assert_eq!(code, 200, "{text}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&text).unwrap(),
+        json!({"occupied": true, "user_count": 2, "subscription_count": 3})
+    );
+    let (_, text) = api(&s, "GET", "/apps/1/channels/presence-empty", &[], None).await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&text).unwrap(),
+        json!({"occupied": false})
+    );
+
+    let (code, text) = api(&s, "GET", "/apps/1/channels/presence-q/users", &[], None).await;
+    assert_eq!(code, 200);
+    let mut ids: Vec<String> = serde_json::from_str::<Value>(&text).unwrap()["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["alice", "bob"]);
+    let (code, _) = api(&s, "GET", "/apps/1/channels/private-q/users", &[], None).await;
+    assert_eq!(code, 400);
+
+    // Both of Alice's connections are closed; Bob's stays.
+    let (code, _) = api(
+        &s,
+        "POST",
+        "/apps/1/users/alice/terminate_connections",
+        &[],
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(code, 200);
+    for c in [&mut a, &mut a2] {
+        loop {
+            match c.recv(T).await {
+                Ok(_) => continue,
+                Err(code) => {
+                    assert_eq!(code, Some(4009));
+                    break;
+                }
+            }
+        }
+    }
+    let removed = b.next_event("pusher_internal:member_removed").await;
+    assert_eq!(removed["data"]["user_id"], "alice");
+}
+
+#[tokio::test]
+async fn the_http_api_refuses_bad_signatures_and_bad_bodies() {
+    let s = server().await;
+    let ev = json!({"name": "x", "channel": "c", "data": "d"});
+    // Another app's secret, key, an unknown app.
+    let (code, text) = api_signed(
+        &s,
+        "POST",
+        "/apps/1/events",
+        &[],
+        Some(ev.clone()),
+        "globex-secret-1",
+        "acme-key",
+    )
+    .await;
+    assert_eq!(code, 401, "{text}");
+    assert!(text.contains("auth_signature"), "{text}");
+    let (code, _) = api_signed(
+        &s,
+        "POST",
+        "/apps/1/events",
+        &[],
+        Some(ev.clone()),
+        "globex-secret-1",
+        "globex-key",
+    )
+    .await;
+    assert_eq!(code, 401, "globex's key on acme's app");
+    let (code, _) = api(&s, "POST", "/apps/9/events", &[], Some(ev.clone())).await;
+    assert_eq!(code, 404);
+    // Unsigned, and a body other than the signed one.
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/apps/1/events", s.addr))
+        .body(ev.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    for (body, code) in [
+        (json!({"name": "x", "data": "d"}), 400),
+        (json!({"name": "", "channel": "c", "data": "d"}), 400),
+        (
+            json!({"name": "x", "channel": "bad channel", "data": "d"}),
+            400,
+        ),
+        (
+            json!({"name": "x", "channel": "c", "data": "d", "socket_id": "abc"}),
+            400,
+        ),
+        (
+            json!({"name": "x", "channels": (0..101).map(|i| format!("c{i}")).collect::<Vec<_>>(), "data": "d"}),
+            400,
+        ),
+        (
+            json!({"name": "x", "channel": "c", "data": "d".repeat(10 * 1024 + 1)}),
+            413,
+        ),
+        (
+            json!({"batch": (0..11).map(|_| json!({"name": "x", "channel": "c", "data": "d"})).collect::<Vec<_>>()}),
+            400,
+        ),
+    ] {
+        let path = if body.get("batch").is_some() {
+            "/apps/1/batch_events"
+        } else {
+            "/apps/1/events"
+        };
+        let (got, text) = api(&s, "POST", path, &[], Some(body.clone())).await;
+        assert_eq!(got, code, "{body}: {text}");
+    }
+    let (code, text) = api(
+        &s,
+        "POST",
+        "/apps/1/events",
+        &[],
+        Some(json!("not an object")),
+    )
+    .await;
+    assert_eq!(code, 400, "{text}");
+}

@@ -49,6 +49,13 @@ impl LockRelease {
     }
 }
 
+/// Who sent a room event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventSender {
+    pub user: UserId,
+    pub session: SessionId,
+}
+
 /// One transition. `room`/`user` carry the tenant.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -108,14 +115,19 @@ pub enum Transition {
         busy_by: Option<UserId>,
         version: u64,
     },
-    /// An ephemeral room event (`EMIT`; Pusher's `client-*` events): delivered
-    /// once to the room's other members connected now, never stored.
+    /// An ephemeral room event (`EMIT`; Pusher's `client-*` events and its
+    /// HTTP API's events): delivered once to the room's members connected now
+    /// (but its sender), never stored.
     RoomEvent {
         room: RoomId,
-        user: UserId,
-        session: SessionId,
+        /// The member who sent it; `None` for an event of the back end.
+        from: Option<EventSender>,
         event: String,
         data: serde_json::Value,
+        /// A connection not to deliver to, by its Pusher socket id (the HTTP
+        /// API's `socket_id`: the back end excludes the client that caused it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        except_socket: Option<String>,
     },
 }
 

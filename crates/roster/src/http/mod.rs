@@ -9,6 +9,7 @@
 pub mod api;
 mod docs;
 pub mod origins;
+mod pusher;
 
 use std::sync::Arc;
 
@@ -25,7 +26,7 @@ use crate::auth::Authenticator;
 use crate::node::Node;
 use crate::protocol::native::{self, ConnContext};
 use crate::protocol::opening::{InFlight, Peer};
-use crate::protocol::pusher;
+use crate::protocol::pusher as pusher_wire;
 use crate::protocol::socket;
 
 #[derive(Clone)]
@@ -46,6 +47,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .nest("/api/v1", api::router())
+        .merge(self::pusher::router())
         .merge(docs::router())
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
@@ -214,9 +216,9 @@ async fn pusher_upgrade(
         Some(o) => o.deadline(),
         None => tokio::time::Instant::now() + app.node.config.timing.hello_timeout.0,
     };
-    let ctx = pusher::PusherContext {
+    let ctx = pusher_wire::PusherContext {
         opening: peer.opening.clone(),
-        app: pusher::app_by_key(&app.node, &key).cloned(),
+        app: pusher_wire::app_by_key(&app.node, &key).cloned(),
         protocol: q.protocol,
         ip: Some(client_ip(&peer, headers)),
         user_agent: headers
@@ -227,7 +229,7 @@ async fn pusher_upgrade(
     let node = app.node.clone();
     let max_frame = app.node.config.limits.max_frame_bytes;
     socket::upgrade(req, max_frame, deadline, move |ws| {
-        pusher::serve(ws, ctx, node)
+        pusher_wire::serve(ws, ctx, node)
     })
 }
 

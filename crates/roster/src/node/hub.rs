@@ -215,6 +215,26 @@ fn send_on(link: &ConnLink, frame: &Frame) -> bool {
     }
 }
 
+/// This process's part of every socket id: a connection's socket id is
+/// `<process>.<link id>` (digits only, as Pusher's server libraries check).
+fn process_part() -> u32 {
+    static PART: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *PART.get_or_init(|| rand::random::<u32>() % 1_000_000_000)
+}
+
+/// The socket id of a connection of this process (Pusher's `socket_id`).
+pub fn socket_id(link_id: u64) -> String {
+    format!("{}.{link_id}", process_part())
+}
+
+/// The link id of a socket id, if the connection is (or was) of this process.
+pub fn local_link_of_socket(socket_id: &str) -> Option<u64> {
+    let (process, link) = socket_id.split_once('.')?;
+    (process.parse::<u32>().ok()? == process_part())
+        .then(|| link.parse().ok())
+        .flatten()
+}
+
 /// One wire's rendering of a delivery, and how many it reached.
 struct Rendered {
     wire: &'static dyn Wire,
@@ -226,12 +246,18 @@ impl Outbox for Hub {
     fn deliver(&self, to: &mut dyn Iterator<Item = &SessionId>, msg: Outgoing<'_>) {
         // Usually one wire: a short list beats a map.
         let mut rendered: Vec<Rendered> = Vec::with_capacity(1);
-        // A room event goes to the others, not back to its sender.
-        let sender = match msg {
-            Outgoing::Event(crate::core::transition::Transition::RoomEvent { session, .. }) => {
-                Some(session)
-            }
-            _ => None,
+        // A room event goes to the others, not back to its sender (nor to
+        // the connection the back end excluded).
+        let (sender, except) = match msg {
+            Outgoing::Event(crate::core::transition::Transition::RoomEvent {
+                from,
+                except_socket,
+                ..
+            }) => (
+                from.as_ref().map(|f| &f.session),
+                except_socket.as_deref().and_then(local_link_of_socket),
+            ),
+            _ => (None, None),
         };
         for id in to {
             if sender == Some(id) {
@@ -246,6 +272,9 @@ impl Outbox for Hub {
             let Some(link) = conn.as_ref() else {
                 continue;
             };
+            if except == Some(link.id) {
+                continue;
+            }
             let i = match rendered
                 .iter()
                 .position(|r| std::ptr::addr_eq(r.wire, link.wire))

@@ -325,13 +325,36 @@ impl Node {
             .await?;
         self.emit(Transition::RoomEvent {
             room: id,
-            user: s.meta.user.clone(),
-            session: s.meta.id.clone(),
+            from: Some(crate::core::transition::EventSender {
+                user: s.meta.user.clone(),
+                session: s.meta.id.clone(),
+            }),
             event,
             data,
+            except_socket: None,
         })
         .await;
         Ok(())
+    }
+
+    /// An event of the back end to a room's members connected now (the
+    /// Pusher HTTP API): like an `EMIT` with no sender, the connection of
+    /// `except_socket` excluded. Checked by the caller.
+    pub async fn publish_event(
+        &self,
+        room: RoomId,
+        event: String,
+        data: Value,
+        except_socket: Option<String>,
+    ) {
+        self.emit(Transition::RoomEvent {
+            room,
+            from: None,
+            event,
+            data,
+            except_socket,
+        })
+        .await;
     }
 
     /// After the engine set a member's state: `None` if it was unchanged.

@@ -21,7 +21,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU16, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
@@ -185,7 +185,7 @@ impl Wire for Pusher {
             }
             Outgoing::Event(Transition::RoomEvent {
                 room,
-                user,
+                from,
                 event,
                 data,
                 ..
@@ -195,8 +195,8 @@ impl Wire for Pusher {
                 m.insert("event".into(), json!(event));
                 m.insert("channel".into(), json!(channel));
                 m.insert("data".into(), data.clone());
-                if channel.starts_with("presence-") {
-                    m.insert("user_id".into(), json!(user));
+                if let Some(f) = from.as_ref().filter(|_| channel.starts_with("presence-")) {
+                    m.insert("user_id".into(), json!(f.user));
                 }
                 let text = serde_json::to_string(&m).unwrap_or_default();
                 Some(("client_event", Frame(Arc::new(Utf8Bytes::from(text)))))
@@ -255,13 +255,6 @@ pub fn check_auth(app: &PusherAppConfig, auth: &str, text: &str) -> bool {
         .expect("HMAC takes a key of any length");
     mac.update(text.as_bytes());
     key == app.key && mac.verify_slice(&sig).is_ok()
-}
-
-/// This process's part of every socket id (`<process>.<connection>`, digits
-/// only, as Pusher's server libraries check).
-fn process_part() -> u32 {
-    static PART: OnceLock<u32> = OnceLock::new();
-    *PART.get_or_init(|| rand::random::<u32>() % 1_000_000_000)
 }
 
 /// What the HTTP upgrade knew about the connection.
@@ -911,7 +904,7 @@ pub async fn serve(mut ws: Socket, mut ctx: PusherContext, node: Arc<Node>) {
         kill: kill.clone(),
         close_code: Arc::new(AtomicU16::new(0)),
     };
-    let socket_id = format!("{}.{}", process_part(), link.id);
+    let socket_id = crate::node::hub::socket_id(link.id);
     let _connected = ConnectionGauge::new(&node);
     let mut conn = Conn {
         node: node.clone(),

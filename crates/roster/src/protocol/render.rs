@@ -124,12 +124,14 @@ pub fn event(t: &Transition) -> Option<(&'static str, Frame)> {
         }
         Transition::RoomEvent {
             room,
-            user,
-            session,
+            from,
             event,
             data,
+            ..
         } => {
-            let from = json!({"userId": user, "sessionId": session});
+            let from = from
+                .as_ref()
+                .map(|f| json!({"userId": f.user, "sessionId": f.session}));
             let body = json!({"room": room.key, "event": event, "data": data, "from": from});
             Some(("EVENT", Frame::encode("EVENT", &body, None)))
         }
