@@ -695,6 +695,47 @@ async fn an_endpoint_from_the_configuration_file_delivers_and_is_read_only() {
     assert_eq!(list["items"], json!([]));
 }
 
+/// Endpoint ids are the tenant's own: two tenants' `crm` are two endpoints,
+/// and neither gets the other's events (they used to share one slot, and the
+/// second replaced the first, taking its waiting events along).
+#[tokio::test]
+async fn two_tenants_may_name_their_endpoints_alike_and_never_share_events() {
+    let secret = "config-secret-0123456789";
+    let (ra, rg) = (Arc::new(Received::default()), Arc::new(Received::default()));
+    *ra.secret.lock() = secret.to_string();
+    *rg.secret.lock() = secret.to_string();
+    let (ua, ug) = (receiver(ra.clone()).await, receiver(rg.clone()).await);
+    let dir = temp_dir("hook-config-2");
+    let file = dir.join("roster.toml");
+    let endpoint = |tenant: &str, url: &str| {
+        format!("[[webhooks.endpoints]]\nid = \"crm\"\ntenant = \"{tenant}\"\nurl = \"{url}\"\nsecret = \"{secret}\"\nevents = [\"member_added\"]\n")
+    };
+    std::fs::write(&file, endpoint("acme", &ua) + &endpoint("globex", &ug)).unwrap();
+    let s = Server::start_args(
+        &["serve", "--config", file.to_str().unwrap()],
+        &[("ROSTER_WEBHOOKS_ALLOW_PRIVATE", "true")],
+    )
+    .await;
+    let mut a = s.client_in("alice", "acme", Default::default()).await;
+    a.sub("Order:1", None).await.unwrap();
+    let mut g = s.client_in("gary", "globex", Default::default()).await;
+    g.sub("Order:1", None).await.unwrap();
+    let got_a = events_become(&ra, 1).await;
+    let got_g = events_become(&rg, 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (got_a, got_g) = (ra.events(), rg.events());
+    assert_eq!(got_a.len(), 1, "{got_a:?}");
+    assert_eq!(
+        (got_a[0]["tenantId"].clone(), got_a[0]["userId"].clone()),
+        (json!("acme"), json!("alice"))
+    );
+    assert_eq!(got_g.len(), 1, "{got_g:?}");
+    assert_eq!(
+        (got_g[0]["tenantId"].clone(), got_g[0]["userId"].clone()),
+        (json!("globex"), json!("gary"))
+    );
+}
+
 /// An endpoint whose queue is full (it fails, so its events wait) holds back
 /// nothing: another endpoint of the tenant gets every event long past the
 /// point where the first stopped. When the first answers again it goes on

@@ -179,7 +179,9 @@ impl Endpoint {
 pub struct Webhooks {
     cfg: WebhooksConfig,
     client: reqwest::Client,
-    endpoints: DashMap<String, Arc<Endpoint>>,
+    /// By tenant and id: ids are the tenant's own (two tenants may both
+    /// have a `crm`).
+    endpoints: DashMap<(TenantId, String), Arc<Endpoint>>,
     /// The endpoints of each tenant (what an event is offered to).
     by_tenant: DashMap<TenantId, Vec<Arc<Endpoint>>>,
 }
@@ -220,7 +222,10 @@ impl Webhooks {
         // Tenant list first, then the old endpoint's queue: an event offered in
         // between goes to one of the two and is moved over with the rest.
         self.set_tenant_endpoint(&spec.tenant, Some(&ep), &spec.id);
-        if let Some(old) = self.endpoints.insert(spec.id.clone(), ep.clone()) {
+        if let Some(old) = self
+            .endpoints
+            .insert((spec.tenant.clone(), spec.id.clone()), ep.clone())
+        {
             old.closed.store(true, Ordering::SeqCst);
             old.wake.notify_one();
             let waiting: Vec<_> = old.queue.lock().drain(..).collect();
@@ -239,10 +244,7 @@ impl Webhooks {
 
     /// Stops an endpoint; its waiting events are dropped.
     pub fn remove(&self, tenant: &TenantId, id: &str) -> bool {
-        let Some((_, ep)) = self
-            .endpoints
-            .remove_if(id, |_, ep| &ep.spec.tenant == tenant)
-        else {
+        let Some((_, ep)) = self.endpoints.remove(&(tenant.clone(), id.to_string())) else {
             return false;
         };
         ep.closed.store(true, Ordering::SeqCst);
@@ -283,8 +285,7 @@ impl Webhooks {
     /// An endpoint of `tenant` with what it did so far.
     pub fn get(&self, tenant: &TenantId, id: &str) -> Option<(WebhookSpec, DeliveryStats)> {
         self.endpoints
-            .get(id)
-            .filter(|ep| &ep.spec.tenant == tenant)
+            .get(&(tenant.clone(), id.to_string()))
             .map(|ep| (ep.spec.clone(), ep.stats()))
     }
 
@@ -434,11 +435,7 @@ impl EventConsumer for Webhooks {
     }
 
     fn offer(&self, tenant: &TenantId, queue: &str, e: &Arc<PresenceEvent>, acks: &Acks) -> bool {
-        match self
-            .endpoints
-            .get(queue)
-            .filter(|ep| &ep.spec.tenant == tenant)
-        {
+        match self.endpoints.get(&(tenant.clone(), queue.to_string())) {
             Some(ep) => ep.offer(e, self.cfg.queue_size, acks),
             None => true, // removed meanwhile
         }
@@ -446,17 +443,12 @@ impl EventConsumer for Webhooks {
 
     fn ready(&self, tenant: &TenantId, queue: &str) -> bool {
         self.endpoints
-            .get(queue)
-            .filter(|ep| &ep.spec.tenant == tenant)
+            .get(&(tenant.clone(), queue.to_string()))
             .is_none_or(|ep| ep.queue.lock().len() < self.cfg.queue_size)
     }
 
     fn lost(&self, tenant: &TenantId, queue: &str, n: u64) {
-        if let Some(ep) = self
-            .endpoints
-            .get(queue)
-            .filter(|ep| &ep.spec.tenant == tenant)
-        {
+        if let Some(ep) = self.endpoints.get(&(tenant.clone(), queue.to_string())) {
             ep.dropped.fetch_add(n, Ordering::Relaxed);
         }
     }
