@@ -79,6 +79,10 @@ pub struct PusherAppConfig {
     pub app_id: String,
     pub key: String,
     pub secret: String,
+    /// Where Pusher webhooks go (`channel_occupied`, `channel_vacated`,
+    /// `member_added`, `member_removed`), signed with the secret.
+    #[serde(default)]
+    pub webhook_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -624,6 +628,25 @@ impl Config {
                     key("secret"),
                     "<hidden>",
                     "8-256 characters, no control characters",
+                );
+            }
+            if let Some(url) = &a.webhook_url {
+                let ok = reqwest::Url::parse(url)
+                    .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+                if !ok {
+                    return bad(key("webhook_url"), url, "an http:// or https:// URL");
+                }
+            }
+            let taken = self
+                .webhooks
+                .endpoints
+                .iter()
+                .any(|e| e.tenant == a.tenant && e.id == "pusher");
+            if a.webhook_url.is_some() && taken {
+                return bad(
+                    key("webhook_url"),
+                    "pusher",
+                    "no [[webhooks.endpoints]] of the tenant with id \"pusher\" (the id of the app's webhook)",
                 );
             }
         }
@@ -1186,6 +1209,13 @@ mod tests {
             assert!(e.0.contains(key), "{text}: {e}");
             assert!(!e.0.contains("secret-"), "secrets are never echoed: {e}");
         }
+        std::fs::write(
+            &p,
+            app("acme", "1", "k", "secret-1") + "webhook_url = \"not a url\"\n",
+        )
+        .unwrap();
+        let e = Config::load(Some(&p), &BTreeMap::new(), &vec![]).unwrap_err();
+        assert!(e.0.contains("pusher.apps[0].webhook_url"), "{e}");
         std::fs::write(
             &p,
             "[[pusher.apps]]\ntenant = \"acme\"\nkey = \"k\"\nsecret = \"secret-1\"\n",

@@ -801,3 +801,127 @@ async fn the_http_api_refuses_bad_signatures_and_bad_bodies() {
     .await;
     assert_eq!(code, 400, "{text}");
 }
+
+/// What a Pusher webhook receiver got: bodies whose signature checked out,
+/// and how many did not.
+#[derive(Default)]
+struct Hooks {
+    bodies: std::sync::Mutex<Vec<Value>>,
+    bad: std::sync::atomic::AtomicUsize,
+}
+
+async fn pusher_receiver(h: std::sync::Arc<Hooks>) -> String {
+    use axum::extract::State;
+    async fn hook(
+        State(h): State<std::sync::Arc<Hooks>>,
+        headers: axum::http::HeaderMap,
+        body: axum::body::Bytes,
+    ) -> axum::http::StatusCode {
+        let key = headers.get("x-pusher-key").and_then(|v| v.to_str().ok());
+        let sig = headers
+            .get("x-pusher-signature")
+            .and_then(|v| v.to_str().ok());
+        let want = roster::protocol::pusher::sign_bytes(SECRET, &body);
+        if key != Some("acme-key") || sig != Some(want.as_str()) {
+            h.bad.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            return axum::http::StatusCode::UNAUTHORIZED;
+        }
+        h.bodies
+            .lock()
+            .unwrap()
+            .push(serde_json::from_slice(&body).unwrap());
+        axum::http::StatusCode::OK
+    }
+    let app = axum::Router::new()
+        .route("/pusher", axum::routing::post(hook))
+        .with_state(h);
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await });
+    format!("http://{addr}/pusher")
+}
+
+#[tokio::test]
+async fn pusher_webhooks_name_channels_and_users_and_are_signed() {
+    let hooks = std::sync::Arc::new(Hooks::default());
+    let url = pusher_receiver(hooks.clone()).await;
+    let dir = temp_dir("pusher-hooks");
+    let file = dir.join("roster.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[pusher.apps]]\ntenant = \"acme\"\napp_id = \"1\"\nkey = \"acme-key\"\nsecret = \"{SECRET}\"\nwebhook_url = \"{url}\"\n"
+        ),
+    )
+    .unwrap();
+    let s = Server::start_args(
+        &["serve", "--config", file.to_str().unwrap()],
+        &[("ROSTER_WEBHOOKS_ALLOW_PRIVATE", "true")],
+    )
+    .await;
+    let mut a = P::connect(&s, "acme-key").await;
+    a.join_presence("presence-h", "alice", json!({})).await;
+    let mut a2 = P::connect(&s, "acme-key").await;
+    a2.join_presence("presence-h", "alice", json!({})).await;
+    let mut b = P::connect(&s, "acme-key").await;
+    b.join_presence("presence-h", "bob", json!({})).await;
+    b.join_private("private-h").await;
+    drop(a2);
+    drop(a);
+    drop(b);
+    let want = [
+        json!({"name": "channel_occupied", "channel": "presence-h"}),
+        json!({"name": "member_added", "channel": "presence-h", "user_id": "alice"}),
+        json!({"name": "member_added", "channel": "presence-h", "user_id": "bob"}),
+        json!({"name": "channel_occupied", "channel": "private-h"}),
+    ];
+    let end = tokio::time::Instant::now() + Duration::from_secs(10);
+    let events = loop {
+        let events: Vec<Value> = hooks
+            .bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|b| {
+                assert!(b["time_ms"].as_u64().unwrap() > 1_700_000_000_000);
+                b["events"].as_array().unwrap().clone()
+            })
+            .collect();
+        let vacated = events
+            .iter()
+            .filter(|e| e["name"] == "channel_vacated")
+            .count();
+        if vacated == 2 || tokio::time::Instant::now() > end {
+            break events;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(events[..4], want[..], "{events:#?}");
+    let mut rest: Vec<String> = events[4..].iter().map(|e| e.to_string()).collect();
+    rest.sort();
+    let mut want_rest: Vec<String> = [
+        json!({"name": "member_removed", "channel": "presence-h", "user_id": "alice"}),
+        json!({"name": "member_removed", "channel": "presence-h", "user_id": "bob"}),
+        json!({"name": "channel_vacated", "channel": "presence-h"}),
+        json!({"name": "channel_vacated", "channel": "private-h"}),
+    ]
+    .iter()
+    .map(|e| e.to_string())
+    .collect();
+    want_rest.sort();
+    assert_eq!(
+        rest, want_rest,
+        "one member_removed per user, at its last session: {events:#?}"
+    );
+    assert_eq!(hooks.bad.load(std::sync::atomic::Ordering::SeqCst), 0);
+    // Read-only over REST, like any endpoint of the configuration.
+    let (code, _) = s
+        .rest(
+            "DELETE",
+            "/api/v1/webhooks/pusher",
+            &s.admin_token("acme"),
+            None,
+        )
+        .await;
+    assert_eq!(code, 409);
+}

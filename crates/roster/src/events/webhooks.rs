@@ -55,6 +55,9 @@ pub struct WebhookSpec {
     /// The kinds it wants; `None`: every kind but `member_updated`.
     pub events: Option<BTreeSet<String>>,
     pub created_at: i64,
+    /// A Pusher app's webhook (docs/PUSHER.md): Pusher's body and headers
+    /// (`X-Pusher-Key` is this key), instead of Roster's.
+    pub pusher_key: Option<String>,
 }
 
 impl WebhookSpec {
@@ -124,6 +127,9 @@ struct Endpoint {
     /// The newest event skipped by the filter while others were queued: the
     /// cursor moves past it once the queue is empty.
     skipped_to: AtomicU64,
+    /// A Pusher webhook's sessions per (channel, user), to tell a user's
+    /// first join and last leave (Pusher's members are users).
+    members: Mutex<std::collections::HashMap<(String, String), u32>>,
 }
 
 impl Endpoint {
@@ -163,6 +169,33 @@ impl Endpoint {
         }
     }
 
+    /// The body of a POST of `batch`: Roster's, or Pusher's (`None`: no
+    /// Pusher event among them).
+    fn render(&self, batch: &[Arc<PresenceEvent>]) -> Option<Vec<u8>> {
+        if self.spec.pusher_key.is_none() {
+            return Some(
+                serde_json::to_vec(&WebhookBatch {
+                    webhook_id: &self.spec.id,
+                    events: batch,
+                })
+                .unwrap_or_default(),
+            );
+        }
+        let mut members = self.members.lock();
+        let events: Vec<serde_json::Value> = batch
+            .iter()
+            .filter_map(|e| pusher_event(&mut members, e))
+            .collect();
+        if events.is_empty() {
+            return None;
+        }
+        let time_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        serde_json::to_vec(&serde_json::json!({"time_ms": time_ms, "events": events})).ok()
+    }
+
     fn stats(&self) -> DeliveryStats {
         DeliveryStats {
             queued: self.queue.lock().len(),
@@ -172,6 +205,46 @@ impl Endpoint {
             last_error: self.last_error.lock().clone(),
             failures: self.failures.lock().iter().cloned().collect(),
         }
+    }
+}
+
+/// Pusher's webhook event of a presence event, if it has one:
+/// `channel_occupied`/`channel_vacated` for every room; `member_added` at a
+/// user's first session in a presence channel, `member_removed` at its last.
+/// `members` counts sessions per (channel, user); a count unknown (a restart,
+/// another node took the delivery over) is taken as none, so a user's second
+/// session may then be reported as added once more.
+fn pusher_event(
+    members: &mut std::collections::HashMap<(String, String), u32>,
+    e: &PresenceEvent,
+) -> Option<serde_json::Value> {
+    use serde_json::json;
+    let room = e.room.clone()?;
+    match e.kind.as_str() {
+        "room_occupied" => Some(json!({"name": "channel_occupied", "channel": room})),
+        "room_vacated" => {
+            members.retain(|(r, _), _| *r != room);
+            Some(json!({"name": "channel_vacated", "channel": room}))
+        }
+        "member_added" | "member_removed" if room.starts_with("presence-") => {
+            let user = e.user_id.clone()?;
+            let key = (room.clone(), user.clone());
+            if e.kind == "member_added" {
+                let n = members.entry(key).or_insert(0);
+                *n += 1;
+                (*n == 1).then(|| json!({"name": "member_added", "channel": room, "user_id": user}))
+            } else {
+                let n = members.get(&key).copied().unwrap_or(1).saturating_sub(1);
+                if n == 0 {
+                    members.remove(&key);
+                    Some(json!({"name": "member_removed", "channel": room, "user_id": user}))
+                } else {
+                    members.insert(key, n);
+                    None
+                }
+            }
+        }
+        _ => None,
     }
 }
 
@@ -218,6 +291,7 @@ impl Webhooks {
             failures: Mutex::new(VecDeque::new()),
             acks: Mutex::new(None),
             skipped_to: AtomicU64::new(0),
+            members: Mutex::default(),
         });
         // Tenant list first, then the old endpoint's queue: an event offered in
         // between goes to one of the two and is moved over with the rest.
@@ -328,11 +402,13 @@ impl Webhooks {
             if batch.is_empty() {
                 continue;
             }
-            let body = serde_json::to_vec(&WebhookBatch {
-                webhook_id: &ep.spec.id,
-                events: &batch,
-            })
-            .unwrap_or_default();
+            let Some(body) = ep.render(&batch) else {
+                // Nothing for a Pusher webhook in these events.
+                let n = batch.len().min(ep.queue.lock().len());
+                ep.queue.lock().drain(..n);
+                ep.done(batch.last().map(|e| e.seq).unwrap_or(0));
+                continue;
+            };
             let started = Instant::now();
             let mut attempts = 0u32;
             let result = loop {
@@ -394,26 +470,30 @@ impl Webhooks {
             .unwrap_or_default()
             .as_secs()
             .to_string();
-        let r = self
+        let req = self
             .client
             .post(&spec.url)
-            .header("content-type", "application/json")
-            .header("x-roster-webhook-id", &spec.id)
-            .header("x-roster-timestamp", &ts)
-            .header("x-roster-signature", signature(&spec.secret, &ts, body))
-            .body(body.to_vec())
-            .send()
-            .await
-            .map_err(|e| {
-                if e.is_timeout() {
-                    format!(
-                        "no answer within {}s (timed out)",
-                        REQUEST_TIMEOUT.as_secs()
-                    )
-                } else {
-                    format!("no answer: {e}")
-                }
-            })?;
+            .header("content-type", "application/json");
+        let req = match &spec.pusher_key {
+            Some(key) => req.header("x-pusher-key", key).header(
+                "x-pusher-signature",
+                crate::protocol::pusher::sign_bytes(&spec.secret, body),
+            ),
+            None => req
+                .header("x-roster-webhook-id", &spec.id)
+                .header("x-roster-timestamp", &ts)
+                .header("x-roster-signature", signature(&spec.secret, &ts, body)),
+        };
+        let r = req.body(body.to_vec()).send().await.map_err(|e| {
+            if e.is_timeout() {
+                format!(
+                    "no answer within {}s (timed out)",
+                    REQUEST_TIMEOUT.as_secs()
+                )
+            } else {
+                format!("no answer: {e}")
+            }
+        })?;
         if r.status().is_success() {
             Ok(())
         } else {

@@ -407,6 +407,7 @@ mod tests {
             app_id: "3".into(),
             key: "278d425bdf160c739803".into(),
             secret: "7ad3773142a6692b25b8".into(),
+            webhook_url: None,
         };
         let body = br#"{"name":"foo","channels":["project-3"],"data":"{\"some\":\"data\"}"}"#;
         let mut p: BTreeMap<String, String> = [

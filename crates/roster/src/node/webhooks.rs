@@ -10,33 +10,55 @@ use crate::events::webhooks::{DeliveryStats, WebhookSpec};
 use crate::ids::TenantId;
 use crate::store::{StoreError, StoredWebhook};
 
+/// The id of a Pusher app's webhook among its tenant's endpoints.
+pub const PUSHER_WEBHOOK: &str = "pusher";
+
 impl Node {
-    /// Whether the endpoint is one of `[[webhooks.endpoints]]` (read-only over REST).
+    /// Whether the endpoint is one of `[[webhooks.endpoints]]` or a Pusher
+    /// app's webhook (read-only over REST).
     pub fn is_config_webhook(&self, tenant: &TenantId, id: &str) -> bool {
-        self.config
-            .webhooks
-            .endpoints
+        self.config_webhooks()
             .iter()
-            .any(|e| e.tenant == tenant.as_str() && e.id == id)
+            .any(|e| &e.tenant == tenant && e.id == id)
     }
 
-    /// The endpoints of `[[webhooks.endpoints]]`, as specs (checked at load).
+    /// The endpoints of `[[webhooks.endpoints]]`, and the webhook (id
+    /// [`PUSHER_WEBHOOK`]) of each `[[pusher.apps]]` with a `webhook_url`, as
+    /// specs (checked at load).
     fn config_webhooks(&self) -> Vec<WebhookSpec> {
-        self.config
-            .webhooks
-            .endpoints
-            .iter()
-            .filter_map(|e| {
-                Some(WebhookSpec {
-                    id: e.id.clone(),
-                    tenant: TenantId::parse(&e.tenant).ok()?,
-                    url: e.url.clone(),
-                    secret: e.secret.clone(),
-                    events: e.events.as_ref().map(|l| l.iter().cloned().collect()),
-                    created_at: 0,
-                })
+        let own = self.config.webhooks.endpoints.iter().filter_map(|e| {
+            Some(WebhookSpec {
+                id: e.id.clone(),
+                tenant: TenantId::parse(&e.tenant).ok()?,
+                url: e.url.clone(),
+                secret: e.secret.clone(),
+                events: e.events.as_ref().map(|l| l.iter().cloned().collect()),
+                created_at: 0,
+                pusher_key: None,
             })
-            .collect()
+        });
+        let pusher = self.config.pusher.apps.iter().filter_map(|a| {
+            Some(WebhookSpec {
+                id: PUSHER_WEBHOOK.to_string(),
+                tenant: TenantId::parse(&a.tenant).ok()?,
+                url: a.webhook_url.clone()?,
+                secret: a.secret.clone(),
+                events: Some(
+                    [
+                        "room_occupied",
+                        "room_vacated",
+                        "member_added",
+                        "member_removed",
+                    ]
+                    .into_iter()
+                    .map(str::to_string)
+                    .collect(),
+                ),
+                created_at: 0,
+                pusher_key: Some(a.key.clone()),
+            })
+        });
+        own.chain(pusher).collect()
     }
 
     /// Starts the stored endpoints and those of the configuration (start-up;
@@ -62,6 +84,7 @@ impl Node {
                 secret: w.secret,
                 events: w.events.map(|e| e.into_iter().collect()),
                 created_at: w.created_at,
+                pusher_key: None,
             });
             n += 1;
         }
@@ -125,6 +148,7 @@ impl Node {
                 secret: w.secret,
                 events: w.events.map(|e| e.into_iter().collect()),
                 created_at: w.created_at,
+                pusher_key: None,
             };
             if self.webhooks.get(&spec.tenant, &spec.id).map(|(s, _)| s) != Some(spec.clone()) {
                 self.webhooks.upsert(spec);

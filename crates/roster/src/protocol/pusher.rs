@@ -237,9 +237,14 @@ pub fn app_by_id<'a>(node: &'a Node, id: &str) -> Option<&'a PusherAppConfig> {
 
 /// HMAC-SHA256 of `text` with the app's secret, hex.
 pub fn sign(secret: &str, text: &str) -> String {
+    sign_bytes(secret, text.as_bytes())
+}
+
+/// HMAC-SHA256 of `body` with the app's secret, hex (`X-Pusher-Signature`).
+pub fn sign_bytes(secret: &str, body: &[u8]) -> String {
     let mut mac =
         Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes a key of any length");
-    mac.update(text.as_bytes());
+    mac.update(body);
     hex::encode(mac.finalize().into_bytes())
 }
 
@@ -1054,6 +1059,7 @@ mod tests {
             app_id: "1".into(),
             key: "key".into(),
             secret: "7ad3773142a6692b25b8".into(),
+            webhook_url: None,
         }
     }
 

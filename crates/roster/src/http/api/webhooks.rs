@@ -123,6 +123,7 @@ async fn spec_from(
         secret,
         events,
         created_at,
+        pusher_key: None,
     })
 }
 
