@@ -10,10 +10,13 @@
  *    short timings, and reads the bound address from its stderr;
  * 4. hands the address and secret to the tests (`inject("roster")`, read by
  *    `./server.ts`).
+ *
+ * A package that needs a config file (e.g. `compat`, for `[[pusher.apps]]`) has a
+ * `globalSetup` of its own that calls {@link setupServer} with `configToml`.
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -87,12 +90,17 @@ function ensureBinary(root: string): string {
   return bin;
 }
 
-/** Starts `bin` with FAST_TIMINGS on `listen` (default any free port) and resolves once it listens. */
+/**
+ * Starts `bin` with FAST_TIMINGS on `listen` (default any free port) and resolves once it listens.
+ * `configFile`: a TOML file passed as `--config` (for what only the file sets, such as
+ * `[[pusher.apps]]`); the environment's settings still apply on top of it.
+ */
 export function startServer(
   bin: string,
   dir: string,
   secret: string,
   listen = "127.0.0.1:0",
+  configFile?: string,
 ): Promise<{ child: ChildProcess; addr: string; log: string[] }> {
   const env: NodeJS.ProcessEnv = {};
   // The server refuses unknown ROSTER_* variables: start from a clean slate.
@@ -102,7 +110,8 @@ export function startServer(
     ROSTER_DATABASE_URL: `sqlite://${join(dir, "roster.db")}`,
     ROSTER_LOG_LEVEL: "warn",
   });
-  const child = spawn(bin, ["--listen", listen], { cwd: dir, env, stdio: ["ignore", "ignore", "pipe"] });
+  const args = configFile ? ["--config", configFile, "--listen", listen] : ["--listen", listen];
+  const child = spawn(bin, args, { cwd: dir, env, stdio: ["ignore", "ignore", "pipe"] });
   const log: string[] = [];
   return new Promise((resolvePromise, reject) => {
     const timer = setTimeout(() => {
@@ -133,12 +142,26 @@ export function startServer(
   });
 }
 
-export default async function setup(project: TestProject): Promise<() => Promise<void>> {
+export interface SetupOptions {
+  /**
+   * TOML written to `roster.toml` in the server's directory and passed as
+   * `--config` (e.g. `[[pusher.apps]]`, which only the file can set).
+   */
+  configToml?: string;
+}
+
+/** The shared server, started with {@link SetupOptions}: for `globalSetup` files of their own. */
+export async function setupServer(project: TestProject, options: SetupOptions = {}): Promise<() => Promise<void>> {
   const root = repoRoot();
   const bin = ensureBinary(root);
   const dir = mkdtempSync(join(tmpdir(), "roster-ts-"));
   const secret = randomBytes(24).toString("hex");
-  const { child, addr, log } = await startServer(bin, dir, secret);
+  let configFile: string | undefined;
+  if (options.configToml !== undefined) {
+    configFile = join(dir, "roster.toml");
+    writeFileSync(configFile, options.configToml);
+  }
+  const { child, addr, log } = await startServer(bin, dir, secret, "127.0.0.1:0", configFile);
   child.removeAllListeners("exit");
   let exited = false;
   child.on("exit", () => {
@@ -155,4 +178,8 @@ export default async function setup(project: TestProject): Promise<() => Promise
     rmSync(dir, { recursive: true, force: true });
     if (process.env.ROSTER_TEST_LOG) console.log(log.join("\n"));
   };
+}
+
+export default function setup(project: TestProject): Promise<() => Promise<void>> {
+  return setupServer(project);
 }

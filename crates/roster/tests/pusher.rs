@@ -440,6 +440,17 @@ async fn signin_gives_the_watchlist_online_and_offline() {
         Duration::from_millis(200),
     )
     .await;
+    // What pusher-js does after a sign-in: its user's own channel.
+    a.send(json!({"event": "pusher:subscribe", "data": {"auth": "", "channel": "#server-to-user-alice"}}))
+        .await;
+    let m = a.next_event("pusher_internal:subscription_succeeded").await;
+    assert_eq!(m["channel"], "#server-to-user-alice");
+    a.send(json!({"event": "pusher:subscribe", "data": {"auth": "", "channel": "#server-to-user-bob"}}))
+        .await;
+    assert_eq!(
+        a.next_event("pusher:subscription_error").await["data"]["status"],
+        403
+    );
 
     let mut b = P::connect(&s, "acme-key").await;
     b.join_presence("presence-x", "bob", json!({})).await;

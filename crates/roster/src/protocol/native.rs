@@ -256,7 +256,7 @@ pub async fn serve(
                             }
                         }
                     }
-                    Incoming::Binary => {
+                    Incoming::Binary(_) => {
                         Box::pin(ws.close(close::UNSUPPORTED)).await;
                         break;
                     }
@@ -308,7 +308,7 @@ async fn opening(
         };
         let text = match next {
             Incoming::Text(t) => t,
-            Incoming::Binary => {
+            Incoming::Binary(_) => {
                 ws.close(close::UNSUPPORTED).await;
                 return None;
             }

@@ -515,6 +515,32 @@ impl Conn {
             // Pusher answers a repeated subscription with nothing new.
             return None;
         }
+        // pusher-js subscribes to its user's own channel after a sign-in
+        // (for the HTTP API's events to a user, which Roster does not send):
+        // accepted for the signed-in user, and nothing arrives on it.
+        if let Some(user) = channel.strip_prefix("#server-to-user-") {
+            let own = self.signed_in
+                && !self.anonymous
+                && self
+                    .session
+                    .as_ref()
+                    .is_some_and(|s| s.meta.user.as_str() == user);
+            if own {
+                self.send(event(
+                    "pusher_internal:subscription_succeeded",
+                    Some(&channel),
+                    &json!({}),
+                ));
+            } else {
+                self.subscription_error(
+                    &channel,
+                    "AuthError",
+                    403,
+                    "only the signed-in user's own channel",
+                );
+            }
+            return None;
+        }
         let key = match RoomKey::parse(&channel) {
             Ok(k) if channel.len() <= MAX_CHANNEL && !channel.starts_with("private-encrypted-") => {
                 k
@@ -1001,7 +1027,7 @@ pub async fn serve(mut ws: Socket, mut ctx: PusherContext, node: Arc<Node>) {
                             break;
                         }
                     }
-                    Incoming::Binary => {
+                    Incoming::Binary(_) => {
                         Box::pin(ws.close(close::UNSUPPORTED)).await;
                         break;
                     }

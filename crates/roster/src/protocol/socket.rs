@@ -43,7 +43,7 @@ pub type Io = TokioIo<hyper::upgrade::Upgraded>;
 /// What the peer sent.
 pub enum Incoming {
     Text(Utf8Bytes),
-    Binary,
+    Binary(Bytes),
     Pong(Bytes),
     Ping,
     Close,
@@ -61,7 +61,7 @@ impl Socket {
     pub async fn recv(&mut self) -> Option<Result<Incoming, ReadError>> {
         Some(match self.ws.next().await? {
             Ok(Message::Text(t)) => Ok(Incoming::Text(t)),
-            Ok(Message::Binary(_)) => Ok(Incoming::Binary),
+            Ok(Message::Binary(b)) => Ok(Incoming::Binary(b)),
             Ok(Message::Pong(p)) => Ok(Incoming::Pong(p)),
             Ok(Message::Ping(_)) => Ok(Incoming::Ping),
             Ok(Message::Close(_)) => Ok(Incoming::Close),
@@ -155,9 +155,25 @@ impl Socket {
 /// connection to `serve` on a task of its own; or answers why not.
 /// The upgrade itself must complete by `deadline` (the end of the opening).
 pub fn upgrade<F, Fut>(
+    req: Request,
+    max_frame_bytes: usize,
+    deadline: Instant,
+    serve: F,
+) -> Response
+where
+    F: FnOnce(Socket) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    upgrade_with(req, max_frame_bytes, deadline, None, serve)
+}
+
+/// [`upgrade`], answering `Sec-WebSocket-Protocol: subprotocol` (one the client
+/// offered: browsers and Node's `ws` fail a handshake that picks none).
+pub fn upgrade_with<F, Fut>(
     mut req: Request,
     max_frame_bytes: usize,
     deadline: Instant,
+    subprotocol: Option<&'static str>,
     serve: F,
 ) -> Response
 where
@@ -204,6 +220,9 @@ where
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     if let Ok(v) = HeaderValue::from_str(&accept) {
         h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    if let Some(p) = subprotocol {
+        h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(p));
     }
     resp
 }
