@@ -28,6 +28,7 @@ use crate::protocol::native::{self, ConnContext};
 use crate::protocol::opening::{InFlight, Peer};
 use crate::protocol::pusher as pusher_wire;
 use crate::protocol::socket;
+use crate::protocol::stomp;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -43,6 +44,7 @@ pub fn router(state: AppState) -> Router {
     let routes = Router::new()
         .route("/ws", get(ws_upgrade))
         .route("/app/{key}", get(pusher_upgrade))
+        .route("/stomp", get(stomp_upgrade))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -230,6 +232,62 @@ async fn pusher_upgrade(
     let max_frame = app.node.config.limits.max_frame_bytes;
     socket::upgrade(req, max_frame, deadline, move |ws| {
         pusher_wire::serve(ws, ctx, node)
+    })
+}
+
+#[derive(Deserialize)]
+struct StompQuery {
+    token: Option<String>,
+    access_token: Option<String>,
+}
+
+/// `GET /stomp`: STOMP 1.2 over WebSocket (`protocol/stomp.rs`), answering the
+/// best `v1x.stomp` subprotocol the client offers.
+async fn stomp_upgrade(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Query(q): Query<StompQuery>,
+    req: axum::extract::Request,
+) -> Response {
+    let headers = req.headers();
+    if let Some(origin) = origins::AllowedOrigins::origin_of(headers) {
+        if !app.origins.allows(origin) {
+            return origins::forbidden(origin);
+        }
+    }
+    let offered: Vec<String> = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_ascii_lowercase())
+        .collect();
+    let subprotocol = stomp::SUBPROTOCOLS
+        .into_iter()
+        .find(|p| offered.iter().any(|o| o == p));
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|s| s.trim().to_string());
+    let deadline = match &peer.opening {
+        Some(o) => o.deadline(),
+        None => tokio::time::Instant::now() + app.node.config.timing.hello_timeout.0,
+    };
+    let ctx = stomp::StompContext {
+        opening: peer.opening.clone(),
+        deadline,
+        pre_token: q.token.or(q.access_token).or(bearer),
+        ip: Some(client_ip(&peer, headers)),
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.chars().take(512).collect()),
+    };
+    let (node, auth) = (app.node.clone(), app.auth.clone());
+    let max_frame = app.node.config.limits.max_frame_bytes;
+    socket::upgrade_with(req, max_frame, deadline, subprotocol, move |ws| {
+        stomp::serve(ws, ctx, node, auth)
     })
 }
 

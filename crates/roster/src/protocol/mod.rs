@@ -7,3 +7,4 @@ pub mod opening;
 pub mod pusher;
 pub mod render;
 pub mod socket;
+pub mod stomp;
