@@ -18,7 +18,7 @@ else
 fi
 
 # Reports of an earlier run must not be counted if this one stops before its tests.
-rm -f packages/*/test-results/vitest.json examples/*/test-results/vitest.json
+rm -f packages/*/test-results/vitest.json examples/*/test-results/vitest.json compat/test-results/vitest.json
 status=0
 # Build (tsup, vite), type-check, then the packages' tests…
 if npm run build && npm run typecheck; then
@@ -36,13 +36,16 @@ fi
 
 # One closing line for tools that read the summary ("N passed, N failed"), summed
 # over the Vitest reports of the packages and of the examples' end-to-end tests
-# (packages/*/test-results/vitest.json, examples/*/test-results/vitest.json).
+# (packages/*/test-results/vitest.json, compat/test-results/vitest.json — the
+# Pusher compatibility tests, one in Chromium — and
+# examples/*/test-results/vitest.json).
 node -e '
   const fs = require("fs"), path = require("path");
   let passed = 0, failed = 0, skipped = 0, found = 0, e2ePassed = 0, e2eFailed = 0, e2eFound = 0;
-  for (const dir of ["packages", "examples"]) {
+  for (const dir of ["packages", "examples", "."]) {
     if (!fs.existsSync(dir)) continue;
-    for (const p of fs.readdirSync(dir).sort()) {
+    const names = dir === "." ? ["compat"] : fs.readdirSync(dir).sort();
+    for (const p of names) {
       const f = path.resolve(dir, p, "test-results", "vitest.json");
       if (!fs.existsSync(f)) continue;
       const r = JSON.parse(fs.readFileSync(f, "utf8"));

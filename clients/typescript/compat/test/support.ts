@@ -2,7 +2,7 @@
  * Helpers for the compatibility tests: unchanged `pusher-js` clients (signed by the
  * official `pusher` Node SDK, as a backend's auth endpoint would) and native
  * protocol clients (the `ws` package, docs/PROTOCOL.md) against the server that
- * `./globalSetup.ts` started with two Pusher apps.
+ * `./globalSetup.ts` started with three Pusher apps.
  *
  * Every client records every frame it received, so that a test can assert what
  * did *not* arrive as well as what did.
@@ -60,6 +60,15 @@ export interface ClientOptions {
 /** The SDK a backend would use to sign (never talks HTTP here). */
 function sdk(app: PusherApp, secret = app.secret): PusherServer {
   return new PusherServer({ appId: app.appId, key: app.key, secret, host: HOST, port: PORT, useTLS: false });
+}
+
+/**
+ * The official `pusher` Node SDK configured for the HTTP API of the test server
+ * (`{appId, key, secret, host, port, useTLS: false}`), as a backend would use it:
+ * `secret` to sign with another secret than the app's (a wrong signature).
+ */
+export function backend(app: PusherApp = apps.acme, secret = app.secret): PusherServer {
+  return new PusherServer({ appId: app.appId, key: app.key, secret, host: HOST, port: PORT, useTLS: false, timeout: 10_000 });
 }
 
 const open = new Set<{ close(): void }>();

@@ -149,6 +149,49 @@ async fn time_request(req: axum::extract::Request, next: Next) -> Response {
     resp
 }
 
+/// What every WebSocket upgrade checks and learns first, whatever the
+/// protocol: the origin is allowed; the opening's deadline, the bearer token
+/// of the request, the client's address and user agent.
+struct Upgrade {
+    opening: Option<std::sync::Arc<crate::protocol::opening::Opening>>,
+    deadline: tokio::time::Instant,
+    bearer: Option<String>,
+    ip: String,
+    user_agent: Option<String>,
+    max_frame: usize,
+}
+
+/// Before the upgrade: a page from another origin never gets a socket.
+fn before_upgrade(
+    app: &AppState,
+    peer: &Peer,
+    headers: &HeaderMap,
+) -> Result<Upgrade, Box<Response>> {
+    if let Some(origin) = origins::AllowedOrigins::origin_of(headers) {
+        if !app.origins.allows(origin) {
+            return Err(Box::new(origins::forbidden(origin)));
+        }
+    }
+    Ok(Upgrade {
+        opening: peer.opening.clone(),
+        deadline: match &peer.opening {
+            Some(o) => o.deadline(),
+            None => tokio::time::Instant::now() + app.node.config.timing.hello_timeout.0,
+        },
+        bearer: headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(|s| s.trim().to_string()),
+        ip: client_ip(peer, headers),
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.chars().take(512).collect()),
+        max_frame: app.node.config.limits.max_frame_bytes,
+    })
+}
+
 #[derive(Deserialize)]
 struct WsQuery {
     token: Option<String>,
@@ -160,35 +203,19 @@ async fn ws_upgrade(
     Query(q): Query<WsQuery>,
     req: axum::extract::Request,
 ) -> Response {
-    let headers = req.headers();
-    // Before the upgrade: a page from another origin never gets a socket.
-    if let Some(origin) = origins::AllowedOrigins::origin_of(headers) {
-        if !app.origins.allows(origin) {
-            return origins::forbidden(origin);
-        }
-    }
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|s| s.trim().to_string());
-    let deadline = match &peer.opening {
-        Some(o) => o.deadline(),
-        None => tokio::time::Instant::now() + app.node.config.timing.hello_timeout.0,
+    let u = match before_upgrade(&app, &peer, req.headers()) {
+        Ok(u) => u,
+        Err(refused) => return *refused,
     };
     let ctx = ConnContext {
-        opening: peer.opening.clone(),
-        deadline,
-        pre_token: q.token.or(bearer),
-        ip: Some(client_ip(&peer, headers)),
-        user_agent: headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(|s| s.chars().take(512).collect()),
+        opening: u.opening,
+        deadline: u.deadline,
+        pre_token: q.token.or(u.bearer),
+        ip: Some(u.ip),
+        user_agent: u.user_agent,
     };
     let (node, auth) = (app.node.clone(), app.auth.clone());
-    let max_frame = app.node.config.limits.max_frame_bytes;
-    socket::upgrade(req, max_frame, deadline, move |ws| {
+    socket::upgrade(req, u.max_frame, u.deadline, move |ws| {
         native::serve(ws, ctx, node, auth)
     })
 }
@@ -208,29 +235,19 @@ async fn pusher_upgrade(
     Query(q): Query<PusherQuery>,
     req: axum::extract::Request,
 ) -> Response {
-    let headers = req.headers();
-    if let Some(origin) = origins::AllowedOrigins::origin_of(headers) {
-        if !app.origins.allows(origin) {
-            return origins::forbidden(origin);
-        }
-    }
-    let deadline = match &peer.opening {
-        Some(o) => o.deadline(),
-        None => tokio::time::Instant::now() + app.node.config.timing.hello_timeout.0,
+    let u = match before_upgrade(&app, &peer, req.headers()) {
+        Ok(u) => u,
+        Err(refused) => return *refused,
     };
     let ctx = pusher_wire::PusherContext {
-        opening: peer.opening.clone(),
+        opening: u.opening,
         app: pusher_wire::app_by_key(&app.node, &key).cloned(),
         protocol: q.protocol,
-        ip: Some(client_ip(&peer, headers)),
-        user_agent: headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(|s| s.chars().take(512).collect()),
+        ip: Some(u.ip),
+        user_agent: u.user_agent,
     };
     let node = app.node.clone();
-    let max_frame = app.node.config.limits.max_frame_bytes;
-    socket::upgrade(req, max_frame, deadline, move |ws| {
+    socket::upgrade(req, u.max_frame, u.deadline, move |ws| {
         pusher_wire::serve(ws, ctx, node)
     })
 }
@@ -249,13 +266,12 @@ async fn stomp_upgrade(
     Query(q): Query<StompQuery>,
     req: axum::extract::Request,
 ) -> Response {
-    let headers = req.headers();
-    if let Some(origin) = origins::AllowedOrigins::origin_of(headers) {
-        if !app.origins.allows(origin) {
-            return origins::forbidden(origin);
-        }
-    }
-    let offered: Vec<String> = headers
+    let u = match before_upgrade(&app, &peer, req.headers()) {
+        Ok(u) => u,
+        Err(refused) => return *refused,
+    };
+    let offered: Vec<String> = req
+        .headers()
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
         .iter()
         .filter_map(|v| v.to_str().ok())
@@ -265,28 +281,15 @@ async fn stomp_upgrade(
     let subprotocol = stomp::SUBPROTOCOLS
         .into_iter()
         .find(|p| offered.iter().any(|o| o == p));
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|s| s.trim().to_string());
-    let deadline = match &peer.opening {
-        Some(o) => o.deadline(),
-        None => tokio::time::Instant::now() + app.node.config.timing.hello_timeout.0,
-    };
     let ctx = stomp::StompContext {
-        opening: peer.opening.clone(),
-        deadline,
-        pre_token: q.token.or(q.access_token).or(bearer),
-        ip: Some(client_ip(&peer, headers)),
-        user_agent: headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(|s| s.chars().take(512).collect()),
+        opening: u.opening,
+        deadline: u.deadline,
+        pre_token: q.token.or(q.access_token).or(u.bearer),
+        ip: Some(u.ip),
+        user_agent: u.user_agent,
     };
     let (node, auth) = (app.node.clone(), app.auth.clone());
-    let max_frame = app.node.config.limits.max_frame_bytes;
-    socket::upgrade_with(req, max_frame, deadline, subprotocol, move |ws| {
+    socket::upgrade_with(req, u.max_frame, u.deadline, subprotocol, move |ws| {
         stomp::serve(ws, ctx, node, auth)
     })
 }

@@ -207,6 +207,17 @@ impl Node {
             .store(self.clock.millis(self.clock.now()), Ordering::Relaxed);
     }
 
+    /// A pong to one of the server's pings (its payload: the send time in
+    /// clock millis): the session's RTT, whatever the protocol.
+    pub fn pong(&self, s: &SessionHandle, payload: &[u8]) {
+        if let Ok(b) = <[u8; 8]>::try_from(payload) {
+            let sent = self.clock.from_millis(u64::from_be_bytes(b));
+            let rtt = self.clock.now().saturating_duration_since(sent);
+            s.meta.record_latency(rtt.as_millis() as u32);
+            metrics::histogram!(m::PING_RTT).record(rtt.as_secs_f64());
+        }
+    }
+
     /// The connection of `link_id` ended without `BYE`: hold the session for the
     /// leave grace (unless it was already replaced or ended).
     pub fn connection_lost(&self, s: &Arc<SessionHandle>, link_id: u64) {

@@ -260,14 +260,7 @@ pub async fn serve(
                         Box::pin(ws.close(close::UNSUPPORTED)).await;
                         break;
                     }
-                    Incoming::Pong(payload) => {
-                        if let Ok(b) = <[u8; 8]>::try_from(payload.as_ref()) {
-                            let sent = node.clock.from_millis(u64::from_be_bytes(b));
-                            let rtt = node.clock.now().saturating_duration_since(sent);
-                            session.meta.record_latency(rtt.as_millis() as u32);
-                            metrics::histogram!(m::PING_RTT).record(rtt.as_secs_f64());
-                        }
-                    }
+                    Incoming::Pong(payload) => node.pong(&session, &payload),
                     Incoming::Ping => {}
                     Incoming::Close => {
                         Box::pin(ws.answer_close()).await;

@@ -1032,10 +1032,8 @@ pub async fn serve(mut ws: Socket, mut ctx: PusherContext, node: Arc<Node>) {
                         break;
                     }
                     Incoming::Pong(payload) => {
-                        if let (Some(s), Ok(b)) = (&conn.session, <[u8; 8]>::try_from(payload.as_ref())) {
-                            let sent = node.clock.from_millis(u64::from_be_bytes(b));
-                            let rtt = node.clock.now().saturating_duration_since(sent);
-                            s.meta.record_latency(rtt.as_millis() as u32);
+                        if let Some(s) = &conn.session {
+                            node.pong(s, &payload);
                         }
                     }
                     Incoming::Ping => {}

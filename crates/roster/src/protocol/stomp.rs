@@ -1110,11 +1110,7 @@ pub async fn serve(
                     Incoming::Text(t) => t.as_bytes().to_vec(),
                     Incoming::Binary(b) => b.to_vec(),
                     Incoming::Pong(payload) => {
-                        if let Ok(b) = <[u8; 8]>::try_from(payload.as_ref()) {
-                            let sent = node.clock.from_millis(u64::from_be_bytes(b));
-                            let rtt = node.clock.now().saturating_duration_since(sent);
-                            session.meta.record_latency(rtt.as_millis() as u32);
-                        }
+                        node.pong(&session, &payload);
                         continue;
                     }
                     Incoming::Ping => continue,
