@@ -936,3 +936,25 @@ async fn pusher_webhooks_name_channels_and_users_and_are_signed() {
         .await;
     assert_eq!(code, 409);
 }
+
+#[tokio::test]
+async fn an_oversized_frame_closes_1009_and_the_others_stay() {
+    let s = server_with(&[("ROSTER_LIMITS_MAX_FRAME_BYTES", "4096")]).await;
+    let mut a = P::connect(&s, "acme-key").await;
+    let mut b = P::connect(&s, "acme-key").await;
+    a.join_private("private-big").await;
+    b.join_private("private-big").await;
+    let big = "x".repeat(5000);
+    a.send(json!({"event": "client-big", "channel": "private-big", "data": {"x": big}}))
+        .await;
+    let code = loop {
+        match a.recv(T).await {
+            Ok(_) => continue,
+            Err(code) => break code,
+        }
+    };
+    assert_eq!(code, Some(1009));
+    b.none("client-big", Duration::from_millis(200)).await;
+    b.send(json!({"event": "pusher:ping", "data": {}})).await;
+    b.next_event("pusher:pong").await;
+}

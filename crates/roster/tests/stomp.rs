@@ -602,3 +602,39 @@ async fn heart_beats_are_negotiated_and_sent() {
         }
     }
 }
+
+#[tokio::test]
+async fn oversized_frames_are_refused_in_one_message_or_many() {
+    let s = Server::start_with(&[("ROSTER_LIMITS_MAX_FRAME_BYTES", "4096")]).await;
+    // One WebSocket message above the limit: 1009.
+    let mut a = S::connect(&s, "alice").await;
+    let big = format!("{{\"room\":\"{}\"}}", "x".repeat(5000));
+    a.send(&frame(
+        "SEND",
+        &[("destination", "/app/presence/hello")],
+        &big,
+    ))
+    .await;
+    assert_eq!(a.closed_with().await, Some(1009));
+    // A frame split over small messages that never ends: ERROR, then 1002.
+    let mut b = S::connect(&s, "bob").await;
+    b.send("SEND\ndestination:/app/heartbeat\n\n").await;
+    for _ in 0..5 {
+        b.send(&"y".repeat(1000)).await;
+    }
+    let e = b.next().await.expect("an ERROR");
+    assert_eq!(
+        (e.command.as_str(), e.h("message")),
+        ("ERROR", Some("malformed frame")),
+        "{e:?}"
+    );
+    assert!(e.body.contains("larger than"), "{}", e.body);
+    assert_eq!(b.closed_with().await, Some(1002));
+    // A content-length above the limit: refused before the body comes.
+    let mut c = S::connect(&s, "carol").await;
+    c.send("SEND\ndestination:/app/heartbeat\ncontent-length:999999\n\n")
+        .await;
+    let e = c.next().await.expect("an ERROR");
+    assert!(e.body.contains("content-length"), "{e:?}");
+    assert_eq!(c.closed_with().await, Some(1002));
+}
