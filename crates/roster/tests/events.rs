@@ -695,6 +695,59 @@ async fn an_endpoint_from_the_configuration_file_delivers_and_is_read_only() {
     assert_eq!(list["items"], json!([]));
 }
 
+/// Room events (`EMIT`) are opt-in: an endpoint that names `room_event` gets
+/// them with their name and data; one with the default filter does not.
+#[tokio::test]
+async fn room_events_reach_only_the_endpoints_that_ask_for_them() {
+    let s = server("5s").await;
+    let (asks, default) = (Arc::new(Received::default()), Arc::new(Received::default()));
+    let w = add_webhook(
+        &s,
+        &receiver(asks.clone()).await,
+        Some(json!(["room_event", "member_added"])),
+    )
+    .await;
+    *asks.secret.lock() = w["secret"].as_str().unwrap().to_string();
+    let w = add_webhook(&s, &receiver(default.clone()).await, None).await;
+    *default.secret.lock() = w["secret"].as_str().unwrap().to_string();
+    let mut a = s.client("alice").await;
+    let mut b = s.client("bob").await;
+    a.sub("Doc:1", None).await.unwrap();
+    b.sub("Doc:1", None).await.unwrap();
+    a.send(json!({"type": "EMIT", "room": "Doc:1", "event": "reaction", "data": {"emoji": "🎉"}}))
+        .await
+        .unwrap();
+    next(&mut b, "EVENT").await;
+    let got = events_become(&asks, 3).await;
+    assert_eq!(kinds(&got), ["member_added", "member_added", "room_event"]);
+    let e = &got[2];
+    assert_eq!(
+        (
+            e["room"].clone(),
+            e["userId"].clone(),
+            e["event"].clone(),
+            e["data"].clone()
+        ),
+        (
+            json!("Doc:1"),
+            json!("alice"),
+            json!("reaction"),
+            json!({"emoji": "🎉"})
+        )
+    );
+    assert!(
+        got.windows(2)
+            .all(|w| w[0]["seq"].as_u64() < w[1]["seq"].as_u64()),
+        "in sequence order"
+    );
+    let got = events_become(&default, 4).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !kinds(&default.events()).contains(&"room_event".to_string()),
+        "{got:?}"
+    );
+}
+
 /// Endpoint ids are the tenant's own: two tenants' `crm` are two endpoints,
 /// and neither gets the other's events (they used to share one slot, and the
 /// second replaced the first, taking its waiting events along).

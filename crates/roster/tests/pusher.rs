@@ -877,6 +877,9 @@ async fn pusher_webhooks_name_channels_and_users_and_are_signed() {
     let mut b = P::connect(&s, "acme-key").await;
     b.join_presence("presence-h", "bob", json!({})).await;
     b.join_private("private-h").await;
+    a.send(json!({"event": "client-typing", "channel": "presence-h", "data": {"on": true}}))
+        .await;
+    b.next_event("client-typing").await;
     drop(a2);
     drop(a);
     drop(b);
@@ -885,6 +888,7 @@ async fn pusher_webhooks_name_channels_and_users_and_are_signed() {
         json!({"name": "member_added", "channel": "presence-h", "user_id": "alice"}),
         json!({"name": "member_added", "channel": "presence-h", "user_id": "bob"}),
         json!({"name": "channel_occupied", "channel": "private-h"}),
+        json!({"name": "client_event", "channel": "presence-h", "event": "client-typing", "data": "{\"on\":true}", "user_id": "alice"}),
     ];
     let end = tokio::time::Instant::now() + Duration::from_secs(10);
     let events = loop {
@@ -907,8 +911,8 @@ async fn pusher_webhooks_name_channels_and_users_and_are_signed() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert_eq!(events[..4], want[..], "{events:#?}");
-    let mut rest: Vec<String> = events[4..].iter().map(|e| e.to_string()).collect();
+    assert_eq!(events[..5], want[..], "{events:#?}");
+    let mut rest: Vec<String> = events[5..].iter().map(|e| e.to_string()).collect();
     rest.sort();
     let mut want_rest: Vec<String> = [
         json!({"name": "member_removed", "channel": "presence-h", "user_id": "alice"}),

@@ -173,7 +173,12 @@ impl EventConsumer for KafkaSink {
         // The events topic's message acknowledges the event; without that
         // topic, the status message does; an event neither takes is done.
         let mut ack = Some((tenant.clone(), e.seq));
-        if let Some(topic) = &self.events_topic {
+        // Room events (opt-in, for webhooks that ask) are not Kafka's.
+        let events_topic = self
+            .events_topic
+            .as_ref()
+            .filter(|_| e.kind != "room_event");
+        if let Some(topic) = events_topic {
             let json = serde_json::to_vec(&**e).unwrap_or_default();
             let sent = Sent {
                 stream: "events",

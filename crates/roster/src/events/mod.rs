@@ -34,12 +34,19 @@ use crate::ids::TenantId;
 use crate::node::transitions::TransitionSink;
 
 /// The kinds the stream carries, as `type` spells them: every transition
-/// kind but `user_status` (a status move of a user who stays online) and
-/// `room_event` (ephemeral: never stored, so not logged either).
+/// kind but `user_status` (a status move of a user who stays online).
+/// `room_event` (an `EMIT`, or a Pusher client event) is opt-in: it enters a
+/// tenant's log only while one of its consumers asks for it by name.
 pub fn kinds() -> impl Iterator<Item = &'static str> {
     Transition::KINDS
         .into_iter()
-        .filter(|k| !matches!(*k, "user_status" | "room_event"))
+        .filter(|k| *k != "user_status")
+}
+
+/// The kinds a consumer gets unless it names its own: all but
+/// `member_updated` (state changes, frequent) and `room_event` (opt-in).
+pub fn default_kind(kind: &str) -> bool {
+    !matches!(kind, "member_updated" | "room_event")
 }
 
 /// One event of the stream, as webhooks and Kafka carry it.
@@ -51,7 +58,7 @@ pub struct PresenceEvent {
     /// The tenant's sequence: one more than the tenant's event before.
     pub seq: u64,
     pub tenant_id: String,
-    /// One of `member_added`, `member_removed`, `member_updated`,
+    /// One of `member_added`, `member_removed`, `member_updated`, `room_event` (opt-in),
     /// `room_occupied`, `room_vacated`, `user_online`, `user_offline`,
     /// `lock_acquired`, `lock_released`, `entity_stale`, `entity_fresh`.
     #[serde(rename = "type")]
@@ -84,6 +91,12 @@ pub struct PresenceEvent {
     /// `entity_*`: the record's version.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<u64>,
+    /// `room_event`: its name (`EMIT.event`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
+    /// `room_event`: its data.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
 }
 
 impl PresenceEvent {
@@ -105,6 +118,8 @@ impl PresenceEvent {
             status: None,
             busy_by: None,
             version: None,
+            event: None,
+            data: None,
         };
         match t {
             Transition::MemberAdded {
@@ -142,7 +157,22 @@ impl PresenceEvent {
             Transition::UserOffline { user } => {
                 e.user_id = Some(user.user.to_string());
             }
-            Transition::UserStatus { .. } | Transition::RoomEvent { .. } => return None,
+            Transition::UserStatus { .. } => return None,
+            Transition::RoomEvent {
+                room,
+                from,
+                event,
+                data,
+                ..
+            } => {
+                e.room = Some(room.key.to_string());
+                if let Some(f) = from {
+                    e.user_id = Some(f.user.to_string());
+                    e.session_id = Some(f.session.to_string());
+                }
+                e.event = Some(event.clone());
+                e.data = Some(data.clone());
+            }
             Transition::LockAcquired {
                 room,
                 field,
@@ -192,6 +222,11 @@ pub trait EventConsumer: Send + Sync + 'static {
     /// endpoint). A tenant nobody takes costs no event at all.
     fn wants(&self, _tenant: &TenantId) -> bool {
         true
+    }
+    /// Whether it takes the tenant's events of an opt-in kind (`room_event`):
+    /// none is logged while no consumer of the tenant does.
+    fn wants_opt_in(&self, _tenant: &TenantId, _kind: &str) -> bool {
+        false
     }
     /// Its queues for the tenant, by a name unique in the tenant.
     fn queues(&self, tenant: &TenantId) -> Vec<String>;
@@ -522,6 +557,15 @@ impl TransitionSink for EventStream {
     fn transition(&self, t: &Transition, at: SystemTime) {
         // On every join and leave: nothing is built for a tenant nobody takes.
         if !self.wanted(t.tenant()) {
+            return;
+        }
+        if t.kind() == "room_event"
+            && !self
+                .consumers
+                .read()
+                .iter()
+                .any(|c| c.wants_opt_in(t.tenant(), t.kind()))
+        {
             return;
         }
         let Some(e) = PresenceEvent::of(t, at) else {

@@ -52,7 +52,7 @@ pub struct WebhookSpec {
     pub tenant: TenantId,
     pub url: String,
     pub secret: String,
-    /// The kinds it wants; `None`: every kind but `member_updated`.
+    /// The kinds it wants; `None`: every kind but `member_updated` and `room_event`.
     pub events: Option<BTreeSet<String>>,
     pub created_at: i64,
     /// A Pusher app's webhook (docs/PUSHER.md): Pusher's body and headers
@@ -64,7 +64,7 @@ impl WebhookSpec {
     fn wants(&self, kind: &str) -> bool {
         match &self.events {
             Some(k) => k.contains(kind),
-            None => kind != "member_updated",
+            None => super::default_kind(kind),
         }
     }
 }
@@ -225,6 +225,28 @@ fn pusher_event(
         "room_vacated" => {
             members.retain(|(r, _), _| *r != room);
             Some(json!({"name": "channel_vacated", "channel": room}))
+        }
+        // A client's `client-*` event on a private or presence channel; its
+        // data as the string Pusher sends.
+        "room_event" => {
+            let event = e.event.clone()?;
+            let user = e.user_id.clone()?;
+            if !event.starts_with("client-")
+                || !(room.starts_with("private-") || room.starts_with("presence-"))
+            {
+                return None;
+            }
+            let data = match &e.data {
+                Some(serde_json::Value::String(s)) => s.clone(),
+                Some(v) => v.to_string(),
+                None => String::new(),
+            };
+            let mut v =
+                json!({"name": "client_event", "channel": room, "event": event, "data": data});
+            if room.starts_with("presence-") {
+                v["user_id"] = json!(user);
+            }
+            Some(v)
         }
         "member_added" | "member_removed" if room.starts_with("presence-") => {
             let user = e.user_id.clone()?;
@@ -505,6 +527,13 @@ impl Webhooks {
 impl EventConsumer for Webhooks {
     fn wants(&self, tenant: &TenantId) -> bool {
         self.by_tenant.get(tenant).is_some_and(|l| !l.is_empty())
+    }
+
+    fn wants_opt_in(&self, tenant: &TenantId, kind: &str) -> bool {
+        self.by_tenant.get(tenant).is_some_and(|l| {
+            l.iter()
+                .any(|ep| ep.spec.events.as_ref().is_some_and(|k| k.contains(kind)))
+        })
     }
 
     fn queues(&self, tenant: &TenantId) -> Vec<String> {

@@ -49,6 +49,7 @@ impl Node {
                         "room_vacated",
                         "member_added",
                         "member_removed",
+                        "room_event",
                     ]
                     .into_iter()
                     .map(str::to_string)

@@ -29,7 +29,7 @@ pub fn router() -> Router<AppState> {
 pub struct WebhookView {
     pub id: String,
     pub url: String,
-    /// The event kinds it gets; null: every kind but `member_updated`.
+    /// The event kinds it gets; null: every kind but `member_updated` and `room_event`.
     pub events: Option<Vec<String>>,
     /// The signing secret: only in the answer that created or replaced it.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -65,7 +65,7 @@ pub struct WebhookBody {
     /// (absent: one is generated and answered once).
     pub secret: Option<String>,
     /// Event kinds to send (absent: every kind but the chatty
-    /// `member_updated`).
+    /// `member_updated` and the opt-in `room_event`).
     pub events: Option<Vec<String>>,
 }
 
