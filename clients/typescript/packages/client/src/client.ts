@@ -469,7 +469,7 @@ export class RosterClient extends Emitter<ClientEvents> {
 
   private async openSocket(attempt: number): Promise<void> {
     const id = ++this.conn;
-    this.emit("connecting", { attempt });
+    this.fire("connecting", { attempt });
     let token: string;
     try {
       token = await this.resolveToken();
@@ -477,7 +477,7 @@ export class RosterClient extends Emitter<ClientEvents> {
       if (id !== this.conn) return;
       const err =
         e instanceof RosterError ? e : new RosterError("token_unavailable", `token provider failed: ${String(e)}`);
-      this.emit("error", err);
+      this.fire("error", err);
       this.connectionLost(undefined, err.message, err);
       return;
     }
@@ -550,7 +550,7 @@ export class RosterClient extends Emitter<ClientEvents> {
     for (const r of this.rooms.values()) r._disconnected();
     if (this._state === "closed") return;
     if (code === CloseCode.Kicked) {
-      this.emit("kicked", { code, reason });
+      this.fire("kicked", { code, reason });
       this.finish({ code, reason: reason || "kicked" }, new RosterError("kicked", `kicked by the server: ${reason}`));
       return;
     }
@@ -561,7 +561,7 @@ export class RosterClient extends Emitter<ClientEvents> {
       const newClientId = randomId();
       this._clientId = newClientId;
       if (this.opts.clientId === undefined) storeClientId(newClientId, this.storage, this.clientIdKey);
-      this.emit("replaced", { code, reason, newClientId });
+      this.fire("replaced", { code, reason, newClientId });
     }
     if (code === CloseCode.AuthFailed && !this.opts.getToken) {
       const err = new RosterError("auth_failed", `authentication failed: ${reason || "token refused"}`);
@@ -591,7 +591,7 @@ export class RosterClient extends Emitter<ClientEvents> {
     }
     const attempt = this.backoff.attempts;
     this.setState("reconnecting");
-    this.emit("reconnecting", {
+    this.fire("reconnecting", {
       attempt,
       delayMs: delay,
       ...(code !== undefined ? { code } : {}),
@@ -632,7 +632,7 @@ export class RosterClient extends Emitter<ClientEvents> {
     const waiter = this.connectWaiter;
     this.connectWaiter = null;
     this.setState("closed");
-    this.emit("closed", error ? { ...ev, error } : ev);
+    this.fire("closed", error ? { ...ev, error } : ev);
     waiter?.reject(closedErr);
   }
 
@@ -640,7 +640,7 @@ export class RosterClient extends Emitter<ClientEvents> {
     if (s === this._state) return;
     const previous = this._state;
     this._state = s;
-    this.emit("state", { state: s, previous });
+    this.fire("state", { state: s, previous });
   }
 
   // -------------------------------------------------------------------------
@@ -657,7 +657,7 @@ export class RosterClient extends Emitter<ClientEvents> {
     try {
       msg = JSON.parse(text) as ServerMessage;
     } catch {
-      this.emit("error", new RosterError("protocol", "the server sent a frame that is not JSON"));
+      this.fire("error", new RosterError("protocol", "the server sent a frame that is not JSON"));
       return;
     }
     if (!msg || typeof msg !== "object" || typeof msg.type !== "string") return;
@@ -689,6 +689,9 @@ export class RosterClient extends Emitter<ClientEvents> {
         break;
       case "ENTITY":
         this.rooms.get(msg.room)?._onEntity(msg);
+        break;
+      case "EVENT":
+        this.rooms.get(msg.room)?._onEvent(msg);
         break;
       case "STATUS_SNAPSHOT": {
         const m = new Map<string, WatchedStatus>();
@@ -736,11 +739,11 @@ export class RosterClient extends Emitter<ClientEvents> {
         this.fireRefs.delete(msg.ref);
         const err = this.errorFor(code, text, msg.ref, f.msg);
         if (f.onError) f.onError(err);
-        else this.emit("error", err);
+        else this.fire("error", err);
         return;
       }
     }
-    this.emit("error", new RosterError(code, text, msg.ref !== undefined ? { ref: msg.ref } : {}));
+    this.fire("error", new RosterError(code, text, msg.ref !== undefined ? { ref: msg.ref } : {}));
   }
 
   private errorFor(code: RosterErrorCode, text: string, ref: Ref, m: ClientMessage): RosterError {
@@ -753,7 +756,7 @@ export class RosterClient extends Emitter<ClientEvents> {
     if (m.type === "WATCH") {
       for (const w of this.watches) if (w.users.some((u) => m.users.includes(u))) w._error(err);
     } else {
-      this.emit("error", err);
+      this.fire("error", err);
     }
   }
 
@@ -779,7 +782,7 @@ export class RosterClient extends Emitter<ClientEvents> {
     for (const p of queued) this.write(p);
     const waiter = this.connectWaiter;
     this.connectWaiter = null;
-    this.emit("open", msg);
+    this.fire("open", msg);
     waiter?.resolve(msg);
   }
 
@@ -856,7 +859,7 @@ export class RosterClient extends Emitter<ClientEvents> {
     if (this.latencySamples.length > LATENCY_SAMPLES) this.latencySamples.shift();
     const avg = this.latencySamples.reduce((a, b) => a + b, 0) / this.latencySamples.length;
     this._latency = Math.round(avg);
-    this.emit("latency", this._latency);
+    this.fire("latency", this._latency);
   }
 
   /** Activity after an inactive heartbeat: report it now rather than at the next tick. */

@@ -35,7 +35,11 @@ export class Emitter<Events extends object> {
     return this.listeners.get(event)?.size ?? 0;
   }
 
-  protected emit<K extends keyof Events>(event: K, payload: Events[K]): void {
+  /**
+   * Calls the listeners of `event`. (Named `fire`, not `emit`, so that a subclass
+   * may offer an `emit` of its own: `Room.emit` sends a room event.)
+   */
+  protected fire<K extends keyof Events>(event: K, payload: Events[K]): void {
     const set = this.listeners.get(event);
     if (!set || set.size === 0) return;
     for (const l of [...set]) {

@@ -44,6 +44,10 @@ export const CLIENT_ERROR_CODES = [
   "no_websocket",
   /** The server sent something this client cannot read. */
   "protocol",
+  /** `room.emit()` with a bad event name (1–64 characters, no control characters) or data that is not JSON. */
+  "invalid_event",
+  /** `room.emit()` with data whose JSON is above 2 KiB (the server would answer `state_too_large`). */
+  "event_too_large",
 ] as const;
 
 export type ClientErrorCode = (typeof CLIENT_ERROR_CODES)[number];

@@ -18,6 +18,7 @@ export type {
   LockChange,
   LockResult,
   RoomAddress,
+  RoomEvent,
   RoomEvents,
   RoomOptions,
   RoomSnapshot,
@@ -59,5 +60,5 @@ export { formatLastSeen } from "./lastSeen.js";
 export type { FormatLastSeenOptions } from "./lastSeen.js";
 export { Emitter } from "./emitter.js";
 export type { Listener, Unsubscribe } from "./emitter.js";
-export { ROOM_KEY_PATTERN } from "./protocol.js";
+export { MAX_EVENT_DATA_BYTES, MAX_EVENT_NAME_LENGTH, ROOM_KEY_PATTERN } from "./protocol.js";
 export type * from "./protocol.js";

@@ -181,6 +181,23 @@ export interface StatusEventMessage extends WireUserStatus {
   userId: string;
 }
 
+/** Who sent a room event: the member's user and the very session (tab/device) that emitted it. */
+export interface EventSender {
+  userId: string;
+  sessionId: string;
+}
+
+/** An ephemeral room event: another member's `EMIT` (never this session's own), or the back end's. */
+export interface EventMessage {
+  type: "EVENT";
+  room: string;
+  /** The event name (1–64 characters). */
+  event: string;
+  data: Json;
+  /** The member that emitted it; `null` for an event of the back end (e.g. Pusher's HTTP API `trigger`). */
+  from: EventSender | null;
+}
+
 export interface ErrorMessage {
   type: "ERROR";
   ref?: Ref;
@@ -201,6 +218,7 @@ export type ServerMessage =
   | EntityMessage
   | StatusSnapshotMessage
   | StatusEventMessage
+  | EventMessage
   | ErrorMessage;
 
 // ---------------------------------------------------------------------------
@@ -226,7 +244,17 @@ export type ClientMessage =
   | { type: "UNLOCK"; room: string; field: string }
   | { type: "WATCH"; users: string[] }
   | { type: "UNWATCH"; users: string[] }
+  | { type: "EMIT"; room: string; event: string; data: Json }
   | { type: "BYE" };
 
 /** Room keys accepted by the server: `[A-Za-z0-9_.:\-/@]{1,200}`. */
 export const ROOM_KEY_PATTERN = /^[A-Za-z0-9_.:\-/@]{1,200}$/;
+
+/** Longest `EMIT` event name, in characters (Unicode code points). */
+export const MAX_EVENT_NAME_LENGTH = 64;
+
+/**
+ * Largest `EMIT.data`, in bytes of its JSON (UTF-8): the server's default
+ * `max_state_bytes`, which bounds member state too.
+ */
+export const MAX_EVENT_DATA_BYTES = 2048;

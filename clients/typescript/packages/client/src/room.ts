@@ -1,19 +1,24 @@
 import { Emitter, type Unsubscribe } from "./emitter.js";
 import { RosterError } from "./errors.js";
-import type {
-  ClientMessage,
-  EntityMessage,
-  LockAckMessage,
-  LockEventMessage,
-  LockOwner,
-  LockReleaseReason,
-  PresenceCountMessage,
-  PresenceDiffMessage,
-  PresenceMessage,
-  PresenceState,
-  Ref,
-  RoomMode,
-  UnlockAckMessage,
+import {
+  MAX_EVENT_DATA_BYTES,
+  MAX_EVENT_NAME_LENGTH,
+  type ClientMessage,
+  type EntityMessage,
+  type EventMessage,
+  type EventSender,
+  type Json,
+  type LockAckMessage,
+  type LockEventMessage,
+  type LockOwner,
+  type LockReleaseReason,
+  type PresenceCountMessage,
+  type PresenceDiffMessage,
+  type PresenceMessage,
+  type PresenceState,
+  type Ref,
+  type RoomMode,
+  type UnlockAckMessage,
 } from "./protocol.js";
 import {
   RosterState,
@@ -91,6 +96,24 @@ export interface RoomSnapshot<S extends PresenceState = PresenceState> {
   myState: S | undefined;
 }
 
+/**
+ * An ephemeral event another member sent with {@link Room.emit} (`EVENT` on the
+ * wire): reactions, "typing…", a ping. Never this session's own; not stored, so a
+ * member that joins later does not get the events sent before.
+ */
+export interface RoomEvent<D = Json> {
+  room: string;
+  /** The name given to `emit` (1–64 characters). */
+  event: string;
+  data: D;
+  /**
+   * The sender: its user and the very session (tab/device) that emitted it;
+   * `null` for an event no member sent (the back end's, e.g. a Pusher HTTP API
+   * `trigger` on the room's channel).
+   */
+  from: EventSender | null;
+}
+
 export interface RoomEvents<S extends PresenceState = PresenceState> {
   join: JoinChange<S>;
   leave: LeaveChange<S>;
@@ -104,6 +127,8 @@ export interface RoomEvents<S extends PresenceState = PresenceState> {
   count: number;
   status: RoomStatus;
   error: RosterError;
+  /** Another member's {@link Room.emit}. */
+  event: RoomEvent;
   /** Anything in {@link RoomSnapshot} changed. */
   snapshot: RoomSnapshot<S>;
 }
@@ -155,6 +180,8 @@ export class Room<S extends PresenceState = PresenceState> extends Emitter<RoomE
   private holdTimer: ReturnType<typeof setTimeout> | null = null;
   private readonly throttle: Throttle<S>;
   private snap: RoomSnapshot<S> | null = null;
+  /** A member with this session left out (in `others`), per member object: kept while the member is. */
+  private readonly withoutMe = new WeakMap<Member<S>, { me: string; member: Member<S> | null }>();
 
   /** @internal use {@link RosterClient.room} */
   constructor(
@@ -255,15 +282,7 @@ export class Room<S extends PresenceState = PresenceState> extends Emitter<RoomE
       const me = this.host.sessionId;
       const members = this.roster.members;
       const others = me
-        ? members
-            .map((m) =>
-              m.sessions.some((s) => s.sessionId === me)
-                ? m.sessions.length === 1
-                  ? null
-                  : Object.freeze({ ...m, sessions: Object.freeze(m.sessions.filter((s) => s.sessionId !== me)) })
-                : m,
-            )
-            .filter((m): m is Member<S> => m !== null)
+        ? members.map((m) => this.otherView(m, me)).filter((m): m is Member<S> => m !== null)
         : members;
       this.snap = Object.freeze({
         key: this.key,
@@ -279,6 +298,23 @@ export class Room<S extends PresenceState = PresenceState> extends Emitter<RoomE
       });
     }
     return this.snap;
+  }
+
+  /**
+   * `m` as the others see it: without this session (`null` when it was the user's
+   * only one). The same object for the same member, so that UIs comparing by
+   * identity see a member change only when it changed.
+   */
+  private otherView(m: Member<S>, me: string): Member<S> | null {
+    if (!m.sessions.some((s) => s.sessionId === me)) return m;
+    const cached = this.withoutMe.get(m);
+    if (cached && cached.me === me) return cached.member;
+    const member =
+      m.sessions.length === 1
+        ? null
+        : Object.freeze({ ...m, sessions: Object.freeze(m.sessions.filter((s) => s.sessionId !== me)) });
+    this.withoutMe.set(m, { me, member });
+    return member;
   }
 
   /** Calls `listener` after every change of {@link snapshot}; returns an unsubscribe function. */
@@ -303,6 +339,18 @@ export class Room<S extends PresenceState = PresenceState> extends Emitter<RoomE
     this.throttle.call(next);
   }
 
+  /**
+   * Merges `patch` into this session's state (a shallow merge onto the current
+   * state, or onto `{}` when there is none) and publishes the result like
+   * {@link setState}: `updateState({cursor})` keeps the other keys. A key set to
+   * `undefined` is removed. `patch` may be a function of the current state.
+   */
+  updateState(patch: Partial<S> | ((prev: S | undefined) => Partial<S>)): void {
+    this.assertNotLeft();
+    const p = typeof patch === "function" ? (patch as (prev: S | undefined) => Partial<S>)(this._state) : patch;
+    this.setState(mergeState(this._state, p));
+  }
+
   /** Sends a state still held back by the throttle now. */
   flushState(): void {
     this.throttle.flush();
@@ -313,6 +361,32 @@ export class Room<S extends PresenceState = PresenceState> extends Emitter<RoomE
     if (jsonEqual(state, this.sentState)) return;
     this.sentState = state;
     this.host.send({ type: "STATE", room: this.key, state }, (e) => this.fail(e));
+  }
+
+  /**
+   * Sends an ephemeral event to the room's other members connected now (`EMIT`):
+   * they get it as an `event` (`{room, event, data, from}`); this session does
+   * not. Nothing is stored or replayed, and nothing is queued: returns `false`
+   * (and sends nothing) while the room is not subscribed on an open connection,
+   * `true` once the event is on its way. Errors the server answers with
+   * (`forbidden` below role commenter, `rate_limited`, …) come as `error` events
+   * with `request: "EMIT"`.
+   *
+   * Throws a {@link RosterError} at once for what the server would refuse:
+   * `invalid_event` for a name that is not 1–64 characters or has control
+   * characters, or data that is not JSON; `event_too_large` for data above 2 KiB
+   * of JSON; `room_left` after `leave()`.
+   *
+   * ```ts
+   * room.emit("reaction", { emoji: "👍" });
+   * room.on("event", ({ event, data, from }) => event === "reaction" && showReaction(from?.userId, data));
+   * ```
+   */
+  emit(event: string, data: unknown = null): boolean {
+    this.assertNotLeft();
+    const json = validateEvent(this.key, event, data);
+    if (!this.host.isOpen || this.subRef === null || this._status === "error") return false;
+    return this.host.send({ type: "EMIT", room: this.key, event, data: json }, (e) => this.fail(e));
   }
 
   /**
@@ -413,11 +487,11 @@ export class Room<S extends PresenceState = PresenceState> extends Emitter<RoomE
       for (const field of new Set([...oldLocks.keys(), ...this._locks.keys()])) {
         const a = oldLocks.get(field) ?? null;
         const b = this._locks.get(field) ?? null;
-        if (!jsonEqual(a, b)) this.emit("lock", { field, owner: b, previous: a, reason: null });
+        if (!jsonEqual(a, b)) this.fire("lock", { field, owner: b, previous: a, reason: null });
       }
     }
     this.setCount(this.roster.sessionCount);
-    this.emit("synced", this.roster.members);
+    this.fire("synced", this.roster.members);
     this.changed();
     if (reconcile) this.startHold();
     for (const field of relock) this.relock(field);
@@ -499,6 +573,23 @@ export class Room<S extends PresenceState = PresenceState> extends Emitter<RoomE
     this.changed();
   }
 
+  /** @internal another member's `EMIT`. */
+  _onEvent(msg: EventMessage): void {
+    if (this._status === "left") return;
+    if (typeof msg.event !== "string") return;
+    const from = msg.from ?? null;
+    if (from !== null && (typeof from !== "object" || typeof from.userId !== "string")) return;
+    this.fire(
+      "event",
+      Object.freeze({
+        room: this.key,
+        event: msg.event,
+        data: msg.data === undefined ? null : msg.data,
+        from: from && Object.freeze({ userId: from.userId, sessionId: from.sessionId }),
+      }),
+    );
+  }
+
   // -------------------------------------------------------------------------
 
   private subscribe_(withState: boolean): void {
@@ -556,7 +647,7 @@ export class Room<S extends PresenceState = PresenceState> extends Emitter<RoomE
   private fail(err: RosterError): void {
     if (this._status === "left") return;
     if (err.request === "SUB") this.setStatus("error");
-    this.emit("error", err);
+    this.fire("error", err);
   }
 
   private setLock(field: string, owner: LockOwner | null, reason: LockReleaseReason | null): void {
@@ -567,44 +658,44 @@ export class Room<S extends PresenceState = PresenceState> extends Emitter<RoomE
     if (owner) next.set(field, owner);
     else next.delete(field);
     this._locks = next;
-    this.emit("lock", { field, owner, previous, reason });
+    this.fire("lock", { field, owner, previous, reason });
     this.changed();
   }
 
   private applyEntity(e: EntityState, emit: boolean): void {
     if (jsonEqual(e, this._entity)) return;
     this._entity = Object.freeze(e);
-    if (emit) this.emit("entity", this._entity);
+    if (emit) this.fire("entity", this._entity);
   }
 
   private setCount(n: number): void {
     if (n === this._count) return;
     this._count = n;
-    this.emit("count", n);
+    this.fire("count", n);
   }
 
   private setStatus(s: RoomStatus, notify = true): void {
     if (s === this._status) return;
     this._status = s;
-    this.emit("status", s);
+    this.fire("status", s);
     if (notify) this.changed();
   }
 
   private emitChanges(changes: RosterChange<S>[], rosterChanged: boolean): void {
     for (const c of changes) {
-      if (c.type === "join") this.emit("join", c);
-      else if (c.type === "leave") this.emit("leave", c);
-      else this.emit("update", c);
+      if (c.type === "join") this.fire("join", c);
+      else if (c.type === "leave") this.fire("leave", c);
+      else this.fire("update", c);
     }
     if (rosterChanged) {
       this.snap = null;
-      this.emit("change", this.roster.members);
+      this.fire("change", this.roster.members);
     }
   }
 
   private changed(): void {
     this.snap = null;
-    this.emit("snapshot", this.snapshot());
+    this.fire("snapshot", this.snapshot());
   }
 
   private assertNotLeft(): void {
@@ -612,4 +703,62 @@ export class Room<S extends PresenceState = PresenceState> extends Emitter<RoomE
       throw new RosterError("room_left", `room ${this.key} was left; call client.room() again`, { room: this.key });
     }
   }
+}
+
+/** `patch` shallowly merged onto `prev`; keys set to `undefined` are removed. */
+function mergeState<S extends PresenceState>(prev: S | undefined, patch: Partial<S>): S {
+  const next: Record<string, unknown> = { ...(prev ?? {}) };
+  for (const [k, v] of Object.entries(patch)) {
+    if (v === undefined) delete next[k];
+    else next[k] = v;
+  }
+  return next as S;
+}
+
+// eslint-disable-next-line no-control-regex -- control characters are what it finds
+const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
+
+/** Checks an `EMIT` as the server would; returns `data` as the JSON value to send. */
+function validateEvent(room: string, event: unknown, data: unknown): Json {
+  const fail = (code: "invalid_event" | "event_too_large", message: string): never => {
+    throw new RosterError(code, message, { request: "EMIT", room });
+  };
+  if (typeof event !== "string") return fail("invalid_event", "room.emit(): the event name must be a string");
+  const chars = [...event].length;
+  if (chars < 1 || chars > MAX_EVENT_NAME_LENGTH) {
+    return fail(
+      "invalid_event",
+      `room.emit(): the event name must be 1-${MAX_EVENT_NAME_LENGTH} characters, got ${chars}`,
+    );
+  }
+  if (CONTROL.test(event)) return fail("invalid_event", "room.emit(): the event name must not contain control characters");
+  let text: string | undefined;
+  try {
+    text = JSON.stringify(data);
+  } catch (e) {
+    return fail("invalid_event", `room.emit(${JSON.stringify(event)}): data is not JSON (${String(e)})`);
+  }
+  if (text === undefined) {
+    return fail("invalid_event", `room.emit(${JSON.stringify(event)}): data is not JSON (${typeof data})`);
+  }
+  const bytes = utf8Length(text);
+  if (bytes > MAX_EVENT_DATA_BYTES) {
+    return fail(
+      "event_too_large",
+      `room.emit(${JSON.stringify(event)}): data is ${bytes} bytes of JSON; at most ${MAX_EVENT_DATA_BYTES} allowed`,
+    );
+  }
+  // What goes on the wire: toJSON() and dropped keys applied, as the server will see it.
+  return JSON.parse(text) as Json;
+}
+
+function utf8Length(s: string): number {
+  const enc = (globalThis as { TextEncoder?: new () => { encode(s: string): Uint8Array } }).TextEncoder;
+  if (enc) return new enc().encode(s).length;
+  let n = 0;
+  for (const ch of s) {
+    const c = ch.codePointAt(0)!;
+    n += c < 0x80 ? 1 : c < 0x800 ? 2 : c < 0x10000 ? 3 : 4;
+  }
+  return n;
 }

@@ -118,6 +118,12 @@ export class RosterState<S extends PresenceState = PresenceState> {
   /** Sessions kept after a snapshot that no longer listed them (see `hold`). */
   private held = new Set<string>();
   private cache: readonly Member<S>[] | null = null;
+  /**
+   * The last member object built per user: handed out again while the user is
+   * unchanged, so that a change of one member leaves the others' objects (and
+   * their sessions) identical and UIs can skip them.
+   */
+  private memberCache = new Map<string, Member<S>>();
 
   /** Seq of the last snapshot or applied diff; `null` before the first snapshot. */
   get seq(): number | null {
@@ -172,6 +178,7 @@ export class RosterState<S extends PresenceState = PresenceState> {
     this.awaiting = false;
     this.held.clear();
     this.cache = null;
+    this.memberCache.clear();
   }
 
   /**
@@ -198,7 +205,7 @@ export class RosterState<S extends PresenceState = PresenceState> {
       };
       for (const s of u.sessions) {
         if (incomingSessions.has(s.sessionId)) continue;
-        incomingSessions.set(s.sessionId, toSession<S>(u.userId, s));
+        incomingSessions.set(s.sessionId, this.reuse(toSession<S>(u.userId, s)));
         entry.sessionIds.push(s.sessionId);
       }
       if (entry.sessionIds.length > 0) incoming.set(u.userId, entry);
@@ -241,6 +248,7 @@ export class RosterState<S extends PresenceState = PresenceState> {
     this._seq = msg.seq;
     this.awaiting = false;
     this.cache = null;
+    for (const id of [...this.memberCache.keys()]) if (!this.users.has(id)) this.memberCache.delete(id);
     const touched = new Set<string>([...before.keys(), ...incomingSessions.keys()]);
     const changes = this.changes(before, touched, new Map(), replaced);
     if (changes.length === 0) this.cache = cache;
@@ -320,7 +328,7 @@ export class RosterState<S extends PresenceState = PresenceState> {
     const sid = m.session.sessionId;
     const existing = this.sessions.get(sid);
     if (existing && existing.userId !== m.userId) this.remove(sid);
-    this.sessions.set(sid, toSession<S>(m.userId, m.session));
+    this.sessions.set(sid, this.reuse(toSession<S>(m.userId, m.session)));
     let u = this.users.get(m.userId);
     if (!u) {
       u = { userId: m.userId, status: m.status, sessionIds: [] };
@@ -343,7 +351,10 @@ export class RosterState<S extends PresenceState = PresenceState> {
     const u = this.users.get(s.userId);
     if (u) {
       u.sessionIds = u.sessionIds.filter((x) => x !== sid);
-      if (u.sessionIds.length === 0) this.users.delete(s.userId);
+      if (u.sessionIds.length === 0) {
+        this.users.delete(s.userId);
+        this.memberCache.delete(s.userId);
+      }
     }
     this.cache = null;
   }
@@ -450,7 +461,30 @@ export class RosterState<S extends PresenceState = PresenceState> {
     return [...leaves, ...joins, ...updates];
   }
 
+  /** `s`, or the equal session object already held (identity kept for unchanged sessions). */
+  private reuse(s: Session<S>): Session<S> {
+    const old = this.sessions.get(s.sessionId);
+    return old && jsonEqual(old, s) ? old : s;
+  }
+
   private member(u: UserEntry): Member<S> {
+    const old = this.memberCache.get(u.userId);
+    if (
+      old &&
+      old.status === u.status &&
+      old.name === u.name &&
+      jsonEqual(old.info, u.info) &&
+      old.sessions.length === u.sessionIds.length &&
+      old.sessions.every((s, i) => s === this.sessions.get(u.sessionIds[i]!))
+    ) {
+      return old;
+    }
+    const m = this.buildMember(u);
+    this.memberCache.set(u.userId, m);
+    return m;
+  }
+
+  private buildMember(u: UserEntry): Member<S> {
     return Object.freeze({
       userId: u.userId,
       ...(u.name !== undefined ? { name: u.name } : {}),

@@ -15,11 +15,24 @@ export interface WatchedStatus {
   devices: readonly string[];
 }
 
+/**
+ * A watched user's status changed (`status` event). `status` and `previous` are
+ * the merged statuses (`online` \| `away` \| `offline`); `lastSeen` and `devices`
+ * are the new values, and `entry` / `previousEntry` the whole entries of
+ * {@link Watch.statuses} after and before. An event also comes when only the
+ * devices, or an offline user's `lastSeen`, changed: then `previous === status`.
+ */
 export interface WatchStatusChange {
   userId: string;
-  status: WatchedStatus;
+  status: UserStatus;
   /** `undefined` for the first report of this user. */
-  previous: WatchedStatus | undefined;
+  previous: UserStatus | undefined;
+  lastSeen: Date | null;
+  devices: readonly string[];
+  /** The user's whole entry now (`watch.get(userId)`). */
+  entry: WatchedStatus;
+  /** The entry before, `undefined` for the first report. */
+  previousEntry: WatchedStatus | undefined;
 }
 
 export interface WatchEvents {
@@ -103,7 +116,7 @@ export class Watch extends Emitter<WatchEvents> {
     }
     if (seeded) this._statuses = next;
     this.host.addWatched(this, fresh);
-    if (seeded) this.emit("change", this._statuses);
+    if (seeded) this.fire("change", this._statuses);
   }
 
   remove(users: readonly string[]): void {
@@ -115,7 +128,7 @@ export class Watch extends Emitter<WatchEvents> {
     for (const u of gone) next.delete(u);
     this._statuses = next;
     this.host.removeWatched(this, gone);
-    this.emit("change", this._statuses);
+    this.fire("change", this._statuses);
   }
 
   /** Stops watching (`UNWATCH` for users no other watch needs). */
@@ -138,17 +151,27 @@ export class Watch extends Emitter<WatchEvents> {
       if (previous && jsonEqual(comparable(previous), comparable(status))) continue;
       next ??= new Map(this._statuses);
       next.set(userId, status);
-      events.push({ userId, status, previous });
+      events.push(
+        Object.freeze({
+          userId,
+          status: status.status,
+          previous: previous?.status,
+          lastSeen: status.lastSeen,
+          devices: status.devices,
+          entry: status,
+          previousEntry: previous,
+        }),
+      );
     }
     if (!next) return;
     this._statuses = next;
-    for (const e of events) this.emit("status", e);
-    this.emit("change", this._statuses);
+    for (const e of events) this.fire("status", e);
+    this.fire("change", this._statuses);
   }
 
   /** @internal */
   _error(e: RosterError): void {
-    this.emit("error", e);
+    this.fire("error", e);
   }
 }
 

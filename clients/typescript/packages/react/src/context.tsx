@@ -96,12 +96,26 @@ export interface UseRosterResult {
   userId: string | null;
 }
 
-/** The client and its connection state (re-renders on every state change). */
-export function useRoster(): UseRosterResult {
+/**
+ * The connection state of the nearest provider's client: `idle` → `connecting`
+ * → `open` ⇄ `reconnecting` → `closed`. Re-renders only when it changes.
+ *
+ * ```tsx
+ * const status = useConnectionStatus();
+ * {status === "reconnecting" && <p role="status">Reconnecting…</p>}
+ * ```
+ */
+export function useConnectionStatus(): ConnectionState {
   const client = useRosterClient();
   const subscribe = useCallback((onChange: () => void) => client.on("state", () => onChange()), [client]);
   const getState = useCallback(() => client.state, [client]);
-  const state = useSyncExternalStore(subscribe, getState, getState);
+  return useSyncExternalStore(subscribe, getState, getState);
+}
+
+/** The client and its connection state (re-renders on every state change). */
+export function useRoster(): UseRosterResult {
+  const client = useRosterClient();
+  const state = useConnectionStatus();
   const sessionId = client.sessionId;
   const userId = client.userId;
   return useMemo(() => ({ client, state, sessionId, userId }), [client, state, sessionId, userId]);

@@ -1,15 +1,30 @@
-export { RosterContext, RosterProvider, useRoster, useRosterClient } from "./context.js";
+export { RosterContext, RosterProvider, useConnectionStatus, useRoster, useRosterClient } from "./context.js";
 export type { RosterProviderProps, UseRosterResult } from "./context.js";
 export {
+  useEmit,
   useEntityState,
+  useErrorListener,
+  useEventListener,
   useFieldLock,
   useLockState,
   useMyState,
   useOnlineStatus,
+  useOther,
+  useOthers,
   usePresence,
   useUserStatus,
 } from "./hooks.js";
-export type { FieldLock, FieldLockBindings, LockState, PresenceResult, SetMyState } from "./hooks.js";
+export type {
+  EmitFn,
+  FieldLock,
+  FieldLockBindings,
+  LockState,
+  PresenceResult,
+  SetMyState,
+  UpdateMyState,
+} from "./hooks.js";
+export { shallowEqual } from "./selector.js";
+export type { EqualityFn } from "./selector.js";
 export { isRoom } from "./room.js";
 export type { RoomInput } from "./room.js";
 export { PresenceIndicator } from "./components/PresenceIndicator.js";

@@ -8,8 +8,9 @@ import {
   type RoomSnapshot,
   type RosterClient,
 } from "@roster/client";
-import { useCallback, useMemo, useRef, useSyncExternalStore } from "react";
+import { useCallback, useEffect, useMemo, useRef } from "react";
 import { useOptionalClient } from "./context.js";
+import { useSyncExternalStoreWithSelector, type EqualityFn } from "./selector.js";
 
 /**
  * What the hooks accept as a room: an address (`"Order:123"` or
@@ -71,26 +72,26 @@ function acquire<S extends PresenceState>(client: RosterClient, key: string, opt
   return room;
 }
 
-/** @internal */
-export interface RoomBinding<S extends PresenceState> {
+/** A room as an external store for `useSyncExternalStore`. @internal */
+export interface RoomStore<S extends PresenceState> {
   client: RosterClient | null;
-  /** The handle, once acquired (or as given); `null` on the first render. */
-  room: Room<S> | null;
   key: string | null;
-  snapshot: RoomSnapshot<S>;
+  /** Acquires the handle (for an address) and listens to its snapshot; the returned function releases it. */
+  subscribe(onChange: () => void): () => void;
+  getSnapshot(): RoomSnapshot<S>;
+  getServerSnapshot(): RoomSnapshot<S>;
   /** The handle to act on now (acquired by this hook, or by another one for the same key). */
   current(): Room<S> | null;
 }
 
 /**
- * Holds a room handle while mounted and re-renders on every change of its
- * snapshot (`useSyncExternalStore`). The handle is acquired when React subscribes
+ * The store behind every room hook. The handle is acquired when React subscribes
  * (after the first commit) and released when it unsubscribes, so an aborted render
  * never leaks a reference. Until then the snapshot of a handle another component
  * already holds for the same key is shown, else an empty one.
  * @internal
  */
-export function useRoomBinding<S extends PresenceState>(input: RoomInput<S>, opts?: RoomOptions<S>): RoomBinding<S> {
+export function useRoomStore<S extends PresenceState>(input: RoomInput<S>, opts?: RoomOptions<S>): RoomStore<S> {
   const client = useOptionalClient();
   const given = isRoom(input) ? input : null;
   const key = given ? given.key : input === null || input === undefined ? null : roomKey(input as RoomAddress);
@@ -125,6 +126,66 @@ export function useRoomBinding<S extends PresenceState>(input: RoomInput<S>, opt
   const empty = useMemo(() => emptySnapshot<S>(key), [key]);
   const getSnapshot = useCallback(() => current()?.snapshot() ?? empty, [current, empty]);
   const getServerSnapshot = useCallback(() => given?.snapshot() ?? empty, [given, empty]);
-  const snapshot = useSyncExternalStore(subscribe, getSnapshot, getServerSnapshot);
-  return { client, room: current(), key, snapshot, current };
+  return useMemo(
+    () => ({ client, key, subscribe, getSnapshot, getServerSnapshot, current }),
+    [client, key, subscribe, getSnapshot, getServerSnapshot, current],
+  );
+}
+
+/**
+ * Holds a room handle while mounted without re-rendering on its changes (for
+ * listeners): `attach(room)` runs once the handle is held and may return a
+ * detach function, run before the handle is released. An address is acquired
+ * like the other hooks do (shared per key, released a tick after unmount); a
+ * `Room` is used as is.
+ * @internal
+ */
+export function useRoomHandle<S extends PresenceState>(
+  input: RoomInput<S>,
+  attach: (room: Room<S>) => (() => void) | void,
+): void {
+  const client = useOptionalClient();
+  const given = isRoom(input) ? input : null;
+  const key = given ? given.key : input === null || input === undefined ? null : roomKey(input as RoomAddress);
+  if (!given && key !== null && !client) {
+    throw new Error("@roster/react: wrap this component in a <RosterProvider>");
+  }
+  const attachRef = useRef(attach);
+  attachRef.current = attach;
+  useEffect(() => {
+    if (given) return attachRef.current(given) ?? undefined;
+    if (key === null || !client) return undefined;
+    const room = acquire<S>(client, key, undefined);
+    const detach = attachRef.current(room);
+    return () => {
+      detach?.();
+      releaseSoon(room as unknown as Room<never>);
+    };
+  }, [client, given, key]);
+}
+
+/**
+ * Holds a room handle while mounted and re-renders only when
+ * `selector(snapshot, handle)` changes by `isEqual` (default `Object.is`; the
+ * identity selector re-renders on every change of the snapshot). Returns the
+ * selection and the store (for `current()`).
+ * @internal
+ */
+export function useRoomSelector<S extends PresenceState, T>(
+  input: RoomInput<S>,
+  selector: (snapshot: RoomSnapshot<S>, room: Room<S> | null) => T,
+  isEqual?: EqualityFn<T>,
+  opts?: RoomOptions<S>,
+): [selection: T, store: RoomStore<S>] {
+  const store = useRoomStore(input, opts);
+  const { current } = store;
+  const select = useCallback((snap: RoomSnapshot<S>) => selector(snap, current()), [selector, current]);
+  const value = useSyncExternalStoreWithSelector(
+    store.subscribe,
+    store.getSnapshot,
+    store.getServerSnapshot,
+    select,
+    isEqual,
+  );
+  return [value, store];
 }

@@ -102,7 +102,7 @@ describe("RosterProvider and useRoster", () => {
     await bob.client.connect();
     const watch = bob.client.watch([carol]);
     const seen: string[] = [];
-    watch.on("status", (c) => seen.push(c.status.status));
+    watch.on("status", (c) => seen.push(c.status));
     await waitFor(() => expect(watch.get(carol)?.status).toBe("offline"));
 
     let owned: RosterClient | null = null;
@@ -344,6 +344,97 @@ describe("useMyState", () => {
     expect(screen.getByTestId("mine").textContent).toBe('{"field":"total","n":5}');
     await waitFor(() => expect(aliceState()).toEqual({ field: "total", n: 5 }));
     expect(alice.sent("STATE").length - before).toBeLessThanOrEqual(2);
+  });
+});
+
+describe("useMyState: partial updates and types", () => {
+  type Editing = { field: string | null; cursor: { x: number; y: number } | null; n: number };
+
+  it("updateState merges a patch (the others see the merged state); re-renders only for this session's state", async () => {
+    const alice = user("alice");
+    const bob = user("bob");
+    const order = newOrder();
+    const key = keyOf(order);
+    let renders = 0;
+    function Editor(): ReactNode {
+      const [me, setMe, updateMe] = useMyState<Editing>(order, { field: null, cursor: null, n: 0 });
+      renders++;
+      // With `initial`, the state and `prev` are `Editing`, never undefined (checked by the type-check).
+      const n: number = me.n;
+      return (
+        <>
+          <p data-testid="mine">{JSON.stringify(me)}</p>
+          <button onClick={() => updateMe({ cursor: { x: 1, y: 2 } })}>move</button>
+          <button onClick={() => updateMe({ field: "total" })}>focus</button>
+          <button onClick={() => updateMe((prev) => ({ n: prev.n + 10 }))}>add10</button>
+          <button onClick={() => setMe((prev) => ({ ...prev, n: prev.n + 1, cursor: null }))}>inc</button>
+          <i>{n}</i>
+        </>
+      );
+    }
+    renderWith(alice.client, <Editor />);
+    await waitFor(() => expect(alice.client.openRooms.get(key)?.status).toBe("joined"));
+    const bobRoom = await joined(bob, key);
+    const aliceState = () => bobRoom.members.find((m) => m.userId === alice.id)?.sessions[0]?.state;
+    expect(aliceState()).toEqual({ field: null, cursor: null, n: 0 });
+
+    fireEvent.click(screen.getByText("move"));
+    fireEvent.click(screen.getByText("focus"));
+    fireEvent.click(screen.getByText("add10"));
+    expect(screen.getByTestId("mine").textContent).toBe('{"field":"total","cursor":{"x":1,"y":2},"n":10}');
+    await waitFor(() => expect(aliceState()).toEqual({ field: "total", cursor: { x: 1, y: 2 }, n: 10 }));
+    fireEvent.click(screen.getByText("inc"));
+    await waitFor(() => expect(aliceState()).toEqual({ field: "total", cursor: null, n: 11 }));
+
+    // Bob's state changes re-render nothing here: the hook selects this session's state only.
+    const before = renders;
+    bobRoom.setState({ cursor: { x: 9, y: 9 } });
+    await waitFor(() =>
+      expect(alice.client.openRooms.get(key)!.members.find((m) => m.userId === bob.id)?.sessions[0]?.state).toEqual({ cursor: { x: 9, y: 9 } }),
+    );
+    await flushTimers();
+    expect(renders).toBe(before);
+  });
+
+  it("with `initial` and a Room that has no state yet, prev is `initial` (never undefined)", async () => {
+    const alice = user("alice");
+    const key = keyOf(newOrder());
+    await alice.client.connect();
+    const room = alice.client.room<{ n: number; tag?: string }>(key);
+    await waitFor(() => expect(room.status).toBe("joined"));
+    function Counter(): ReactNode {
+      const [me, setMe, updateMe] = useMyState(room, { n: 5 });
+      return (
+        <>
+          <p data-testid="n">{me.n}</p>
+          <button onClick={() => setMe((prev) => ({ n: prev.n + 1 }))}>inc</button>
+          <button onClick={() => updateMe((prev) => ({ tag: `at ${prev.n}` }))}>tag</button>
+        </>
+      );
+    }
+    renderWith(alice.client, <Counter />);
+    expect(screen.getByTestId("n").textContent).toBe("5");
+    fireEvent.click(screen.getByText("inc"));
+    expect(room.state).toEqual({ n: 6 });
+    fireEvent.click(screen.getByText("tag"));
+    expect(room.state).toEqual({ n: 6, tag: "at 6" });
+    expect(screen.getByTestId("n").textContent).toBe("6");
+  });
+
+  it("without `initial` the state and prev may be undefined (type-level)", () => {
+    // Never rendered: this only has to type-check (`npm run typecheck` covers the tests).
+    function NoInitial(): ReactNode {
+      const [me, setMe, updateMe] = useMyState<{ n: number }>("Order:1");
+      // @ts-expect-error me may be undefined without `initial`
+      void me.n;
+      // @ts-expect-error prev may be undefined without `initial`
+      setMe((prev) => ({ n: prev.n + 1 }));
+      setMe((prev) => ({ n: (prev?.n ?? 0) + 1 }));
+      // @ts-expect-error prev may be undefined without `initial`
+      updateMe((prev) => ({ n: prev.n }));
+      return null;
+    }
+    expect(typeof NoInitial).toBe("function");
   });
 });
 

@@ -37,14 +37,20 @@ describe("watch against the real server", () => {
     expect(Math.abs(lastSeen.getTime() - before)).toBeLessThan(2000);
     expect(formatLastSeen(lastSeen, "en")).toBe("now");
     expect(formatLastSeen(lastSeen, "de", { now: lastSeen.getTime() + 5 * 60_000 })).toBe("vor 5 Minuten");
-    expect(changes.map((c) => `${c.userId === bob ? "bob" : "nobody"}:${c.status.status}`)).toEqual([
-      "bob:offline",
-      "nobody:offline",
-      "bob:online",
-      "bob:away",
-      "bob:online",
-      "bob:offline",
+    // The documented shape: {userId, status, previous} (+ lastSeen, devices and the whole entries).
+    expect(changes.map((c) => `${c.userId === bob ? "bob" : "nobody"}:${c.previous ?? "-"}>${c.status}`)).toEqual([
+      "bob:->offline",
+      "nobody:->offline",
+      "bob:offline>online",
+      "bob:online>away",
+      "bob:away>online",
+      "bob:online>offline",
     ]);
+    const last = changes.at(-1)!;
+    expect(last.entry).toBe(w.get(bob));
+    expect(last.lastSeen).toBe(lastSeen);
+    expect(last.devices).toEqual([]);
+    expect(last.previousEntry).toMatchObject({ status: "online", devices: ["mobile"] });
   });
 
   it("watches are re-established after a reconnect", async () => {

@@ -2,6 +2,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { RosterClient, type RosterClientOptions } from "../../src/client.js";
 import { RosterError } from "../../src/errors.js";
 import type { RosterChange } from "../../src/roster.js";
+import type { WatchStatusChange } from "../../src/watch.js";
 import { FakeServer, type FakeSocket } from "../helpers/fakeSocket.js";
 import { diff, member, presence, session, user } from "../helpers/wire.js";
 
@@ -816,6 +817,222 @@ describe("rooms over a connection", () => {
   });
 });
 
+describe("room events (EMIT / EVENT)", () => {
+  function eventServer(): FakeServer {
+    return new FakeServer({
+      onMessage: (sock, msg) => {
+        if (msg.type === "SUB") sock.deliver({ ...presence(String(msg.room), 0, [user("alice", [session("sess-1")])]), ref: msg.ref });
+        if (msg.type === "UNSUB") sock.deliver({ type: "UNSUB_ACK", ref: msg.ref, room: msg.room });
+      },
+    });
+  }
+
+  it("emit() sends EMIT {room, event, data} with type first and a ref; data defaults to null", async () => {
+    const server = eventServer();
+    const client = makeClient(server);
+    const room = client.room("Order:1");
+    await connect(client);
+    expect(room.emit("reaction", { emoji: "👍" })).toBe(true);
+    expect(room.emit("ping")).toBe(true);
+    const sent = server.last.of("EMIT");
+    expect(sent).toEqual([
+      { type: "EMIT", ref: expect.any(Number), room: "Order:1", event: "reaction", data: { emoji: "👍" } },
+      { type: "EMIT", ref: expect.any(Number), room: "Order:1", event: "ping", data: null },
+    ]);
+    expect(Object.keys(sent[0]!).slice(0, 2)).toEqual(["type", "ref"]);
+    // What goes out is the JSON of the data (toJSON applied, undefined keys dropped).
+    room.emit("at", { when: new Date("2026-11-26T14:03:05.123Z"), gone: undefined });
+    expect(server.last.of("EMIT")[2]!.data).toEqual({ when: "2026-11-26T14:03:05.123Z" });
+  });
+
+  it("EVENT from another member reaches room.on('event') as {room, event, data, from}; other rooms' events do not", async () => {
+    const server = eventServer();
+    const client = makeClient(server);
+    const room = client.room("Order:1");
+    const other = client.room("Order:2");
+    await connect(client);
+    const got = vi.fn();
+    const otherGot = vi.fn();
+    room.on("event", got);
+    other.on("event", otherGot);
+    server.last.deliver({ type: "EVENT", room: "Order:1", event: "typing", data: { on: true }, from: { userId: "bob", sessionId: "b1" } });
+    server.last.deliver({ type: "EVENT", room: "Order:9", event: "typing", data: 1, from: { userId: "bob", sessionId: "b1" } });
+    expect(got).toHaveBeenCalledTimes(1);
+    expect(got).toHaveBeenCalledWith({ room: "Order:1", event: "typing", data: { on: true }, from: { userId: "bob", sessionId: "b1" } });
+    expect(otherGot).not.toHaveBeenCalled();
+    // Malformed events are ignored; a missing data is null.
+    server.last.deliver({ type: "EVENT", room: "Order:1", event: 5, data: 1, from: { userId: "bob", sessionId: "b1" } });
+    server.last.deliver({ type: "EVENT", room: "Order:1", event: "bad", data: 1, from: "bob" });
+    server.last.deliver({ type: "EVENT", room: "Order:1", event: "x", from: { userId: "bob", sessionId: "b1" } });
+    expect(got).toHaveBeenCalledTimes(2);
+    expect(got.mock.calls[1]![0]).toMatchObject({ event: "x", data: null });
+    // An event of the back end (no member sent it): from is null.
+    server.last.deliver({ type: "EVENT", room: "Order:1", event: "refresh", data: { v: 2 }, from: null });
+    expect(got).toHaveBeenCalledTimes(3);
+    expect(got.mock.calls[2]![0]).toEqual({ room: "Order:1", event: "refresh", data: { v: 2 }, from: null });
+    // Events change nothing a UI renders from the snapshot.
+    const snap = room.snapshot();
+    server.last.deliver({ type: "EVENT", room: "Order:1", event: "y", data: 2, from: { userId: "bob", sessionId: "b1" } });
+    expect(room.snapshot()).toBe(snap);
+    // After leave() nothing more.
+    await room.leave();
+    server.last.deliver({ type: "EVENT", room: "Order:1", event: "z", data: 3, from: { userId: "bob", sessionId: "b1" } });
+    expect(got).toHaveBeenCalledTimes(4);
+  });
+
+  it("validates the event client-side with a clear RosterError: name 1-64 characters without control characters, data JSON of at most 2 KiB", async () => {
+    const server = eventServer();
+    const client = makeClient(server);
+    const room = client.room("Order:1");
+    await connect(client);
+    const err = (f: () => unknown) => {
+      try {
+        f();
+      } catch (e) {
+        return e as RosterError;
+      }
+      throw new Error("did not throw");
+    };
+    expect(err(() => room.emit(""))).toMatchObject({ code: "invalid_event", request: "EMIT", room: "Order:1", message: expect.stringMatching(/1-64 characters, got 0/) });
+    expect(err(() => room.emit("x".repeat(65)))).toMatchObject({ code: "invalid_event", message: expect.stringMatching(/got 65/) });
+    expect(err(() => room.emit("a\nb")).code).toBe("invalid_event");
+    expect(err(() => room.emit(42 as unknown as string)).code).toBe("invalid_event");
+    const cyclic: Record<string, unknown> = {};
+    cyclic.self = cyclic;
+    expect(err(() => room.emit("c", cyclic))).toMatchObject({ code: "invalid_event", message: expect.stringMatching(/not JSON/) });
+    expect(err(() => room.emit("c", () => 1)).code).toBe("invalid_event");
+    expect(err(() => room.emit("c", 10n)).code).toBe("invalid_event");
+    // 64 characters counted as the server counts them (code points, not UTF-16 units).
+    expect(room.emit("😀".repeat(64))).toBe(true);
+    // 2048 bytes of JSON (UTF-8) pass, 2049 do not; "é" is two bytes.
+    expect(room.emit("big", "x".repeat(2046))).toBe(true); // "…" quotes: 2048 bytes
+    const tooBig = err(() => room.emit("big", "x".repeat(2047)));
+    expect(tooBig).toBeInstanceOf(RosterError);
+    expect(tooBig).toMatchObject({ code: "event_too_large", message: expect.stringMatching(/2049 bytes of JSON; at most 2048/) });
+    expect(tooBig.fromServer).toBe(false);
+    expect(err(() => room.emit("big", "é".repeat(1024))).code).toBe("event_too_large");
+    // Nothing invalid was sent.
+    expect(server.last.of("EMIT").map((m) => m.event)).toEqual(["😀".repeat(64), "big"]);
+  });
+
+  it("not subscribed on an open connection: emit() returns false and sends nothing (not queued); after leave() it throws room_left", async () => {
+    const server = eventServer();
+    const client = makeClient(server, { reconnect: { baseMs: 10 } });
+    const room = client.room("Order:1");
+    expect(room.emit("early")).toBe(false);
+    await connect(client);
+    expect(room.emit("now")).toBe(true);
+    server.last.drop(1006);
+    expect(room.emit("while-down")).toBe(false);
+    await tick(20);
+    expect(client.state).toBe("open");
+    expect(room.emit("again")).toBe(true);
+    expect(server.allSent.filter((m) => m.type === "EMIT").map((m) => m.event)).toEqual(["now", "again"]);
+    await room.leave();
+    expect(() => room.emit("gone")).toThrow(expect.objectContaining({ code: "room_left" }));
+  });
+
+  it("an ERROR for an EMIT (forbidden, rate_limited, …) is the room's error event with request EMIT; the room stays joined", async () => {
+    const server = new FakeServer({
+      onMessage: (sock, msg) => {
+        if (msg.type === "SUB") sock.deliver({ ...presence(String(msg.room), 0, []), ref: msg.ref });
+        if (msg.type === "EMIT") sock.deliver({ type: "ERROR", ref: msg.ref, code: "forbidden", message: "role viewer may not send room events" });
+      },
+    });
+    const client = makeClient(server);
+    const room = client.room("Order:1");
+    const roomErrors: RosterError[] = [];
+    const clientErrors: RosterError[] = [];
+    room.on("error", (e) => roomErrors.push(e));
+    client.on("error", (e) => clientErrors.push(e));
+    await connect(client);
+    room.emit("reaction", 1);
+    expect(roomErrors).toHaveLength(1);
+    expect(roomErrors[0]).toMatchObject({ code: "forbidden", request: "EMIT", room: "Order:1" });
+    expect(roomErrors[0]!.fromServer).toBe(true);
+    expect(clientErrors).toEqual([]);
+    expect(room.status).toBe("joined");
+  });
+});
+
+describe("partial state updates", () => {
+  it("updateState(patch) merges shallowly onto the current state and is throttled like setState", async () => {
+    const server = new FakeServer({
+      onMessage: (sock, msg) => {
+        if (msg.type === "SUB") sock.deliver({ ...presence(String(msg.room), 0, []), ref: msg.ref });
+        if (msg.type === "UNSUB") sock.deliver({ type: "UNSUB_ACK", ref: msg.ref, room: msg.room });
+      },
+    });
+    const client = makeClient(server, { stateThrottleMs: 100 });
+    const room = client.room<{ cursor?: { x: number; y: number } | null; field?: string | null; typing?: boolean }>("R:1", {
+      state: { field: "total", cursor: null },
+    });
+    await connect(client);
+    room.updateState({ cursor: { x: 1, y: 2 } });
+    expect(room.state).toEqual({ field: "total", cursor: { x: 1, y: 2 } });
+    expect(server.last.of("STATE").at(-1)!.state).toEqual({ field: "total", cursor: { x: 1, y: 2 } });
+    // A burst of patches: coalesced, the merged last value wins; the nested cursor is replaced, not merged.
+    room.updateState({ cursor: { x: 5, y: 5 } });
+    room.updateState((prev) => ({ typing: !prev?.typing }));
+    room.updateState({ field: undefined });
+    expect(room.state).toEqual({ cursor: { x: 5, y: 5 }, typing: true });
+    expect(Object.keys(room.state!)).not.toContain("field");
+    await tick(200);
+    expect(server.last.of("STATE").map((m) => m.state)).toEqual([
+      { field: "total", cursor: { x: 1, y: 2 } },
+      { cursor: { x: 5, y: 5 }, typing: true },
+    ]);
+    expect(room.snapshot().myState).toEqual({ cursor: { x: 5, y: 5 }, typing: true });
+    // With no state yet it merges onto {}.
+    const bare = client.room<{ a?: number; b?: number }>("R:2");
+    bare.updateState({ a: 1 });
+    expect(bare.state).toEqual({ a: 1 });
+    await bare.leave();
+    expect(() => bare.updateState({ b: 1 })).toThrow(RosterError);
+  });
+});
+
+describe("structural sharing", () => {
+  it("an update of one member keeps every other member object (and the others' array entries) identical", async () => {
+    const server = new FakeServer({
+      onMessage: (sock, msg) => {
+        if (msg.type === "SUB")
+          sock.deliver({
+            ...presence("R:1", 1, [
+              user("alice", [session("sess-1"), session("a2", { tab: 2 })]),
+              user("bob", [session("b1", { c: 0 })]),
+              user("carol", [session("c1", { c: 0 })]),
+            ]),
+            ref: msg.ref,
+          });
+      },
+    });
+    const client = makeClient(server);
+    const room = client.room("R:1");
+    await connect(client);
+    const before = room.snapshot();
+    expect(before.others.map((m) => m.userId)).toEqual(["alice", "bob", "carol"]);
+    expect(before.others[0]!.sessions.map((s) => s.sessionId)).toEqual(["a2"]);
+    server.last.deliver(diff("R:1", 2, { updates: [member("bob", session("b1", { c: 1 }))] }));
+    const after = room.snapshot();
+    expect(after).not.toBe(before);
+    expect(after.members[1]).not.toBe(before.members[1]);
+    expect(after.members[1]!.sessions[0]!.state).toEqual({ c: 1 });
+    expect(after.members[0]).toBe(before.members[0]);
+    expect(after.members[2]).toBe(before.members[2]);
+    // alice without this session: the same filtered object too.
+    expect(after.others[0]).toBe(before.others[0]);
+    expect(after.others[2]).toBe(before.others[2]);
+    // A fresh snapshot with the same people keeps them all.
+    server.last.drop(1006);
+    await tick(1000);
+    expect(room.status).toBe("joined");
+    const resynced = room.snapshot();
+    expect(resynced.members[0]).toBe(after.members[0]);
+    expect(resynced.members[2]).toBe(after.members[2]);
+  });
+});
+
 describe("watch", () => {
   it("snapshot, live STATUS events, re-WATCH after reconnect, UNWATCH when closed", async () => {
     const server = new FakeServer({
@@ -831,7 +1048,11 @@ describe("watch", () => {
     const client = makeClient(server, { reconnect: { baseMs: 10 } });
     const w = client.watch(["bob", "dave"]);
     const changes: string[] = [];
-    w.on("status", (c) => changes.push(`${c.userId}:${c.status.status}`));
+    const events: WatchStatusChange[] = [];
+    w.on("status", (c) => {
+      events.push(c);
+      changes.push(`${c.userId}:${c.status}`);
+    });
     await connect(client);
     expect(server.last.of("WATCH")[0]).toMatchObject({ users: ["bob", "dave"] });
     expect(w.get("bob")).toEqual({ status: "online", lastSeen: new Date("2026-11-26T14:03:30.000Z"), devices: ["web"] });
@@ -839,6 +1060,17 @@ describe("watch", () => {
     expect(w.online).toEqual(["bob"]);
     server.last.deliver({ type: "STATUS", userId: "bob", status: "offline", lastSeen: "2026-11-26T14:09:12.417Z", devices: [] });
     expect(w.get("bob")?.status).toBe("offline");
+    // The event's shape, as documented: {userId, status, previous, lastSeen, devices, entry, previousEntry}.
+    expect(events.at(-1)).toEqual({
+      userId: "bob",
+      status: "offline",
+      previous: "online",
+      lastSeen: new Date("2026-11-26T14:09:12.417Z"),
+      devices: [],
+      entry: w.get("bob"),
+      previousEntry: { status: "online", lastSeen: new Date("2026-11-26T14:03:30.000Z"), devices: ["web"] },
+    });
+    expect(events[0]).toMatchObject({ userId: "bob", status: "online", previous: undefined, previousEntry: undefined });
     // A second watch over an already watched user starts from the cache, no extra WATCH.
     const w2 = client.watch(["bob"]);
     expect(w2.get("bob")?.status).toBe("offline");

@@ -17,7 +17,7 @@ const pkg = JSON.parse(readFileSync(join(pkgDir, "package.json"), "utf8")) as {
   exports: Record<string, { import: { types: string; default: string }; require: { types: string; default: string } }>;
 };
 
-const EXPECTED = ["RosterClient", "Room", "Watch", "RosterError", "RosterState", "formatLastSeen", "CloseCode", "SERVER_ERROR_CODES"];
+const EXPECTED = ["RosterClient", "Room", "Watch", "RosterError", "RosterState", "formatLastSeen", "CloseCode", "SERVER_ERROR_CODES", "MAX_EVENT_NAME_LENGTH", "MAX_EVENT_DATA_BYTES"];
 
 describe("the built package", () => {
   it("has been built", () => {

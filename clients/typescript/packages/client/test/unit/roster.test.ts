@@ -349,3 +349,46 @@ describe("RosterState: holding members after a reconnect that could not resume",
     expect(r.heldCount).toBe(0);
   });
 });
+
+describe("RosterState: structural sharing (selector hooks compare by identity)", () => {
+  it("a diff rebuilds only the members it touches; sessions and members of the others stay the same objects", () => {
+    const r = new RosterState();
+    r.applySnapshot(
+      presence(R, 1, [
+        user("alice", [session("a1", { cursor: { x: 0, y: 0 } })]),
+        user("bob", [session("b1", { cursor: { x: 1, y: 1 } }), session("b2")]),
+        user("carol", [session("c1")]),
+      ]),
+    );
+    const [alice, bob, carol] = r.members;
+    applied(r, diff(R, 2, { updates: [member("alice", session("a1", { cursor: { x: 5, y: 0 } }))] }));
+    expect(r.members[0]).not.toBe(alice);
+    expect(r.members[0]!.sessions[0]!.state).toEqual({ cursor: { x: 5, y: 0 } });
+    expect(r.members[1]).toBe(bob);
+    expect(r.members[2]).toBe(carol);
+    // A join of a new session rebuilds that user only; a re-sent unchanged update changes nothing.
+    const alice2 = r.members[0];
+    applied(r, diff(R, 3, { joins: [member("carol", session("c2"))], updates: [member("bob", session("b1", { cursor: { x: 1, y: 1 } }))] }));
+    expect(r.members[0]).toBe(alice2);
+    expect(r.members[1]).toBe(bob);
+    expect(r.members[2]).not.toBe(carol);
+    expect(r.members[2]!.sessions[0]).toBe(carol!.sessions[0]);
+    // A snapshot with the same data keeps every object; a changed status rebuilds that user only.
+    const members = r.members;
+    r.applySnapshot(
+      presence(R, 9, [
+        user("alice", [session("a1", { cursor: { x: 5, y: 0 } })]),
+        user("bob", [session("b1", { cursor: { x: 1, y: 1 } }), session("b2")], "away"),
+        user("carol", [session("c1"), session("c2")]),
+      ]),
+    );
+    expect(r.members[0]).toBe(members[0]);
+    expect(r.members[1]).not.toBe(members[1]);
+    expect(r.members[1]!.sessions[0]).toBe(members[1]!.sessions[0]);
+    expect(r.members[2]).toBe(members[2]);
+    // A user who left and came back is a new object (nothing stale is cached).
+    applied(r, diff(R, 10, { leaves: [{ userId: "alice", sessionId: "a1", reason: "left" }] }));
+    applied(r, diff(R, 11, { joins: [member("alice", session("a1", { cursor: { x: 5, y: 0 } }))] }));
+    expect(r.members.find((m) => m.userId === "alice")).not.toBe(members[0]);
+  });
+});
