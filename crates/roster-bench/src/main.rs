@@ -8,6 +8,10 @@
 //! sessions, rooms and locks it creates in its own tenant (and, for `churn`, the
 //! activity it causes the server to journal; for `lifecycle`, the entity state of
 //! its rooms, on a server it started).
+//!
+//! The `pusher-*` scenarios speak Pusher Channels protocol 7 instead, to Roster
+//! (`/app/{key}`, started with a generated config) or to any Pusher-compatible
+//! server, Sockudo included (`--target`; see `pusher/mod.rs`).
 
 mod churn;
 mod connect;
@@ -19,6 +23,7 @@ mod locks;
 mod measure;
 mod openings;
 mod prom;
+mod pusher;
 mod redis_info;
 mod server;
 mod token;
@@ -66,6 +71,16 @@ enum Command {
     /// produce → ENTITY at the subscribed clients, events/s applied, latency, every
     /// message's ENTITY checked.
     Lifecycle(lifecycle::LifecycleArgs),
+    /// Pusher protocol 7: clients join one presence channel at a fixed offered rate;
+    /// achieved rate, time until every client's member list is complete, duplicate
+    /// member_added (Roster, Sockudo or any Pusher server: --target).
+    PusherJoinstorm(pusher::joinstorm::JoinStormArgs),
+    /// Pusher protocol 7: client events in a presence channel; latency to the last
+    /// member, server CPU per delivery.
+    PusherFanout(pusher::fanout::PusherFanoutArgs),
+    /// Pusher protocol 7: idle connections in presence channels; server memory per
+    /// connection.
+    PusherIdle(pusher::idle::PusherIdleArgs),
 }
 
 /// Which server to measure, and how to authenticate against it.
@@ -157,6 +172,9 @@ fn main() -> ExitCode {
             Command::Openings(a) => openings::run(a).await,
             Command::Events(a) => events::run(a).await,
             Command::Lifecycle(a) => lifecycle::run(a).await,
+            Command::PusherJoinstorm(a) => pusher::joinstorm::run(a).await,
+            Command::PusherFanout(a) => pusher::fanout::run(a).await,
+            Command::PusherIdle(a) => pusher::idle::run(a).await,
         }
     });
     match result {

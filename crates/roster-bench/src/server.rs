@@ -84,7 +84,9 @@ impl Server {
                     t.listen
                 ));
             }
-            return (0..count).map(|i| Self::start_nth(bin, t, i)).collect();
+            return (0..count)
+                .map(|i| Self::start_nth(bin, t, i, None))
+                .collect();
         }
         Ok(vec![Self::attach_or_start(t)?])
     }
@@ -110,12 +112,24 @@ impl Server {
     }
 
     fn start(bin: &PathBuf, t: &Target) -> Result<Server, String> {
-        Self::start_nth(bin, t, 0)
+        Self::start_nth(bin, t, 0, None)
+    }
+
+    /// Starts one server as `serve --config roster.toml --listen <LISTEN>`, with
+    /// `config` (TOML) written to `roster.toml` in its scratch directory.
+    pub fn start_with_config(bin: &PathBuf, t: &Target, config: &str) -> Result<Server, String> {
+        Self::start_nth(bin, t, 0, Some(config))
     }
 
     /// Starts node `n` (its own scratch directory; its log, with `--server-log FILE`,
-    /// in `FILE` for node 0 and `FILE.<n>` for the others).
-    fn start_nth(bin: &PathBuf, t: &Target, n: usize) -> Result<Server, String> {
+    /// in `FILE` for node 0 and `FILE.<n>` for the others), with `config` (TOML) as
+    /// its `--config` file if given.
+    fn start_nth(
+        bin: &PathBuf,
+        t: &Target,
+        n: usize,
+        config: Option<&str>,
+    ) -> Result<Server, String> {
         let name = match n {
             0 => format!("roster-bench-{}", std::process::id()),
             n => format!("roster-bench-{}-{n}", std::process::id()),
@@ -126,8 +140,14 @@ impl Server {
         let bin = std::fs::canonicalize(bin)
             .map_err(|e| format!("server binary {}: {e}", bin.display()))?;
         let mut cmd = Command::new(&bin);
-        cmd.arg("serve")
-            .arg("--listen")
+        cmd.arg("serve");
+        if let Some(toml) = config {
+            let path = scratch.join("roster.toml");
+            std::fs::write(&path, toml)
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            cmd.arg("--config").arg(&path);
+        }
+        cmd.arg("--listen")
             .arg(&t.listen)
             .current_dir(&scratch)
             .env("NO_COLOR", "1")

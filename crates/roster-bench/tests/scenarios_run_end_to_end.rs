@@ -2,7 +2,9 @@
 //! `--server-bin`, and checks the JSON report: every session opens, nothing fails,
 //! every update reaches every member in seq order, exactly one lock winner per
 //! round, every event reaches a webhook receiver without a seq gap, every lifecycle
-//! message from (mock) Kafka comes back as its room's `ENTITY`. Sizes are small
+//! message from (mock) Kafka comes back as its room's `ENTITY`, and over the Pusher
+//! protocol every member list completes without a duplicate `member_added` and every
+//! client event reaches every other member. Sizes are small
 //! so a debug build runs the whole file in seconds; this proves the bench's plumbing
 //! against the real server, not Roster's performance.
 
@@ -513,4 +515,111 @@ fn lifecycle_messages_from_kafka_reach_their_rooms_as_entity() {
     assert_eq!(outcomes["outcome=\"dead_lettered\""], 0.0, "{r}");
     assert!(r["server_cpu_in_run"]["cores"].is_number(), "{r}");
     assert!(r["bench_cpu_in_run"]["by_thread_s"].is_array(), "{r}");
+}
+
+// Pusher mode (`--target roster`, the default: the bench writes the config with
+// its Pusher app and starts the binary of --server-bin).
+
+#[test]
+fn pusher_joinstorm_completes_every_view_without_duplicates() {
+    let r = run_bench(&[
+        "pusher-joinstorm",
+        "--clients",
+        "20",
+        "--rate",
+        "100",
+        "--wait",
+        "10s",
+    ]);
+    assert_eq!(r["server"]["target"], "roster", "{r}");
+    assert!(
+        r["server"]["config"]["config_file"]
+            .as_str()
+            .unwrap()
+            .contains("[[pusher.apps]]"),
+        "{r}"
+    );
+    assert_eq!(r["connected"], 20, "{r}");
+    assert_eq!(r["subscribed"], 20, "{r}");
+    assert!(is_empty_array(&r["first_errors"]), "{r}");
+    assert!(
+        r["achieved"]["subscriptions_per_s"].as_f64().unwrap() > 0.0,
+        "{r}"
+    );
+    let v = &r["views"];
+    assert_eq!(v["all_complete"], true, "{r}");
+    assert_eq!(v["complete"], 20, "{r}");
+    assert!(v["all_complete_after_s"].as_f64().unwrap() > 0.0, "{r}");
+    assert_eq!(v["sizes_at_end"]["not_all"], 0, "{r}");
+    // Every client learns of the ones after it: at least 20·19/2 member_added.
+    let m = &r["member_added"];
+    assert!(m["received"].as_u64().unwrap() >= 190, "{r}");
+    assert_eq!(m["duplicates"], 0, "{r}");
+    assert_eq!(m["own_user"], 0, "{r}");
+    assert_eq!(r["member_removed"]["received"], 0, "{r}");
+    assert_eq!(v["members_missing_at_end"], 0, "{r}");
+    // Spread over loopback addresses by default (127.0.0.1 … 127.0.0.16).
+    assert_eq!(r["source_addrs"], 16, "{r}");
+    assert_eq!(r["snapshots_inconsistent"], 0, "{r}");
+    assert_eq!(r["data_not_string"], 0, "{r}");
+    assert_eq!(r["pusher_errors"], 0, "{r}");
+    assert!(r["server_cpu_during_storm"]["user_s"].is_number(), "{r}");
+}
+
+#[test]
+fn pusher_fanout_delivers_every_client_event_to_every_other_member() {
+    let r = run_bench(&[
+        "pusher-fanout",
+        "--members",
+        "20",
+        "--senders",
+        "2",
+        "--events-per-sec",
+        "10",
+        "--duration",
+        "2s",
+        "--warmup",
+        "500ms",
+        "--drain",
+        "500ms",
+        "--settle",
+        "1s",
+    ]);
+    // 10/s for 2 s; each to the 19 members other than its sender.
+    assert_eq!(r["events_in_window"], 20, "{r}");
+    assert_eq!(r["events_sent_in_window"], 20, "{r}");
+    assert_eq!(r["events_complete"], 20, "{r}");
+    assert_eq!(r["deliveries"], 380, "{r}");
+    assert_eq!(r["deliveries_expected"], 380, "{r}");
+    assert_eq!(r["deliveries_missing"], 0, "{r}");
+    assert_eq!(r["deliveries_duplicated"], 0, "{r}");
+    assert_eq!(r["echoes_to_sender"], 0, "{r}");
+    assert_eq!(r["pusher_errors"], 0, "{r}");
+    assert_eq!(r["members_disconnected"], 0, "{r}");
+    assert!(is_empty_array(&r["send_errors"]), "{r}");
+    assert_eq!(r["latency_to_last_member_ms"]["count"], 20, "{r}");
+    assert!(
+        r["latency_to_last_member_ms"]["p99"].as_f64().unwrap() > 0.0,
+        "{r}"
+    );
+    assert!(r["server_cpu_in_window"]["cores"].is_number(), "{r}");
+}
+
+#[test]
+fn pusher_idle_connections_report_memory_per_connection() {
+    let r = run_bench(&[
+        "pusher-idle",
+        "--connections",
+        "40",
+        "--group",
+        "10",
+        "--settle",
+        "300ms",
+    ]);
+    assert_eq!(r["opened"], 40, "{r}");
+    assert_eq!(r["failed"], 0, "{r}");
+    assert_eq!(r["channels"], 4, "{r}");
+    assert_eq!(r["dropped_while_idle"], 0, "{r}");
+    assert!(r["server_bytes_per_connection"].is_number(), "{r}");
+    assert!(r["server_rss_mb"]["after"].as_f64().unwrap() > 0.0, "{r}");
 }
