@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use super::AppState;
 use crate::config::PusherAppConfig;
 use crate::ids::{RoomId, RoomKey, TenantId, UserId};
-use crate::protocol::pusher::{app_by_id, sign};
+use crate::protocol::pusher::{app_by_id, verify};
 
 /// How far `auth_timestamp` may be from now (Pusher's 600 s).
 const MAX_SKEW_SECS: u64 = 600;
@@ -101,9 +101,7 @@ fn authenticate(
         .map(|(k, v)| format!("{}={v}", k.to_lowercase()))
         .collect();
     let text = format!("{}\n{path}\n{}", method.as_str(), signed.join("&"));
-    let expected = sign(&app.secret, &text);
-    // Constant time: compare the HMACs of both, not the strings.
-    if sign(&app.secret, given) != sign(&app.secret, &expected) {
+    if !verify(&app.secret, &text, given) {
         return Err(unauthorized("invalid auth_signature"));
     }
     Ok(())

@@ -477,7 +477,7 @@ async fn handle(
     Ok(Flow::Continue)
 }
 
-fn check_field(field: &str) -> Result<(), CoreError> {
+pub(crate) fn check_field(field: &str) -> Result<(), CoreError> {
     if field.is_empty() || field.len() > 200 || field.chars().any(char::is_control) {
         return Err(CoreError::new(
             ErrorCode::BadRequest,

@@ -248,18 +248,22 @@ pub fn sign_bytes(secret: &str, body: &[u8]) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
+/// Whether `sig_hex` is the HMAC-SHA256 of `text` with `secret`, checked in
+/// constant time.
+pub fn verify(secret: &str, text: &str, sig_hex: &str) -> bool {
+    let Ok(sig) = hex::decode(sig_hex) else {
+        return false;
+    };
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes a key of any length");
+    mac.update(text.as_bytes());
+    mac.verify_slice(&sig).is_ok()
+}
+
 /// Checks `key:signature` against `text`, in constant time.
 pub fn check_auth(app: &PusherAppConfig, auth: &str, text: &str) -> bool {
-    let Some((key, sig)) = auth.split_once(':') else {
-        return false;
-    };
-    let Ok(sig) = hex::decode(sig) else {
-        return false;
-    };
-    let mut mac = Hmac::<Sha256>::new_from_slice(app.secret.as_bytes())
-        .expect("HMAC takes a key of any length");
-    mac.update(text.as_bytes());
-    key == app.key && mac.verify_slice(&sig).is_ok()
+    auth.split_once(':')
+        .is_some_and(|(key, sig)| key == app.key && verify(&app.secret, text, sig))
 }
 
 /// What the HTTP upgrade knew about the connection.

@@ -22,7 +22,8 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
-use super::native::{ConnectionGauge, Limits};
+use super::messages::RoomAddr;
+use super::native::{check_field, ConnectionGauge, Limits};
 use super::opening::Opening;
 use super::render;
 use super::socket::{Incoming, ReadError, Socket};
@@ -341,41 +342,36 @@ fn target_of(destination: &str) -> Result<Target, String> {
 
 /// A room in a `SEND` body: `room`, `roomCode`, `roomId`, or `entity` + `id`.
 fn room_of(body: &Value) -> Result<RoomKey, CoreError> {
-    let invalid = |e: crate::ids::InvalidId| CoreError::new(ErrorCode::InvalidRoom, e.0);
-    for k in ["room", "roomCode", "roomId"] {
-        if let Some(v) = body.get(k) {
-            let s = match v {
-                Value::String(s) => s.clone(),
-                Value::Number(n) => n.to_string(),
-                _ => {
-                    return Err(CoreError::new(
-                        ErrorCode::BadRequest,
-                        format!("field `{k}`: expected a string"),
-                    ))
-                }
-            };
-            return RoomKey::parse(&s).map_err(invalid);
+    let named = ["room", "roomCode", "roomId"]
+        .into_iter()
+        .find_map(|k| body.get(k).map(|v| (k, v)));
+    let room = match named {
+        None => None,
+        Some((_, Value::String(s))) => Some(s.clone()),
+        Some((_, Value::Number(n))) => Some(n.to_string()),
+        Some((k, _)) => {
+            return Err(CoreError::new(
+                ErrorCode::BadRequest,
+                format!("field `{k}`: expected a string"),
+            ))
         }
-    }
-    match (body.get("entity").and_then(Value::as_str), body.get("id")) {
-        (Some(e), Some(id)) => {
-            let id = match id {
-                Value::String(s) => s.clone(),
-                Value::Number(n) => n.to_string(),
-                _ => {
-                    return Err(CoreError::new(
-                        ErrorCode::BadRequest,
-                        "field `id`: expected a string or number",
-                    ))
-                }
-            };
-            RoomKey::from_entity(e, &id).map_err(invalid)
-        }
-        _ => Err(CoreError::new(
+    };
+    let entity = body
+        .get("entity")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    if room.is_none() && (entity.is_none() || body.get("id").is_none()) {
+        return Err(CoreError::new(
             ErrorCode::BadRequest,
             "missing field `room` (or `roomCode`, `roomId`, `entity` + `id`)",
-        )),
+        ));
     }
+    RoomAddr {
+        room,
+        entity,
+        id: body.get("id").cloned(),
+    }
+    .key()
 }
 
 fn user_list(body: &Value, max: usize) -> Result<Vec<UserId>, CoreError> {
@@ -692,14 +688,9 @@ impl Conn {
                 let field = body
                     .get("field")
                     .and_then(Value::as_str)
-                    .filter(|f| !f.is_empty() && f.len() <= 200 && !f.chars().any(char::is_control))
-                    .ok_or_else(|| {
-                        CoreError::new(
-                            ErrorCode::BadRequest,
-                            "field `field`: 1-200 characters, no control characters",
-                        )
-                    })?
+                    .unwrap_or_default()
                     .to_string();
+                check_field(&field)?;
                 let key = room_of(&body)?;
                 if destination.ends_with("/lock") {
                     node.lock(&s, key, &field, None).await?;
@@ -836,7 +827,19 @@ impl Conn {
 }
 
 fn error_frame(message: &str, detail: &str, receipt: Option<&str>, escapes: bool) -> String {
+    error_frame_with(message, detail, receipt, &[], escapes)
+}
+
+/// An `ERROR` frame with headers of its own (`version` when none is shared).
+fn error_frame_with(
+    message: &str,
+    detail: &str,
+    receipt: Option<&str>,
+    extra: &[(&str, &str)],
+    escapes: bool,
+) -> String {
     let mut headers = vec![("message", message), ("content-type", "text/plain")];
+    headers.extend_from_slice(extra);
     if let Some(r) = receipt {
         headers.push(("receipt-id", r));
     }
@@ -954,13 +957,13 @@ pub async fn serve(
         return;
     }
     let Some(version) = negotiate(connect.header("accept-version")) else {
-        let mut f = error_frame(
+        let f = error_frame_with(
             "unsupported version",
             "this server speaks STOMP 1.2 and 1.1",
             None,
+            &[("version", "1.2,1.1")],
             false,
         );
-        f.insert_str(6, "version:1.2,1.1\n");
         let _ = ws.send_text(&Utf8Bytes::from(f)).await;
         ws.close(PROTOCOL_ERROR).await;
         return;
