@@ -70,8 +70,11 @@ for _ in $(seq 1 100); do
 done
 
 status=0
+# The live stream (openStream) is left out: it never ends, so no answer can be
+# checked; tests/alerts.rs reads it.
 "$bin_dir/schemathesis" run "$base/api/v1/openapi.json" \
   --url "$base" \
+  --exclude-operation-id openStream \
   -H "Authorization: Bearer $admin" \
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
   --max-examples "$examples" \

@@ -22,7 +22,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 status=0
 # Conformance: the behaviour tests of the core run a second time, unchanged,
 # with every server on the Redis engine (tests/common picks ROSTER_TEST_ENGINE).
-CONFORMANCE=(presence liveness locks errors rooms watch lifecycle tenancy rest client durable transitions events kafka room_events pusher stomp)
+CONFORMANCE=(presence liveness locks errors rooms watch lifecycle tenancy rest client durable transitions events kafka room_events pusher stomp alerts)
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast || status=$?
   filter=""

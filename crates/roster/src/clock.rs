@@ -85,6 +85,11 @@ pub fn iso(t: SystemTime) -> String {
         .unwrap_or_else(|_| dt.format(&Rfc3339).unwrap_or_default())
 }
 
+/// [`iso`] of unix milliseconds (the store's times).
+pub fn iso_ms(ms: i64) -> String {
+    iso(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

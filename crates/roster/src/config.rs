@@ -59,6 +59,42 @@ pub struct Config {
     pub http: HttpConfig,
     pub webhooks: WebhooksConfig,
     pub pusher: PusherConfig,
+    pub alerts: AlertsConfig,
+    pub dashboard: DashboardConfig,
+}
+
+/// Alert rules (SPEC §8; rules are managed over REST, `/api/v1/alert-rules`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// How often every tenant's rules are evaluated.
+    pub eval_interval: Dur,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        Self {
+            eval_interval: Dur(Duration::from_secs(10)),
+        }
+    }
+}
+
+/// The operator dashboard (`/dashboard`) and the live stream it reads
+/// (`/api/v1/stream`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DashboardConfig {
+    /// How often the live stream looks for changes (totals, rooms, activity,
+    /// alerts) and pushes them.
+    pub update_interval: Dur,
+}
+
+impl Default for DashboardConfig {
+    fn default() -> Self {
+        Self {
+            update_interval: Dur(Duration::from_secs(1)),
+        }
+    }
 }
 
 /// The Pusher Channels protocol (`/app/{key}`, docs/PUSHER.md): off unless
@@ -413,6 +449,8 @@ impl Default for Config {
             http: HttpConfig::default(),
             webhooks: WebhooksConfig::default(),
             pusher: PusherConfig::default(),
+            alerts: AlertsConfig::default(),
+            dashboard: DashboardConfig::default(),
         }
     }
 }
@@ -485,6 +523,8 @@ const KEYS: &[(&str, Kind)] = &[
     ("webhooks.allow_private", Kind::Bool),
     ("webhooks.queue_size", Kind::Int),
     ("webhooks.batch_size", Kind::Int),
+    ("alerts.eval_interval", Kind::Str),
+    ("dashboard.update_interval", Kind::Str),
 ];
 
 /// `timing.session_timeout` → `ROSTER_TIMING_SESSION_TIMEOUT`.
@@ -775,6 +815,8 @@ impl Config {
             ),
             ("webhooks.retry_for", self.webhooks.retry_for),
             ("kafka.dedup_window", self.kafka.dedup_window),
+            ("alerts.eval_interval", self.alerts.eval_interval),
+            ("dashboard.update_interval", self.dashboard.update_interval),
         ] {
             if d.0.is_zero() {
                 return bad(key, &d.0, "a duration above zero");
@@ -1139,6 +1181,17 @@ mod tests {
             ),
             ("ROSTER_WEBHOOKS_QUEUE_SIZE", "0", "webhooks.queue_size"),
             ("ROSTER_WEBHOOKS_BATCH_SIZE", "-1", "webhooks.batch_size"),
+            ("ROSTER_ALERTS_EVAL_INTERVAL", "0s", "alerts.eval_interval"),
+            (
+                "ROSTER_ALERTS_EVAL_INTERVAL",
+                "often",
+                "alerts.eval_interval",
+            ),
+            (
+                "ROSTER_DASHBOARD_UPDATE_INTERVAL",
+                "0ms",
+                "dashboard.update_interval",
+            ),
             ("ROSTER_KAFKA_BROKERS", "127.0.0.1", "kafka.brokers"),
             ("ROSTER_KAFKA_BROKERS", "127.0.0.1:0", "kafka.brokers"),
             ("ROSTER_KAFKA_MUTATED_TOPIC", "", "kafka.mutated_topic"),

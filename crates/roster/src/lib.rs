@@ -5,6 +5,7 @@
 //! stored through the `engine` interface, and goes out through the node's `Hub`
 //! (per-connection send queues). See docs/ARCHITECTURE.md.
 
+pub mod alerts;
 pub mod auth;
 pub mod clock;
 pub mod config;

@@ -41,6 +41,11 @@ pub const KAFKA_LIFECYCLE: &str = "roster_kafka_lifecycle_events_total";
 pub const KAFKA_LIFECYCLE_RETRIES: &str = "roster_kafka_lifecycle_retries_total";
 pub const KAFKA_CONSUMER_LAG: &str = "roster_kafka_consumer_lag";
 pub const KAFKA_PRODUCED: &str = "roster_kafka_events_produced_total";
+pub const ALERTS_FIRED: &str = "roster_alerts_fired_total";
+pub const ALERTS_RESOLVED: &str = "roster_alerts_resolved_total";
+pub const ALERTS_FIRING: &str = "roster_alerts_firing";
+pub const ALERT_EVALUATIONS: &str = "roster_alert_evaluations_total";
+pub const ALERT_WEBHOOKS: &str = "roster_alert_webhooks_total";
 
 /// Buckets (seconds) of each histogram: (name, upper bounds).
 const BUCKETS: &[(&str, &[f64])] = &[
@@ -142,6 +147,23 @@ fn describe() {
         "presence events handed to webhook endpoints, by outcome (delivered, failed after webhooks.retry_for, dropped: trimmed from the tenant log before delivery or not appended while the engine was unreachable)"
     );
     describe_counter!(WEBHOOK_RETRIES, "webhook POSTs tried again after a failure");
+    describe_counter!(
+        ALERTS_FIRED,
+        "alerts fired, by severity (once per alert, on the node that fired it)"
+    );
+    describe_counter!(ALERTS_RESOLVED, "alerts resolved, by severity");
+    describe_gauge!(
+        ALERTS_FIRING,
+        "alerts firing after the last evaluation (set on the node holding the alerts lease)"
+    );
+    describe_counter!(
+        ALERT_EVALUATIONS,
+        "evaluations of every tenant's alert rules run by this node (while it holds the alerts lease)"
+    );
+    describe_counter!(
+        ALERT_WEBHOOKS,
+        "alert rule webhook POSTs, by outcome (delivered, failed after webhooks.retry_for)"
+    );
     describe_gauge!(
         KAFKA_UP,
         "1 if the Kafka brokers answered the last probe (kafka.brokers set)"
@@ -266,6 +288,15 @@ fn register_zeroes() {
         metrics::counter!(WEBHOOK_EVENTS, "outcome" => outcome).increment(0);
     }
     metrics::counter!(WEBHOOK_RETRIES).increment(0);
+    for sev in ["info", "warning", "critical"] {
+        metrics::counter!(ALERTS_FIRED, "severity" => sev).increment(0);
+        metrics::counter!(ALERTS_RESOLVED, "severity" => sev).increment(0);
+    }
+    for outcome in ["delivered", "failed"] {
+        metrics::counter!(ALERT_WEBHOOKS, "outcome" => outcome).increment(0);
+    }
+    metrics::counter!(ALERT_EVALUATIONS).increment(0);
+    metrics::gauge!(ALERTS_FIRING).set(0.0);
     for outcome in ["applied", "duplicate", "superseded", "dead_lettered"] {
         metrics::counter!(KAFKA_LIFECYCLE, "outcome" => outcome).increment(0);
     }

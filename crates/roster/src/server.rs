@@ -285,6 +285,13 @@ pub async fn start(config: Config, stop: CancellationToken) -> Result<Running, S
     }
     let sweeper_stop = CancellationToken::new();
     let sweeper = tokio::spawn(node.clone().run_sweeper(sweeper_stop.clone()));
+    // Alert rules: evaluated on the node holding the `alerts` lease.
+    let alerts_task = tokio::spawn(crate::alerts::evaluator::run(
+        node.clone(),
+        crate::alerts::notify::Notifier::new(config.webhooks.clone()),
+        format!("node-{}", uuid::Uuid::new_v4().simple()),
+        maintenance_stop.clone(),
+    ));
 
     let state = AppState {
         node: node.clone(),
@@ -381,6 +388,8 @@ pub async fn start(config: Config, stop: CancellationToken) -> Result<Running, S
         journal_stop.cancel();
         let _ = journal_task.await;
         maintenance_stop.cancel();
+        // The alerts lease goes before the database closes.
+        let _ = alerts_task.await;
         store.close().await;
     });
     tracing::info!(%bound, "roster listening");

@@ -1430,3 +1430,115 @@ async fn a_room_event_reaches_members_on_every_node_once() {
     }
     expect_none(&mut a, "EVENT", Duration::from_millis(300)).await;
 }
+
+/// What an alert rule's webhook received: the `type` of each POST.
+async fn alert_hook(got: std::sync::Arc<parking_lot::Mutex<Vec<(String, String)>>>) -> String {
+    use axum::routing::post;
+    let app = axum::Router::new().route(
+        "/a",
+        post(move |body: axum::body::Bytes| {
+            let got = got.clone();
+            async move {
+                let v: Value = serde_json::from_slice(&body).unwrap();
+                got.lock().push((
+                    v["type"].as_str().unwrap().to_string(),
+                    v["alert"]["id"].as_str().unwrap().to_string(),
+                ));
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await });
+    format!("http://{addr}/a")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_fires_once_across_three_nodes_and_survives_its_evaluator() {
+    // One database for the three nodes, as a cluster runs (PostgreSQL).
+    let (db, schema) = pg_schema().await;
+    let ns = nodes_with(
+        3,
+        &[
+            ("ROSTER_DATABASE_URL", db.as_str()),
+            ("ROSTER_ALERTS_EVAL_INTERVAL", "200ms"),
+            ("ROSTER_WEBHOOKS_ALLOW_PRIVATE", "true"),
+        ],
+    )
+    .await;
+    let got = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let url = alert_hook(got.clone()).await;
+    let admin = ns[0].admin_token("acme");
+    let (code, _) = ns[0]
+        .rest(
+            "POST",
+            "/api/v1/rooms",
+            &admin,
+            Some(json!({"key": "Ward:9", "capacity": 2})),
+        )
+        .await;
+    assert_eq!(code, 201);
+    let (code, rule) = ns[1]
+        .rest(
+            "POST",
+            "/api/v1/alert-rules",
+            &admin,
+            Some(json!({"name": "full", "kind": "capacity", "threshold": 100,
+                         "scope": "room", "target": "Ward:9", "webhookUrl": url})),
+        )
+        .await;
+    assert_eq!(code, 201, "{rule}");
+    let mut a = ns[0].client("ann").await;
+    let mut b = ns[1].client("bob").await;
+    a.sub("Ward:9", None).await.unwrap();
+    b.sub("Ward:9", None).await.unwrap();
+    let firing = rest_until(&ns[2], "/api/v1/alerts?state=firing", |v| {
+        !v["items"].as_array().unwrap().is_empty()
+    })
+    .await;
+    // Several evaluations later, on every node: still one alert, one POST.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for n in &ns {
+        let (_, all) = n.rest("GET", "/api/v1/alerts", &admin, None).await;
+        assert_eq!(all["items"].as_array().unwrap().len(), 1, "{all}");
+    }
+    assert_eq!(got.lock().len(), 1, "{:?}", got.lock());
+    let mut fired = 0.0;
+    let mut holder = None;
+    for (i, n) in ns.iter().enumerate() {
+        let m = n.metrics().await;
+        let f = metric(&m, "roster_alerts_fired_total{severity=\"warning\"}");
+        fired += f;
+        if f > 0.0 {
+            holder = Some(i);
+        }
+    }
+    assert_eq!(fired, 1.0, "fired on exactly one node");
+    // The evaluating node dies: another takes the lease over and resolves the
+    // alert once the room is below its capacity again.
+    let holder = holder.unwrap();
+    kill9(&ns[holder]);
+    if holder == 2 {
+        b.bye().await.unwrap();
+    }
+    let other = if holder == 0 { 1 } else { 0 };
+    let resolved = rest_until(&ns[other], "/api/v1/alerts?state=resolved", |v| {
+        !v["items"].as_array().unwrap().is_empty()
+    })
+    .await;
+    assert_eq!(resolved["items"][0]["id"], firing["items"][0]["id"]);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let (_, all) = ns[other].rest("GET", "/api/v1/alerts", &admin, None).await;
+    assert_eq!(all["items"].as_array().unwrap().len(), 1, "{all}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while got.lock().len() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "{:?}", got.lock());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let kinds: Vec<String> = got.lock().iter().map(|(k, _)| k.clone()).collect();
+    assert_eq!(kinds, ["alert_fired", "alert_resolved"]);
+    drop((a, b));
+    drop(ns);
+    drop_pg_schema(&schema).await;
+}

@@ -10,9 +10,9 @@ use std::sync::Arc;
 
 use futures_util::TryStreamExt;
 use roster::store::{
-    self, ActivityFilter, ActivityRow, Bucket, Participant, RoomFilter, SessionCursor,
-    SessionFilter, SessionRecord, StatSample, Store, StoreError, StoredRoom, StoredRoomType,
-    StoredWebhook, WriteOp,
+    self, ActivityFilter, ActivityRow, AlertFilter, Bucket, Participant, RoomFilter, SessionCursor,
+    SessionFilter, SessionRecord, StatSample, Store, StoreError, StoredAlert, StoredAlertRule,
+    StoredRoom, StoredRoomType, StoredWebhook, WriteOp,
 };
 use serde_json::json;
 use sqlx::Connection;
@@ -118,6 +118,10 @@ conformance!(
     room_list_filters_and_keyset_pages,
     room_types_upsert_list_delete,
     webhooks_upsert_list_delete,
+    alert_rules_upsert_list_delete,
+    an_alert_fires_once_resolves_once_and_keeps_its_first_ack,
+    alert_pages_newest_first_by_state_and_rule,
+    a_lease_has_one_holder_until_it_expires,
     lifecycle_event_ids_per_tenant_until_purged,
     participants_upsert_list_delete,
     write_batch_is_all_or_nothing,
@@ -579,6 +583,283 @@ async fn webhooks_upsert_list_delete(store: Arc<dyn Store>) {
     assert!(store.delete_webhook("t", "wh_a").await.expect("delete"));
     assert!(!store.delete_webhook("t", "wh_a").await.expect("again"));
     assert_eq!(store.all_webhooks().await.expect("all").len(), 2);
+}
+
+fn alert_rule(tenant: &str, id: &str) -> StoredAlertRule {
+    StoredAlertRule {
+        tenant: tenant.into(),
+        id: id.into(),
+        name: "full".into(),
+        kind: "capacity".into(),
+        threshold: 90,
+        window_ms: 60_000,
+        scope: "room".into(),
+        target: Some("Order:1".into()),
+        severity: "critical".into(),
+        enabled: true,
+        webhook_url: Some("https://ops.example/h".into()),
+        webhook_secret: Some("0123456789abcdef".into()),
+        created_at: T0,
+        updated_at: T0,
+    }
+}
+
+fn alert(tenant: &str, id: &str, rule: &str, subject: &str, at: i64) -> StoredAlert {
+    StoredAlert {
+        tenant: tenant.into(),
+        id: id.into(),
+        rule_id: rule.into(),
+        rule_name: "full".into(),
+        kind: "capacity".into(),
+        severity: "critical".into(),
+        scope: "tenant".into(),
+        target: None,
+        subject: subject.into(),
+        state: "firing".into(),
+        value: 95,
+        threshold: 90,
+        message: "room Order:1 is 95% full".into(),
+        fired_at: at,
+        resolved_at: None,
+        acked_at: None,
+        acked_by: None,
+    }
+}
+
+async fn alert_rules_upsert_list_delete(store: Arc<dyn Store>) {
+    store
+        .upsert_alert_rule(&alert_rule("t", "ar_b"))
+        .await
+        .expect("upsert");
+    store
+        .upsert_alert_rule(&alert_rule("t", "ar_a"))
+        .await
+        .expect("upsert");
+    store
+        .upsert_alert_rule(&alert_rule("u", "ar_a"))
+        .await
+        .expect("same id, other tenant");
+    // Replace: every field but created_at.
+    let changed = StoredAlertRule {
+        name: "late".into(),
+        kind: "latency".into(),
+        threshold: 250,
+        window_ms: 5_000,
+        scope: "tenant".into(),
+        target: None,
+        severity: "info".into(),
+        enabled: false,
+        webhook_url: None,
+        webhook_secret: None,
+        created_at: T0 + 5,
+        updated_at: T0 + 9,
+        ..alert_rule("t", "ar_b")
+    };
+    store.upsert_alert_rule(&changed).await.expect("replace");
+    let t = store.alert_rules(Some("t")).await.expect("list");
+    assert_eq!(
+        t.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        ["ar_a", "ar_b"]
+    );
+    assert_eq!(
+        t[1],
+        StoredAlertRule {
+            created_at: T0,
+            ..changed
+        }
+    );
+    assert_eq!(t[0], alert_rule("t", "ar_a"));
+    assert_eq!(store.alert_rules(None).await.expect("all").len(), 3);
+    assert!(store.delete_alert_rule("t", "ar_a").await.expect("delete"));
+    assert!(!store.delete_alert_rule("t", "ar_a").await.expect("again"));
+    assert_eq!(store.alert_rules(Some("u")).await.expect("u").len(), 1);
+}
+
+async fn an_alert_fires_once_resolves_once_and_keeps_its_first_ack(store: Arc<dyn Store>) {
+    assert!(store
+        .fire_alert(&alert("t", "al_1", "r", "Order:1", T0))
+        .await
+        .expect("fire"));
+    // A second node firing the same rule and subject: no second row.
+    assert!(!store
+        .fire_alert(&alert("t", "al_2", "r", "Order:1", T0 + 1))
+        .await
+        .expect("again"));
+    // Another subject, rule or tenant fires on its own.
+    assert!(store
+        .fire_alert(&alert("t", "al_3", "r", "Order:2", T0 + 2))
+        .await
+        .expect("subject"));
+    assert!(store
+        .fire_alert(&alert("t", "al_4", "r2", "Order:1", T0 + 3))
+        .await
+        .expect("rule"));
+    assert!(store
+        .fire_alert(&alert("u", "al_5", "r", "Order:1", T0 + 4))
+        .await
+        .expect("tenant"));
+    let got = store
+        .get_alert("t", "al_1")
+        .await
+        .expect("get")
+        .expect("there");
+    assert_eq!(got, alert("t", "al_1", "r", "Order:1", T0));
+    assert_eq!(
+        store.get_alert("u", "al_1").await.expect("other tenant"),
+        None
+    );
+    let acked = store
+        .ack_alert("t", "al_1", T0 + 10, "olga")
+        .await
+        .expect("ack")
+        .expect("there");
+    assert_eq!(
+        (acked.acked_at, acked.acked_by.as_deref()),
+        (Some(T0 + 10), Some("olga"))
+    );
+    let again = store
+        .ack_alert("t", "al_1", T0 + 20, "root")
+        .await
+        .expect("ack")
+        .expect("there");
+    assert_eq!(
+        (again.acked_at, again.acked_by.as_deref()),
+        (Some(T0 + 10), Some("olga"))
+    );
+    assert_eq!(
+        store
+            .ack_alert("u", "al_1", T0, "x")
+            .await
+            .expect("other tenant"),
+        None
+    );
+    let done = store
+        .resolve_alert("t", "al_1", T0 + 30)
+        .await
+        .expect("resolve")
+        .expect("was firing");
+    assert_eq!(
+        (done.state.as_str(), done.resolved_at),
+        ("resolved", Some(T0 + 30))
+    );
+    assert_eq!(
+        store
+            .resolve_alert("t", "al_1", T0 + 40)
+            .await
+            .expect("twice"),
+        None
+    );
+    // Resolved, the rule may fire again for the subject.
+    assert!(store
+        .fire_alert(&alert("t", "al_6", "r", "Order:1", T0 + 50))
+        .await
+        .expect("refire"));
+}
+
+async fn alert_pages_newest_first_by_state_and_rule(store: Arc<dyn Store>) {
+    for i in 0..5 {
+        let a = alert(
+            "t",
+            &format!("al_{i}"),
+            if i % 2 == 0 { "even" } else { "odd" },
+            &format!("s{i}"),
+            T0 + i,
+        );
+        assert!(store.fire_alert(&a).await.expect("fire"));
+    }
+    store
+        .resolve_alert("t", "al_0", T0 + 9)
+        .await
+        .expect("resolve");
+    let f =
+        |state: Option<&str>, rule: Option<&str>, before: Option<(i64, &str)>, limit| AlertFilter {
+            tenant: "t".into(),
+            state: state.map(String::from),
+            rule_id: rule.map(String::from),
+            before: before.map(|(a, b)| (a, b.to_string())),
+            limit,
+        };
+    let ids = |v: Vec<StoredAlert>| v.into_iter().map(|a| a.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.list_alerts(f(None, None, None, 10)).await.unwrap()),
+        ["al_4", "al_3", "al_2", "al_1", "al_0"]
+    );
+    assert_eq!(
+        ids(store.list_alerts(f(None, None, None, 2)).await.unwrap()),
+        ["al_4", "al_3"]
+    );
+    assert_eq!(
+        ids(store
+            .list_alerts(f(None, None, Some((T0 + 3, "al_3")), 2))
+            .await
+            .unwrap()),
+        ["al_2", "al_1"]
+    );
+    assert_eq!(
+        ids(store
+            .list_alerts(f(Some("firing"), Some("even"), None, 10))
+            .await
+            .unwrap()),
+        ["al_4", "al_2"]
+    );
+    assert_eq!(
+        ids(store
+            .list_alerts(f(Some("resolved"), None, None, 10))
+            .await
+            .unwrap()),
+        ["al_0"]
+    );
+    assert!(store
+        .list_alerts(AlertFilter {
+            tenant: "u".into(),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+async fn a_lease_has_one_holder_until_it_expires(store: Arc<dyn Store>) {
+    assert!(store
+        .hold_lease("alerts", "n1", T0, T0 + 3_000)
+        .await
+        .expect("take"));
+    assert!(!store
+        .hold_lease("alerts", "n2", T0 + 1_000, T0 + 4_000)
+        .await
+        .expect("held"));
+    assert!(store
+        .hold_lease("alerts", "n1", T0 + 2_000, T0 + 5_000)
+        .await
+        .expect("renew"));
+    assert!(store
+        .hold_lease("other", "n2", T0, T0 + 3_000)
+        .await
+        .expect("another lease"));
+    // Expired: the next node takes it, and the old holder cannot renew.
+    assert!(store
+        .hold_lease("alerts", "n2", T0 + 5_001, T0 + 8_000)
+        .await
+        .expect("take over"));
+    assert!(!store
+        .hold_lease("alerts", "n1", T0 + 5_002, T0 + 8_000)
+        .await
+        .expect("lost"));
+    // Given up: free at once.
+    store
+        .release_lease("alerts", "n1")
+        .await
+        .expect("not the holder: no-op");
+    assert!(!store
+        .hold_lease("alerts", "n3", T0 + 6_000, T0 + 9_000)
+        .await
+        .expect("still n2"));
+    store.release_lease("alerts", "n2").await.expect("release");
+    assert!(store
+        .hold_lease("alerts", "n3", T0 + 6_000, T0 + 9_000)
+        .await
+        .expect("free"));
 }
 
 async fn lifecycle_event_ids_per_tenant_until_purged(store: Arc<dyn Store>) {

@@ -283,14 +283,7 @@ pub struct Webhooks {
 
 impl Webhooks {
     pub fn new(cfg: WebhooksConfig) -> Arc<Self> {
-        let mut client = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("roster/", env!("CARGO_PKG_VERSION")));
-        if !cfg.allow_private {
-            client = client.dns_resolver(PublicOnly);
-        }
-        let client = client.build().unwrap_or_default();
+        let client = http_client(&cfg);
         Arc::new(Self {
             cfg,
             client,
@@ -582,7 +575,22 @@ pub fn signature(secret: &str, timestamp: &str, body: &[u8]) -> String {
     format!("v1={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-fn backoff(attempt: u32) -> Duration {
+/// The HTTP client of every outgoing webhook (event stream, alerts): a time
+/// bound per POST, no redirects, and unless `webhooks.allow_private`, names
+/// resolved to public addresses only.
+pub fn http_client(cfg: &WebhooksConfig) -> reqwest::Client {
+    let mut client = reqwest::Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("roster/", env!("CARGO_PKG_VERSION")));
+    if !cfg.allow_private {
+        client = client.dns_resolver(PublicOnly);
+    }
+    client.build().unwrap_or_default()
+}
+
+/// The pause before retry `attempt` (1, 2, …): doubling from 250 ms up to 30 s.
+pub fn backoff(attempt: u32) -> Duration {
     BACKOFF_FIRST
         .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
         .min(BACKOFF_MAX)

@@ -7,6 +7,7 @@
 //! *template* (`MatchedPath`), never the raw path.
 
 pub mod api;
+mod dashboard;
 mod docs;
 pub mod origins;
 mod pusher;
@@ -51,6 +52,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/api/v1", api::router())
         .merge(self::pusher::router())
         .merge(docs::router())
+        .merge(dashboard::router())
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(max_body))

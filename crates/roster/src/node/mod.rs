@@ -11,6 +11,7 @@
 //! (deadlines, sampling, shutdown), `queries.rs` and `admin.rs` (REST).
 
 pub mod admin;
+mod alerts;
 pub mod gauges;
 pub mod hub;
 pub mod lifecycle;

@@ -103,22 +103,49 @@ impl Node {
     /// Live sessions (every node), the distinct users among them, and the rooms
     /// with members, of one tenant.
     pub async fn live_totals(&self, tenant: &TenantId) -> Result<LiveTotals, EngineError> {
+        Ok(self.live_overview(tenant).await?.0)
+    }
+
+    /// The tenant's totals and every room (declared or with members) with the
+    /// number of distinct users in it, from every node: what the dashboard's
+    /// stream shows.
+    pub async fn live_overview(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<(LiveTotals, Vec<(RoomSummary, usize)>), EngineError> {
         let live = self.sessions(tenant, None).await?;
         let mut users: Vec<&str> = live.iter().map(|s| s.user_id.as_str()).collect();
-        users.sort();
+        users.sort_unstable();
         users.dedup();
-        let rooms = self
+        let mut in_room: std::collections::HashMap<&str, Vec<&str>> = Default::default();
+        for s in &live {
+            for r in &s.rooms {
+                in_room
+                    .entry(r.as_str())
+                    .or_default()
+                    .push(s.user_id.as_str());
+            }
+        }
+        let rooms: Vec<(RoomSummary, usize)> = self
             .engine
             .list_rooms(tenant)
             .await?
-            .iter()
-            .filter(|r| r.sessions > 0)
-            .count();
-        Ok(LiveTotals {
+            .into_iter()
+            .map(|r| {
+                let n = in_room.get_mut(r.id.key.as_str()).map_or(0, |u| {
+                    u.sort_unstable();
+                    u.dedup();
+                    u.len()
+                });
+                (r, n)
+            })
+            .collect();
+        let totals = LiveTotals {
             users: users.len(),
             sessions: live.len(),
-            rooms,
-        })
+            rooms: rooms.iter().filter(|(r, _)| r.sessions > 0).count(),
+        };
+        Ok((totals, rooms))
     }
 
     // ---- the durable record (the store, awaited) ----

@@ -16,6 +16,7 @@
 //! integers and compare them the same way. Every read is scoped by tenant.
 
 mod activity;
+mod alerts;
 mod lifecycle;
 mod postgres;
 mod rooms;
@@ -117,6 +118,65 @@ pub struct StoredWebhook {
     pub secret: String,
     pub events: Option<Vec<String>>,
     pub created_at: UnixMs,
+}
+
+/// An alert rule (SPEC §8).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAlertRule {
+    pub tenant: String,
+    pub id: String,
+    pub name: String,
+    /// `capacity` | `latency` | `heartbeat_missed` | `online_drop`
+    pub kind: String,
+    pub threshold: i64,
+    pub window_ms: i64,
+    /// `tenant` | `room` | `roomType`
+    pub scope: String,
+    /// The room key (`room`) or type code (`roomType`).
+    pub target: Option<String>,
+    /// `info` | `warning` | `critical`
+    pub severity: String,
+    pub enabled: bool,
+    pub webhook_url: Option<String>,
+    pub webhook_secret: Option<String>,
+    pub created_at: UnixMs,
+    pub updated_at: UnixMs,
+}
+
+/// One firing of a rule, resolved in place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAlert {
+    pub tenant: String,
+    pub id: String,
+    pub rule_id: String,
+    pub rule_name: String,
+    pub kind: String,
+    pub severity: String,
+    pub scope: String,
+    pub target: Option<String>,
+    /// The room of a per-room alert (`capacity`); `""` for the rule's scope.
+    pub subject: String,
+    /// `firing` | `resolved`
+    pub state: String,
+    /// What was measured when it fired (rounded).
+    pub value: i64,
+    pub threshold: i64,
+    pub message: String,
+    pub fired_at: UnixMs,
+    pub resolved_at: Option<UnixMs>,
+    pub acked_at: Option<UnixMs>,
+    pub acked_by: Option<String>,
+}
+
+/// `GET /alerts` filters, newest first; `before` is the keyset cursor
+/// (`fired_at`, `id` of the previous page's last row).
+#[derive(Debug, Clone, Default)]
+pub struct AlertFilter {
+    pub tenant: String,
+    pub state: Option<String>,
+    pub rule_id: Option<String>,
+    pub before: Option<(UnixMs, String)>,
+    pub limit: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -398,6 +458,44 @@ pub trait Store: Send + Sync {
     async fn delete_webhook(&self, tenant: &str, id: &str) -> Result<bool, StoreError>;
     /// Every tenant's endpoints (start-up).
     async fn all_webhooks(&self) -> Result<Vec<StoredWebhook>, StoreError>;
+
+    /// Creates or replaces an alert rule (keeping the first `created_at`).
+    async fn upsert_alert_rule(&self, rule: &StoredAlertRule) -> Result<(), StoreError>;
+    /// `false` if the tenant has no such rule.
+    async fn delete_alert_rule(&self, tenant: &str, id: &str) -> Result<bool, StoreError>;
+    /// One tenant's rules (`Some`), or every tenant's; ordered by tenant, id.
+    async fn alert_rules(&self, tenant: Option<&str>) -> Result<Vec<StoredAlertRule>, StoreError>;
+    /// Inserts a firing alert; `false` if its rule already has one firing for
+    /// the same subject (another node fired it).
+    async fn fire_alert(&self, alert: &StoredAlert) -> Result<bool, StoreError>;
+    /// Resolves a firing alert; `None` if it was not firing.
+    async fn resolve_alert(
+        &self,
+        tenant: &str,
+        id: &str,
+        at: UnixMs,
+    ) -> Result<Option<StoredAlert>, StoreError>;
+    /// Acknowledges an alert (the first acknowledgement stays); `None` if the
+    /// tenant has no such alert.
+    async fn ack_alert(
+        &self,
+        tenant: &str,
+        id: &str,
+        at: UnixMs,
+        by: &str,
+    ) -> Result<Option<StoredAlert>, StoreError>;
+    async fn get_alert(&self, tenant: &str, id: &str) -> Result<Option<StoredAlert>, StoreError>;
+    async fn list_alerts(&self, filter: AlertFilter) -> Result<Vec<StoredAlert>, StoreError>;
+    /// Takes the named lease for `holder` until `until`, or renews it; `false`
+    /// while another holder's lease runs (several nodes, one database).
+    async fn hold_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: UnixMs,
+        until: UnixMs,
+    ) -> Result<bool, StoreError>;
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError>;
 
     /// Whether the tenant's lifecycle event `event_id` was applied (within the
     /// kept window).

@@ -15,10 +15,10 @@ use async_trait::async_trait;
 use futures_util::stream::BoxStream;
 
 use super::{
-    activity, lifecycle, rooms, sessions, stats, webhooks, ActivityFilter, ActivityRow,
-    ActivityStats, Bucket, Participant, RoomAudit, RoomFilter, SessionFilter, SessionRecord,
-    StatBucket, StatsOverview, Store, StoreError, StoredRoom, StoredRoomType, StoredWebhook,
-    UnixMs, WriteOp, MAX_PAGE,
+    activity, alerts, lifecycle, rooms, sessions, stats, webhooks, ActivityFilter, ActivityRow,
+    ActivityStats, AlertFilter, Bucket, Participant, RoomAudit, RoomFilter, SessionFilter,
+    SessionRecord, StatBucket, StatsOverview, Store, StoreError, StoredAlert, StoredAlertRule,
+    StoredRoom, StoredRoomType, StoredWebhook, UnixMs, WriteOp, MAX_PAGE,
 };
 
 /// A bound parameter. `None` binds a typed NULL (PostgreSQL needs the type).
@@ -338,6 +338,53 @@ impl Store for SqlStore {
     }
     async fn all_webhooks(&self) -> Result<Vec<StoredWebhook>, StoreError> {
         webhooks::all_webhooks(&*self.db).await
+    }
+    async fn upsert_alert_rule(&self, rule: &StoredAlertRule) -> Result<(), StoreError> {
+        alerts::upsert_alert_rule(&*self.db, rule).await
+    }
+    async fn delete_alert_rule(&self, tenant: &str, id: &str) -> Result<bool, StoreError> {
+        alerts::delete_alert_rule(&*self.db, tenant, id).await
+    }
+    async fn alert_rules(&self, tenant: Option<&str>) -> Result<Vec<StoredAlertRule>, StoreError> {
+        alerts::alert_rules(&*self.db, tenant).await
+    }
+    async fn fire_alert(&self, alert: &StoredAlert) -> Result<bool, StoreError> {
+        alerts::fire_alert(&*self.db, alert).await
+    }
+    async fn resolve_alert(
+        &self,
+        tenant: &str,
+        id: &str,
+        at: UnixMs,
+    ) -> Result<Option<StoredAlert>, StoreError> {
+        alerts::resolve_alert(&*self.db, tenant, id, at).await
+    }
+    async fn ack_alert(
+        &self,
+        tenant: &str,
+        id: &str,
+        at: UnixMs,
+        by: &str,
+    ) -> Result<Option<StoredAlert>, StoreError> {
+        alerts::ack_alert(&*self.db, tenant, id, at, by).await
+    }
+    async fn get_alert(&self, tenant: &str, id: &str) -> Result<Option<StoredAlert>, StoreError> {
+        alerts::get_alert(&*self.db, tenant, id).await
+    }
+    async fn list_alerts(&self, filter: AlertFilter) -> Result<Vec<StoredAlert>, StoreError> {
+        alerts::list_alerts(&*self.db, &filter).await
+    }
+    async fn hold_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: UnixMs,
+        until: UnixMs,
+    ) -> Result<bool, StoreError> {
+        alerts::hold_lease(&*self.db, name, holder, now, until).await
+    }
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        alerts::release_lease(&*self.db, name, holder).await
     }
     async fn lifecycle_applied(&self, tenant: &str, event_id: &str) -> Result<bool, StoreError> {
         lifecycle::lifecycle_applied(&*self.db, tenant, event_id).await

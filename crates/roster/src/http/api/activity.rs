@@ -20,7 +20,6 @@ use utoipa::ToSchema;
 use super::{
     decode_cursor, encode_cursor, page_limit, ApiError, ApiPath, ApiQuery, ApiResult, Caller, Page,
 };
-use crate::clock::iso;
 use crate::core::error::ErrorCode;
 use crate::http::AppState;
 use crate::ids::RoomKey;
@@ -42,9 +41,7 @@ pub fn router() -> Router<AppState> {
 
 const DAY: Duration = Duration::from_secs(86_400);
 
-fn iso_ms(ms: UnixMs) -> String {
-    iso(SystemTime::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))
-}
+use crate::clock::iso_ms;
 
 /// An ISO-8601 time parameter (`2026-11-26T14:03:05Z`).
 fn time_param(name: &str, v: &Option<String>) -> ApiResult<Option<UnixMs>> {

@@ -2,12 +2,14 @@
 //! body extractor, and a router per area.
 
 mod activity;
+pub mod alerts;
 mod lifecycle;
 mod locks;
 pub mod openapi;
 mod presence;
 mod rooms;
 mod sessions;
+mod stream;
 mod webhooks;
 
 use std::time::Duration;
@@ -38,6 +40,8 @@ pub fn router() -> Router<AppState> {
         .merge(lifecycle::router())
         .merge(activity::router())
         .merge(webhooks::router())
+        .merge(alerts::router())
+        .route("/stream", get(stream::stream))
 }
 
 /// `{"error": {"code", "message"}}` with the status of the code.

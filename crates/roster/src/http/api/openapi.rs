@@ -31,6 +31,9 @@ use super::ErrorBody;
         super::activity::list, super::activity::csv, super::activity::stats, super::activity::audit,
         super::activity::room_stats, super::activity::overview, super::activity::history,
         super::webhooks::list, super::webhooks::create, super::webhooks::read, super::webhooks::replace, super::webhooks::remove,
+        super::alerts::list_rules, super::alerts::create_rule, super::alerts::read_rule, super::alerts::patch_rule, super::alerts::delete_rule,
+        super::alerts::list_alerts, super::alerts::ack,
+        super::stream::stream,
     ),
     components(schemas(super::ErrorBody, super::ErrorDetail, crate::events::PresenceEvent, crate::events::webhooks::WebhookBatch)),
     modifiers(&Conventions),
@@ -42,6 +45,8 @@ use super::ErrorBody;
         (name = "lifecycle", description = "Records changed behind the users' backs: MUTATING / MUTATED (the REST twin of the Kafka events)."),
         (name = "activity", description = "The activity log: rows, CSV, counts and a room's audit."),
         (name = "stats", description = "Per-room statistics and the tenant overview."),
+        (name = "alerts", description = "Alert rules (capacity, latency, heartbeat_missed, online_drop) and the alerts they fire: evaluated every `alerts.eval_interval` on one node of a cluster, stored, and POSTed to the rule's webhook signed with HMAC-SHA256."),
+        (name = "stream", description = "The live stream (Server-Sent Events) the dashboard reads: tenant totals, rooms, activity and alerts as they change."),
         (name = "webhooks", description = "The presence event stream's webhook endpoints: each gets the tenant's events (`PresenceEvent`), in order, in batches signed with HMAC-SHA256 (docs/EVENTS.md)."),
     ),
 )]
