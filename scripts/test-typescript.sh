@@ -4,7 +4,10 @@
 # server, and @roster/react's hook and component tests (jsdom), also against the
 # real server; then the example app (examples/order-editor) end to end in real
 # headless Chromium (Debian's /usr/bin/chromium, installed by ensure-chromium.sh,
-# driven by playwright-core), also against the real server. The shared test setup (clients/typescript/test-support) builds
+# driven by playwright-core), also against the real server; then the operator
+# dashboard served by the binary (/dashboard) end to end in Chromium too
+# (clients/typescript/dashboard, a server of its own with short alert and
+# stream intervals). The shared test setup (clients/typescript/test-support) builds
 # target/release/roster with cargo itself when it is missing or older than its
 # sources (ROSTER_BIN=/path/to/roster uses a given binary instead).
 set -euo pipefail
@@ -18,7 +21,8 @@ else
 fi
 
 # Reports of an earlier run must not be counted if this one stops before its tests.
-rm -f packages/*/test-results/vitest.json examples/*/test-results/vitest.json compat/test-results/vitest.json
+rm -f packages/*/test-results/vitest.json examples/*/test-results/vitest.json compat/test-results/vitest.json \
+  dashboard/test-results/vitest.json
 status=0
 # Build (tsup, vite), type-check, then the packages' tests…
 if npm run build && npm run typecheck; then
@@ -26,6 +30,7 @@ if npm run build && npm run typecheck; then
   # …then the end-to-end tests, in Chromium (installed here when missing).
   if bash ../../scripts/ensure-chromium.sh; then
     npm run test -w examples/order-editor || status=$?
+    npm run test -w dashboard || status=$?
   else
     echo "test-typescript: cannot install chromium: end-to-end tests not run" >&2
     status=1
@@ -37,14 +42,14 @@ fi
 # One closing line for tools that read the summary ("N passed, N failed"), summed
 # over the Vitest reports of the packages and of the examples' end-to-end tests
 # (packages/*/test-results/vitest.json, compat/test-results/vitest.json — the
-# Pusher compatibility tests, one in Chromium — and
-# examples/*/test-results/vitest.json).
+# Pusher compatibility tests, one in Chromium — and the end-to-end ones:
+# examples/*/test-results/vitest.json and dashboard/test-results/vitest.json).
 node -e '
   const fs = require("fs"), path = require("path");
   let passed = 0, failed = 0, skipped = 0, found = 0, e2ePassed = 0, e2eFailed = 0, e2eFound = 0;
   for (const dir of ["packages", "examples", "."]) {
     if (!fs.existsSync(dir)) continue;
-    const names = dir === "." ? ["compat"] : fs.readdirSync(dir).sort();
+    const names = dir === "." ? ["compat", "dashboard"] : fs.readdirSync(dir).sort();
     for (const p of names) {
       const f = path.resolve(dir, p, "test-results", "vitest.json");
       if (!fs.existsSync(f)) continue;
@@ -53,7 +58,7 @@ node -e '
       passed += r.numPassedTests || 0;
       failed += r.numFailedTests || 0;
       skipped += (r.numPendingTests || 0) + (r.numTodoTests || 0);
-      if (dir === "examples") {
+      if (dir === "examples" || p === "dashboard") {
         e2eFound++;
         e2ePassed += r.numPassedTests || 0;
         e2eFailed += r.numFailedTests || 0;

@@ -103,7 +103,7 @@ function describeToken(token, tenant) {
       /* not a JWT */
     }
   }
-  return `operator${tenant ? ` @ ${tenant}` : ""}`;
+  return "operator (admin key)";
 }
 
 async function signIn(token, tenant, { fromStorage = false } = {}) {

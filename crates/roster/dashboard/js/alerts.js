@@ -7,6 +7,8 @@ import { byId, clear, h, perFrame, setText, timeEl } from "./dom.js";
 
 const RESOLVED_KEPT = 20;
 
+const progress = (a) => (a.state === "resolved" ? 2 : 0) + (a.ackedAt ? 1 : 0);
+
 export function createAlerts(getApi, { onOpenRoom, onCount }) {
   /** id → Alert */
   const alerts = new Map();
@@ -17,18 +19,29 @@ export function createAlerts(getApi, { onOpenRoom, onCount }) {
   const errorEl = byId("alerts-error");
   const pending = new Set();
   const schedule = perFrame(render);
-  let loaded = false;
 
   async function load() {
     const api = getApi();
+    const asked = Date.now();
     try {
       const [firing, resolved] = await Promise.all([
         api.get(`/alerts${qs({ state: "firing", limit: 100 })}`),
         api.get(`/alerts${qs({ state: "resolved", limit: RESOLVED_KEPT })}`),
       ]);
-      // What the stream said meanwhile is newer than a list fetched before it: keep it.
-      for (const a of [...(resolved.items || []), ...(firing.items || [])]) if (!alerts.has(a.id) || !loaded) alerts.set(a.id, a);
-      loaded = true;
+      // An alert only moves forward (firing → acked, → resolved): keep whichever
+      // of the list and the stream's events is further along.
+      for (const a of [...(resolved.items || []), ...(firing.items || [])]) {
+        const known = alerts.get(a.id);
+        if (!known || progress(a) >= progress(known)) alerts.set(a.id, a);
+      }
+      // One shown as firing that the server no longer lists as firing resolved
+      // while the stream was down (and is older than the resolved list shows).
+      // (Only one that fired well before this request: a newer one may have come
+      // through the stream while the list was on its way.)
+      const firingIds = new Set((firing.items || []).map((a) => a.id));
+      if (!firing.nextCursor)
+        for (const [id, a] of alerts)
+          if (a.state === "firing" && !firingIds.has(id) && Date.parse(a.firedAt) < asked - 10_000) alerts.delete(id);
       errorEl.hidden = true;
     } catch (e) {
       errorEl.hidden = false;
@@ -141,12 +154,13 @@ export function createAlerts(getApi, { onOpenRoom, onCount }) {
     /** An `alert` stream event. */
     apply(a) {
       if (!a || a.id === undefined) return;
+      const known = alerts.get(a.id);
+      if (known && progress(a) < progress(known)) return;
       alerts.set(a.id, a);
       schedule();
     },
     reset() {
       alerts.clear();
-      loaded = false;
       schedule();
     },
   };

@@ -35,9 +35,15 @@ export function createFeed(getApi) {
     if (it.actor && it.actor !== user) parts.push(parts.length ? " · by " : "by ", it.actor);
     const d = it.details;
     if (d && typeof d === "object" && Object.keys(d).length) {
-      let s = JSON.stringify(d);
+      const keys = Object.keys(d).sort().join(",");
+      let s;
+      // The common shapes in words; anything else as compact JSON.
+      if (keys === "from,to") s = `${d.from} → ${d.to}`;
+      else if (keys === "reason") s = String(d.reason);
+      else if (keys === "device") s = `on ${d.device}`;
+      else s = JSON.stringify(d);
       if (s.length > 90) s = `${s.slice(0, 89)}…`;
-      parts.push(" ", h("span", { class: "mono muted" }, s));
+      parts.push(" ", h("span", { class: "muted small" }, s));
     }
     return parts;
   }

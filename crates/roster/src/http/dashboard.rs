@@ -31,7 +31,8 @@ pub fn router() -> Router<AppState> {
 }
 
 fn content_type(path: &str) -> &'static str {
-    match path.rsplit('.').next().unwrap_or("") {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    match name.rsplit_once('.').map_or(name, |(_, ext)| ext) {
         "html" => "text/html; charset=utf-8",
         "js" | "mjs" => "text/javascript; charset=utf-8",
         "css" => "text/css; charset=utf-8",
@@ -82,6 +83,8 @@ mod tests {
             .files()
             .any(|f| f.path().extension().is_some_and(|e| e == "js")));
         assert_eq!(asset("nope.js").status(), StatusCode::NOT_FOUND);
+        assert_eq!(content_type("vendor/LICENSE"), "text/plain; charset=utf-8");
+        assert_eq!(content_type("js/api.js"), "text/javascript; charset=utf-8");
         assert_eq!(asset("../Cargo.toml").status(), StatusCode::NOT_FOUND);
     }
 }

@@ -242,20 +242,8 @@ async fn apply(
     Ok(())
 }
 
-fn rule_id(id: &str) -> ApiResult<String> {
-    if (1..=64).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-    {
-        Ok(id.to_string())
-    } else {
-        Err(invalid("path `id`: [A-Za-z0-9_-]{1,64}"))
-    }
-}
-
 async fn find_rule(app: &AppState, caller: &Caller, id: &str) -> ApiResult<StoredAlertRule> {
-    let id = rule_id(id)?;
+    let id = super::path_id(id)?;
     app.node
         .alert_rules(&caller.tenant)
         .await?
@@ -361,7 +349,7 @@ pub async fn delete_rule(
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
     caller.require_admin()?;
-    let id = rule_id(&id)?;
+    let id = super::path_id(&id)?;
     if !app
         .node
         .delete_alert_rule(&caller.tenant, &id, &caller.actor())
@@ -445,7 +433,7 @@ pub async fn ack(
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<AlertView>> {
     caller.require_monitor()?;
-    let id = rule_id(&id)?;
+    let id = super::path_id(&id)?;
     let a = app
         .node
         .ack_alert(&caller.tenant, &id, &caller.actor())

@@ -420,6 +420,23 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath
 }
 
 /// A page size: default 100, 1 to 1000 (SPEC §4).
+/// An id in a path that the server generated (`wh_…`, `ar_…`, `al_…`) or a
+/// configuration names: `[A-Za-z0-9_-]{1,64}`.
+pub fn path_id(id: &str) -> ApiResult<String> {
+    if (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        Ok(id.to_string())
+    } else {
+        Err(ApiError::new(
+            ErrorCode::Invalid,
+            "path `id`: [A-Za-z0-9_-]{1,64}",
+        ))
+    }
+}
+
 pub fn page_limit(l: Option<usize>) -> ApiResult<usize> {
     match l.unwrap_or(100) {
         n @ 1..=1000 => Ok(n),

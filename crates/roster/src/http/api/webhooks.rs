@@ -127,21 +127,6 @@ async fn spec_from(
     })
 }
 
-fn webhook_id(id: &str) -> ApiResult<String> {
-    if (1..=64).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-    {
-        Ok(id.to_string())
-    } else {
-        Err(ApiError::new(
-            ErrorCode::Invalid,
-            "path `id`: [A-Za-z0-9_-]{1,64}",
-        ))
-    }
-}
-
 /// An endpoint of `[[webhooks.endpoints]]` is changed in the configuration file.
 fn read_only_if_configured(app: &AppState, caller: &Caller, id: &str) -> ApiResult<()> {
     if app.node.is_config_webhook(&caller.tenant, id) {
@@ -206,7 +191,7 @@ pub async fn read(
     caller.require_admin()?;
     let (s, d) = app
         .node
-        .webhook(&caller.tenant, &webhook_id(&id)?)
+        .webhook(&caller.tenant, &super::path_id(&id)?)
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no webhook {id}")))?;
     Ok(Json(WebhookView::new(s, d, false)))
 }
@@ -223,7 +208,7 @@ pub async fn replace(
     ApiJson(body): ApiJson<WebhookBody>,
 ) -> ApiResult<Json<WebhookView>> {
     caller.require_admin()?;
-    let id = webhook_id(&id)?;
+    let id = super::path_id(&id)?;
     read_only_if_configured(&app, &caller, &id)?;
     let (old, delivery) = app
         .node
@@ -246,7 +231,7 @@ pub async fn remove(
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
     caller.require_admin()?;
-    let id = webhook_id(&id)?;
+    let id = super::path_id(&id)?;
     read_only_if_configured(&app, &caller, &id)?;
     if !app
         .node
