@@ -298,6 +298,7 @@ pub async fn start(config: Config, stop: CancellationToken) -> Result<Running, S
         auth: Arc::new(auth),
         metrics: crate::metrics::install(),
         rest_limiter: Arc::new(RateLimiter::new(config.limits.rest_requests_per_second)),
+        feeds: Default::default(),
         origins: Arc::new(AllowedOrigins::from_config(
             config.http.allowed_origins.as_deref(),
         )),

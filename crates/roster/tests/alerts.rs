@@ -771,6 +771,25 @@ async fn the_live_stream_carries_totals_rooms_activity_and_alerts() {
         ),
         (Some(2), Some(2), Some("GENERIC"))
     );
+    // A second stream shares the feed and starts from where it is: the
+    // totals and every room, current.
+    let mut late = open_stream(&s, &monitor).await;
+    until_event(&mut late, "hello", |n, _| n == "hello").await;
+    let t = until_event(&mut late, "totals", |n, _| n == "totals").await;
+    assert_eq!(
+        (t["sessions"].as_u64(), t["users"].as_u64()),
+        (Some(2), Some(2))
+    );
+    let all = until_event(&mut late, "full rooms", |n, _| n == "rooms").await;
+    assert_eq!(all["full"], true);
+    assert!(
+        all["rooms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["key"] == "Bay:1" && r["sessions"] == 2),
+        "{all}"
+    );
     let join = until_event(&mut rx, "join row", |n, v| {
         n == "activity" && v["type"] == "join"
     })
@@ -790,6 +809,11 @@ async fn the_live_stream_carries_totals_rooms_activity_and_alerts() {
     })
     .await;
     assert_eq!(acked["id"], fired["id"]);
+    until_event(&mut late, "acked alert on the late stream", |n, v| {
+        n == "alert" && v["ackedAt"].is_string()
+    })
+    .await;
+    drop(late);
     c.bye().await.unwrap();
     // The leave row and the resolution, in either order.
     let (mut resolved, mut left) = (false, false);

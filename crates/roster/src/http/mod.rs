@@ -38,6 +38,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     pub rest_limiter: Arc<api::RateLimiter>,
     pub origins: Arc<origins::AllowedOrigins>,
+    /// The live streams' shared feeds (`/api/v1/stream`).
+    pub feeds: Arc<api::stream::Feeds>,
 }
 
 pub fn router(state: AppState) -> Router {

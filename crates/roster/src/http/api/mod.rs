@@ -9,7 +9,7 @@ pub mod openapi;
 mod presence;
 mod rooms;
 mod sessions;
-mod stream;
+pub mod stream;
 mod webhooks;
 
 use std::time::Duration;
