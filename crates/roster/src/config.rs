@@ -1118,6 +1118,8 @@ mod tests {
                     if k.starts_with("timing")
                         || *k == "auth.leeway"
                         || *k == "webhooks.retry_for"
+                        || *k == "alerts.eval_interval"
+                        || *k == "dashboard.update_interval"
                         || matches!(
                             *k,
                             "kafka.retry_backoff" | "kafka.dedup_window" | "kafka.session_timeout"
