@@ -245,11 +245,11 @@ async fn observe(
         .iter()
         .any(|(_, r)| matches!(r.kind, Kind::Latency | Kind::OnlineDrop));
     let sessions = if needs_sessions {
-        node.sessions(tenant, None)
+        node.session_facts(tenant)
             .await?
             .into_iter()
             .map(|s| SessionObs {
-                user: s.user_id.to_string(),
+                user: s.user,
                 rooms: s.rooms,
                 latency_ms: s.latency_ms,
             })

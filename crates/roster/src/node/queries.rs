@@ -29,6 +29,16 @@ pub struct LiveTotals {
     pub rooms: usize,
 }
 
+/// Who a live session is, where, and its measured round trip: what the
+/// dashboard's stream and the alert rules count, without the session's full
+/// view.
+pub struct SessionFacts {
+    pub user: String,
+    /// Room keys.
+    pub rooms: Vec<String>,
+    pub latency_ms: Option<u32>,
+}
+
 /// One user's presence on every node.
 pub struct UserPresence {
     /// Merged status, `lastSeen` (looked up in the store if need be), devices.
@@ -113,17 +123,14 @@ impl Node {
         &self,
         tenant: &TenantId,
     ) -> Result<(LiveTotals, Vec<(RoomSummary, usize)>), EngineError> {
-        let live = self.sessions(tenant, None).await?;
-        let mut users: Vec<&str> = live.iter().map(|s| s.user_id.as_str()).collect();
+        let live = self.session_facts(tenant).await?;
+        let mut users: Vec<&str> = live.iter().map(|s| s.user.as_str()).collect();
         users.sort_unstable();
         users.dedup();
         let mut in_room: std::collections::HashMap<&str, Vec<&str>> = Default::default();
         for s in &live {
             for r in &s.rooms {
-                in_room
-                    .entry(r.as_str())
-                    .or_default()
-                    .push(s.user_id.as_str());
+                in_room.entry(r.as_str()).or_default().push(s.user.as_str());
             }
         }
         let rooms: Vec<(RoomSummary, usize)> = self
@@ -146,6 +153,32 @@ impl Node {
             rooms: rooms.iter().filter(|(r, _)| r.sessions > 0).count(),
         };
         Ok((totals, rooms))
+    }
+
+    /// [`SessionFacts`] of every live session of the tenant, on every node
+    /// (this node's read from its sessions directly).
+    pub async fn session_facts(&self, tenant: &TenantId) -> Result<Vec<SessionFacts>, EngineError> {
+        let local = self.local_handles(tenant, None);
+        let mut seen: std::collections::HashSet<crate::ids::SessionId> =
+            local.iter().map(|s| s.meta.id.clone()).collect();
+        let mut out: Vec<SessionFacts> = local
+            .iter()
+            .map(|s| SessionFacts {
+                user: s.meta.user.to_string(),
+                rooms: s.rooms.lock().iter().map(|r| r.key.to_string()).collect(),
+                latency_ms: s.meta.latency_ms(),
+            })
+            .collect();
+        for r in self.engine.remote_sessions(tenant, None).await? {
+            if seen.insert(r.session_id.clone()) {
+                out.push(SessionFacts {
+                    user: r.user_id.to_string(),
+                    rooms: r.rooms,
+                    latency_ms: r.latency_ms,
+                });
+            }
+        }
+        Ok(out)
     }
 
     // ---- the durable record (the store, awaited) ----

@@ -501,13 +501,31 @@ impl Node {
         tenant: &TenantId,
         user: Option<&UserId>,
     ) -> Result<Vec<SessionInfoView>, EngineError> {
-        let mut out = self.local_sessions(tenant, user);
+        self.sessions_in(tenant, user, None).await
+    }
+
+    /// [`Node::sessions`], of one room's members only if `room` is given
+    /// (filtered before this node's views are built).
+    pub async fn sessions_in(
+        &self,
+        tenant: &TenantId,
+        user: Option<&UserId>,
+        room: Option<&str>,
+    ) -> Result<Vec<SessionInfoView>, EngineError> {
+        let in_room = |s: &SessionHandle| {
+            room.is_none_or(|k| s.rooms.lock().iter().any(|r| r.key.as_str() == k))
+        };
+        let mut out: Vec<SessionInfoView> = self
+            .local_handles(tenant, user)
+            .iter()
+            .filter(|s| in_room(s))
+            .map(|s| self.session_info(s))
+            .collect();
         let remote = self.engine.remote_sessions(tenant, user).await?;
-        out.extend(
-            remote
-                .into_iter()
-                .filter(|r| self.hub.get(&r.session_id).is_none()),
-        );
+        out.extend(remote.into_iter().filter(|r| {
+            self.hub.get(&r.session_id).is_none()
+                && room.is_none_or(|k| r.rooms.iter().any(|x| x == k))
+        }));
         out.sort_by(|a, b| a.session_id.cmp(&b.session_id));
         out.dedup_by(|a, b| a.session_id == b.session_id);
         Ok(out)
@@ -519,15 +537,25 @@ impl Node {
         tenant: &TenantId,
         user: Option<&UserId>,
     ) -> Vec<SessionInfoView> {
-        let handles: Vec<Arc<SessionHandle>> = self
-            .hub
+        self.local_handles(tenant, user)
+            .iter()
+            .map(|s| self.session_info(s))
+            .collect()
+    }
+
+    /// This node's session handles of `tenant` (of `user` only, if given).
+    pub(super) fn local_handles(
+        &self,
+        tenant: &TenantId,
+        user: Option<&UserId>,
+    ) -> Vec<Arc<SessionHandle>> {
+        self.hub
             .sessions
             .iter()
             .filter(|e| &e.value().user_ref.tenant == tenant)
             .filter(|e| user.is_none_or(|u| &e.value().user_ref.user == u))
             .map(|e| e.value().clone())
-            .collect();
-        handles.iter().map(|s| self.session_info(s)).collect()
+            .collect()
     }
 
     pub fn session_info(&self, s: &SessionHandle) -> SessionInfoView {

@@ -57,10 +57,9 @@ pub async fn list(
     };
     let items: Vec<SessionInfoView> = app
         .node
-        .sessions(&caller.tenant, None)
+        .sessions_in(&caller.tenant, None, f.room.as_deref())
         .await?
         .into_iter()
-        .filter(|s| f.room.as_ref().is_none_or(|r| s.rooms.contains(r)))
         .filter(|s| f.user.as_ref().is_none_or(|u| s.user_id.as_str() == u))
         .filter(|s| status.is_none_or(|st| s.status == st))
         .collect();
