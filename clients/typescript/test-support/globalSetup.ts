@@ -70,6 +70,9 @@ function ensureBinary(root: string): string {
   const sources = [
     join(root, "crates", "roster", "src"),
     join(root, "crates", "roster", "migrations"),
+    // The dashboard's files and the build script are compiled in too.
+    join(root, "crates", "roster", "dashboard"),
+    join(root, "crates", "roster", "build.rs"),
     join(root, "crates", "roster", "Cargo.toml"),
     join(root, "Cargo.toml"),
     join(root, "Cargo.lock"),
