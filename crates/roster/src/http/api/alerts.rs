@@ -10,6 +10,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
+use super::webhooks::secret_or_new;
 use super::{
     created, decode_cursor, encode_cursor, no_content, page_limit, ApiError, ApiJson, ApiPath,
     ApiQuery, ApiResult, Caller, Page,
@@ -192,18 +193,13 @@ async fn apply(
                 .map_err(|e| invalid(format!("field `webhookUrl`: {e}")))?;
             rule.webhook_url = Some(url);
             if rule.webhook_secret.is_none() && body.webhook_secret.is_none() {
-                use rand::RngExt;
-                let mut b = [0u8; 24];
-                rand::rng().fill(&mut b);
-                rule.webhook_secret = Some(format!("whsec_{}", hex::encode(b)));
+                rule.webhook_secret = Some(secret_or_new("webhookSecret", None)?);
             }
         }
         None => {}
     }
     if let Some(s) = body.webhook_secret {
-        if !(16..=256).contains(&s.len()) {
-            return Err(invalid("field `webhookSecret`: 16-256 characters"));
-        }
+        let s = secret_or_new("webhookSecret", Some(s))?;
         if rule.webhook_url.is_none() {
             return Err(invalid("field `webhookSecret`: set `webhookUrl` too"));
         }

@@ -79,21 +79,7 @@ async fn spec_from(
     let url = check_url(&body.url, app.node.config.webhooks.allow_private)
         .await
         .map_err(|e| ApiError::new(ErrorCode::Invalid, format!("field `url`: {e}")))?;
-    let secret = match body.secret {
-        Some(s) if (16..=256).contains(&s.len()) => s,
-        Some(_) => {
-            return Err(ApiError::new(
-                ErrorCode::Invalid,
-                "field `secret`: 16-256 characters",
-            ))
-        }
-        None => {
-            use rand::RngExt;
-            let mut b = [0u8; 24];
-            rand::rng().fill(&mut b);
-            format!("whsec_{}", hex::encode(b))
-        }
-    };
+    let secret = secret_or_new("secret", body.secret)?;
     let events = match body.events {
         None => None,
         Some(list) => {
@@ -125,6 +111,24 @@ async fn spec_from(
         created_at,
         pusher_key: None,
     })
+}
+
+/// A signing secret (event and alert webhooks): the one given in `field`,
+/// 16-256 characters, or, when none is given, a new random one.
+pub(super) fn secret_or_new(field: &str, given: Option<String>) -> ApiResult<String> {
+    match given {
+        Some(s) if (16..=256).contains(&s.len()) => Ok(s),
+        Some(_) => Err(ApiError::new(
+            ErrorCode::Invalid,
+            format!("field `{field}`: 16-256 characters"),
+        )),
+        None => {
+            use rand::RngExt;
+            let mut b = [0u8; 24];
+            rand::rng().fill(&mut b);
+            Ok(format!("whsec_{}", hex::encode(b)))
+        }
+    }
 }
 
 /// An endpoint of `[[webhooks.endpoints]]` is changed in the configuration file.
