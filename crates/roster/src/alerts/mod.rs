@@ -150,18 +150,25 @@ pub struct Observation {
 }
 
 impl Observation {
-    fn type_of(&self, room: &str) -> &str {
-        self.rooms
-            .iter()
-            .find(|r| r.key == room)
-            .map(|r| r.room_type.as_str())
-            .unwrap_or("")
-    }
-    fn session_in_scope(&self, s: &SessionObs, scope: &Scope) -> bool {
-        match scope {
-            Scope::Tenant => true,
-            _ => s.rooms.iter().any(|r| scope.covers(r, self.type_of(r))),
-        }
+    /// The sessions in `scope`: in the tenant, in the room, or in a room of
+    /// the type (the rooms in scope found once, not per session).
+    fn sessions_in<'a>(&'a self, scope: &'a Scope) -> impl Iterator<Item = &'a SessionObs> {
+        let rooms: Option<std::collections::HashSet<&str>> = match scope {
+            Scope::Tenant => None,
+            Scope::Room(k) => Some(std::iter::once(k.as_str()).collect()),
+            Scope::RoomType(_) => Some(
+                self.rooms
+                    .iter()
+                    .filter(|r| scope.covers(&r.key, &r.room_type))
+                    .map(|r| r.key.as_str())
+                    .collect(),
+            ),
+        };
+        self.sessions.iter().filter(move |s| {
+            rooms
+                .as_ref()
+                .is_none_or(|in_scope| s.rooms.iter().any(|r| in_scope.contains(r.as_str())))
+        })
     }
 }
 
@@ -212,9 +219,7 @@ pub fn evaluate(rule: &Rule, obs: &Observation, history: &mut History) -> Vec<Br
             .collect(),
         Kind::Latency => {
             let rtts: Vec<u32> = obs
-                .sessions
-                .iter()
-                .filter(|s| obs.session_in_scope(s, &rule.scope))
+                .sessions_in(&rule.scope)
                 .filter_map(|s| s.latency_ms)
                 .collect();
             push_sample(history, obs.at, rtts, window_start);
@@ -268,9 +273,7 @@ pub fn evaluate(rule: &Rule, obs: &Observation, history: &mut History) -> Vec<Br
         }
         Kind::OnlineDrop => {
             let mut users: Vec<&str> = obs
-                .sessions
-                .iter()
-                .filter(|s| obs.session_in_scope(s, &rule.scope))
+                .sessions_in(&rule.scope)
                 .map(|s| s.user.as_str())
                 .collect();
             users.sort_unstable();
@@ -451,6 +454,17 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(evaluate(&r, &obs, &mut h)[0].value, 300.0);
+        // By type: rooms of the type only (b is of none); the tenant: everyone.
+        let by_type = rule(Kind::Latency, 200, Scope::RoomType("T".into()));
+        assert_eq!(
+            evaluate(&by_type, &obs, &mut History::default())[0].value,
+            300.0
+        );
+        let tenant = rule(Kind::Latency, 200, Scope::Tenant);
+        assert_eq!(
+            evaluate(&tenant, &obs, &mut History::default())[0].value,
+            900.0
+        );
         // Low samples within the window keep the p95 up until the high one ages out.
         obs.sessions = vec![session("u1", &["a"], Some(5))];
         for at in [1_000, 2_000] {
